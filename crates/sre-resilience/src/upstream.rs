@@ -1,0 +1,300 @@
+//! One upstream: its breaker, its rate limit and its backoff, and the only retry loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{Backoff, BreakerConfig, BreakerState, CircuitBreaker, ErrorClass, RateLimit, RateLimiter, Retryable};
+
+/// Settings of one upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Name for logs and metrics (a vendor name constant, never a URL).
+    pub name: &'static str,
+    /// Retry policy of one call.
+    pub backoff: Backoff,
+    /// Breaker settings.
+    pub breaker: BreakerConfig,
+    /// Rate limit, when the upstream has one.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Why [`Upstream::call`] gave up. Every variant but `Permanent` means "try again later";
+/// [`CallError::retry_in`] says when, so a bus consumer can NAK with that delay and the
+/// work waits on the bus instead of being lost.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E> {
+    /// The upstream refused the request for good (or the credentials are wrong).
+    #[error("permanent failure: {0}")]
+    Permanent(E),
+    /// Retryable failures used up the attempts or the time budget.
+    #[error("gave up after {attempts} attempts: {last}")]
+    Exhausted {
+        /// The last failure.
+        last: E,
+        /// Attempts made.
+        attempts: u32,
+        /// When another try makes sense.
+        retry_in: Duration,
+    },
+    /// The breaker is open; nothing was sent.
+    #[error("circuit open, retry in {retry_in:?}")]
+    CircuitOpen {
+        /// When the breaker will let a probe through.
+        retry_in: Duration,
+    },
+}
+
+impl<E> CallError<E> {
+    /// When to try again; `None` for permanent failures.
+    pub fn retry_in(&self) -> Option<Duration> {
+        match self {
+            CallError::Permanent(_) => None,
+            CallError::Exhausted { retry_in, .. } | CallError::CircuitOpen { retry_in } => Some(*retry_in),
+        }
+    }
+
+    /// The class of the failure, for metrics.
+    pub fn class(&self) -> ErrorClass
+    where
+        E: Retryable,
+    {
+        match self {
+            CallError::Permanent(e) | CallError::Exhausted { last: e, .. } => e.class(),
+            CallError::CircuitOpen { .. } => ErrorClass::Transient,
+        }
+    }
+}
+
+type Jitter = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// An upstream with its breaker and limiter; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Upstream {
+    config: UpstreamConfig,
+    breaker: CircuitBreaker,
+    limiter: Option<RateLimiter>,
+    jitter: Jitter,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.config.name).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// An upstream with random jitter.
+    pub fn new(config: UpstreamConfig) -> Self {
+        Self::with_jitter(config, Arc::new(|| rand::random::<f64>()))
+    }
+
+    /// An upstream with an injected jitter source returning numbers in `[0, 1)`.
+    pub fn with_jitter(config: UpstreamConfig, jitter: Jitter) -> Self {
+        Self {
+            breaker: CircuitBreaker::new(config.breaker.clone()),
+            limiter: config.rate_limit.map(RateLimiter::new),
+            config,
+            jitter,
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &'static str {
+        self.config.name
+    }
+
+    /// The breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the policy gives up. The only
+    /// retry loop of the workspace: vendors classify their errors, this decides.
+    ///
+    /// Each attempt asks the breaker first (an open breaker ends the call at once with
+    /// [`CallError::CircuitOpen`]) and then the rate limiter. Waits are the larger of the
+    /// backoff delay and the upstream's own hint (`Retry-After`). No wait is started that
+    /// would end past `max_elapsed`: the call returns [`CallError::Exhausted`] with that
+    /// wait as `retry_in` instead.
+    pub async fn call<T, E, F, Fut>(&self, mut op: F) -> Result<T, CallError<E>>
+    where
+        E: Retryable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        let policy = &self.config.backoff;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let permit = self
+                .breaker
+                .try_acquire()
+                .map_err(|open| CallError::CircuitOpen { retry_in: open.retry_in })?;
+            if let Some(limiter) = &self.limiter {
+                limiter.acquire().await;
+            }
+            let err = match op().await {
+                Ok(value) => {
+                    permit.success();
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            let class = err.class();
+            if class.counts_against_upstream() {
+                permit.failure();
+            } else {
+                permit.success();
+            }
+            if !class.is_retryable() {
+                return Err(CallError::Permanent(err));
+            }
+            let backoff = policy.delay(attempt, (self.jitter)());
+            let wait = err.retry_after().map_or(backoff, |hint| hint.max(backoff));
+            let out_of_time = started.elapsed() + wait > policy.max_elapsed;
+            if attempt >= policy.max_attempts.max(1) || out_of_time {
+                return Err(CallError::Exhausted { last: err, attempts: attempt, retry_in: wait });
+            }
+            tracing::debug!(
+                upstream = self.config.name,
+                attempt,
+                class = class.as_str(),
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[derive(Debug)]
+    struct E(ErrorClass, Option<Duration>);
+    impl Retryable for E {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            self.1
+        }
+    }
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+
+    fn upstream(max_attempts: u32) -> Upstream {
+        Upstream::with_jitter(
+            UpstreamConfig {
+                name: "test",
+                backoff: Backoff {
+                    initial: Duration::from_millis(100),
+                    max_delay: Duration::from_secs(2),
+                    multiplier: 2.0,
+                    max_attempts,
+                    max_elapsed: Duration::from_secs(30),
+                },
+                breaker: BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() },
+                rate_limit: None,
+            },
+            Arc::new(|| 1.0),
+        )
+    }
+
+    /// Runs `call` with scripted results, returning the outcome and when each attempt ran.
+    async fn script(
+        up: &Upstream,
+        results: Vec<Result<u32, E>>,
+    ) -> (Result<u32, CallError<E>>, Vec<Duration>) {
+        let start = Instant::now();
+        let calls = AtomicU32::new(0);
+        let times = std::sync::Mutex::new(Vec::new());
+        let results = std::sync::Mutex::new(results.into_iter());
+        let out = up
+            .call(|| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                times.lock().expect("lock").push(start.elapsed());
+                let next = results.lock().expect("lock").next().expect("scripted result");
+                async move { next }
+            })
+            .await;
+        (out, times.into_inner().expect("lock"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_back_off_then_succeed() {
+        let up = upstream(5);
+        let (out, times) = script(
+            &up,
+            vec![Err(E(ErrorClass::Transient, None)), Err(E(ErrorClass::Transient, None)), Ok(7)],
+        )
+        .await;
+        assert_eq!(out.expect("succeeds"), 7);
+        assert_eq!(times, [Duration::ZERO, Duration::from_millis(100), Duration::from_millis(300)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_overrides_a_shorter_backoff() {
+        let up = upstream(5);
+        let (out, times) =
+            script(&up, vec![Err(E(ErrorClass::Throttled, Some(Duration::from_secs(3)))), Ok(1)]).await;
+        assert!(out.is_ok());
+        assert_eq!(times[1], Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_are_not_retried() {
+        let up = upstream(5);
+        let (out, times) = script(&up, vec![Err(E(ErrorClass::Permanent, None))]).await;
+        assert!(matches!(out, Err(CallError::Permanent(_))));
+        assert_eq!(times.len(), 1);
+        let (out, _) = script(&up, vec![Err(E(ErrorClass::Auth, None))]).await;
+        assert!(matches!(out, Err(CallError::Permanent(_))));
+        assert_eq!(up.breaker_state(), BreakerState::Closed, "4xx does not open the breaker");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhaustion_reports_when_to_try_again() {
+        let up = upstream(2);
+        let (out, times) =
+            script(&up, vec![Err(E(ErrorClass::Transient, None)), Err(E(ErrorClass::Transient, None))]).await;
+        match out {
+            Err(CallError::Exhausted { attempts, retry_in, .. }) => {
+                assert_eq!(attempts, 2);
+                assert_eq!(retry_in, Duration::from_millis(200));
+            }
+            other => panic!("expected exhaustion, got {other:?}"),
+        }
+        assert_eq!(times.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hint_past_the_budget_ends_the_call_instead_of_sleeping() {
+        let up = upstream(5);
+        let (out, times) =
+            script(&up, vec![Err(E(ErrorClass::Throttled, Some(Duration::from_secs(120))))]).await;
+        assert_eq!(times.len(), 1);
+        assert_eq!(out.err().and_then(|e| e.retry_in()), Some(Duration::from_secs(120)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_fails_fast_without_calling() {
+        let up = upstream(1);
+        for _ in 0..3 {
+            let _ = script(&up, vec![Err(E(ErrorClass::Transient, None))]).await;
+        }
+        assert_eq!(up.breaker_state(), BreakerState::Open);
+        let (out, times) = script(&up, vec![]).await;
+        assert!(matches!(out, Err(CallError::CircuitOpen { .. })));
+        assert!(times.is_empty(), "nothing was sent");
+    }
+}
