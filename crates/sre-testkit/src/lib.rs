@@ -1,1 +1,298 @@
+//! Dev-only test kit: starts real `nats-server` and Alertmanager processes on loopback.
+//!
+//! Each server gets a free port on 127.0.0.1 and a temporary store, and is killed when
+//! dropped. Binaries are found through `SRE_NATS_SERVER` / `SRE_ALERTMANAGER`, then in the
+//! workspace's `.tools/` (where `cargo xtask setup` installs them), then on `PATH`.
+//! Readiness is polled over the servers' own health endpoints with a deadline; nothing
+//! here sleeps to synchronise. Never a dependency of a shipped binary.
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a test server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binary is not installed.
+    #[error("{0} not found: run `cargo xtask setup` or set {1}")]
+    NotFound(&'static str, &'static str),
+    /// Spawning or talking to the process failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The server did not become ready in time.
+    #[error("{0} not ready within {1:?}")]
+    NotReady(&'static str, Duration),
+}
+
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The workspace root (where `.tools/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16, Error> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|source| Error::Io { what: "binding a probe port", source })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io { what: "reading the probe port", source })
+}
+
+fn find_binary(env: &'static str, tools_rel: &[&str], path_names: &[&str], what: &'static str) -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    for rel in tools_rel {
+        let p = workspace_root().join(rel);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in path_names {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(Error::NotFound(what, env))
+}
+
+/// The nats-server binary tests use.
+pub fn nats_server_binary() -> Result<PathBuf, Error> {
+    find_binary("SRE_NATS_SERVER", &[".tools/venv/bin/nats-server"], &["nats-server"], "nats-server")
+}
+
+/// The Alertmanager binary tests use.
+pub fn alertmanager_binary() -> Result<PathBuf, Error> {
+    find_binary(
+        "SRE_ALERTMANAGER",
+        &[".tools/bin/alertmanager"],
+        &["prometheus-alertmanager", "alertmanager"],
+        "alertmanager",
+    )
+}
+
+/// A plain HTTP/1.0 GET on loopback returning the status code (no client crate needed).
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn wait_ready(what: &'static str, child: &mut Child, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    while start.elapsed() < READY_DEADLINE {
+        if ready() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Io {
+                what,
+                source: std::io::Error::other(format!("exited early with {status}")),
+            });
+        }
+        // Polling a health endpoint with a short backoff, bounded by the deadline.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    Err(Error::NotReady(what, READY_DEADLINE))
+}
+
+/// A real nats-server with JetStream on 127.0.0.1, a free port and a temporary store.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    monitor_port: u16,
+    store: tempfile::TempDir,
+    config: Option<PathBuf>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream on a free port.
+    pub fn start() -> Result<Self, Error> {
+        let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
+        let mut server = Self { child: None, port: free_port()?, monitor_port: free_port()?, store, config: None };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts a server from a configuration file (e.g. accounts and permissions from
+    /// `deploy/`); the port, monitor port, store and JetStream are set on the command line.
+    pub fn start_with_config(config: &Path) -> Result<Self, Error> {
+        let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
+        let mut server = Self {
+            child: None,
+            port: free_port()?,
+            monitor_port: free_port()?,
+            store,
+            config: Some(config.to_owned()),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), Error> {
+        let mut cmd = Command::new(nats_server_binary()?);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        cmd.args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &self.port.to_string()])
+            .args(["-m", &self.monitor_port.to_string()])
+            .arg("-sd")
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|source| Error::Io { what: "spawning nats-server", source })?;
+        let monitor = self.monitor_port;
+        wait_ready("nats-server", &mut child, || http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The monitoring port.
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor_port
+    }
+
+    /// Kills the server (SIGKILL: an outage, not a clean stop). The store is kept.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Alertmanager on 127.0.0.1 with gossip off and a temporary store.
+#[derive(Debug)]
+pub struct Alertmanager {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with `config_yaml` as its configuration file.
+    pub fn start(config_yaml: &str) -> Result<Self, Error> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(&config, config_yaml).map_err(|source| Error::Io { what: "writing the config", source })?;
+        let port = free_port()?;
+        let mut child = Command::new(alertmanager_binary()?)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg(format!("--web.external-url=http://127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| Error::Io { what: "spawning alertmanager", source })?;
+        wait_ready("alertmanager", &mut child, || http_get_status(port, "/-/ready") == Some(200))?;
+        Ok(Self { child: Some(child), port, _dir: dir })
+    }
+
+    /// The base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Injects alerts with `POST /api/v2/alerts` (a JSON array of postable alerts) and
+    /// returns the status code.
+    pub fn post_alerts(&self, alerts: &serde_json::Value) -> Result<u16, Error> {
+        let body = alerts.to_string();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let io = |source| Error::Io { what: "posting alerts", source };
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+        write!(
+            stream,
+            "POST /api/v2/alerts HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            body
+        )
+        .map_err(io)?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).map_err(io)?;
+        std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io(std::io::Error::other("bad status line")))
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_server_starts_restarts_and_stops() {
+        let mut server = NatsServer::start().expect("nats-server starts");
+        assert_eq!(http_get_status(server.monitor_port(), "/healthz"), Some(200));
+        server.kill();
+        assert_eq!(http_get_status(server.monitor_port(), "/healthz"), None);
+        server.restart().expect("restarts on the same port");
+        assert_eq!(http_get_status(server.monitor_port(), "/healthz"), Some(200));
+    }
+}

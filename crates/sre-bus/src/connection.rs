@@ -1,0 +1,174 @@
+//! The connection to NATS and what readiness knows about it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{ConnectOptions, Event};
+use sre_contracts::domain::v1::Source;
+use sre_resilience::Backoff;
+use tokio_util::sync::CancellationToken;
+
+use crate::{BusConfig, BusMetrics, IntentPublisher, TopologyError, topology};
+
+/// The bus could not be reached or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The client could not be set up (bad URL, unreadable credentials file).
+    #[error("connecting to nats: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    /// Reading the credentials file failed.
+    #[error("reading nats credentials file: {0}")]
+    Credentials(#[from] std::io::Error),
+    /// Streams could not be created or updated.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// Shutdown came before the bus was ready.
+    #[error("shutdown before the bus was ready")]
+    Cancelled,
+}
+
+/// A connection to the domain bus; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: Arc<BusConfig>,
+    source: Source,
+    metrics: BusMetrics,
+    topology_ready: Arc<AtomicBool>,
+}
+
+impl Bus {
+    /// Connects with reconnect and backoff. Returns once the client exists, even while the
+    /// server is unreachable: the client keeps trying, and [`Bus::is_ready`] says when it
+    /// is connected. `source` names this service instance in every message it sends.
+    pub async fn connect(config: BusConfig, source: Source, metrics: BusMetrics) -> Result<Self, ConnectError> {
+        let events = metrics.clone();
+        let mut options = ConnectOptions::new()
+            .name(format!("{}/{}", source.service, source.instance))
+            .connection_timeout(config.connect_timeout)
+            .retry_on_initial_connect()
+            .reconnect_delay_callback(|attempts| {
+                Backoff {
+                    initial: Duration::from_millis(100),
+                    max_delay: Duration::from_secs(5),
+                    ..Backoff::default()
+                }
+                .delay(u32::try_from(attempts).unwrap_or(u32::MAX), rand::random::<f64>())
+            })
+            .event_callback(move |event| {
+                let metrics = events.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            metrics.connected.set(1);
+                            tracing::info!("connected to nats");
+                        }
+                        Event::Disconnected => {
+                            metrics.connected.set(0);
+                            metrics.reconnects.inc();
+                            tracing::warn!("disconnected from nats");
+                        }
+                        other => tracing::info!(event = %other, "nats event"),
+                    }
+                }
+            });
+        if let Some(path) = &config.credentials_file {
+            options = options.credentials_file(path).await?;
+        }
+        let client = options.connect(config.url.as_str()).await?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .max_ack_inflight(5_000)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Self {
+            client,
+            js,
+            topology_ready: Arc::new(AtomicBool::new(!config.manage_streams)),
+            config: Arc::new(config),
+            source,
+            metrics,
+        })
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Ready: connected, and the streams are in place.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.is_connected() {
+            return Err("not connected to nats");
+        }
+        if !self.topology_ready.load(Ordering::Acquire) {
+            return Err("streams not yet in place");
+        }
+        Ok(())
+    }
+
+    /// Creates or updates the streams (when `manage_streams`), retrying with backoff until
+    /// it succeeds or `cancel` fires. Safe to run from many replicas at once.
+    pub async fn ensure_topology(&self, cancel: &CancellationToken) -> Result<(), ConnectError> {
+        if !self.config.manage_streams {
+            return Ok(());
+        }
+        let backoff = Backoff { initial: Duration::from_millis(200), max_delay: Duration::from_secs(5), ..Backoff::default() };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match topology::ensure_streams(&self.js, &self.config.streams).await {
+                Ok(()) => {
+                    self.topology_ready.store(true, Ordering::Release);
+                    tracing::info!("streams in place");
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, attempt, "could not put streams in place, retrying");
+                    let wait = backoff.delay(attempt, rand::random::<f64>());
+                    tokio::select! {
+                        () = cancel.cancelled() => return Err(ConnectError::Cancelled),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The publisher for intents, the only kind of message an adapter may publish.
+    pub fn intent_publisher(&self) -> IntentPublisher {
+        IntentPublisher::new(self.js.clone(), self.clone())
+    }
+
+    /// Flushes what the client has buffered, then closes the connection.
+    pub async fn drain(&self) {
+        if let Err(err) = self.client.flush().await {
+            tracing::warn!(error = %err, "flushing nats on shutdown failed");
+        }
+        if let Err(err) = self.client.drain().await {
+            tracing::warn!(error = %err, "draining nats on shutdown failed");
+        }
+    }
+
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The service instance this bus publishes as.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The bus's metrics.
+    pub fn metrics(&self) -> &BusMetrics {
+        &self.metrics
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,375 @@
+//! The durable fact consumer: explicit acks, NAK with delay, dead letters, and bounded
+//! parallelism that keeps the facts of one incident in order.
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved};
+use sre_contracts::{BusMessage, Fact, headers, streams, subjects};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::{FactLabels, FactOutcome};
+use crate::{Bus, ConsumerConfig};
+
+/// What the handler decided for one fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (its effect is durable): acknowledge.
+    Ack,
+    /// Not now: redeliver after `after` (NAK with delay). After `max_deliver` deliveries
+    /// the fact goes to the dead-letter stream with `reason`.
+    Retry {
+        /// How long to wait.
+        after: Duration,
+        /// Why, for logs and the dead letter.
+        reason: String,
+    },
+    /// Never: record in the dead-letter stream with `reason`, then TERM.
+    DeadLetter {
+        /// Why, e.g. the vendor's error message (never a secret).
+        reason: String,
+    },
+}
+
+/// A fact as delivered.
+#[derive(Debug, Clone)]
+pub struct ReceivedFact {
+    /// The subject, `sre.domain.facts.v1.<MessageName>`.
+    pub subject: String,
+    /// The body (binary protobuf).
+    pub payload: Bytes,
+    /// The headers as published.
+    pub headers: HeaderMap,
+    /// How many times it has been delivered, this one included.
+    pub delivered: u64,
+    /// Its sequence in the facts stream.
+    pub stream_sequence: u64,
+}
+
+impl ReceivedFact {
+    /// The message name (last subject token), e.g. `IncidentCreated`.
+    pub fn message_name(&self) -> &str {
+        self.subject.rsplit('.').next().unwrap_or_default()
+    }
+
+    /// Whether this fact is an `F`.
+    pub fn is<F: Fact>(&self) -> bool {
+        self.subject == F::SUBJECT
+    }
+
+    /// Decodes the body as `F`.
+    pub fn decode<F: Fact>(&self) -> Result<F, prost::DecodeError> {
+        F::decode(self.payload.clone())
+    }
+
+    /// The correlation id from the headers, when set.
+    pub fn correlation_id(&self) -> &str {
+        self.headers.get(headers::CORRELATION_ID).map_or("", |v| v.as_str())
+    }
+}
+
+/// Handles facts. Implementations must be idempotent: a fact can be delivered again after
+/// a crash, a timeout or a NAK.
+pub trait FactHandler: Send + Sync + 'static {
+    /// Decides what happens to one fact.
+    fn handle(&self, fact: ReceivedFact) -> impl Future<Output = Disposition> + Send;
+}
+
+/// The consumer could not be set up or lost its subscription.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    /// The consumer's name is empty.
+    #[error("consumer durable_name is empty")]
+    NoName,
+    /// The facts stream or the consumer could not be reached or created.
+    #[error("setting up consumer {name}: {message}")]
+    Setup {
+        /// Durable name.
+        name: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// The incident a fact is about; every incident fact has `incident_id` as field 2.
+#[derive(Clone, PartialEq, prost::Message)]
+struct IncidentRef {
+    #[prost(string, tag = "2")]
+    incident_id: String,
+}
+
+/// The key that orders facts: the incident id for incident facts, else the subject.
+fn ordering_key(fact: &ReceivedFact) -> String {
+    let incident = [
+        IncidentCreated::SUBJECT,
+        IncidentAcknowledged::SUBJECT,
+        IncidentResolved::SUBJECT,
+        IncidentClosed::SUBJECT,
+    ]
+    .contains(&fact.subject.as_str());
+    if incident {
+        if let Ok(r) = IncidentRef::decode(fact.payload.clone()) {
+            return r.incident_id;
+        }
+    }
+    fact.subject.clone()
+}
+
+fn lane_of(key: &str, lanes: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// A durable pull consumer on the facts stream, shared by a sink's replicas.
+#[derive(Debug)]
+pub struct FactConsumer {
+    bus: Bus,
+    config: ConsumerConfig,
+    consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
+}
+
+impl FactConsumer {
+    /// Creates or updates the durable consumer (idempotent; many replicas may do it at
+    /// once with the same configuration).
+    pub async fn bind(bus: &Bus, config: ConsumerConfig) -> Result<Self, ConsumeError> {
+        if config.durable_name.is_empty() {
+            return Err(ConsumeError::NoName);
+        }
+        let setup = |message: String| ConsumeError::Setup { name: config.durable_name.clone(), message };
+        let filter_subjects = if config.filter_subjects.is_empty() {
+            vec![subjects::FACTS_ALL.to_owned()]
+        } else {
+            config.filter_subjects.clone()
+        };
+        let pull_config = pull::Config {
+            durable_name: Some(config.durable_name.clone()),
+            description: Some("fact consumer shared by the replicas of one sink".to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver,
+            max_ack_pending: config.max_ack_pending,
+            filter_subjects,
+            ..Default::default()
+        };
+        let js = bus.jetstream();
+        let stream = js.get_stream(streams::FACTS).await.map_err(|e| setup(e.to_string()))?;
+        let consumer = match stream.create_consumer(pull_config.clone()).await {
+            Ok(c) => c,
+            Err(_) => {
+                // A replica starting at the same moment may have created it first.
+                stream.create_consumer(pull_config).await.map_err(|e| setup(e.to_string()))?
+            }
+        };
+        Ok(Self { bus: bus.clone(), config, consumer })
+    }
+
+    /// Delivers facts to `handler` until `cancel` fires, then stops pulling, lets the
+    /// facts already handed to workers finish, and returns. Facts pulled but not handed
+    /// out are never acked, so JetStream redelivers them (to this or another replica).
+    pub async fn run<H: FactHandler>(self, handler: H, cancel: CancellationToken) -> Result<(), ConsumeError> {
+        let handler = Arc::new(handler);
+        let lanes = self.config.parallelism.max(1);
+        let tracker = TaskTracker::new();
+        let mut senders = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (tx, rx) = mpsc::channel::<Message>(1);
+            senders.push(tx);
+            tracker.spawn(lane(rx, handler.clone(), self.bus.clone(), self.config.clone()));
+        }
+        tracker.close();
+
+        let mut backoff_attempt = 0u32;
+        'outer: while !cancel.is_cancelled() {
+            let messages = self
+                .consumer
+                .stream()
+                .max_messages_per_batch(lanes * 2)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await;
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(err) => {
+                    backoff_attempt += 1;
+                    tracing::warn!(error = %err, "pulling facts failed, retrying");
+                    let wait = sre_resilience::Backoff::default().delay(backoff_attempt, rand::random::<f64>());
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
+            backoff_attempt = 0;
+            loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => break 'outer,
+                    next = messages.next() => next,
+                };
+                let message = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(err)) => {
+                        // Heartbeats missed or the connection dropped: pull again.
+                        tracing::warn!(error = %err, "fact stream interrupted");
+                        break;
+                    }
+                    None => break,
+                };
+                let fact = received(&message);
+                let idx = lane_of(&ordering_key(&fact), lanes);
+                if senders[idx].send(message).await.is_err() {
+                    break 'outer;
+                }
+            }
+        }
+        drop(senders);
+        tracker.wait().await;
+        Ok(())
+    }
+}
+
+fn received(message: &Message) -> ReceivedFact {
+    let (delivered, stream_sequence) =
+        message.info().map(|i| (i.delivered.max(1) as u64, i.stream_sequence)).unwrap_or((1, 0));
+    ReceivedFact {
+        subject: message.subject.to_string(),
+        payload: message.payload.clone(),
+        headers: message.headers.clone().unwrap_or_default(),
+        delivered,
+        stream_sequence,
+    }
+}
+
+async fn lane<H: FactHandler>(mut rx: mpsc::Receiver<Message>, handler: Arc<H>, bus: Bus, config: ConsumerConfig) {
+    while let Some(message) = rx.recv().await {
+        let fact = received(&message);
+        let span = tracing::info_span!(
+            "fact",
+            subject = %fact.subject,
+            seq = fact.stream_sequence,
+            delivered = fact.delivered,
+            correlation_id = %fact.correlation_id(),
+        );
+        let _ = span.set_parent(crate::extract_context(&fact.headers));
+        async {
+            let started = Instant::now();
+            let disposition = handler.handle(fact.clone()).await;
+            let outcome = settle(&bus, &config, &message, &fact, disposition).await;
+            bus.metrics().fact_seconds.observe(started.elapsed().as_secs_f64());
+            bus.metrics()
+                .facts
+                .get_or_create(&FactLabels { message_type: fact.message_name().to_owned(), outcome })
+                .inc();
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+async fn settle(
+    bus: &Bus,
+    config: &ConsumerConfig,
+    message: &Message,
+    fact: &ReceivedFact,
+    disposition: Disposition,
+) -> FactOutcome {
+    let last_delivery = config.max_deliver > 0 && fact.delivered >= config.max_deliver as u64;
+    let result = match disposition {
+        Disposition::Ack => message.double_ack().await.map(|()| FactOutcome::Acked),
+        Disposition::Retry { after, reason } if !last_delivery => {
+            tracing::info!(reason = %reason, retry_in_ms = after.as_millis() as u64, "fact handed back for retry");
+            message.ack_with(AckKind::Nak(Some(after))).await.map(|()| FactOutcome::Retried)
+        }
+        Disposition::Retry { reason, .. } => {
+            let reason = format!("gave up after {} deliveries: {reason}", fact.delivered);
+            return dead_letter(bus, config, message, fact, &reason).await;
+        }
+        Disposition::DeadLetter { reason } => return dead_letter(bus, config, message, fact, &reason).await,
+    };
+    result.unwrap_or_else(|err| {
+        // The ack did not reach the server: the fact will be redelivered and handled
+        // again, which handlers are built for (idempotent).
+        tracing::warn!(error = %err, "acknowledging a fact failed");
+        FactOutcome::Retried
+    })
+}
+
+/// Records the fact in the dead-letter stream, then TERMs it. If the record cannot be
+/// stored, the fact is NAKed instead: it is never dropped without a record.
+async fn dead_letter(
+    bus: &Bus,
+    config: &ConsumerConfig,
+    message: &Message,
+    fact: &ReceivedFact,
+    reason: &str,
+) -> FactOutcome {
+    let mut h = fact.headers.clone();
+    h.insert(headers::DEAD_LETTER_REASON, reason);
+    h.insert(headers::DEAD_LETTER_CONSUMER, config.durable_name.as_str());
+    h.insert(headers::DEAD_LETTER_SUBJECT, fact.subject.as_str());
+    h.insert(headers::DEAD_LETTER_SEQUENCE, fact.stream_sequence.to_string().as_str());
+    h.insert(headers::DEAD_LETTER_DELIVERIES, fact.delivered.to_string().as_str());
+    // One record per fact and consumer, however often this runs.
+    let msg_id = format!("dlq:{}:{}", config.durable_name, fact.stream_sequence);
+    h.insert(headers::MSG_ID, msg_id.as_str());
+    let subject = format!("{}.{}", subjects::DEAD_LETTER_PREFIX, config.durable_name);
+    let stored = async {
+        let ack = bus.jetstream().publish_with_headers(subject, h, fact.payload.clone()).await?;
+        ack.await.map(|_| ())
+    }
+    .await;
+    match stored {
+        Ok(()) => {
+            tracing::warn!(reason = %reason, "fact dead-lettered");
+            if let Err(err) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %err, "terminating a dead-lettered fact failed");
+            }
+            FactOutcome::DeadLettered
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "could not store dead letter, handing the fact back");
+            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            FactOutcome::Retried
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_facts_are_ordered_by_incident() {
+        let created = IncidentCreated { incident_id: "inc-1".into(), ..Default::default() };
+        let fact = ReceivedFact {
+            subject: IncidentCreated::SUBJECT.to_owned(),
+            payload: created.encode_to_vec().into(),
+            headers: HeaderMap::new(),
+            delivered: 1,
+            stream_sequence: 1,
+        };
+        assert_eq!(ordering_key(&fact), "inc-1");
+        let resolved = IncidentResolved { incident_id: "inc-1".into(), reason: "ok".into(), ..Default::default() };
+        let fact2 = ReceivedFact {
+            subject: IncidentResolved::SUBJECT.to_owned(),
+            payload: resolved.encode_to_vec().into(),
+            ..fact.clone()
+        };
+        assert_eq!(lane_of(&ordering_key(&fact), 8), lane_of(&ordering_key(&fact2), 8));
+        assert_eq!(fact2.message_name(), "IncidentResolved");
+    }
+}

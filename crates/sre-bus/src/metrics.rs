@@ -1,0 +1,92 @@
+//! Bus metrics, named by Prometheus conventions. Labels come from closed sets (message
+//! type constants and enums), never from ids.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Outcome of one intent publish.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PublishOutcome {
+    /// Stored by JetStream.
+    Stored,
+    /// Already stored within the duplicate window; nothing new stored.
+    Duplicate,
+    /// The bus did not store it (unavailable, timed out, rejected).
+    Failed,
+}
+
+/// What a consumer did with one fact.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FactOutcome {
+    /// Handled and acknowledged.
+    Acked,
+    /// Handed back for redelivery after a delay.
+    Retried,
+    /// Given up on and recorded in the dead-letter stream.
+    DeadLettered,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PublishLabels {
+    pub message_type: &'static str,
+    pub outcome: PublishOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FactLabels {
+    pub message_type: String,
+    pub outcome: FactOutcome,
+}
+
+/// The bus's metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BusMetrics {
+    pub(crate) published: Family<PublishLabels, Counter>,
+    pub(crate) publish_seconds: Histogram,
+    pub(crate) facts: Family<FactLabels, Counter>,
+    pub(crate) fact_seconds: Histogram,
+    pub(crate) connected: Gauge,
+    pub(crate) reconnects: Counter,
+}
+
+impl Default for BusMetrics {
+    fn default() -> Self {
+        Self {
+            published: Family::default(),
+            publish_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            facts: Family::default(),
+            fact_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            connected: Gauge::default(),
+            reconnects: Counter::default(),
+        }
+    }
+}
+
+impl BusMetrics {
+    /// Registers the metrics under `sre_bus_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("sre_bus");
+        r.register("intents_published", "Intent publishes by message type and outcome", self.published.clone());
+        r.register("publish_duration_seconds", "Time from publish to JetStream ack", self.publish_seconds.clone());
+        r.register("facts_handled", "Facts handled by message type and outcome", self.facts.clone());
+        r.register("fact_handling_duration_seconds", "Time spent handling one fact", self.fact_seconds.clone());
+        r.register("connected", "1 while connected to NATS", self.connected.clone());
+        r.register("reconnects", "Reconnections to NATS", self.reconnects.clone());
+    }
+
+    /// Facts of `message_type` (e.g. `IncidentCreated`) handled with `outcome`.
+    pub fn facts_count(&self, message_type: &str, outcome: FactOutcome) -> u64 {
+        self.facts.get_or_create(&FactLabels { message_type: message_type.to_owned(), outcome }).get()
+    }
+
+    /// Intent publishes with `outcome` for `message_type` (for tests and dashboards).
+    pub fn published_count(&self, message_type: &'static str, outcome: PublishOutcome) -> u64 {
+        self.published.get_or_create(&PublishLabels { message_type, outcome }).get()
+    }
+}
+
+

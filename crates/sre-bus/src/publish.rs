@@ -1,0 +1,178 @@
+//! The intent-only publisher.
+
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use bytes::Bytes;
+use futures::future::join_all;
+
+use sre_contracts::{Intent, headers};
+
+use crate::Bus;
+use crate::metrics::{PublishLabels, PublishOutcome};
+
+/// An encoded intent ready to publish. It can only be made from an [`Intent`], so nothing
+/// that holds an `IntentPublisher` can put a fact on the bus.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    subject: &'static str,
+    message_type: &'static str,
+    idempotency_key: String,
+    correlation_id: String,
+    body: Bytes,
+}
+
+impl Envelope {
+    /// Encodes `intent`. Its `meta.idempotency_key` must be set: it becomes `Nats-Msg-Id`.
+    pub fn intent<M: Intent>(intent: &M) -> Result<Self, PublishError> {
+        let meta = intent.meta().ok_or(PublishError::MissingIdempotencyKey(M::TYPE))?;
+        if meta.idempotency_key.is_empty() {
+            return Err(PublishError::MissingIdempotencyKey(M::TYPE));
+        }
+        Ok(Self {
+            subject: M::SUBJECT,
+            message_type: M::TYPE,
+            idempotency_key: meta.idempotency_key.clone(),
+            correlation_id: meta.correlation_id.clone(),
+            body: Bytes::from(intent.encode_to_vec()),
+        })
+    }
+
+    /// The subject it will be published on.
+    pub fn subject(&self) -> &'static str {
+        self.subject
+    }
+
+    /// The idempotency key (`Nats-Msg-Id`).
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::CONTENT_TYPE_PROTOBUF);
+        h.insert(headers::MESSAGE_TYPE, self.message_type);
+        if !self.correlation_id.is_empty() {
+            h.insert(headers::CORRELATION_ID, self.correlation_id.as_str());
+        }
+        crate::inject_context(&mut h);
+        h
+    }
+}
+
+/// What JetStream did with a published intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Stream sequence (of the original, for a duplicate).
+    pub sequence: u64,
+    /// True when the same `Nats-Msg-Id` was stored within the duplicate window: nothing
+    /// new was stored, and that is success.
+    pub duplicate: bool,
+}
+
+/// Why an intent was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The intent has no idempotency key.
+    #[error("{0} has no meta.idempotency_key")]
+    MissingIdempotencyKey(&'static str),
+    /// The bus is not connected, did not ack in time, or has no stream for the subject:
+    /// nothing can be promised; the caller should answer "try again".
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// JetStream refused the message (e.g. too large).
+    #[error("bus rejected the message: {0}")]
+    Rejected(String),
+}
+
+impl PublishError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PublishError::Unavailable(_))
+    }
+}
+
+fn classify(err: &async_nats::jetstream::context::PublishError) -> PublishError {
+    match err.kind() {
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound
+        | PublishErrorKind::MaxAckPending => PublishError::Unavailable(err.to_string()),
+        PublishErrorKind::Other => PublishError::Unavailable(err.to_string()),
+        _ => PublishError::Rejected(err.to_string()),
+    }
+}
+
+/// Publishes intents and waits for JetStream to store them; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IntentPublisher {
+    js: async_nats::jetstream::Context,
+    bus: Bus,
+}
+
+impl IntentPublisher {
+    pub(crate) fn new(js: async_nats::jetstream::Context, bus: Bus) -> Self {
+        Self { js, bus }
+    }
+
+    /// Publishes one intent and waits for its ack.
+    pub async fn publish<M: Intent>(&self, intent: &M) -> Result<Published, PublishError> {
+        let envelope = Envelope::intent(intent)?;
+        let mut acks = self.publish_all(std::slice::from_ref(&envelope), None).await;
+        acks.pop().unwrap_or_else(|| Err(PublishError::Unavailable("no ack".to_owned())))
+    }
+
+    /// Publishes every envelope with all acks in flight at once, then waits for all of
+    /// them (within `deadline` when given, else the configured ack timeout). The result
+    /// has one entry per envelope, in order. Fails fast while disconnected: a caller that
+    /// must promise durability gets its answer at once instead of after a timeout.
+    pub async fn publish_all(
+        &self,
+        envelopes: &[Envelope],
+        deadline: Option<Duration>,
+    ) -> Vec<Result<Published, PublishError>> {
+        if !self.bus.is_connected() {
+            return envelopes
+                .iter()
+                .map(|e| {
+                    self.count(e.message_type, PublishOutcome::Failed);
+                    Err(PublishError::Unavailable("not connected to nats".to_owned()))
+                })
+                .collect();
+        }
+        let started = Instant::now();
+        let deadline = deadline.unwrap_or(self.bus.config().ack_timeout);
+        let sends = envelopes.iter().map(|e| async move {
+            // Headers first: `headers()` replaces the map, `message_id()` adds to it.
+            let publish = Publish::build()
+                .headers(e.headers())
+                .message_id(e.idempotency_key.as_str())
+                .payload(e.body.clone());
+            let ack = async {
+                let future = self.js.send_publish(e.subject, publish).await.map_err(|err| classify(&err))?;
+                future.await.map_err(|err| classify(&err))
+            };
+            let result = match tokio::time::timeout(deadline, ack).await {
+                Ok(Ok(ack)) => Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate }),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(PublishError::Unavailable(format!("no ack within {deadline:?}"))),
+            };
+            let outcome = match &result {
+                Ok(p) if p.duplicate => PublishOutcome::Duplicate,
+                Ok(_) => PublishOutcome::Stored,
+                Err(_) => PublishOutcome::Failed,
+            };
+            self.count(e.message_type, outcome);
+            result
+        });
+        let results = join_all(sends).await;
+        self.bus.metrics().publish_seconds.observe(started.elapsed().as_secs_f64());
+        results
+    }
+
+    fn count(&self, message_type: &'static str, outcome: PublishOutcome) {
+        self.bus.metrics().published.get_or_create(&PublishLabels { message_type, outcome }).inc();
+    }
+}
