@@ -1,1 +1,7 @@
-fn main(){}
+//! paging-sink: pages the on-call once, at the right time.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    sre_runtime::run(paging_sink::SPEC, paging_sink::start)
+}

@@ -1,7 +1,6 @@
 //! The connection to NATS and what readiness knows about it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -37,7 +36,7 @@ pub struct Bus {
     config: Arc<BusConfig>,
     source: Source,
     metrics: BusMetrics,
-    topology_ready: Arc<AtomicBool>,
+    topology_ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Bus {
@@ -87,7 +86,7 @@ impl Bus {
         Ok(Self {
             client,
             js,
-            topology_ready: Arc::new(AtomicBool::new(!config.manage_streams)),
+            topology_ready: Arc::new(tokio::sync::watch::Sender::new(!config.manage_streams)),
             config: Arc::new(config),
             source,
             metrics,
@@ -104,7 +103,7 @@ impl Bus {
         if !self.is_connected() {
             return Err("not connected to nats");
         }
-        if !self.topology_ready.load(Ordering::Acquire) {
+        if !*self.topology_ready.borrow() {
             return Err("streams not yet in place");
         }
         Ok(())
@@ -122,7 +121,7 @@ impl Bus {
             attempt += 1;
             match topology::ensure_streams(&self.js, &self.config.streams).await {
                 Ok(()) => {
-                    self.topology_ready.store(true, Ordering::Release);
+                    self.topology_ready.send_replace(true);
                     tracing::info!("streams in place");
                     return Ok(());
                 }
@@ -136,6 +135,13 @@ impl Bus {
                 }
             }
         }
+    }
+
+    /// Waits until the streams are in place (at once when streams are not managed here).
+    pub async fn wait_for_topology(&self) {
+        let mut rx = self.topology_ready.subscribe();
+        // The sender lives as long as this Bus, so the wait cannot fail.
+        let _ = rx.wait_for(|ready| *ready).await;
     }
 
     /// The publisher for intents, the only kind of message an adapter may publish.

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod service;
+
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,0 +1,297 @@
+//! The service lifecycle every adapter shares.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Parser;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use sre_bus::{Bus, BusMetrics};
+use sre_contracts::domain::v1::Source;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, ServiceConfig, Vars};
+use crate::{Cli, Health, Metrics, SecretStore, load_config, telemetry};
+
+/// What the runtime needs to know about an adapter.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceSpec {
+    /// The service name (`alertmanager-ingress`), in logs, metrics and message sources.
+    pub name: &'static str,
+    /// The crate version.
+    pub version: &'static str,
+    /// Port on 127.0.0.1 when neither the file nor `HTTP_ADDR` sets an address.
+    pub default_http_port: u16,
+}
+
+/// Everything an adapter's start function gets.
+#[derive(Debug, Clone)]
+pub struct ServiceContext<C> {
+    /// The validated configuration.
+    pub config: Arc<C>,
+    /// The bus (connecting, or connected).
+    pub bus: Bus,
+    /// Register metrics here.
+    pub metrics: Metrics,
+    /// Register readiness checks here.
+    pub health: Health,
+    /// Fires on SIGTERM/SIGINT: stop taking new work.
+    pub shutdown: CancellationToken,
+    /// Spawn workers here: shutdown waits for them (no detached tasks).
+    pub tasks: TaskTracker,
+    /// Secrets by reference.
+    pub secrets: SecretStore,
+    /// The adapter's spec.
+    pub spec: ServiceSpec,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    service: &'static str,
+    version: &'static str,
+}
+
+/// Runs an adapter: flags, configuration, telemetry, bus, HTTP, and on SIGTERM or SIGINT a
+/// graceful shutdown:
+/// 1. readiness fails (`draining`), the shutdown token fires: workers stop taking work;
+/// 2. the HTTP server stops accepting and finishes in-flight requests;
+/// 3. workers finish what they hold (a consumer acks or NAKs its in-flight facts);
+/// 4. the bus client flushes and drains; traces are flushed; exit 0.
+///
+/// Steps 2 and 3 are bounded by `runtime.shutdown_grace`; work still unfinished then was
+/// never acknowledged, so the bus redelivers it (nothing is lost).
+///
+/// Exit codes: 0 after a clean run or `--check-config` on a valid file, 2 for an invalid
+/// configuration (the message names the key and the reason), 1 for a failure at start.
+pub fn run<C, F, Fut>(spec: ServiceSpec, start: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(ServiceContext<C>) -> Fut,
+    Fut: Future<Output = anyhow::Result<Router>>,
+{
+    let cli = Cli::parse();
+    let vars: Vars = std::env::vars().collect();
+    let loaded = config::read_file(cli.config.as_deref()).and_then(|text| load_config::<C>(&text, &vars));
+    let config = match loaded {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{}: invalid configuration: {err}", spec.name);
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        eprintln!("{}: configuration ok", spec.name);
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("{}: cannot start the async runtime: {err}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(spec, config, vars, start)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "service failed");
+            eprintln!("{}: {err:#}", spec.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve<C, F, Fut>(spec: ServiceSpec, config: C, vars: Vars, start: F) -> anyhow::Result<()>
+where
+    C: ServiceConfig,
+    F: FnOnce(ServiceContext<C>) -> Fut,
+    Fut: Future<Output = anyhow::Result<Router>>,
+{
+    let rt = config.runtime().clone();
+    let instance = rt.instance.clone().unwrap_or_else(|| format!("{}-{}", spec.name, std::process::id()));
+    let telemetry = telemetry::init(spec.name, &instance, &rt.telemetry)?;
+    tracing::info!(service = spec.name, version = spec.version, instance = %instance, "starting");
+
+    let metrics = Metrics::default();
+    let bus_metrics = BusMetrics::default();
+    metrics.register(|r| {
+        bus_metrics.register(r);
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { service: spec.name, version: spec.version }).set(1);
+        r.register("sre_build_info", "Service name and version", build);
+    });
+    let source = Source { service: spec.name.to_owned(), instance };
+    let bus = Bus::connect(rt.bus.clone(), source, bus_metrics).await?;
+    let health = Health::default();
+    let bus_check = bus.clone();
+    health.register("bus", Arc::new(move || bus_check.readiness().map_err(str::to_owned)));
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    {
+        let (bus, token) = (bus.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            // Only cancellation ends this early; readiness reports the wait meanwhile.
+            let _ = bus.ensure_topology(&token).await;
+        });
+    }
+
+    let ctx = ServiceContext {
+        config: Arc::new(config),
+        bus: bus.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+        secrets: SecretStore::new(rt.secrets_dir.clone(), vars),
+        spec,
+    };
+    let routes = start(ctx).await?;
+    let app = router(metrics, health.clone()).merge(routes);
+    let addr = rt.http.addr.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, spec.default_http_port)));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let server = {
+        let token = shutdown.clone();
+        tokio::spawn(
+            axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).into_future(),
+        )
+    };
+
+    wait_for_signal(&shutdown).await;
+    tracing::info!(grace = ?rt.shutdown_grace, "shutting down");
+    health.start_draining();
+    shutdown.cancel();
+    tasks.close();
+    let drained = tokio::time::timeout(rt.shutdown_grace, async {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "http server ended with an error"),
+            Err(err) => tracing::warn!(error = %err, "http server task failed"),
+        }
+        tasks.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over; unfinished work was not acknowledged and will be redelivered");
+    }
+    if tokio::time::timeout(Duration::from_secs(5), bus.drain()).await.is_err() {
+        tracing::warn!("draining the bus timed out");
+    }
+    tracing::info!("stopped");
+    telemetry.shutdown();
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: &CancellationToken) {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
+        () = term => tracing::info!(signal = "SIGTERM", "signal received"),
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn router(metrics: Metrics, health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { (StatusCode::OK, axum::Json(serde_json::json!({"status": "alive"}))) }))
+        .route("/readyz", get(readyz).with_state(health))
+        .route("/metrics", get(metrics_handler).with_state(metrics))
+}
+
+async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    let (ready, results) = health.report();
+    let checks: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(name, r)| (name.to_owned(), serde_json::Value::String(r.err().unwrap_or_else(|| "ok".to_owned()))))
+        .collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
+    (status, axum::Json(body))
+}
+
+async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get_json(app: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let resp = app.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("response");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn readiness_names_the_failing_check() {
+        let health = Health::default();
+        health.register("bus", Arc::new(|| Ok(())));
+        health.register("jira", Arc::new(|| Err("credentials rejected (401)".to_owned())));
+        let app = router(Metrics::default(), health.clone());
+        let (status, body) = get_json(app.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "not_ready");
+        assert_eq!(body["checks"]["bus"], "ok");
+        assert_eq!(body["checks"]["jira"], "credentials rejected (401)");
+        let (status, body) = get_json(app, "/healthz").await;
+        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("alive")));
+    }
+
+    #[tokio::test]
+    async fn ready_when_all_pass_until_draining() {
+        let health = Health::default();
+        health.register("bus", Arc::new(|| Ok(())));
+        let app = router(Metrics::default(), health.clone());
+        assert_eq!(get_json(app.clone(), "/readyz").await.0, StatusCode::OK);
+        health.start_draining();
+        let (status, body) = get_json(app, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["checks"]["shutdown"], "draining");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_the_exposition_format() {
+        let metrics = Metrics::default();
+        let bus = BusMetrics::default();
+        metrics.register(|r| bus.register(r));
+        let resp = router(metrics, Health::default())
+            .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+        assert!(text.contains("# TYPE sre_bus_connected gauge"), "{text}");
+        assert!(text.contains("sre_bus_reconnects_total 0"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Runs an adapter binary as a real process: its flags, its endpoints, its signals.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, free_port};
+
+/// A plain HTTP/1.0 request on loopback; returns the status and the body.
+pub fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Runs `bin --check-config --config FILE`; returns the exit status and stderr.
+pub fn check_config(bin: &Path, config: &Path) -> Result<(ExitStatus, String), Error> {
+    let out = Command::new(bin)
+        .arg("--check-config")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .map_err(|source| Error::Io { what: "running --check-config", source })?;
+    Ok((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// An adapter process listening on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: Option<Child>,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl ServiceProcess {
+    /// Starts `bin` with `args` and `envs`; `HTTP_ADDR` is set to a free loopback port.
+    /// Standard output (the JSON log) and standard error go to a file read by [`Self::logs`].
+    pub fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Self, Error> {
+        let port = free_port()?;
+        let log = tempfile::NamedTempFile::new().map_err(|source| Error::Io { what: "creating the log file", source })?;
+        let out = log.reopen().map_err(|source| Error::Io { what: "opening the log file", source })?;
+        let err = log.reopen().map_err(|source| Error::Io { what: "opening the log file", source })?;
+        let child = Command::new(bin)
+            .args(args)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| Error::Io { what: "spawning the service", source })?;
+        Ok(Self { child: Some(child), port, log })
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `GET path`: status and body.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_request(self.port, "GET", path, &[], b"")
+    }
+
+    /// Waits until `GET path` answers `status`, polling with a deadline.
+    pub fn wait_for_status(&mut self, path: &str, status: u16, deadline: Duration) -> Result<String, Error> {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if let Some((s, body)) = self.get(path) {
+                if s == status {
+                    return Ok(body);
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    return Err(Error::Io {
+                        what: "waiting for the service",
+                        source: std::io::Error::other(format!("exited with {exit}: {}", self.logs())),
+                    });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(Error::NotReady("service", deadline))
+    }
+
+    /// Sends SIGTERM and waits for the exit status (at most `deadline`).
+    pub fn terminate(&mut self, deadline: Duration) -> Result<ExitStatus, Error> {
+        let child = self.child.as_mut().ok_or(Error::NotReady("service", Duration::ZERO))?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .map_err(|source| Error::Io { what: "sending SIGTERM", source })?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                return Err(Error::NotReady("service exit", deadline));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the service wrote so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The lifecycle every adapter must have, checked from the outside: the example
+/// configuration passes `--check-config`; a misspelt key fails it naming the key path;
+/// with a real nats-server the service becomes ready, serves `/healthz` and `/metrics`,
+/// logs JSON, and on SIGTERM exits 0.
+pub fn assert_service_lifecycle(bin: &Path, example_config: &Path, section: &str) {
+    let (status, stderr) = check_config(bin, example_config).expect("runs --check-config");
+    assert!(status.success(), "example config must be valid: {stderr}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, format!("{section}:\n  enabeld: true\n")).expect("write");
+    let (status, stderr) = check_config(bin, &bad).expect("runs --check-config");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{section}.enabeld")), "names the key path: {stderr}");
+    assert!(stderr.contains("unknown field"), "says why: {stderr}");
+
+    let nats = crate::NatsServer::start().expect("nats-server");
+    let config = example_config.to_str().expect("utf-8 path");
+    let mut service = ServiceProcess::spawn(bin, &["--config", config], &[("NATS_URL", &nats.url()), ("POD_NAME", "smoke-0")])
+        .expect("spawns");
+    let ready = service.wait_for_status("/readyz", 200, Duration::from_secs(20)).expect("becomes ready");
+    assert!(ready.contains("\"bus\":\"ok\""), "{ready}");
+    assert_eq!(service.get("/healthz").map(|(s, _)| s), Some(200));
+    let (status, metrics) = service.get("/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sre_bus_connected 1"), "{metrics}");
+    assert!(metrics.contains("sre_build_info{"), "{metrics}");
+
+    let exit = service.terminate(Duration::from_secs(30)).expect("stops");
+    assert!(exit.success(), "exit 0 after SIGTERM: {exit}\n{}", service.logs());
+    let logs = service.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+    assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
+}
