@@ -21,9 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("sre_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     let mut config = prost_build::Config::new();
     config.enable_type_names().type_name_domain(["."], "type.googleapis.com");
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds_with_config(fds, config)?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds_with_config(fds, config)?;
     Ok(())
 }

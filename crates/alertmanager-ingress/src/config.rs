@@ -98,7 +98,9 @@ impl ServiceConfig for Config {
         if i.idempotency.dedup_window > stream_window {
             return Err(ConfigError::new(
                 "alertmanager_integration.idempotency.dedup_window",
-                format!("must not exceed runtime.bus.streams.duplicate_window ({stream_window:?}), which does the dedup"),
+                format!(
+                    "must not exceed runtime.bus.streams.duplicate_window ({stream_window:?}), which does the dedup"
+                ),
             ));
         }
         Ok(())

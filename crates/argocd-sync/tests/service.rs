@@ -5,5 +5,9 @@ use std::path::Path;
 #[test]
 fn starts_serves_health_and_stops_cleanly() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/argocd-sync.yaml");
-    sre_testkit::service::assert_service_lifecycle(Path::new(env!("CARGO_BIN_EXE_argocd-sync")), &example, "argocd_integration");
+    sre_testkit::service::assert_service_lifecycle(
+        Path::new(env!("CARGO_BIN_EXE_argocd-sync")),
+        &example,
+        "argocd_integration",
+    );
 }

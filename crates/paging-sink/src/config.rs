@@ -139,15 +139,24 @@ impl ServiceConfig for Config {
             return Err(ConfigError::new("paging_integration.escalation.business_hours", "start must be before end"));
         }
         if hours.timezone.is_empty() || hours.timezone.contains(' ') {
-            return Err(ConfigError::new("paging_integration.escalation.business_hours.timezone", "expected an IANA zone"));
+            return Err(ConfigError::new(
+                "paging_integration.escalation.business_hours.timezone",
+                "expected an IANA zone",
+            ));
         }
         if i.enabled {
             match i.default_provider {
                 Provider::Pagerduty if i.pagerduty.is_none() => {
-                    return Err(ConfigError::new("paging_integration.pagerduty", "required when default_provider is pagerduty"));
+                    return Err(ConfigError::new(
+                        "paging_integration.pagerduty",
+                        "required when default_provider is pagerduty",
+                    ));
                 }
                 Provider::Opsgenie if i.opsgenie.is_none() => {
-                    return Err(ConfigError::new("paging_integration.opsgenie", "required when default_provider is opsgenie"));
+                    return Err(ConfigError::new(
+                        "paging_integration.opsgenie",
+                        "required when default_provider is opsgenie",
+                    ));
                 }
                 _ => {}
             }

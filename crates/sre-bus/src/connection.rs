@@ -50,12 +50,8 @@ impl Bus {
             .connection_timeout(config.connect_timeout)
             .retry_on_initial_connect()
             .reconnect_delay_callback(|attempts| {
-                Backoff {
-                    initial: Duration::from_millis(100),
-                    max_delay: Duration::from_secs(5),
-                    ..Backoff::default()
-                }
-                .delay(u32::try_from(attempts).unwrap_or(u32::MAX), rand::random::<f64>())
+                Backoff { initial: Duration::from_millis(100), max_delay: Duration::from_secs(5), ..Backoff::default() }
+                    .delay(u32::try_from(attempts).unwrap_or(u32::MAX), rand::random::<f64>())
             })
             .event_callback(move |event| {
                 let metrics = events.clone();
@@ -115,7 +111,8 @@ impl Bus {
         if !self.config.manage_streams {
             return Ok(());
         }
-        let backoff = Backoff { initial: Duration::from_millis(200), max_delay: Duration::from_secs(5), ..Backoff::default() };
+        let backoff =
+            Backoff { initial: Duration::from_millis(200), max_delay: Duration::from_secs(5), ..Backoff::default() };
         let mut attempt = 0u32;
         loop {
             attempt += 1;

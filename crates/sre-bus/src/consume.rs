@@ -113,17 +113,11 @@ struct IncidentRef {
 
 /// The key that orders facts: the incident id for incident facts, else the subject.
 fn ordering_key(fact: &ReceivedFact) -> String {
-    let incident = [
-        IncidentCreated::SUBJECT,
-        IncidentAcknowledged::SUBJECT,
-        IncidentResolved::SUBJECT,
-        IncidentClosed::SUBJECT,
-    ]
-    .contains(&fact.subject.as_str());
-    if incident {
-        if let Ok(r) = IncidentRef::decode(fact.payload.clone()) {
-            return r.incident_id;
-        }
+    let incident =
+        [IncidentCreated::SUBJECT, IncidentAcknowledged::SUBJECT, IncidentResolved::SUBJECT, IncidentClosed::SUBJECT]
+            .contains(&fact.subject.as_str());
+    if incident && let Ok(r) = IncidentRef::decode(fact.payload.clone()) {
+        return r.incident_id;
     }
     fact.subject.clone()
 }
@@ -298,7 +292,9 @@ async fn settle(
             let reason = format!("gave up after {} deliveries: {reason}", fact.delivered);
             return dead_letter(bus, config, message, fact, &reason).await;
         }
-        Disposition::DeadLetter { reason } => return dead_letter(bus, config, message, fact, &reason).await,
+        Disposition::DeadLetter { reason } => {
+            return dead_letter(bus, config, message, fact, &reason).await;
+        }
     };
     result.unwrap_or_else(|err| {
         // The ack did not reach the server: the fact will be redelivered and handled

@@ -88,5 +88,3 @@ impl BusMetrics {
         self.published.get_or_create(&PublishLabels { message_type, outcome }).get()
     }
 }
-
-

@@ -146,10 +146,8 @@ impl IntentPublisher {
         let deadline = deadline.unwrap_or(self.bus.config().ack_timeout);
         let sends = envelopes.iter().map(|e| async move {
             // Headers first: `headers()` replaces the map, `message_id()` adds to it.
-            let publish = Publish::build()
-                .headers(e.headers())
-                .message_id(e.idempotency_key.as_str())
-                .payload(e.body.clone());
+            let publish =
+                Publish::build().headers(e.headers()).message_id(e.idempotency_key.as_str()).payload(e.body.clone());
             let ack = async {
                 let future = self.js.send_publish(e.subject, publish).await.map_err(|err| classify(&err))?;
                 future.await.map_err(|err| classify(&err))

@@ -47,10 +47,7 @@ pub(crate) fn stream_configs(settings: &StreamSettings) -> [stream::Config; 3] {
 /// Creates each stream, or updates it to the wanted settings. Safe when many replicas run
 /// it at once: creating an existing stream with the same settings succeeds, and a lost
 /// race to create ends in an update.
-pub(crate) async fn ensure_streams(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> Result<(), TopologyError> {
+pub(crate) async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), TopologyError> {
     let names = [streams::INTENTS, streams::FACTS, streams::DEAD_LETTER];
     for (name, config) in names.into_iter().zip(stream_configs(settings)) {
         let mut attempt = js.create_or_update_stream(config.clone()).await;

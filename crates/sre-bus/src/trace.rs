@@ -21,10 +21,7 @@ impl Extractor for HeaderExtractor<'_> {
         self.0.get(key).map(|v| v.as_str())
     }
     fn keys(&self) -> Vec<&str> {
-        [headers::TRACEPARENT, headers::TRACESTATE]
-            .into_iter()
-            .filter(|k| self.0.get(*k).is_some())
-            .collect()
+        [headers::TRACEPARENT, headers::TRACESTATE].into_iter().filter(|k| self.0.get(*k).is_some()).collect()
     }
 }
 

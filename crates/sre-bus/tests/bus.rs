@@ -163,11 +163,7 @@ fn fact_incident(fact: &ReceivedFact) -> String {
 async fn publish_fact<M: BusMessage>(js: &jetstream::Context, fact: &M) {
     let mut h = async_nats::HeaderMap::new();
     h.insert(headers::MSG_ID, fact.idempotency_key());
-    js.publish_with_headers(M::SUBJECT, h, fact.encode_to_vec().into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    js.publish_with_headers(M::SUBJECT, h, fact.encode_to_vec().into()).await.expect("publish").await.expect("stored");
 }
 
 fn created(id: &str) -> IncidentCreated {
@@ -182,7 +178,11 @@ fn consumer_config(name: &str) -> ConsumerConfig {
     ConsumerConfig { durable_name: name.into(), ack_wait: Duration::from_secs(5), ..ConsumerConfig::default() }
 }
 
-async fn start_consumer(bus: &Bus, config: ConsumerConfig, handler: Recorder) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+async fn start_consumer(
+    bus: &Bus,
+    config: ConsumerConfig,
+    handler: Recorder,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let consumer = FactConsumer::bind(bus, config).await.expect("binds");
     let cancel = CancellationToken::new();
     let token = cancel.clone();
@@ -214,7 +214,8 @@ async fn a_fact_is_retried_after_its_delay_then_acked() {
     publish_fact(&raw(&server).await, &created("inc-1")).await;
     assert_eq!(next(&mut rx).await, ("IncidentCreated".into(), "inc-1".into(), 1));
     assert_eq!(next(&mut rx).await, ("IncidentCreated".into(), "inc-1".into(), 2));
-    wait_until("the ack is counted", || bus.metrics().facts_count("IncidentCreated", sre_bus::FactOutcome::Acked) == 1).await;
+    wait_until("the ack is counted", || bus.metrics().facts_count("IncidentCreated", sre_bus::FactOutcome::Acked) == 1)
+        .await;
     cancel.cancel();
     task.await.expect("stops");
     assert!(rx.try_recv().is_err(), "acked facts are not redelivered");
@@ -303,8 +304,10 @@ async fn facts_of_one_incident_are_handled_in_order_under_parallelism() {
     }
     for id in &ids {
         let meta = |k: &str| Some(MessageMeta { idempotency_key: format!("{k}:{id}"), ..Default::default() });
-        publish_fact(&js, &IncidentResolved { meta: meta("resolved"), incident_id: id.clone(), ..Default::default() }).await;
-        publish_fact(&js, &IncidentClosed { meta: meta("closed"), incident_id: id.clone(), ..Default::default() }).await;
+        publish_fact(&js, &IncidentResolved { meta: meta("resolved"), incident_id: id.clone(), ..Default::default() })
+            .await;
+        publish_fact(&js, &IncidentClosed { meta: meta("closed"), incident_id: id.clone(), ..Default::default() })
+            .await;
     }
     let mut per_incident: std::collections::HashMap<String, Vec<String>> = Default::default();
     for _ in 0..18 {
@@ -409,9 +412,17 @@ async fn publishes_keep_many_acks_in_flight() {
     assert!(results.iter().all(|r| matches!(r, Ok(p) if !p.duplicate)));
     let info = raw(&server).await.get_stream(streams::INTENTS).await.expect("stream").get_info().await.expect("info");
     assert_eq!(info.state.messages, 500);
-    let mut messages = raw(&server).await.get_stream(streams::INTENTS).await.expect("s")
-        .create_consumer(jetstream::consumer::pull::Config::default()).await.expect("c")
-        .messages().await.expect("m");
+    let mut messages = raw(&server)
+        .await
+        .get_stream(streams::INTENTS)
+        .await
+        .expect("s")
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .expect("c")
+        .messages()
+        .await
+        .expect("m");
     let first = messages.next().await.expect("one").expect("ok");
     assert_eq!(first.subject.as_str(), IngestAlertRequested::SUBJECT);
 }

@@ -1,9 +1,9 @@
 //! The intent/fact split, subjects and headers.
 
 use crate::domain::v1::{
-    AlertIngested, CreateIncidentRequested, FleetStateRecorded, HealthCheckRecorded,
-    IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved,
-    IngestAlertRequested, MessageMeta, RecordFleetStateRequested, RecordHealthCheckRequested,
+    AlertIngested, CreateIncidentRequested, FleetStateRecorded, HealthCheckRecorded, IncidentAcknowledged,
+    IncidentClosed, IncidentCreated, IncidentResolved, IngestAlertRequested, MessageMeta, RecordFleetStateRequested,
+    RecordHealthCheckRequested,
 };
 
 /// Subjects of the domain bus.
@@ -74,9 +74,7 @@ mod sealed {
 }
 
 /// A message of the domain bus. Sealed: only the messages of this crate are bus messages.
-pub trait BusMessage:
-    prost::Message + prost::Name + Default + Clone + Send + Sync + 'static + sealed::Sealed
-{
+pub trait BusMessage: prost::Message + prost::Name + Default + Clone + Send + Sync + 'static + sealed::Sealed {
     /// Intent or fact.
     const KIND: Kind;
     /// The subject it is published on.
@@ -160,10 +158,7 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_contract() {
-        assert_eq!(
-            IngestAlertRequested::SUBJECT,
-            "sre.domain.intents.v1.IngestAlertRequested"
-        );
+        assert_eq!(IngestAlertRequested::SUBJECT, "sre.domain.intents.v1.IngestAlertRequested");
         assert_eq!(IncidentCreated::SUBJECT, "sre.domain.facts.v1.IncidentCreated");
         assert!(IncidentClosed::SUBJECT.starts_with(subjects::FACTS_PREFIX));
         assert!(CreateIncidentRequested::SUBJECT.starts_with(subjects::INTENTS_PREFIX));

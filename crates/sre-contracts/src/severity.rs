@@ -8,11 +8,7 @@ pub struct ParseSeverityError(pub String);
 
 impl std::fmt::Display for ParseSeverityError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "unknown severity `{}`, expected one of critical, high, medium, low, info",
-            self.0
-        )
+        write!(f, "unknown severity `{}`, expected one of critical, high, medium, low, info", self.0)
     }
 }
 

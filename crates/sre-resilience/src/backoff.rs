@@ -38,11 +38,7 @@ impl Backoff {
         let factor = self.multiplier.max(1.0).powi(exp);
         let secs = self.initial.as_secs_f64() * factor;
         let max = self.max_delay.as_secs_f64();
-        if !secs.is_finite() || secs >= max {
-            self.max_delay
-        } else {
-            Duration::from_secs_f64(secs)
-        }
+        if !secs.is_finite() || secs >= max { self.max_delay } else { Duration::from_secs_f64(secs) }
     }
 
     /// The delay before retry `retry` (1-based), with `unit` a random number in `[0, 1)`.

@@ -26,11 +26,7 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_secs(5),
-            max_open_for: Duration::from_secs(60),
-        }
+        Self { failure_threshold: 5, open_for: Duration::from_secs(5), max_open_for: Duration::from_secs(60) }
     }
 }
 
@@ -335,9 +331,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn as_a_tower_layer() {
         let b = breaker();
-        let layer = CircuitBreakerLayer::new(b.clone(), |r: &Result<u16, ()>| {
-            matches!(r, Ok(s) if *s >= 500) || r.is_err()
-        });
+        let layer =
+            CircuitBreakerLayer::new(b.clone(), |r: &Result<u16, ()>| matches!(r, Ok(s) if *s >= 500) || r.is_err());
         let inner = tower::service_fn(|status: u16| async move { Ok::<_, ()>(status) });
         let mut svc = tower::Layer::layer(&layer, inner);
         for _ in 0..3 {

@@ -23,8 +23,7 @@ mod upstream;
 
 pub use backoff::Backoff;
 pub use breaker::{
-    BreakerConfig, BreakerError, BreakerState, CircuitBreaker, CircuitBreakerLayer,
-    CircuitBreakerService, Open, Permit,
+    BreakerConfig, BreakerError, BreakerState, CircuitBreaker, CircuitBreakerLayer, CircuitBreakerService, Open, Permit,
 };
 pub use classify::{ErrorClass, Retryable, classify_status};
 pub use limit::{RateLimit, RateLimiter};

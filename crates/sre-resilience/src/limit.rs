@@ -53,9 +53,7 @@ impl RateLimiter {
 
     /// Takes one cell now, or says how long until one is free.
     pub fn check(&self) -> Result<(), Duration> {
-        self.inner
-            .check()
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.inner.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Waits for a cell, with a little jitter so waiters do not wake together.

@@ -27,10 +27,7 @@ pub fn parse_reset_epoch(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// Reads `Retry-After` from response headers.
 pub fn from_headers(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
-    headers
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, now))
+    headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now))
 }
 
 #[cfg(test)]
@@ -57,11 +54,7 @@ mod tests {
             ("", None),
         ];
         for (value, want) in cases {
-            assert_eq!(
-                parse_retry_after(value, now).map(|d| d.as_secs()),
-                *want,
-                "Retry-After: {value:?}"
-            );
+            assert_eq!(parse_retry_after(value, now).map(|d| d.as_secs()), *want, "Retry-After: {value:?}");
         }
     }
 

@@ -88,7 +88,7 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// An upstream with random jitter.
     pub fn new(config: UpstreamConfig) -> Self {
-        Self::with_jitter(config, Arc::new(|| rand::random::<f64>()))
+        Self::with_jitter(config, Arc::new(rand::random::<f64>))
     }
 
     /// An upstream with an injected jitter source returning numbers in `[0, 1)`.
@@ -130,10 +130,8 @@ impl Upstream {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let permit = self
-                .breaker
-                .try_acquire()
-                .map_err(|open| CallError::CircuitOpen { retry_in: open.retry_in })?;
+            let permit =
+                self.breaker.try_acquire().map_err(|open| CallError::CircuitOpen { retry_in: open.retry_in })?;
             if let Some(limiter) = &self.limiter {
                 limiter.acquire().await;
             }
@@ -211,10 +209,7 @@ mod tests {
     }
 
     /// Runs `call` with scripted results, returning the outcome and when each attempt ran.
-    async fn script(
-        up: &Upstream,
-        results: Vec<Result<u32, E>>,
-    ) -> (Result<u32, CallError<E>>, Vec<Duration>) {
+    async fn script(up: &Upstream, results: Vec<Result<u32, E>>) -> (Result<u32, CallError<E>>, Vec<Duration>) {
         let start = Instant::now();
         let calls = AtomicU32::new(0);
         let times = std::sync::Mutex::new(Vec::new());
@@ -233,11 +228,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn transient_failures_back_off_then_succeed() {
         let up = upstream(5);
-        let (out, times) = script(
-            &up,
-            vec![Err(E(ErrorClass::Transient, None)), Err(E(ErrorClass::Transient, None)), Ok(7)],
-        )
-        .await;
+        let (out, times) =
+            script(&up, vec![Err(E(ErrorClass::Transient, None)), Err(E(ErrorClass::Transient, None)), Ok(7)]).await;
         assert_eq!(out.expect("succeeds"), 7);
         assert_eq!(times, [Duration::ZERO, Duration::from_millis(100), Duration::from_millis(300)]);
     }
@@ -245,8 +237,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_overrides_a_shorter_backoff() {
         let up = upstream(5);
-        let (out, times) =
-            script(&up, vec![Err(E(ErrorClass::Throttled, Some(Duration::from_secs(3)))), Ok(1)]).await;
+        let (out, times) = script(&up, vec![Err(E(ErrorClass::Throttled, Some(Duration::from_secs(3)))), Ok(1)]).await;
         assert!(out.is_ok());
         assert_eq!(times[1], Duration::from_secs(3));
     }
@@ -280,8 +271,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hint_past_the_budget_ends_the_call_instead_of_sleeping() {
         let up = upstream(5);
-        let (out, times) =
-            script(&up, vec![Err(E(ErrorClass::Throttled, Some(Duration::from_secs(120))))]).await;
+        let (out, times) = script(&up, vec![Err(E(ErrorClass::Throttled, Some(Duration::from_secs(120))))]).await;
         assert_eq!(times.len(), 1);
         assert_eq!(out.err().and_then(|e| e.retry_in()), Some(Duration::from_secs(120)));
     }

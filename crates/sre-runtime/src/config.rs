@@ -84,18 +84,12 @@ impl Default for RuntimeConfig {
 }
 
 /// The HTTP listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address to listen on; `HTTP_ADDR` overrides it. Unset: 127.0.0.1 and the adapter's
     /// own default port (charts set `0.0.0.0:8080`).
     pub addr: Option<SocketAddr>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self { addr: None }
-    }
 }
 
 /// Logs and traces.
@@ -147,10 +141,8 @@ fn apply_overrides(runtime: &mut RuntimeConfig, vars: &Vars) -> Result<(), Confi
         runtime.bus.url = url.to_owned();
     }
     if let Some(addr) = var("HTTP_ADDR") {
-        runtime.http.addr = Some(
-            addr.parse()
-                .map_err(|e| ConfigError::new("HTTP_ADDR", format!("`{addr}` is not an address: {e}")))?,
-        );
+        runtime.http.addr =
+            Some(addr.parse().map_err(|e| ConfigError::new("HTTP_ADDR", format!("`{addr}` is not an address: {e}")))?);
     }
     if let Some(endpoint) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         runtime.telemetry.otlp_endpoint = Some(endpoint.to_owned());
@@ -244,8 +236,9 @@ mod tests {
 
     #[test]
     fn durations_read_as_humans_write_them() {
-        let c = load("sample_integration:\n  window: 90s\nruntime:\n  bus:\n    streams:\n      duplicate_window: 2m\n")
-            .expect("parses");
+        let c =
+            load("sample_integration:\n  window: 90s\nruntime:\n  bus:\n    streams:\n      duplicate_window: 2m\n")
+                .expect("parses");
         assert_eq!(c.sample_integration.window, Duration::from_secs(90));
         assert_eq!(c.runtime.bus.streams.duplicate_window, Duration::from_secs(120));
     }
@@ -254,12 +247,20 @@ mod tests {
     fn errors_name_the_key_path_and_the_reason() {
         let cases = [
             ("sample_integration:\n  enabeld: true\n", "sample_integration.enabeld", "unknown field `enabeld`"),
-            ("sample_integration:\n  nested:\n    treshold: 1\n", "sample_integration.nested.treshold", "unknown field `treshold`"),
+            (
+                "sample_integration:\n  nested:\n    treshold: 1\n",
+                "sample_integration.nested.treshold",
+                "unknown field `treshold`",
+            ),
             ("sample_integration:\n  window: soon\n", "sample_integration.window", ""),
             ("runtime:\n  bus:\n    ack_timeout: 5 parsecs\n", "runtime.bus.ack_timeout", ""),
             ("sampel_integration: {}\n", "sampel_integration", "unknown field `sampel_integration`"),
             ("- just\n- a list\n", "(top level)", "expected struct"),
-            ("sample_integration:\n  nested:\n    threshold: 11\n", "sample_integration.nested.threshold", "at most 10"),
+            (
+                "sample_integration:\n  nested:\n    threshold: 11\n",
+                "sample_integration.nested.threshold",
+                "at most 10",
+            ),
             ("runtime:\n  telemetry:\n    log_format: xml\n", "runtime.telemetry.log_format", "unknown variant"),
             ("runtime:\n  bus:\n    manage_streams: perhaps\n", "runtime.bus.manage_streams", "invalid type"),
         ];

@@ -7,6 +7,9 @@ use std::sync::{Arc, RwLock};
 /// `Err` with a reason when not ready.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// The result of each check, by name.
+pub type CheckResults = Vec<(&'static str, Result<(), String>)>;
+
 /// The service's readiness checks; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Health {
@@ -33,7 +36,7 @@ impl Health {
     }
 
     /// Runs every check; ready only when all pass and the service is not draining.
-    pub fn report(&self) -> (bool, Vec<(&'static str, Result<(), String>)>) {
+    pub fn report(&self) -> (bool, CheckResults) {
         let checks = self.checks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut results: Vec<_> = checks.iter().map(|(name, check)| (*name, check())).collect();
         if self.draining.load(Ordering::Acquire) {

@@ -19,11 +19,13 @@ mod service;
 mod telemetry;
 
 pub use cli::Cli;
-pub use config::{ConfigError, HttpConfig, RuntimeConfig, ServiceConfig, SeverityName, TelemetryConfig, Vars, load_config};
+pub use config::{
+    ConfigError, HttpConfig, RuntimeConfig, ServiceConfig, SeverityName, TelemetryConfig, Vars, load_config,
+};
 pub use health::{Health, ReadinessCheck};
 pub use metrics::Metrics;
 pub use secrets::{SecretError, SecretRef, SecretStore};
-pub use service::{ServiceContext, ServiceSpec, run, router};
+pub use service::{ServiceContext, ServiceSpec, router, run};
 pub use telemetry::{LogFormat, TelemetryGuard};
 
 /// Re-exported so adapters build routes with the same axum the runtime serves.

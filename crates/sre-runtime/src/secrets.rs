@@ -35,8 +35,9 @@ impl SecretRef {
 impl TryFrom<String> for SecretRef {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        let valid_segment =
-            |s: &str| !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let valid_segment = |s: &str| {
+            !s.is_empty() && s != "." && s != ".." && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         if value.split('/').count() <= 2 && value.split('/').all(valid_segment) {
             Ok(Self(value))
         } else {
@@ -79,7 +80,9 @@ impl SecretStore {
         if let Some(dir) = &self.dir {
             let path = dir.join(&secret_ref.0).join(key);
             match std::fs::read_to_string(&path) {
-                Ok(value) => return Ok(SecretString::from(value.trim_end_matches(['\n', '\r']).to_owned())),
+                Ok(value) => {
+                    return Ok(SecretString::from(value.trim_end_matches(['\n', '\r']).to_owned()));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(err(format!("cannot read {}: {}", path.display(), e.kind()))),
             }
@@ -110,9 +113,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("platform/jira-credentials")).expect("mkdir");
         std::fs::write(dir.path().join("platform/jira-credentials/token"), "s3cr3t-file\n").expect("write");
-        let vars: Vars = [("SECRET_PLATFORM_JIRA_CREDENTIALS_EMAIL".to_owned(), "bot@example.com".to_owned())]
-            .into_iter()
-            .collect();
+        let vars: Vars =
+            [("SECRET_PLATFORM_JIRA_CREDENTIALS_EMAIL".to_owned(), "bot@example.com".to_owned())].into_iter().collect();
         let store = SecretStore::new(Some(dir.path().to_owned()), vars);
         let jira = r("platform/jira-credentials");
         assert_eq!(store.resolve(&jira, "token").expect("file").expose_secret(), "s3cr3t-file");

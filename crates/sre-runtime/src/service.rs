@@ -289,7 +289,8 @@ mod tests {
             .await
             .expect("response");
         assert_eq!(resp.status(), StatusCode::OK);
-        let text = String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
+        let text =
+            String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
         assert!(text.contains("# TYPE sre_bus_connected gauge"), "{text}");
         assert!(text.contains("sre_bus_reconnects_total 0"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));

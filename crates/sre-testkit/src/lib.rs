@@ -44,13 +44,15 @@ pub fn workspace_root() -> PathBuf {
 pub fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|source| Error::Io { what: "binding a probe port", source })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| Error::Io { what: "reading the probe port", source })
+    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io { what: "reading the probe port", source })
 }
 
-fn find_binary(env: &'static str, tools_rel: &[&str], path_names: &[&str], what: &'static str) -> Result<PathBuf, Error> {
+fn find_binary(
+    env: &'static str,
+    tools_rel: &[&str],
+    path_names: &[&str],
+    what: &'static str,
+) -> Result<PathBuf, Error> {
     if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
@@ -106,10 +108,7 @@ fn wait_ready(what: &'static str, child: &mut Child, mut ready: impl FnMut() -> 
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::Io {
-                what,
-                source: std::io::Error::other(format!("exited early with {status}")),
-            });
+            return Err(Error::Io { what, source: std::io::Error::other(format!("exited early with {status}")) });
         }
         // Polling a health endpoint with a short backoff, bounded by the deadline.
         std::thread::sleep(pause);
@@ -166,7 +165,9 @@ impl NatsServer {
             .stderr(Stdio::null());
         let mut child = cmd.spawn().map_err(|source| Error::Io { what: "spawning nats-server", source })?;
         let monitor = self.monitor_port;
-        wait_ready("nats-server", &mut child, || http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200))?;
+        wait_ready("nats-server", &mut child, || {
+            http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200)
+        })?;
         self.child = Some(child);
         Ok(())
     }

@@ -9,7 +9,13 @@ use std::time::{Duration, Instant};
 use crate::{Error, free_port};
 
 /// A plain HTTP/1.0 request on loopback; returns the status and the body.
-pub fn http_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<(u16, String)> {
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -52,7 +58,8 @@ impl ServiceProcess {
     /// Standard output (the JSON log) and standard error go to a file read by [`Self::logs`].
     pub fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Self, Error> {
         let port = free_port()?;
-        let log = tempfile::NamedTempFile::new().map_err(|source| Error::Io { what: "creating the log file", source })?;
+        let log =
+            tempfile::NamedTempFile::new().map_err(|source| Error::Io { what: "creating the log file", source })?;
         let out = log.reopen().map_err(|source| Error::Io { what: "opening the log file", source })?;
         let err = log.reopen().map_err(|source| Error::Io { what: "opening the log file", source })?;
         let child = Command::new(bin)
@@ -81,18 +88,18 @@ impl ServiceProcess {
     pub fn wait_for_status(&mut self, path: &str, status: u16, deadline: Duration) -> Result<String, Error> {
         let start = Instant::now();
         while start.elapsed() < deadline {
-            if let Some((s, body)) = self.get(path) {
-                if s == status {
-                    return Ok(body);
-                }
+            if let Some((s, body)) = self.get(path)
+                && s == status
+            {
+                return Ok(body);
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(exit)) = child.try_wait() {
-                    return Err(Error::Io {
-                        what: "waiting for the service",
-                        source: std::io::Error::other(format!("exited with {exit}: {}", self.logs())),
-                    });
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(exit)) = child.try_wait()
+            {
+                return Err(Error::Io {
+                    what: "waiting for the service",
+                    source: std::io::Error::other(format!("exited with {exit}: {}", self.logs())),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -152,8 +159,9 @@ pub fn assert_service_lifecycle(bin: &Path, example_config: &Path, section: &str
 
     let nats = crate::NatsServer::start().expect("nats-server");
     let config = example_config.to_str().expect("utf-8 path");
-    let mut service = ServiceProcess::spawn(bin, &["--config", config], &[("NATS_URL", &nats.url()), ("POD_NAME", "smoke-0")])
-        .expect("spawns");
+    let mut service =
+        ServiceProcess::spawn(bin, &["--config", config], &[("NATS_URL", &nats.url()), ("POD_NAME", "smoke-0")])
+            .expect("spawns");
     let ready = service.wait_for_status("/readyz", 200, Duration::from_secs(20)).expect("becomes ready");
     assert!(ready.contains("\"bus\":\"ok\""), "{ready}");
     assert_eq!(service.get("/healthz").map(|(s, _)| s), Some(200));
@@ -168,7 +176,8 @@ pub fn assert_service_lifecycle(bin: &Path, example_config: &Path, section: &str
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in &lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
     }
     assert!(logs.contains("\"message\":\"stopped\""), "{logs}");

@@ -77,18 +77,24 @@ impl ServiceConfig for Config {
         if i.enabled {
             match i.default_provider {
                 Provider::Jira if i.jira.is_none() => {
-                    return Err(ConfigError::new("ticketing_integration.jira", "required when default_provider is jira"));
+                    return Err(ConfigError::new(
+                        "ticketing_integration.jira",
+                        "required when default_provider is jira",
+                    ));
                 }
                 Provider::Github if i.github.is_none() => {
-                    return Err(ConfigError::new("ticketing_integration.github", "required when default_provider is github"));
+                    return Err(ConfigError::new(
+                        "ticketing_integration.github",
+                        "required when default_provider is github",
+                    ));
                 }
                 _ => {}
             }
         }
-        if let Some(g) = &i.github {
-            if g.repo.split('/').count() != 2 || g.repo.split('/').any(str::is_empty) {
-                return Err(ConfigError::new("ticketing_integration.github.repo", "expected `owner/name`"));
-            }
+        if let Some(g) = &i.github
+            && (g.repo.split('/').count() != 2 || g.repo.split('/').any(str::is_empty))
+        {
+            return Err(ConfigError::new("ticketing_integration.github.repo", "expected `owner/name`"));
         }
         Ok(())
     }
