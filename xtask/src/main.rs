@@ -8,6 +8,7 @@
 //!   and the tests. `.ci/run` runs exactly this.
 //! - `run`: setup, then a local nats-server and the four adapters on local defaults until
 //!   Ctrl-C.
+//! - `fuzz`: the webhook payload fuzz target (cargo-fuzz, installed when missing).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,12 @@ enum Task {
     Ci,
     /// Run nats-server and the four adapters locally until Ctrl-C.
     Run,
+    /// Fuzz the webhook payload parser (installs cargo-fuzz when missing).
+    Fuzz {
+        /// libFuzzer runs.
+        #[arg(long, default_value_t = 100_000)]
+        runs: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Ci => ci(),
         Task::Run => run(),
+        Task::Fuzz { runs } => fuzz(runs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,6 +230,22 @@ fn check_proto_compatibility() -> anyhow::Result<()> {
             .args(["--yes", "@bufbuild/buf@1", "breaking", "crates/sre-contracts/proto", "--against"])
             .arg(format!(".git#tag={last},subdir=crates/sre-contracts/proto")),
     )
+}
+
+/// cargo-fuzz needs nightly features; `RUSTC_BOOTSTRAP=1` lets the stable toolchain build it.
+fn fuzz(runs: u64) -> anyhow::Result<()> {
+    let installed = cargo().args(["fuzz", "--version"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !installed.is_ok_and(|s| s.success()) {
+        status(cargo().args(["install", "--locked", "cargo-fuzz"]))?;
+    }
+    status(cargo().current_dir(root().join("crates/alertmanager-ingress")).env("RUSTC_BOOTSTRAP", "1").args([
+        "fuzz",
+        "run",
+        "webhook_payload",
+        "--",
+        &format!("-runs={runs}"),
+        "-max_len=65536",
+    ]))
 }
 
 struct Stack(Vec<(String, Child)>);
