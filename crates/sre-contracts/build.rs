@@ -20,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("sre_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     let mut config = prost_build::Config::new();
-    config.enable_type_names().type_name_domain(["."], "type.googleapis.com");
+    // BTreeMap for map fields: encoding order is deterministic (same message, same bytes).
+    config.enable_type_names().type_name_domain(["."], "type.googleapis.com").btree_map(["."]);
     tonic_prost_build::configure().build_server(true).build_client(true).compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -117,20 +117,28 @@ async fn raw_jetstream(js: &async_nats::jetstream::Context, bodies: &[Bytes]) ->
     let mut messages = Vec::new();
     for body in bodies {
         let webhook = parse(body).expect("parses");
-        for intent in map_webhook(&webhook, &rules, &ctx).expect("maps").ingest {
+        for intent in map_webhook(webhook, &rules, &ctx).expect("maps").ingest {
             let key = intent.meta.as_ref().map(|m| m.idempotency_key.clone()).unwrap_or_default();
             messages.push((key, Bytes::from(intent.encode_to_vec())));
         }
     }
+    // Many acks in flight, bounded below async-nats's cap (5,000) so the window keeps moving.
+    const WINDOW: usize = 4_096;
     let start = Instant::now();
-    let mut acks = Vec::with_capacity(messages.len());
+    let mut acks = std::collections::VecDeque::with_capacity(WINDOW);
     for (key, body) in &messages {
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::CONTENT_TYPE, headers::CONTENT_TYPE_PROTOBUF);
         h.insert(headers::MESSAGE_TYPE, sre_contracts::domain::v1::IngestAlertRequested::TYPE);
         h.insert(headers::MSG_ID, key.as_str());
         let publish = async_nats::jetstream::message::PublishMessage::build().headers(h).payload(body.clone());
-        acks.push(
+        if acks.len() == WINDOW
+            && let Some(ack) = acks.pop_front()
+        {
+            let _: async_nats::jetstream::context::PublishAckFuture = ack;
+            ack.await.expect("ack");
+        }
+        acks.push_back(
             js.send_publish(sre_contracts::domain::v1::IngestAlertRequested::SUBJECT, publish).await.expect("publish"),
         );
     }
@@ -171,17 +179,24 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "{:<8} {:>16} {:>16} {:>16} {:>10} {:>10}",
-        "group", "ingress al/s", "raw JS msg/s", "AM api al/s", "vs raw", "vs AM"
+        "{:<6} {:>13} {:>13} {:>13} {:>7} {:>7} {:>14} {:>14}",
+        "group", "ingress al/s", "raw JS msg/s", "AM api al/s", "vs raw", "vs AM", "ingress CPU/al", "nats CPU/al"
     );
+    let ingress_pid = ingress.pid().expect("ingress runs");
+    let nats_pid = nats.pid().expect("nats runs");
+    let cpu = |pid| sre_testkit::cpu_time(pid).unwrap_or_default();
     for (run, group) in [1usize, 10, 100].into_iter().enumerate() {
         // Warm-up of connections and code paths, not counted.
         let _ = post_all(&client, &webhook_url, webhooks(200, group, &format!("warm{run}"))).await;
         let before = stream_messages(&js).await;
+        let (ingress_cpu0, nats_cpu0) = (cpu(ingress_pid), cpu(nats_pid));
         let elapsed = post_all(&client, &webhook_url, webhooks(total, group, &format!("ingress{run}"))).await;
         let stored = stream_messages(&js).await - before;
         assert_eq!(stored as usize, total, "every alert stored once");
         let ingress_rate = total as f64 / elapsed.as_secs_f64();
+        let per_alert = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+        let (ingress_cpu, nats_cpu) =
+            (per_alert(cpu(ingress_pid) - ingress_cpu0), per_alert(cpu(nats_pid) - nats_cpu0));
 
         let (count, raw_elapsed) = raw_jetstream(&js, &webhooks(total, group, &format!("raw{run}"))).await;
         let raw_rate = count as f64 / raw_elapsed.as_secs_f64();
@@ -204,10 +219,13 @@ async fn main() {
         let am_elapsed = post_all(&client, &am_url, am_bodies).await;
         let am_rate = total as f64 / am_elapsed.as_secs_f64();
         println!(
-            "{group:<8} {ingress_rate:>16.0} {raw_rate:>16.0} {am_rate:>16.0} {:>9.0}% {:>9.2}x",
+            "{group:<6} {ingress_rate:>13.0} {raw_rate:>13.0} {am_rate:>13.0} {:>6.0}% {:>6.2}x {:>11.1} us {:>11.1} us",
             100.0 * ingress_rate / raw_rate,
-            ingress_rate / am_rate
+            ingress_rate / am_rate,
+            ingress_cpu,
+            nats_cpu,
         );
+        println!("       ingress peak RSS so far {:.1} MB", ingress.peak_rss_bytes().unwrap_or(0) as f64 / 1e6);
     }
 
     // Latency at a fixed, moderate rate: 1,000 alerts/s as 100 requests/s of 10 alerts.

@@ -18,6 +18,7 @@ use serde_json::json;
 use sre_bus::{Envelope, IntentPublisher};
 use sre_contracts::domain::v1::{Severity, Source};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::auth::{Auth, Denied};
 use crate::config::Limits;
@@ -87,15 +88,13 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
     let correlation = correlation_id(&headers);
     let ingress = &shared.ingress;
     let span = tracing::info_span!("webhook", correlation_id = %correlation);
-    let _enter = span.enter();
     let result = match shared.permits.try_acquire() {
         Err(_) => {
             Err(Reject::new(StatusCode::SERVICE_UNAVAILABLE, RejectReason::Overloaded, "too many requests in flight"))
         }
         Ok(_permit) => {
-            match tokio::time::timeout(ingress.limits.request_timeout, accept(ingress, &headers, body, &correlation))
-                .await
-            {
+            let work = accept(ingress, &headers, body, &correlation).instrument(span.clone());
+            match tokio::time::timeout(ingress.limits.request_timeout, work).await {
                 Ok(result) => result,
                 Err(_) => Err(Reject::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +105,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         }
     };
     ingress.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+    let _enter = span.enter();
     let mut response = match result {
         Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
         Err(reject) => {
@@ -183,7 +183,7 @@ async fn accept(
         source: ingress.source.clone(),
         now: jiff::Timestamp::now(),
     };
-    let intents = map_webhook(&webhook, &ingress.rules, &ctx).map_err(invalid)?;
+    let intents = map_webhook(webhook, &ingress.rules, &ctx).map_err(invalid)?;
     for alert in &intents.ingest {
         let status = if alert.status == sre_contracts::domain::v1::AlertStatus::Resolved as i32 {
             AlertStatusLabel::Resolved
@@ -192,7 +192,30 @@ async fn accept(
         };
         ingress.metrics.alerts.get_or_create(&AlertLabels { status, severity: severity_label(alert.severity) }).inc();
     }
-    publish(ingress, &intents).await
+    let (envelopes, kinds) = encode(&intents)?;
+    // While JetStream stores them only the encoded intents are needed: the body, the
+    // parsed webhook and the messages are freed first, which keeps memory per request in
+    // flight small.
+    let alerts = intents.ingest.len();
+    drop((bytes, intents));
+    publish(ingress, alerts, &envelopes, &kinds).await
+}
+
+fn encode(intents: &Intents) -> Result<(Vec<Envelope>, Vec<IntentKind>), Reject> {
+    let invalid = |e: sre_bus::PublishError| {
+        Reject::new(StatusCode::SERVICE_UNAVAILABLE, RejectReason::BusUnavailable, e.to_string())
+    };
+    let mut envelopes = Vec::with_capacity(intents.ingest.len() + intents.create.len());
+    let mut kinds = Vec::with_capacity(envelopes.capacity());
+    for i in &intents.ingest {
+        envelopes.push(Envelope::intent(i).map_err(invalid)?);
+        kinds.push(IntentKind::IngestAlert);
+    }
+    for c in &intents.create {
+        envelopes.push(Envelope::intent(c).map_err(invalid)?);
+        kinds.push(IntentKind::CreateIncident);
+    }
+    Ok((envelopes, kinds))
 }
 
 fn severity_label(severity: i32) -> SeverityLabel {
@@ -206,22 +229,17 @@ fn severity_label(severity: i32) -> SeverityLabel {
     }
 }
 
-async fn publish(ingress: &Ingress, intents: &Intents) -> Result<serde_json::Value, Reject> {
+async fn publish(
+    ingress: &Ingress,
+    alerts: usize,
+    envelopes: &[Envelope],
+    kinds: &[IntentKind],
+) -> Result<serde_json::Value, Reject> {
     let bus_error = |e: sre_bus::PublishError| {
         Reject::new(StatusCode::SERVICE_UNAVAILABLE, RejectReason::BusUnavailable, e.to_string())
     };
-    let mut envelopes = Vec::with_capacity(intents.ingest.len() + intents.create.len());
-    let mut kinds = Vec::with_capacity(envelopes.capacity());
-    for i in &intents.ingest {
-        envelopes.push(Envelope::intent(i).map_err(bus_error)?);
-        kinds.push(IntentKind::IngestAlert);
-    }
-    for c in &intents.create {
-        envelopes.push(Envelope::intent(c).map_err(bus_error)?);
-        kinds.push(IntentKind::CreateIncident);
-    }
     let started = Instant::now();
-    let results = ingress.publisher.publish_all(&envelopes, Some(ingress.limits.publish_timeout)).await;
+    let results = ingress.publisher.publish_all(envelopes, Some(ingress.limits.publish_timeout)).await;
     ingress.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
     let (mut stored, mut duplicates, mut duplicate_alerts) = (0usize, 0usize, 0usize);
     let mut failure = None;
@@ -247,10 +265,10 @@ async fn publish(ingress: &Ingress, intents: &Intents) -> Result<serde_json::Val
         // Some intents may be stored already; Alertmanager's retry makes them duplicates.
         return Err(bus_error(e));
     }
-    tracing::info!(alerts = intents.ingest.len(), stored, duplicates, "webhook accepted");
+    tracing::info!(alerts, stored, duplicates, "webhook accepted");
     Ok(json!({
         "status": "accepted",
-        "alerts": intents.ingest.len(),
+        "alerts": alerts,
         "intents_stored": stored,
         "intents_duplicate": duplicates,
     }))

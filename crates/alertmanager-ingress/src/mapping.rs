@@ -134,14 +134,17 @@ fn first(map: &BTreeMap<String, String>, keys: &[&str]) -> String {
     keys.iter().find_map(|k| map.get(*k).filter(|v| !v.is_empty())).cloned().unwrap_or_default()
 }
 
-/// Maps a webhook to its intents.
-pub fn map_webhook(webhook: &Webhook, rules: &Rules, ctx: &RequestContext) -> Result<Intents, PayloadError> {
+/// Maps a webhook to its intents. Takes the webhook by value: labels and annotations move
+/// into the intents instead of being copied.
+pub fn map_webhook(mut webhook: Webhook, rules: &Rules, ctx: &RequestContext) -> Result<Intents, PayloadError> {
+    let alerts = std::mem::take(&mut webhook.alerts);
+    let webhook = &webhook;
     let group = AlertGroup {
         receiver: webhook.receiver.clone(),
         group_key: webhook.group_key.clone(),
         external_url: webhook.external_url.clone(),
         truncated_alerts: webhook.truncated_alerts,
-        group_labels: webhook.group_labels.clone().into_iter().collect(),
+        group_labels: webhook.group_labels.clone(),
     };
     let meta = |key: String, causation: String| MessageMeta {
         idempotency_key: key,
@@ -150,19 +153,20 @@ pub fn map_webhook(webhook: &Webhook, rules: &Rules, ctx: &RequestContext) -> Re
         source: Some(ctx.source.clone()),
         occurred_at: Some(timestamp(ctx.now)),
     };
-    let mut out = Intents::default();
-    for (i, alert) in webhook.alerts.iter().enumerate() {
+    let mut out = Intents { ingest: Vec::with_capacity(alerts.len()), create: Vec::new() };
+    for (i, mut owned) in alerts.into_iter().enumerate() {
+        let alert = &owned;
         let severity = severity_of(&alert.labels, rules);
         let key = alert_key(alert, webhook, i, rules.key_source)?;
-        let ingest = IngestAlertRequested {
+        let mut ingest = IngestAlertRequested {
             meta: Some(meta(key.clone(), String::new())),
             status: match alert.status {
                 Status::Firing => AlertStatus::Firing,
                 Status::Resolved => AlertStatus::Resolved,
             } as i32,
             fingerprint: alert.fingerprint.clone(),
-            labels: alert.labels.clone().into_iter().collect(),
-            annotations: alert.annotations.clone().into_iter().collect(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             starts_at: Some(timestamp(alert.starts_at)),
             ends_at: alert.ends_at.map(timestamp),
             generator_url: alert.generator_url.clone(),
@@ -186,12 +190,15 @@ pub fn map_webhook(webhook: &Webhook, rules: &Rules, ctx: &RequestContext) -> Re
                 severity: severity as i32,
                 service: first(&alert.labels, &["service", "job"]),
                 environment: first(&alert.labels, &["environment", "env", "cluster"]),
-                labels: alert.labels.clone().into_iter().collect(),
+                labels: alert.labels.clone(),
                 alert_fingerprints: vec![alert.fingerprint.clone()],
                 runbook_url: first(&alert.annotations, &["runbook_url", "runbook"]),
                 alert_idempotency_key: key,
             });
         }
+        // Moved last: everything above only borrowed them.
+        ingest.labels = std::mem::take(&mut owned.labels);
+        ingest.annotations = std::mem::take(&mut owned.annotations);
         out.ingest.push(ingest);
     }
     Ok(out)
@@ -228,7 +235,7 @@ mod tests {
     #[test]
     fn a_critical_firing_alert_becomes_an_ingest_and_an_incident_request() {
         let w = parse(SINGLE.as_bytes()).expect("parses");
-        let intents = map_webhook(&w, &rules(), &ctx()).expect("maps");
+        let intents = map_webhook(w.clone(), &rules(), &ctx()).expect("maps");
         assert_eq!(intents.ingest.len(), 1);
         assert_eq!(intents.create.len(), 1);
         let ingest = &intents.ingest[0];
@@ -275,23 +282,27 @@ mod tests {
         for (label, severity, incident) in table {
             let mut w = base.clone();
             w.alerts[0].labels.insert("severity".into(), label.into());
-            let intents = map_webhook(&w, &rules(), &ctx()).expect("maps");
+            let intents = map_webhook(w.clone(), &rules(), &ctx()).expect("maps");
             assert_eq!(intents.ingest[0].severity, severity as i32, "{label}");
             assert_eq!(intents.create.len(), usize::from(incident), "{label}");
         }
         let mut w = base.clone();
         w.alerts[0].labels.remove("severity");
         let with_default = Rules { default_severity: Severity::Critical, ..rules() };
-        assert_eq!(map_webhook(&w, &with_default, &ctx()).expect("maps").create.len(), 1, "default severity applies");
+        assert_eq!(
+            map_webhook(w.clone(), &with_default, &ctx()).expect("maps").create.len(),
+            1,
+            "default severity applies"
+        );
         let off = Rules { auto_create_min: None, ..rules() };
-        assert!(map_webhook(&base, &off, &ctx()).expect("maps").create.is_empty(), "auto-create off");
+        assert!(map_webhook(base.clone(), &off, &ctx()).expect("maps").create.is_empty(), "auto-create off");
     }
 
     #[test]
     fn resolved_alerts_never_ask_for_incidents() {
         let w = parse(MIXED.as_bytes()).expect("parses");
         let intents =
-            map_webhook(&w, &Rules { auto_create_min: Some(Severity::Info), ..rules() }, &ctx()).expect("maps");
+            map_webhook(w.clone(), &Rules { auto_create_min: Some(Severity::Info), ..rules() }, &ctx()).expect("maps");
         let resolved = w.alerts.iter().filter(|a| a.status == Status::Resolved).count();
         assert_eq!(intents.ingest.len(), w.alerts.len());
         assert_eq!(intents.create.len(), w.alerts.len() - resolved);
@@ -364,7 +375,7 @@ mod tests {
         #[test]
         fn parsing_and_mapping_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(w) = parse(&body) {
-                let _ = map_webhook(&w, &rules(), &ctx());
+                let _ = map_webhook(w.clone(), &rules(), &ctx());
             }
         }
 
@@ -375,7 +386,7 @@ mod tests {
                 if firing[i] { "firing" } else { "resolved" })).collect();
             let body = format!(r#"{{"version":"4","groupKey":"g","status":"firing","receiver":"r","alerts":[{}]}}"#, alerts.join(","));
             let w = parse(body.as_bytes()).expect("parses");
-            let intents = map_webhook(&w, &rules(), &ctx()).expect("maps");
+            let intents = map_webhook(w.clone(), &rules(), &ctx()).expect("maps");
             prop_assert_eq!(intents.ingest.len(), n);
             prop_assert_eq!(intents.create.len(), firing[..n].iter().filter(|f| **f).count());
             let keys: std::collections::HashSet<_> = intents.ingest.iter().map(|i| i.meta.as_ref().map(|m| m.idempotency_key.clone())).collect();

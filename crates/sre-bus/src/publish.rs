@@ -50,14 +50,14 @@ impl Envelope {
         &self.idempotency_key
     }
 
-    fn headers(&self) -> HeaderMap {
-        let mut h = HeaderMap::new();
+    /// The headers of this envelope, with the batch's trace context (`trace`).
+    fn headers(&self, trace: &HeaderMap) -> HeaderMap {
+        let mut h = trace.clone();
         h.insert(headers::CONTENT_TYPE, headers::CONTENT_TYPE_PROTOBUF);
         h.insert(headers::MESSAGE_TYPE, self.message_type);
         if !self.correlation_id.is_empty() {
             h.insert(headers::CORRELATION_ID, self.correlation_id.as_str());
         }
-        crate::inject_context(&mut h);
         h
     }
 }
@@ -144,28 +144,37 @@ impl IntentPublisher {
         }
         let started = Instant::now();
         let deadline = deadline.unwrap_or(self.bus.config().ack_timeout);
+        // One trace context for the batch: its intents come from one piece of work.
+        let mut trace = HeaderMap::new();
+        crate::inject_context(&mut trace);
+        let trace = &trace;
         let sends = envelopes.iter().map(|e| async move {
             // Headers first: `headers()` replaces the map, `message_id()` adds to it.
-            let publish =
-                Publish::build().headers(e.headers()).message_id(e.idempotency_key.as_str()).payload(e.body.clone());
-            let ack = async {
-                let future = self.js.send_publish(e.subject, publish).await.map_err(|err| classify(&err))?;
-                future.await.map_err(|err| classify(&err))
-            };
-            let result = match tokio::time::timeout(deadline, ack).await {
-                Ok(Ok(ack)) => Ok(Published { sequence: ack.sequence, duplicate: ack.duplicate }),
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err(PublishError::Unavailable(format!("no ack within {deadline:?}"))),
-            };
-            let outcome = match &result {
+            let publish = Publish::build()
+                .headers(e.headers(trace))
+                .message_id(e.idempotency_key.as_str())
+                .payload(e.body.clone());
+            let ack = self.js.send_publish(e.subject, publish).await.map_err(|err| classify(&err))?.await;
+            ack.map(|ack| Published { sequence: ack.sequence, duplicate: ack.duplicate }).map_err(|err| classify(&err))
+        });
+        // One deadline for the whole batch. Acks that did not arrive in time count as not
+        // stored, though the server may still store them: a retry with the same key is
+        // then a duplicate, not a second intent.
+        let results = match tokio::time::timeout(deadline, join_all(sends)).await {
+            Ok(results) => results,
+            Err(_) => envelopes
+                .iter()
+                .map(|_| Err(PublishError::Unavailable(format!("no ack within {deadline:?}"))))
+                .collect(),
+        };
+        for (e, result) in envelopes.iter().zip(&results) {
+            let outcome = match result {
                 Ok(p) if p.duplicate => PublishOutcome::Duplicate,
                 Ok(_) => PublishOutcome::Stored,
                 Err(_) => PublishOutcome::Failed,
             };
             self.count(e.message_type, outcome);
-            result
-        });
-        let results = join_all(sends).await;
+        }
         self.bus.metrics().publish_seconds.observe(started.elapsed().as_secs_f64());
         results
     }

@@ -117,6 +117,16 @@ fn wait_ready(what: &'static str, child: &mut Child, mut ready: impl FnMut() -> 
     Err(Error::NotReady(what, READY_DEADLINE))
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat` (Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every mainstream configuration.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A real nats-server with JetStream on 127.0.0.1, a free port and a temporary store.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -180,6 +190,11 @@ impl NatsServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The monitoring port.

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             source: Source { service: "fuzz".into(), instance: "0".into() },
             now: jiff::Timestamp::UNIX_EPOCH,
         };
-        if let Ok(intents) = map_webhook(&webhook, &rules, &ctx) {
+        if let Ok(intents) = map_webhook(webhook.clone(), &rules, &ctx) {
             assert_eq!(intents.ingest.len(), webhook.alerts.len());
             assert!(intents.create.len() <= webhook.alerts.len());
         }
