@@ -119,6 +119,32 @@ impl ServiceProcess {
         Err(Error::NotReady("service", deadline))
     }
 
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) -> Result<(), Error> {
+        let child = self.child.as_ref().ok_or(Error::NotReady("service", Duration::ZERO))?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .map_err(|source| Error::Io { what: "sending SIGTERM", source })?;
+        Ok(())
+    }
+
+    /// Waits for the process to exit (at most `deadline`).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus, Error> {
+        let child = self.child.as_mut().ok_or(Error::NotReady("service", Duration::ZERO))?;
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                return Err(Error::NotReady("service exit", deadline));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status (at most `deadline`).
     pub fn terminate(&mut self, deadline: Duration) -> Result<ExitStatus, Error> {
         let child = self.child.as_mut().ok_or(Error::NotReady("service", Duration::ZERO))?;
