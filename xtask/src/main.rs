@@ -11,8 +11,11 @@
 //! - `fuzz`: the webhook payload fuzz target (cargo-fuzz, installed when missing).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -248,6 +251,8 @@ fn fuzz(runs: u64) -> anyhow::Result<()> {
     ]))
 }
 
+/// The local stack; dropping it stops the adapters first (SIGTERM, graceful), then
+/// nats-server, so nothing in flight loses its bus.
 struct Stack(Vec<(String, Child)>);
 
 impl Drop for Stack {
@@ -255,47 +260,62 @@ impl Drop for Stack {
         for (name, child) in self.0.iter_mut().rev() {
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
+            loop {
                 if let Ok(Some(s)) = child.try_wait() {
                     eprintln!("xtask: {name} stopped ({s})");
                     break;
                 }
+                if Instant::now() > deadline {
+                    eprintln!("xtask: {name} did not stop in time, killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = child.kill();
         }
     }
+}
+
+/// Spawns a child in its own process group, so a Ctrl-C at the terminal reaches only
+/// xtask, which then stops the stack in order.
+fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Child> {
+    cmd.process_group(0).spawn().with_context(|| format!("starting {what}"))
 }
 
 fn run() -> anyhow::Result<()> {
     let tools = setup()?;
     status(cargo().args(["build", "--workspace", "--bins"]))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     let state = root().join(".tools/run");
     std::fs::create_dir_all(&state)?;
     let mut stack = Stack(Vec::new());
-    let nats = Command::new(&tools.nats_server)
-        .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
-        .arg(state.join("jetstream"))
-        .spawn()
-        .context("starting nats-server")?;
+    let nats = spawn(
+        Command::new(&tools.nats_server)
+            .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
+            .arg(state.join("jetstream")),
+        "nats-server",
+    )?;
     stack.0.push(("nats-server".to_owned(), nats));
     let _ = tools.alertmanager;
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
     for (i, adapter) in ADAPTERS.iter().enumerate() {
         let config = root().join("deploy/config").join(format!("{adapter}.yaml"));
-        let child = Command::new(target.join("debug").join(adapter))
-            .arg("--config")
-            .arg(&config)
-            .env("NATS_URL", "nats://127.0.0.1:4222")
-            .env("HTTP_ADDR", format!("127.0.0.1:{}", 8080 + i))
-            .spawn()
-            .with_context(|| format!("starting {adapter}"))?;
+        let child = spawn(
+            Command::new(target.join("debug").join(adapter))
+                .arg("--config")
+                .arg(&config)
+                .env("NATS_URL", "nats://127.0.0.1:4222")
+                .env("HTTP_ADDR", format!("127.0.0.1:{}", 8080 + i)),
+            adapter,
+        )?;
         stack.0.push(((*adapter).to_owned(), child));
         eprintln!("xtask: {adapter} on http://127.0.0.1:{}/readyz", 8080 + i);
     }
     eprintln!("xtask: nats-server on nats://127.0.0.1:4222 (monitor http://127.0.0.1:8222); Ctrl-C stops everything");
-    // Wait until any process exits (Ctrl-C reaches the whole process group).
-    loop {
+    while !stop.load(Ordering::SeqCst) {
         for (name, child) in stack.0.iter_mut() {
             if let Some(s) = child.try_wait()? {
                 eprintln!("xtask: {name} exited ({s}); stopping the rest");
@@ -304,4 +324,6 @@ fn run() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    eprintln!("xtask: stopping");
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! Emits intents only. Knows nothing about tickets, pages or the Transformation domain.
 
 pub mod config;
+pub mod core;
 
 use sre_runtime::ServiceContext;
 use sre_runtime::axum::Router;
