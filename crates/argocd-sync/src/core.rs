@@ -278,6 +278,8 @@ mod tests {
 
     /// A publication as (change, previous health, new health).
     type Published = (HealthChange, Option<Health>, Option<Health>);
+    /// A table row: name, hysteresis, observations, expected publications.
+    type Case = (&'static str, Hysteresis, Vec<Option<Health>>, Vec<Published>);
 
     /// Runs a sequence of observations (one per 30 s poll), returning what was published.
     fn run(h: Hysteresis, seq: &[Option<Health>]) -> Vec<Published> {
@@ -299,7 +301,7 @@ mod tests {
         let now = Hysteresis::default();
         let two = Hysteresis { observations: 2, hold: Duration::ZERO };
         let minute = Hysteresis { observations: 100, hold: Duration::from_secs(60) };
-        let cases: Vec<(&str, Hysteresis, Vec<Option<Health>>, Vec<Published>)> = vec![
+        let cases: Vec<Case> = vec![
             ("appears", now, vec![Some(H)], vec![(Appeared, None, Some(H))]),
             ("steady says nothing", now, vec![Some(H), Some(H), Some(H)], vec![(Appeared, None, Some(H))]),
             ("changes", now, vec![Some(H), Some(D)], vec![(Appeared, None, Some(H)), (Changed, Some(H), Some(D))]),
