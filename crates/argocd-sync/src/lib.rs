@@ -4,6 +4,7 @@
 //!
 //! Emits intents only. Knows nothing about tickets, pages or the Transformation domain.
 
+pub mod argocd;
 pub mod config;
 pub mod core;
 
