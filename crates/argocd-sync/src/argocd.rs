@@ -124,6 +124,18 @@ impl Application {
     }
 }
 
+/// The environment of `app` under `rule`, when it has one (an empty value is none).
+pub fn environment_of(app: &Application, from: crate::config::EnvironmentFrom, label: &str) -> Option<String> {
+    use crate::config::EnvironmentFrom;
+    let value = match from {
+        EnvironmentFrom::Label => app.metadata.labels.get(label).cloned().unwrap_or_default(),
+        EnvironmentFrom::DestinationName => app.spec.destination.name.clone(),
+        EnvironmentFrom::DestinationNamespace => app.spec.destination.namespace.clone(),
+        EnvironmentFrom::Project => app.spec.project.clone(),
+    };
+    (!value.is_empty()).then_some(value)
+}
+
 /// Parses a list body.
 pub fn parse_list(body: &[u8]) -> Result<ApplicationList, serde_json::Error> {
     serde_json::from_slice(body)
@@ -154,6 +166,17 @@ mod tests {
         let list = parse_list(FILTERED.as_bytes()).expect("parses");
         assert!(!list.items.is_empty());
         assert!(list.items.iter().all(|a| !a.metadata.name.is_empty()));
+    }
+
+    #[test]
+    fn environment_rules() {
+        use crate::config::EnvironmentFrom::*;
+        let app = &parse_list(ONE.as_bytes()).expect("parses").items[0];
+        assert_eq!(environment_of(app, Label, "cluster_name").as_deref(), Some("gke-alpha-01-europe-west1"));
+        assert_eq!(environment_of(app, Label, "environment"), None, "no such label: no environment");
+        assert_eq!(environment_of(app, DestinationName, "").as_deref(), Some("gke-alpha-01-europe-west1"));
+        assert_eq!(environment_of(app, DestinationNamespace, "").as_deref(), Some("test-lla"));
+        assert_eq!(environment_of(app, Project, "").as_deref(), Some("sre"));
     }
 
     #[test]

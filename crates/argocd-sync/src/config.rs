@@ -41,6 +41,24 @@ pub struct Integration {
     pub argocd_server: Vec<ArgoServer>,
     /// Environments to report; applications outside them are ignored.
     pub environments: Vec<String>,
+    /// How an application's environment is read.
+    pub environment_from: EnvironmentFrom,
+    /// The label read when `environment_from` is `label`.
+    pub environment_label: String,
+}
+
+/// Where an application's environment comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentFrom {
+    /// The Application's label named by `environment_label` (default `environment`).
+    Label,
+    /// `spec.destination.name` (the cluster's name in Argo CD).
+    DestinationName,
+    /// `spec.destination.namespace`.
+    DestinationNamespace,
+    /// `spec.project`.
+    Project,
 }
 
 impl Default for Integration {
@@ -51,6 +69,8 @@ impl Default for Integration {
             poll_interval: Duration::from_secs(30),
             argocd_server: Vec::new(),
             environments: Vec::new(),
+            environment_from: EnvironmentFrom::Label,
+            environment_label: "environment".to_owned(),
         }
     }
 }
