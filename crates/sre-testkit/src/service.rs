@@ -147,22 +147,8 @@ impl ServiceProcess {
 
     /// Sends SIGTERM and waits for the exit status (at most `deadline`).
     pub fn terminate(&mut self, deadline: Duration) -> Result<ExitStatus, Error> {
-        let child = self.child.as_mut().ok_or(Error::NotReady("service", Duration::ZERO))?;
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .map_err(|source| Error::Io { what: "sending SIGTERM", source })?;
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Ok(status);
-            }
-            if start.elapsed() > deadline {
-                return Err(Error::NotReady("service exit", deadline));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.signal_term()?;
+        self.wait_exit(deadline)
     }
 
     /// Everything the service wrote so far.
