@@ -266,7 +266,7 @@ async fn lane<H: FactHandler>(mut rx: mpsc::Receiver<Message>, handler: Arc<H>, 
             bus.metrics().fact_seconds.observe(started.elapsed().as_secs_f64());
             bus.metrics()
                 .facts
-                .get_or_create(&FactLabels { message_type: fact.message_name().to_owned(), outcome })
+                .get_or_create(&FactLabels { message_type: crate::metrics::fact_label(&fact.subject), outcome })
                 .inc();
         }
         .instrument(span)

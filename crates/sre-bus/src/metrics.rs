@@ -38,8 +38,25 @@ pub(crate) struct PublishLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct FactLabels {
-    pub message_type: String,
+    pub message_type: &'static str,
     pub outcome: FactOutcome,
+}
+
+/// The metric label of a fact subject: one of the contract's fact names, or `unknown`
+/// (labels stay a closed set whatever arrives on the stream).
+pub(crate) fn fact_label(subject: &str) -> &'static str {
+    use sre_contracts::BusMessage;
+    use sre_contracts::domain::v1;
+    const KNOWN: [(&str, &str); 7] = [
+        (v1::IncidentCreated::SUBJECT, "IncidentCreated"),
+        (v1::IncidentAcknowledged::SUBJECT, "IncidentAcknowledged"),
+        (v1::IncidentResolved::SUBJECT, "IncidentResolved"),
+        (v1::IncidentClosed::SUBJECT, "IncidentClosed"),
+        (v1::AlertIngested::SUBJECT, "AlertIngested"),
+        (v1::FleetStateRecorded::SUBJECT, "FleetStateRecorded"),
+        (v1::HealthCheckRecorded::SUBJECT, "HealthCheckRecorded"),
+    ];
+    KNOWN.iter().find(|(s, _)| *s == subject).map_or("unknown", |(_, name)| name)
 }
 
 /// The bus's metrics; cheap to clone.
@@ -80,11 +97,25 @@ impl BusMetrics {
 
     /// Facts of `message_type` (e.g. `IncidentCreated`) handled with `outcome`.
     pub fn facts_count(&self, message_type: &str, outcome: FactOutcome) -> u64 {
-        self.facts.get_or_create(&FactLabels { message_type: message_type.to_owned(), outcome }).get()
+        let subject = format!("{}.{message_type}", sre_contracts::subjects::FACTS_PREFIX);
+        self.facts.get_or_create(&FactLabels { message_type: fact_label(&subject), outcome }).get()
     }
 
     /// Intent publishes with `outcome` for `message_type` (for tests and dashboards).
     pub fn published_count(&self, message_type: &'static str, outcome: PublishOutcome) -> u64 {
         self.published.get_or_create(&PublishLabels { message_type, outcome }).get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fact_labels_are_a_closed_set() {
+        assert_eq!(fact_label("sre.domain.facts.v1.IncidentCreated"), "IncidentCreated");
+        assert_eq!(fact_label("sre.domain.facts.v1.HealthCheckRecorded"), "HealthCheckRecorded");
+        assert_eq!(fact_label("sre.domain.facts.v1.SomethingNew"), "unknown");
+        assert_eq!(fact_label("sre.domain.facts.v1.inc-12345"), "unknown", "no ids as labels");
     }
 }
