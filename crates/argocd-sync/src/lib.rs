@@ -5,6 +5,7 @@
 //! Emits intents only. Knows nothing about tickets, pages or the Transformation domain.
 
 pub mod argocd;
+pub mod client;
 pub mod config;
 pub mod core;
 

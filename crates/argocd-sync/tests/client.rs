@@ -1,0 +1,93 @@
+//! The Argo CD client against the test Argo CD, through the shared resilience layer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use argocd_sync::client::{ArgoClient, ArgoError};
+use sre_resilience::{Backoff, BreakerConfig, CallError, ErrorClass, Retryable, Upstream, UpstreamConfig};
+use sre_testkit::argocd::{App, FakeArgoCd, Mode};
+
+const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzcmUifQ.c2ln";
+
+fn client(url: &str, token: &str) -> ArgoClient {
+    ArgoClient::new(url, Some(token.to_owned().into()), Duration::from_millis(500)).expect("client")
+}
+
+fn upstream() -> Upstream {
+    Upstream::with_jitter(
+        UpstreamConfig {
+            name: "argocd",
+            backoff: Backoff { initial: Duration::from_millis(10), max_attempts: 3, ..Backoff::default() },
+            breaker: BreakerConfig::default(),
+            rate_limit: None,
+        },
+        Arc::new(|| 0.0),
+    )
+}
+
+#[tokio::test]
+async fn lists_applications_and_reads_null_items_as_none() {
+    let argo =
+        FakeArgoCd::start(TOKEN, vec![App::new("web", "production"), App::new("api", "staging")]).await.expect("argo");
+    let list = client(argo.url(), TOKEN).list_applications().await.expect("lists");
+    let names: Vec<&str> = list.items.iter().map(|a| a.metadata.name.as_str()).collect();
+    assert_eq!(names, ["api", "web"], "sorted by name");
+    assert_eq!(list.items[1].metadata.labels["environment"], "production");
+    argo.set_apps(Vec::new());
+    assert!(client(argo.url(), TOKEN).list_applications().await.expect("lists").items.is_empty());
+}
+
+#[tokio::test]
+async fn failures_are_classified_and_only_transient_ones_are_retried() {
+    let argo = FakeArgoCd::start(TOKEN, vec![App::new("web", "production")]).await.expect("argo");
+
+    let err = client(argo.url(), "wrong").list_applications().await.expect_err("unauthorized");
+    assert_eq!(err.class(), ErrorClass::Auth);
+    assert!(err.to_string().contains("401") && err.to_string().contains("no session information"), "{err}");
+    assert!(!err.to_string().contains("wrong"), "the token never appears: {err}");
+
+    // 401 through the resilience layer: one call, no retry loop.
+    let before = argo.requests();
+    let bad = client(argo.url(), "wrong");
+    let out = upstream().call(|| bad.list_applications()).await;
+    assert!(matches!(out, Err(CallError::Permanent(_))));
+    assert_eq!(argo.requests() - before, 1);
+
+    argo.set_mode(Mode::Unavailable);
+    let err = client(argo.url(), TOKEN).list_applications().await.expect_err("503");
+    assert_eq!(err.class(), ErrorClass::Transient);
+
+    argo.set_mode(Mode::Slow(Duration::from_secs(2)));
+    let err = client(argo.url(), TOKEN).list_applications().await.expect_err("slow");
+    assert!(matches!(err, ArgoError::Timeout(_)), "{err}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+
+    let unreachable = ArgoClient::new("http://127.0.0.1:1", None, Duration::from_millis(300)).expect("client");
+    assert_eq!(unreachable.list_applications().await.expect_err("refused").class(), ErrorClass::Transient);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_by_the_resilience_layer_then_succeeds() {
+    let argo = Arc::new(FakeArgoCd::start(TOKEN, vec![App::new("web", "production")]).await.expect("argo"));
+    argo.set_mode(Mode::Unavailable);
+    let c = client(argo.url(), TOKEN);
+    let calls = AtomicU32::new(0);
+    let out = upstream()
+        .call(|| {
+            // The outage ends after the first attempt.
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                argo.set_mode(Mode::Normal);
+            }
+            c.list_applications()
+        })
+        .await;
+    assert_eq!(out.expect("second attempt succeeds").items.len(), 1);
+    assert_eq!(argo.requests(), 2);
+}
+
+#[test]
+fn https_is_refused_clearly_until_tls_lands() {
+    let err = ArgoClient::new("https://argocd.example.com", None, Duration::from_secs(1)).expect_err("refused");
+    assert!(err.to_string().contains("only http://"), "{err}");
+}

@@ -1,0 +1,178 @@
+//! A test Argo CD: `GET /api/v1/applications` as the published API serves it (see the
+//! contract notes): bearer-token auth with grpc-gateway error bodies, a list sorted by
+//! name with `items: null` when empty, and switchable failures (401, 403, 5xx, slow).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+/// One application in the test server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// Name.
+    pub name: String,
+    /// Namespace of the Application resource.
+    pub namespace: String,
+    /// Argo CD project.
+    pub project: String,
+    /// Labels (e.g. `environment`).
+    pub labels: Vec<(String, String)>,
+    /// `Healthy`, `Degraded`, …
+    pub health: String,
+    /// `Synced`, `OutOfSync`, …
+    pub sync: String,
+    /// Health message.
+    pub message: String,
+}
+
+impl App {
+    /// A healthy, synced app in `environment` (label `environment`).
+    pub fn new(name: &str, environment: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            namespace: "argocd".to_owned(),
+            project: "default".to_owned(),
+            labels: vec![("environment".to_owned(), environment.to_owned())],
+            health: "Healthy".to_owned(),
+            sync: "Synced".to_owned(),
+            message: String::new(),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            self.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let mut health = json!({"status": self.health});
+        if !self.message.is_empty() {
+            health["message"] = json!(self.message);
+        }
+        json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": labels, "resourceVersion": "1000",
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"project": self.project, "destination": {"name": "in-cluster", "namespace": self.name},
+                     "source": {"repoURL": "https://git.example/apps.git", "path": self.name, "targetRevision": "HEAD"}},
+            "status": {
+                "health": health,
+                "sync": {"status": self.sync, "revision": "0123456789abcdef"},
+                "reconciledAt": "2026-11-27T04:00:00Z",
+                "resources": [{"kind": "Deployment", "name": self.name, "status": self.sync}],
+                "summary": {"images": ["example/app:1.0"]}
+            }
+        })
+    }
+}
+
+/// How the server answers the next list calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve the list.
+    Normal,
+    /// 503 from the ingress in front of argocd-server.
+    Unavailable,
+    /// Answer after a delay.
+    Slow(Duration),
+}
+
+#[derive(Debug)]
+struct Inner {
+    apps: Vec<App>,
+    token: String,
+    mode: Mode,
+    requests: u64,
+}
+
+/// A running test Argo CD; shuts down when dropped (its task is aborted).
+#[derive(Debug)]
+pub struct FakeArgoCd {
+    state: Arc<Mutex<Inner>>,
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn runtime_error(status: StatusCode, code: u32, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message, "code": code, "message": message, "details": []}))).into_response()
+}
+
+async fn list(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    let (mode, token, apps) = {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.requests += 1;
+        (s.mode, s.token.clone(), s.apps.clone())
+    };
+    // Argo CD takes the header only as `Bearer <jwt>`; anything else is no session.
+    let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token.as_str()) {
+        return runtime_error(StatusCode::UNAUTHORIZED, 16, "no session information");
+    }
+    match mode {
+        Mode::Unavailable => return (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response(),
+        Mode::Slow(d) => tokio::time::sleep(d).await,
+        Mode::Normal => {}
+    }
+    let mut apps = apps;
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    let items = if apps.is_empty() { serde_json::Value::Null } else { apps.iter().map(App::to_json).collect() };
+    axum::Json(json!({"metadata": {"resourceVersion": "722811357"}, "items": items})).into_response()
+}
+
+impl FakeArgoCd {
+    /// Starts on a free loopback port; requests must carry `Bearer <token>`.
+    pub async fn start(token: &str, apps: Vec<App>) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(Inner { apps, token: token.to_owned(), mode: Mode::Normal, requests: 0 }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = Router::new().route("/api/v1/applications", get(list)).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { state, url, task })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Replaces the applications.
+    pub fn set_apps(&self, apps: Vec<App>) {
+        self.with(|s| s.apps = apps);
+    }
+
+    /// Changes one application's health (and message).
+    pub fn set_health(&self, name: &str, health: &str, message: &str) {
+        self.with(|s| {
+            for a in s.apps.iter_mut().filter(|a| a.name == name) {
+                a.health = health.to_owned();
+                a.message = message.to_owned();
+            }
+        });
+    }
+
+    /// Sets how the next calls are answered.
+    pub fn set_mode(&self, mode: Mode) {
+        self.with(|s| s.mode = mode);
+    }
+
+    /// List requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.with(|s| s.requests)
+    }
+}
+
+impl Drop for FakeArgoCd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
