@@ -8,6 +8,7 @@ pub mod argocd;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod cycle;
 
 use sre_runtime::ServiceContext;
 use sre_runtime::axum::Router;

@@ -1,0 +1,301 @@
+//! One poll cycle, as a pure function: the list Argo CD returned, the state kept from the
+//! last cycle, the rules and `now` in; the next state and the intents to publish out.
+//!
+//! Keys are derived from content, so a retry, a restarted replica reading the same state,
+//! or a second replica observing the same change derives the same `Nats-Msg-Id`:
+//! - a health change: server, application, change, both statuses and the poll slot in which
+//!   the new status was first observed (kept in the state under hysteresis), so replicas
+//!   polling within one interval agree;
+//! - a fleet state: server, environment and the poll slot (`now` divided by the poll
+//!   interval), so two replicas polling within one interval report the fleet once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sre_contracts::domain::v1::{MessageMeta, RecordFleetStateRequested, RecordHealthCheckRequested, Source};
+use sre_resilience::idempotency::derive_key;
+
+use crate::argocd::{ApplicationList, environment_of};
+use crate::config::EnvironmentFrom;
+use crate::core::{AppStatus, Hysteresis, Observed, Tracked, fleet_counts, step};
+
+/// What a cycle needs besides the list and the state.
+#[derive(Debug, Clone)]
+pub struct CycleRules {
+    /// The Argo CD server (base URL, no credentials), as reported in the intents.
+    pub server: String,
+    /// The environments to report.
+    pub environments: Vec<String>,
+    /// Where an application's environment comes from.
+    pub environment_from: EnvironmentFrom,
+    /// The label read for `EnvironmentFrom::Label`.
+    pub environment_label: String,
+    /// How long a new status must hold.
+    pub hysteresis: Hysteresis,
+    /// The poll interval (for the fleet state's poll slot).
+    pub poll_interval: Duration,
+}
+
+/// What a cycle produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CycleOutput {
+    /// The state to keep for the next cycle, by `<namespace>/<name>`.
+    pub next: BTreeMap<String, Tracked>,
+    /// One per settled change.
+    pub health_checks: Vec<RecordHealthCheckRequested>,
+    /// One per configured environment.
+    pub fleet: Vec<RecordFleetStateRequested>,
+}
+
+fn ts(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() }
+}
+
+fn meta(key: String, correlation_id: &str, source: &Source, now: Timestamp) -> Option<MessageMeta> {
+    Some(MessageMeta {
+        idempotency_key: key,
+        correlation_id: correlation_id.to_owned(),
+        causation_id: String::new(),
+        source: Some(source.clone()),
+        occurred_at: Some(ts(now)),
+    })
+}
+
+fn slot(now: Timestamp, interval: Duration) -> String {
+    let secs = interval.as_secs().max(1) as i64;
+    now.as_second().div_euclid(secs).to_string()
+}
+
+fn status_str(s: Option<AppStatus>) -> String {
+    s.map_or_else(|| "none".to_owned(), |s| format!("{:?}/{:?}", s.health, s.sync))
+}
+
+/// Runs one cycle over a successfully read list.
+pub fn plan_cycle(
+    list: &ApplicationList,
+    previous: &BTreeMap<String, Tracked>,
+    rules: &CycleRules,
+    now: Timestamp,
+    source: &Source,
+    correlation_id: &str,
+) -> CycleOutput {
+    // The applications of the configured environments, by key.
+    let mut seen: BTreeMap<String, (&crate::argocd::Application, String)> = BTreeMap::new();
+    for app in &list.items {
+        if let Some(env) = environment_of(app, rules.environment_from, &rules.environment_label)
+            && rules.environments.contains(&env)
+        {
+            seen.insert(app.key(), (app, env));
+        }
+    }
+    let mut out = CycleOutput::default();
+    let keys: std::collections::BTreeSet<&String> = previous.keys().chain(seen.keys()).collect();
+    for key in keys {
+        let observed = seen.get(key);
+        let (next, emit) =
+            step(previous.get(key).copied(), observed.map(|(a, _)| a.app_status()), rules.hysteresis, now);
+        if let Some(t) = next {
+            out.next.insert(key.clone(), t);
+        }
+        let Some(e) = emit else { continue };
+        let (app, environment) = match observed {
+            Some((a, env)) => (Some(*a), env.clone()),
+            None => (None, String::new()),
+        };
+        let id = derive_key(
+            "argocd-health",
+            &[
+                &rules.server,
+                key,
+                e.change.as_str_name(),
+                &status_str(e.previous),
+                &status_str(e.current),
+                &slot(e.since, rules.poll_interval),
+            ],
+        );
+        out.health_checks.push(RecordHealthCheckRequested {
+            meta: meta(id, correlation_id, source, now),
+            environment,
+            argocd_server: rules.server.clone(),
+            app: key.clone(),
+            project: app.map(|a| a.spec.project.clone()).unwrap_or_default(),
+            change: e.change as i32,
+            previous_health: e.previous.map_or(0, |s| s.health.to_proto() as i32),
+            health: e.current.map_or(0, |s| s.health.to_proto() as i32),
+            previous_sync: e.previous.map_or(0, |s| s.sync.to_proto() as i32),
+            sync: e.current.map_or(0, |s| s.sync.to_proto() as i32),
+            message: app.map(|a| a.status.health.message.clone()).unwrap_or_default(),
+            revision: app.map(|a| a.status.sync.revision.clone()).unwrap_or_default(),
+            reconciled_at: app
+                .and_then(|a| a.status.reconciled_at.as_deref())
+                .and_then(|r| r.parse::<Timestamp>().ok())
+                .map(ts),
+            observed_at: Some(ts(e.since)),
+        });
+    }
+    let observed: Vec<Observed> = seen
+        .iter()
+        .map(|(key, (app, env))| Observed {
+            app: key.clone(),
+            environment: env.clone(),
+            status: app.app_status(),
+            message: app.status.health.message.clone(),
+        })
+        .collect();
+    for (environment, counts) in fleet_counts(&rules.environments, &observed) {
+        let id = derive_key("argocd-fleet", &[&rules.server, &environment, &slot(now, rules.poll_interval)]);
+        out.fleet.push(RecordFleetStateRequested {
+            meta: meta(id, correlation_id, source, now),
+            environment,
+            argocd_server: rules.server.clone(),
+            observed_at: Some(ts(now)),
+            observation_ok: true,
+            failure_reason: String::new(),
+            by_health: Some(counts.by_health),
+            by_sync: Some(counts.by_sync),
+            total: counts.total,
+            unhealthy: counts.unhealthy,
+        });
+    }
+    out
+}
+
+/// The fleet states of a cycle whose list could not be read: each environment reports the
+/// failure instead of going silent. The kept state is unchanged (nothing is known).
+pub fn failed_cycle(
+    rules: &CycleRules,
+    reason: &str,
+    now: Timestamp,
+    source: &Source,
+    correlation_id: &str,
+) -> Vec<RecordFleetStateRequested> {
+    rules
+        .environments
+        .iter()
+        .map(|environment| RecordFleetStateRequested {
+            meta: meta(
+                derive_key("argocd-fleet", &[&rules.server, environment, &slot(now, rules.poll_interval)]),
+                correlation_id,
+                source,
+                now,
+            ),
+            environment: environment.clone(),
+            argocd_server: rules.server.clone(),
+            observed_at: Some(ts(now)),
+            observation_ok: false,
+            failure_reason: reason.to_owned(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::argocd::parse_list;
+    use sre_contracts::domain::v1::{AppHealth, HealthChange};
+
+    fn rules(observations: u32) -> CycleRules {
+        CycleRules {
+            server: "http://argocd.example".into(),
+            environments: vec!["production".into(), "staging".into()],
+            environment_from: EnvironmentFrom::Label,
+            environment_label: "environment".into(),
+            hysteresis: Hysteresis { observations, hold: Duration::ZERO },
+            poll_interval: Duration::from_secs(30),
+        }
+    }
+
+    fn list(apps: &[(&str, &str, &str)]) -> ApplicationList {
+        let items: Vec<serde_json::Value> = apps
+            .iter()
+            .map(|(name, env, health)| {
+                serde_json::json!({"metadata": {"name": name, "namespace": "argocd", "labels": {"environment": env}},
+                    "spec": {"project": "shop"},
+                    "status": {"health": {"status": health, "message": format!("{name} is {health}")},
+                               "sync": {"status": "Synced", "revision": "abc"}, "reconciledAt": "2026-11-27T04:00:00Z"}})
+            })
+            .collect();
+        parse_list(serde_json::json!({"items": items}).to_string().as_bytes()).expect("list")
+    }
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("time")
+    }
+
+    fn src(instance: &str) -> Source {
+        Source { service: "argocd-sync".into(), instance: instance.into() }
+    }
+
+    #[test]
+    fn first_cycle_reports_new_apps_and_the_fleet() {
+        let out = plan_cycle(
+            &list(&[("web", "production", "Healthy"), ("api", "production", "Degraded"), ("x", "dev", "Degraded")]),
+            &BTreeMap::new(),
+            &rules(1),
+            t(0),
+            &src("a"),
+            "cycle-1",
+        );
+        assert_eq!(out.health_checks.len(), 2, "dev is not a configured environment");
+        assert!(out.health_checks.iter().all(|h| h.change == HealthChange::Appeared as i32));
+        let prod = out.fleet.iter().find(|f| f.environment == "production").expect("production");
+        assert_eq!((prod.total, prod.by_health.as_ref().map(|h| (h.healthy, h.degraded))), (2, Some((1, 1))));
+        assert_eq!(prod.unhealthy.len(), 1);
+        assert_eq!(prod.unhealthy[0].message, "api is Degraded");
+        let staging = out.fleet.iter().find(|f| f.environment == "staging").expect("staging reports too");
+        assert!(staging.observation_ok && staging.total == 0);
+    }
+
+    #[test]
+    fn only_changes_are_reported_and_the_same_change_has_the_same_key_everywhere() {
+        let first =
+            plan_cycle(&list(&[("web", "production", "Healthy")]), &BTreeMap::new(), &rules(1), t(0), &src("a"), "c1");
+        let same =
+            plan_cycle(&list(&[("web", "production", "Healthy")]), &first.next, &rules(1), t(30), &src("a"), "c2");
+        assert!(same.health_checks.is_empty(), "no change, no health check");
+        let degraded = list(&[("web", "production", "Degraded")]);
+        let a = plan_cycle(&degraded, &same.next, &rules(1), t(60), &src("a"), "c3");
+        // A second replica with the same kept state (read from the KV bucket), a moment later.
+        let b = plan_cycle(&degraded, &same.next, &rules(1), t(61), &src("b"), "c9");
+        assert_eq!(a.health_checks.len(), 1);
+        let h = &a.health_checks[0];
+        assert_eq!((h.previous_health, h.health), (AppHealth::Healthy as i32, AppHealth::Degraded as i32));
+        assert_eq!((h.app.as_str(), h.project.as_str(), h.revision.as_str()), ("argocd/web", "shop", "abc"));
+        let key = |o: &CycleOutput| o.health_checks[0].meta.as_ref().map(|m| m.idempotency_key.clone());
+        assert_eq!(key(&a), key(&b), "two replicas seeing one change within an interval: one intent");
+        // With hysteresis the change is dated by its first observation, kept in the state:
+        let pending = plan_cycle(&degraded, &same.next, &rules(2), t(60), &src("a"), "c3");
+        assert!(pending.health_checks.is_empty());
+        let a2 = plan_cycle(&degraded, &pending.next, &rules(2), t(90), &src("a"), "c4");
+        let b2 = plan_cycle(&degraded, &pending.next, &rules(2), t(95), &src("b"), "c8");
+        assert_eq!(key(&a2), key(&b2), "same kept state, same change: the bus stores it once");
+    }
+
+    #[test]
+    fn fleet_keys_are_per_poll_slot() {
+        let l = list(&[("web", "production", "Healthy")]);
+        let key = |now, who: &str| {
+            plan_cycle(&l, &BTreeMap::new(), &rules(1), now, &src(who), "c").fleet[0]
+                .meta
+                .as_ref()
+                .map(|m| m.idempotency_key.clone())
+        };
+        assert_eq!(key(t(1), "a"), key(t(20), "b"), "two replicas in one interval: one fleet state");
+        assert_ne!(key(t(1), "a"), key(t(31), "a"), "the next interval is a new report");
+    }
+
+    #[test]
+    fn vanished_apps_and_failed_cycles() {
+        let first =
+            plan_cycle(&list(&[("web", "production", "Healthy")]), &BTreeMap::new(), &rules(1), t(0), &src("a"), "c");
+        let gone = plan_cycle(&list(&[]), &first.next, &rules(1), t(30), &src("a"), "c");
+        assert_eq!(gone.health_checks.len(), 1);
+        assert_eq!(gone.health_checks[0].change, HealthChange::Vanished as i32);
+        assert!(gone.next.is_empty());
+        let failed = failed_cycle(&rules(1), "unauthorized: no session information", t(60), &src("a"), "c");
+        assert_eq!(failed.len(), 2);
+        assert!(failed.iter().all(|f| !f.observation_ok && f.failure_reason.contains("unauthorized") && f.total == 0));
+    }
+}
