@@ -1,20 +1,23 @@
 //! The Argo CD API client: one request, one classified answer. It never retries or
 //! sleeps; `sre_resilience::Upstream` decides that from [`ArgoError::class`].
 //!
-//! Plain HTTP only for now (in-cluster `argocd-server` service or a local test server);
-//! TLS with a custom CA comes with the poller.
+//! `https://` verifies the server against the system's roots plus an optional CA bundle
+//! (Argo CD's self-signed certificate, a private CA); `http://` is for an in-cluster
+//! `argocd-server --insecure` service or a local test server.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 use sre_resilience::{ErrorClass, Retryable, classify_status};
 
-use crate::argocd::{ApplicationList, parse_list};
+use crate::argocd::{ApplicationList, ListParser};
 
 /// Path of the application list.
 pub const APPLICATIONS_PATH: &str = "/api/v1/applications";
@@ -61,7 +64,7 @@ pub struct ArgoClient {
     base: String,
     token: Option<SecretString>,
     timeout: Duration,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 impl std::fmt::Debug for ArgoClient {
@@ -71,20 +74,52 @@ impl std::fmt::Debug for ArgoClient {
 }
 
 impl ArgoClient {
-    /// A client for `base` (e.g. `http://argocd-server.argocd.svc`), authenticating with
-    /// `token` as `Authorization: Bearer`.
-    pub fn new(base: &str, token: Option<SecretString>, timeout: Duration) -> Result<Self, ArgoError> {
+    /// A client for `base` (e.g. `https://argocd.example.com`), authenticating with
+    /// `token` as `Authorization: Bearer`. `ca_pem` adds trusted CA certificates (PEM) to
+    /// the system's roots.
+    pub fn new(
+        base: &str,
+        token: Option<SecretString>,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ArgoError> {
         let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            return Err(ArgoError::Url(format!("`{base}`: only http:// is supported so far")));
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(ArgoError::Url(format!("`{base}`: must start with https:// or http://")));
         }
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if let Some(pem) = ca_pem {
+            let mut added = 0;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| ArgoError::Url(format!("ca_file: {e}")))?;
+                roots.add(cert).map_err(|e| ArgoError::Url(format!("ca_file: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(ArgoError::Url("ca_file: no PEM certificate in it".to_owned()));
+            }
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ArgoError::Url(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
-        Ok(Self { base, token, timeout, http: Client::builder(TokioExecutor::new()).build(connector) })
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        Ok(Self { base, token, timeout, http: Client::builder(TokioExecutor::new()).build(https) })
     }
 
-    /// `GET /api/v1/applications`, parsed lean.
-    pub async fn list_applications(&self) -> Result<ApplicationList, ArgoError> {
+    /// `GET /api/v1/applications`, parsed lean as it streams in.
+    pub async fn list_applications(&self) -> Result<Listed, ArgoError> {
         let mut req = hyper::Request::get(format!("{}{APPLICATIONS_PATH}", self.base))
             .header(http::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
@@ -94,16 +129,34 @@ impl ArgoClient {
         let call = async {
             let resp = self.http.request(req).await.map_err(|e| ArgoError::Transport(e.to_string()))?;
             let status = resp.status();
-            let body = resp.into_body().collect().await.map_err(|e| ArgoError::Transport(e.to_string()))?.to_bytes();
-            Ok::<_, ArgoError>((status, body))
+            let mut body = resp.into_body();
+            if !status.is_success() {
+                let bytes = body.collect().await.map_err(|e| ArgoError::Transport(e.to_string()))?.to_bytes();
+                return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
+            }
+            // The list streams through the parser: only one item's bytes are held at a time.
+            let mut parser = ListParser::default();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
+                if let Some(data) = frame.data_ref() {
+                    parser.feed(data).map_err(|e| ArgoError::Body(e.to_string()))?;
+                }
+            }
+            let bytes = parser.bytes();
+            let list = parser.finish().map_err(|e| ArgoError::Body(e.to_string()))?;
+            Ok::<_, ArgoError>(Listed { list, bytes })
         };
-        let (status, body) =
-            tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))??;
-        if !status.is_success() {
-            return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&body) });
-        }
-        parse_list(&body).map_err(|e| ArgoError::Body(e.to_string()))
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))?
     }
+}
+
+/// A list as read, with its size on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    /// The applications.
+    pub list: ApplicationList,
+    /// Body bytes read.
+    pub bytes: u64,
 }
 
 /// Argo CD's reason from a grpc-gateway error body, else the first bytes of the body.

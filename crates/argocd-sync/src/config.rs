@@ -45,6 +45,38 @@ pub struct Integration {
     pub environment_from: EnvironmentFrom,
     /// The label read when `environment_from` is `label`.
     pub environment_label: String,
+    /// How long a new status must hold before it is published.
+    pub hysteresis: HysteresisConfig,
+    /// How long a replica's lease on a server lasts without renewal (renewed every poll).
+    /// A successor takes over this long after a leader dies without releasing it.
+    /// Default: three poll intervals.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
+}
+
+/// `argocd_integration.hysteresis`: a new status is published once it held for
+/// `observations` polls in a row, or for `hold` since first seen, whichever comes first.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HysteresisConfig {
+    /// Consecutive observations (1 publishes at once).
+    pub observations: u32,
+    /// Time since first seen; `0s` turns the time rule off.
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+}
+
+impl Default for HysteresisConfig {
+    fn default() -> Self {
+        Self { observations: 1, hold: Duration::ZERO }
+    }
+}
+
+impl Integration {
+    /// The lease TTL in effect.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl.unwrap_or(self.poll_interval * 3)
+    }
 }
 
 /// Where an application's environment comes from.
@@ -71,6 +103,8 @@ impl Default for Integration {
             environments: Vec::new(),
             environment_from: EnvironmentFrom::Label,
             environment_label: "environment".to_owned(),
+            hysteresis: HysteresisConfig::default(),
+            lease_ttl: None,
         }
     }
 }
@@ -86,6 +120,10 @@ pub struct ArgoServer {
     /// Per-request timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// PEM file of extra CA certificates to trust (Argo CD's self-signed certificate, a
+    /// private CA), added to the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -100,8 +138,56 @@ impl ServiceConfig for Config {
         &mut self.runtime
     }
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.argocd_integration.poll_interval < Duration::from_secs(1) {
+        let i = &self.argocd_integration;
+        if i.poll_interval < Duration::from_secs(1) {
             return Err(ConfigError::new("argocd_integration.poll_interval", "must be at least 1s"));
+        }
+        if i.hysteresis.observations == 0 {
+            return Err(ConfigError::new("argocd_integration.hysteresis.observations", "must be at least 1"));
+        }
+        if !i.enabled {
+            return Ok(());
+        }
+        if i.mode == Mode::Watch {
+            return Err(ConfigError::new(
+                "argocd_integration.mode",
+                "`watch` is not available in this version; use `poll` (the poll is what watch reconciles with)",
+            ));
+        }
+        if i.argocd_server.is_empty() {
+            return Err(ConfigError::new("argocd_integration.argocd_server", "list at least one Argo CD server"));
+        }
+        if i.environments.is_empty() {
+            return Err(ConfigError::new(
+                "argocd_integration.environments",
+                "list at least one environment (applications outside the list are ignored)",
+            ));
+        }
+        for (n, server) in i.argocd_server.iter().enumerate() {
+            if !server.url.starts_with("https://") && !server.url.starts_with("http://") {
+                return Err(ConfigError::new(
+                    format!("argocd_integration.argocd_server[{n}].url"),
+                    "must start with https:// or http://",
+                ));
+            }
+            if i.argocd_server[..n].iter().any(|s| s.url.trim_end_matches('/') == server.url.trim_end_matches('/')) {
+                return Err(ConfigError::new(format!("argocd_integration.argocd_server[{n}].url"), "listed twice"));
+            }
+        }
+        let ttl = i.lease_ttl();
+        if ttl < i.poll_interval * 2 {
+            return Err(ConfigError::new("argocd_integration.lease_ttl", "must be at least two poll intervals"));
+        }
+        let window = self.runtime.bus.streams.duplicate_window;
+        if ttl + i.poll_interval > window {
+            return Err(ConfigError::new(
+                "argocd_integration.lease_ttl",
+                format!(
+                    "lease_ttl plus poll_interval ({:?}) exceeds the bus duplicate window ({window:?}): a successor \
+                     could publish a change twice; lower them or raise runtime.bus.streams.duplicate_window",
+                    ttl + i.poll_interval
+                ),
+            ));
         }
         Ok(())
     }

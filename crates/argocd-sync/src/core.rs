@@ -126,12 +126,21 @@ pub struct Pending {
 }
 
 /// What is kept per application between cycles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Tracked {
     /// The status last published; `None` while a new application waits to settle.
     pub published: Option<AppStatus>,
     /// A different status waiting to settle.
     pub pending: Option<Pending>,
+    /// Changes published so far for this incarnation: the ordinal in the next change's
+    /// idempotency key, so the same change planned twice (a retry, a new leader reading
+    /// the same kept state) has the same key, and a later flip back is a new one.
+    #[serde(default)]
+    pub changes: u32,
+    /// Hash of the Application's `metadata.uid`: an application deleted and created again
+    /// is a new incarnation, and its changes new keys.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A change to publish as `RecordHealthCheckRequested`.
@@ -167,12 +176,13 @@ pub fn step(
     now: Timestamp,
 ) -> (Option<Tracked>, Option<Emit>) {
     let published = tracked.and_then(|t| t.published);
+    let base = tracked.unwrap_or_default();
     if tracked.is_none() && observed.is_none() {
         return (None, None);
     }
     if published.is_some() && published == observed {
         // Back to (or still at) what was published: any pending flap is forgotten.
-        return (Some(Tracked { published, pending: None }), None);
+        return (Some(Tracked { published, pending: None, ..base }), None);
     }
     if published.is_none() && observed.is_none() {
         // Appeared and vanished before it ever settled: nothing to say.
@@ -183,7 +193,7 @@ pub fn step(
         _ => Pending { status: observed, since: now, seen: 1 },
     };
     if !hysteresis.settled(&pending, now) {
-        return (Some(Tracked { published, pending: Some(pending) }), None);
+        return (Some(Tracked { published, pending: Some(pending), ..base }), None);
     }
     let change = match (published, observed) {
         (None, _) => HealthChange::Appeared,
@@ -191,7 +201,12 @@ pub fn step(
         _ => HealthChange::Changed,
     };
     let emit = Emit { change, previous: published, current: observed, since: pending.since };
-    let next = observed.map(|status| Tracked { published: Some(status), pending: None });
+    let next = observed.map(|status| Tracked {
+        published: Some(status),
+        pending: None,
+        changes: base.changes.saturating_add(1),
+        ..base
+    });
     (next, Some(emit))
 }
 

@@ -3,9 +3,11 @@
 //!
 //! Keys are derived from content, so a retry, a restarted replica reading the same state,
 //! or a second replica observing the same change derives the same `Nats-Msg-Id`:
-//! - a health change: server, application, change, both statuses and the poll slot in which
-//!   the new status was first observed (kept in the state under hysteresis), so replicas
-//!   polling within one interval agree;
+//! - a health change: server, application, its incarnation (`metadata.uid`), the ordinal
+//!   of the change (kept in the state), the change and both statuses. No clock enters it,
+//!   so a leader that crashed after publishing and before saving the state, and its
+//!   successor re-planning from the same state, derive the same key: the bus stores the
+//!   change once (within its duplicate window, which must exceed the lease TTL);
 //! - a fleet state: server, environment and the poll slot (`now` divided by the poll
 //!   interval), so two replicas polling within one interval report the fleet once.
 
@@ -67,6 +69,11 @@ fn slot(now: Timestamp, interval: Duration) -> String {
     now.as_second().div_euclid(secs).to_string()
 }
 
+/// FNV-1a: a stable 64-bit hash (the standard library's hasher is seeded per process).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
 fn status_str(s: Option<AppStatus>) -> String {
     s.map_or_else(|| "none".to_owned(), |s| format!("{:?}/{:?}", s.health, s.sync))
 }
@@ -93,25 +100,31 @@ pub fn plan_cycle(
     let keys: std::collections::BTreeSet<&String> = previous.keys().chain(seen.keys()).collect();
     for key in keys {
         let observed = seen.get(key);
-        let (next, emit) =
-            step(previous.get(key).copied(), observed.map(|(a, _)| a.app_status()), rules.hysteresis, now);
+        let before = previous.get(key).copied();
+        let (next, emit) = step(before, observed.map(|(a, _)| a.app_status()), rules.hysteresis, now);
+        let incarnation = match observed {
+            Some((a, _)) if !a.metadata.uid.is_empty() => fnv1a(a.metadata.uid.as_bytes()),
+            _ => before.map_or(0, |t| t.incarnation),
+        };
         if let Some(t) = next {
-            out.next.insert(key.clone(), t);
+            out.next.insert(key.clone(), Tracked { incarnation, ..t });
         }
         let Some(e) = emit else { continue };
         let (app, environment) = match observed {
             Some((a, env)) => (Some(*a), env.clone()),
             None => (None, String::new()),
         };
+        let ordinal = before.map_or(0, |t| t.changes).saturating_add(1);
         let id = derive_key(
             "argocd-health",
             &[
                 &rules.server,
                 key,
+                &format!("{incarnation:016x}"),
+                &ordinal.to_string(),
                 e.change.as_str_name(),
                 &status_str(e.previous),
                 &status_str(e.current),
-                &slot(e.since, rules.poll_interval),
             ],
         );
         out.health_checks.push(RecordHealthCheckRequested {
@@ -271,6 +284,30 @@ mod tests {
         let a2 = plan_cycle(&degraded, &pending.next, &rules(2), t(90), &src("a"), "c4");
         let b2 = plan_cycle(&degraded, &pending.next, &rules(2), t(95), &src("b"), "c8");
         assert_eq!(key(&a2), key(&b2), "same kept state, same change: the bus stores it once");
+    }
+
+    #[test]
+    fn keys_survive_a_crash_and_tell_flips_and_incarnations_apart() {
+        let key = |o: &CycleOutput| o.health_checks[0].meta.as_ref().map(|m| m.idempotency_key.clone());
+        let healthy = list(&[("web", "production", "Healthy")]);
+        let degraded = list(&[("web", "production", "Degraded")]);
+        let s0 = plan_cycle(&healthy, &BTreeMap::new(), &rules(1), t(0), &src("a"), "c").next;
+        // The leader publishes the change and dies before saving; its successor re-plans
+        // from the same kept state three intervals later: same key, stored once.
+        let first = plan_cycle(&degraded, &s0, &rules(1), t(30), &src("a"), "c");
+        let again = plan_cycle(&degraded, &s0, &rules(1), t(120), &src("b"), "c");
+        assert_eq!(key(&first), key(&again));
+        // Back to Healthy and Degraded again: a new change, a new key.
+        let back = plan_cycle(&healthy, &first.next, &rules(1), t(150), &src("a"), "c");
+        let flip = plan_cycle(&degraded, &back.next, &rules(1), t(180), &src("a"), "c");
+        assert_ne!(key(&flip), key(&first));
+        // Deleted and created again (a new uid): a new incarnation, a new key.
+        let mut recreated = healthy.clone();
+        recreated.items[0].metadata.uid = "new-uid".into();
+        let gone = plan_cycle(&list(&[]), &s0, &rules(1), t(30), &src("a"), "c");
+        let back_again = plan_cycle(&recreated, &gone.next, &rules(1), t(60), &src("a"), "c");
+        let first_seen = plan_cycle(&healthy, &BTreeMap::new(), &rules(1), t(0), &src("a"), "c");
+        assert_ne!(key(&back_again), key(&first_seen));
     }
 
     #[test]

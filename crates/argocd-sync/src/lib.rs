@@ -9,7 +9,15 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod cycle;
+pub mod metrics;
+pub mod poller;
+pub mod state;
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sre_resilience::{Backoff, BreakerConfig, Upstream, UpstreamConfig};
 use sre_runtime::ServiceContext;
 use sre_runtime::axum::Router;
 
@@ -19,18 +27,105 @@ pub use config::Config;
 pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "argocd-sync", version: env!("CARGO_PKG_VERSION"), default_http_port: 8081 };
 
-/// Starts the service: returns its HTTP routes (none beyond health and metrics).
+/// Starts the service: one poll loop per configured Argo CD server. Returns no routes
+/// beyond health and metrics.
 pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     let integration = &ctx.config.argocd_integration;
     if !integration.enabled {
         tracing::info!("argocd_integration.enabled is false: serving health only");
-    } else {
-        tracing::info!(
-            servers = integration.argocd_server.len(),
-            environments = integration.environments.len(),
-            poll_interval = ?integration.poll_interval,
-            "configuration loaded"
-        );
+        return Ok(Router::new());
     }
+    let metrics = metrics::SyncMetrics::default();
+    ctx.metrics.register(|r| metrics.register(r));
+    let status: poller::UpstreamStatus = Arc::new(Mutex::new(BTreeMap::new()));
+    let readiness = status.clone();
+    ctx.health.register(
+        "argocd",
+        Arc::new(move || {
+            let status = readiness.lock().unwrap_or_else(PoisonError::into_inner);
+            match status.iter().find_map(|(server, s)| s.as_ref().err().map(|e| format!("{server}: {e}"))) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }),
+    );
+    let holder = format!("{}/{:08x}", ctx.bus.source().instance, rand::random::<u32>());
+    let mut pollers = Vec::new();
+    for server in &integration.argocd_server {
+        let token = match &server.secret_ref {
+            Some(r) => Some(ctx.secrets.resolve(r, "token")?),
+            None => None,
+        };
+        let ca = match &server.ca_file {
+            Some(path) => Some(
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("argocd_server ca_file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let client = client::ArgoClient::new(&server.url, token, server.request_timeout, ca.as_deref())?;
+        let rules = cycle::CycleRules {
+            server: server.url.trim_end_matches('/').to_owned(),
+            environments: integration.environments.clone(),
+            environment_from: integration.environment_from,
+            environment_label: integration.environment_label.clone(),
+            hysteresis: core::Hysteresis {
+                observations: integration.hysteresis.observations,
+                hold: integration.hysteresis.hold,
+            },
+            poll_interval: integration.poll_interval,
+        };
+        let upstream = Upstream::new(UpstreamConfig {
+            name: "argocd",
+            backoff: Backoff {
+                initial: Duration::from_millis(500),
+                max_attempts: 3,
+                max_elapsed: integration.poll_interval / 2,
+                ..Backoff::default()
+            },
+            breaker: BreakerConfig::default(),
+            rate_limit: None,
+        });
+        pollers.push((rules, client, upstream));
+    }
+    tracing::info!(
+        servers = pollers.len(),
+        environments = integration.environments.len(),
+        poll_interval = ?integration.poll_interval,
+        lease_ttl = ?integration.lease_ttl(),
+        "configuration loaded"
+    );
+    let (bus, cancel, lease_ttl) = (ctx.bus.clone(), ctx.shutdown.clone(), integration.lease_ttl());
+    let tasks = ctx.tasks.clone();
+    ctx.tasks.spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = bus.wait_for_topology() => {}
+        }
+        let (lease_kv, state_kv) = loop {
+            match state::open_buckets(&bus, lease_ttl).await {
+                Ok(b) => break b,
+                Err(e) => tracing::warn!(error = %e, "state buckets not available yet"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        for (rules, client, upstream) in pollers {
+            let id = state::server_id(&rules.server);
+            let poller = poller::ServerPoller {
+                lease: state::Lease::new(lease_kv.clone(), &id, holder.clone()),
+                store: state::StateStore::new(state_kv.clone(), &id),
+                rules,
+                client,
+                upstream,
+                publisher: bus.intent_publisher(),
+                source: bus.source().clone(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+            };
+            tasks.spawn(poller.run(cancel.clone()));
+        }
+    });
     Ok(Router::new())
 }

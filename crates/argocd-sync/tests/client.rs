@@ -11,7 +11,7 @@ use sre_testkit::argocd::{App, FakeArgoCd, Mode};
 const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzcmUifQ.c2ln";
 
 fn client(url: &str, token: &str) -> ArgoClient {
-    ArgoClient::new(url, Some(token.to_owned().into()), Duration::from_millis(500)).expect("client")
+    ArgoClient::new(url, Some(token.to_owned().into()), Duration::from_millis(500), None).expect("client")
 }
 
 fn upstream() -> Upstream {
@@ -30,12 +30,12 @@ fn upstream() -> Upstream {
 async fn lists_applications_and_reads_null_items_as_none() {
     let argo =
         FakeArgoCd::start(TOKEN, vec![App::new("web", "production"), App::new("api", "staging")]).await.expect("argo");
-    let list = client(argo.url(), TOKEN).list_applications().await.expect("lists");
+    let list = client(argo.url(), TOKEN).list_applications().await.expect("lists").list;
     let names: Vec<&str> = list.items.iter().map(|a| a.metadata.name.as_str()).collect();
     assert_eq!(names, ["api", "web"], "sorted by name");
     assert_eq!(list.items[1].metadata.labels["environment"], "production");
     argo.set_apps(Vec::new());
-    assert!(client(argo.url(), TOKEN).list_applications().await.expect("lists").items.is_empty());
+    assert!(client(argo.url(), TOKEN).list_applications().await.expect("lists").list.items.is_empty());
 }
 
 #[tokio::test]
@@ -63,7 +63,7 @@ async fn failures_are_classified_and_only_transient_ones_are_retried() {
     assert!(matches!(err, ArgoError::Timeout(_)), "{err}");
     assert_eq!(err.class(), ErrorClass::Transient);
 
-    let unreachable = ArgoClient::new("http://127.0.0.1:1", None, Duration::from_millis(300)).expect("client");
+    let unreachable = ArgoClient::new("http://127.0.0.1:1", None, Duration::from_millis(300), None).expect("client");
     assert_eq!(unreachable.list_applications().await.expect_err("refused").class(), ErrorClass::Transient);
 }
 
@@ -82,12 +82,15 @@ async fn a_transient_failure_is_retried_by_the_resilience_layer_then_succeeds() 
             c.list_applications()
         })
         .await;
-    assert_eq!(out.expect("second attempt succeeds").items.len(), 1);
+    assert_eq!(out.expect("second attempt succeeds").list.items.len(), 1);
     assert_eq!(argo.requests(), 2);
 }
 
 #[test]
-fn https_is_refused_clearly_until_tls_lands() {
-    let err = ArgoClient::new("https://argocd.example.com", None, Duration::from_secs(1)).expect_err("refused");
-    assert!(err.to_string().contains("only http://"), "{err}");
+fn bad_urls_and_ca_files_are_refused_clearly() {
+    let err = ArgoClient::new("argocd.example.com", None, Duration::from_secs(1), None).expect_err("no scheme");
+    assert!(err.to_string().contains("https:// or http://"), "{err}");
+    let err = ArgoClient::new("https://argocd.example.com", None, Duration::from_secs(1), Some(b"not a pem"))
+        .expect_err("no certificate");
+    assert!(err.to_string().contains("ca_file"), "{err}");
 }

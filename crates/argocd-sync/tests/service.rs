@@ -5,9 +5,10 @@ use std::path::Path;
 #[test]
 fn starts_serves_health_and_stops_cleanly() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/argocd-sync.yaml");
-    sre_testkit::service::assert_service_lifecycle(
+    sre_testkit::service::assert_service_lifecycle_with_env(
         Path::new(env!("CARGO_BIN_EXE_argocd-sync")),
         &example,
         "argocd_integration",
+        &[("SECRET_PLATFORM_ARGOCD_TOKEN_TOKEN", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln")],
     );
 }

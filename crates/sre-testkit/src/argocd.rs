@@ -29,6 +29,11 @@ pub struct App {
     pub sync: String,
     /// Health message.
     pub message: String,
+    /// `metadata.uid` (a new one when an application is deleted and created again).
+    pub uid: String,
+    /// Pad the item to the size of a real one (~13 kB: resources, history, operation
+    /// state), for benchmarks.
+    pub realistic: bool,
 }
 
 impl App {
@@ -42,6 +47,11 @@ impl App {
             health: "Healthy".to_owned(),
             sync: "Synced".to_owned(),
             message: String::new(),
+            uid: format!(
+                "8d1c5a1e-{:012x}",
+                name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+            ),
+            realistic: false,
         }
     }
 
@@ -52,11 +62,11 @@ impl App {
         if !self.message.is_empty() {
             health["message"] = json!(self.message);
         }
-        json!({
+        let mut app = json!({
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Application",
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": labels, "resourceVersion": "1000",
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+                         "uid": self.uid, "creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": {"project": self.project, "destination": {"name": "in-cluster", "namespace": self.name},
                      "source": {"repoURL": "https://git.example/apps.git", "path": self.name, "targetRevision": "HEAD"}},
             "status": {
@@ -66,7 +76,31 @@ impl App {
                 "resources": [{"kind": "Deployment", "name": self.name, "status": self.sync}],
                 "summary": {"images": ["example/app:1.0"]}
             }
-        })
+        });
+        if self.realistic {
+            // What makes real items large: every managed resource, the sync history and the
+            // last operation's per-resource results (sizes as in the contract's sample).
+            let resources: Vec<serde_json::Value> = (0..40)
+                .map(|i| {
+                    json!({"group": "apps", "version": "v1", "kind": "Deployment", "namespace": self.name,
+                    "name": format!("{}-component-{i}", self.name), "status": "Synced",
+                    "health": {"status": "Healthy"}, "syncWave": i % 3})
+                })
+                .collect();
+            let history: Vec<serde_json::Value> = (0..10)
+                .map(|i| {
+                    json!({"revision": format!("{i:040x}"), "deployedAt": "2026-11-20T10:00:00Z", "id": i,
+                    "source": {"repoURL": "https://git.example/apps.git", "path": self.name, "targetRevision": "HEAD"},
+                    "deployStartedAt": "2026-11-20T09:59:30Z", "initiatedBy": {"username": "ci-bot"}})
+                })
+                .collect();
+            app["status"]["resources"] = json!(resources);
+            app["status"]["history"] = json!(history);
+            app["status"]["operationState"] = json!({"phase": "Succeeded", "message": "successfully synced (all tasks run)",
+                "startedAt": "2026-11-20T09:59:30Z", "finishedAt": "2026-11-20T10:00:00Z",
+                "syncResult": {"revision": "0123456789abcdef", "resources": resources}});
+        }
+        app
     }
 }
 
@@ -84,6 +118,8 @@ pub enum Mode {
 #[derive(Debug)]
 struct Inner {
     apps: Vec<App>,
+    /// The rendered list, kept until the applications change.
+    body: Option<bytes::Bytes>,
     token: String,
     mode: Mode,
     requests: u64,
@@ -102,10 +138,17 @@ fn runtime_error(status: StatusCode, code: u32, message: &str) -> Response {
 }
 
 async fn list(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
-    let (mode, token, apps) = {
+    let (mode, token, body) = {
         let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
         s.requests += 1;
-        (s.mode, s.token.clone(), s.apps.clone())
+        if s.body.is_none() {
+            let mut apps = s.apps.clone();
+            apps.sort_by(|a, b| a.name.cmp(&b.name));
+            let items = if apps.is_empty() { serde_json::Value::Null } else { apps.iter().map(App::to_json).collect() };
+            let list = json!({"metadata": {"resourceVersion": "722811357"}, "items": items});
+            s.body = Some(bytes::Bytes::from(list.to_string()));
+        }
+        (s.mode, s.token.clone(), s.body.clone().unwrap_or_default())
     };
     // Argo CD takes the header only as `Bearer <jwt>`; anything else is no session.
     let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -117,16 +160,14 @@ async fn list(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Res
         Mode::Slow(d) => tokio::time::sleep(d).await,
         Mode::Normal => {}
     }
-    let mut apps = apps;
-    apps.sort_by(|a, b| a.name.cmp(&b.name));
-    let items = if apps.is_empty() { serde_json::Value::Null } else { apps.iter().map(App::to_json).collect() };
-    axum::Json(json!({"metadata": {"resourceVersion": "722811357"}, "items": items})).into_response()
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 impl FakeArgoCd {
     /// Starts on a free loopback port; requests must carry `Bearer <token>`.
     pub async fn start(token: &str, apps: Vec<App>) -> std::io::Result<Self> {
-        let state = Arc::new(Mutex::new(Inner { apps, token: token.to_owned(), mode: Mode::Normal, requests: 0 }));
+        let state =
+            Arc::new(Mutex::new(Inner { apps, body: None, token: token.to_owned(), mode: Mode::Normal, requests: 0 }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new().route("/api/v1/applications", get(list)).with_state(state.clone());
@@ -147,7 +188,10 @@ impl FakeArgoCd {
 
     /// Replaces the applications.
     pub fn set_apps(&self, apps: Vec<App>) {
-        self.with(|s| s.apps = apps);
+        self.with(|s| {
+            s.apps = apps;
+            s.body = None;
+        });
     }
 
     /// Changes one application's health (and message).
@@ -157,6 +201,7 @@ impl FakeArgoCd {
                 a.health = health.to_owned();
                 a.message = message.to_owned();
             }
+            s.body = None;
         });
     }
 

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod argocd;
+pub mod bus;
 pub mod service;
 
 /// Why a test server could not be started.

@@ -171,6 +171,11 @@ impl Drop for ServiceProcess {
 /// with a real nats-server the service becomes ready, serves `/healthz` and `/metrics`,
 /// logs JSON, and on SIGTERM exits 0.
 pub fn assert_service_lifecycle(bin: &Path, example_config: &Path, section: &str) {
+    assert_service_lifecycle_with_env(bin, example_config, section, &[]);
+}
+
+/// [`assert_service_lifecycle`] with extra environment (secrets the example refers to).
+pub fn assert_service_lifecycle_with_env(bin: &Path, example_config: &Path, section: &str, envs: &[(&str, &str)]) {
     let (status, stderr) = check_config(bin, example_config).expect("runs --check-config");
     assert!(status.success(), "example config must be valid: {stderr}");
 
@@ -184,9 +189,10 @@ pub fn assert_service_lifecycle(bin: &Path, example_config: &Path, section: &str
 
     let nats = crate::NatsServer::start().expect("nats-server");
     let config = example_config.to_str().expect("utf-8 path");
-    let mut service =
-        ServiceProcess::spawn(bin, &["--config", config], &[("NATS_URL", &nats.url()), ("POD_NAME", "smoke-0")])
-            .expect("spawns");
+    let url = nats.url();
+    let mut all = vec![("NATS_URL", url.as_str()), ("POD_NAME", "smoke-0")];
+    all.extend_from_slice(envs);
+    let mut service = ServiceProcess::spawn(bin, &["--config", config], &all).expect("spawns");
     let ready = service.wait_for_status("/readyz", 200, Duration::from_secs(20)).expect("becomes ready");
     assert!(ready.contains("\"bus\":\"ok\""), "{ready}");
     assert_eq!(service.get("/healthz").map(|(s, _)| s), Some(200));

@@ -1,0 +1,121 @@
+//! The service's metrics (`argocd_sync_*`). The `server` label is a configured URL, so its
+//! values are bounded by the configuration.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How a poll ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PollOutcome {
+    /// Listed, published and saved.
+    Ok,
+    /// Argo CD refused the token (401/403): not retried until the next poll.
+    Unauthorized,
+    /// Argo CD did not answer usefully (5xx, timeout, refused, open breaker).
+    Unreachable,
+    /// The intents or the state could not be stored on the bus; the next poll redoes it.
+    BusUnavailable,
+    /// Another replica holds the lease.
+    Standby,
+}
+
+/// Change label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ChangeLabel {
+    /// A new application.
+    Appeared,
+    /// Health or sync changed.
+    Changed,
+    /// No longer listed.
+    Vanished,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Server {
+    server: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Poll {
+    server: String,
+    outcome: PollOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Change {
+    server: String,
+    change: ChangeLabel,
+}
+
+/// The metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SyncMetrics {
+    polls: Family<Poll, Counter>,
+    poll_seconds: Family<Server, Histogram>,
+    applications: Family<Server, Gauge>,
+    list_bytes: Family<Server, Counter>,
+    health_checks: Family<Change, Counter>,
+    leader: Family<Server, Gauge>,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> Self {
+        Self {
+            polls: Family::default(),
+            poll_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
+            applications: Family::default(),
+            list_bytes: Family::default(),
+            health_checks: Family::default(),
+            leader: Family::default(),
+        }
+    }
+}
+
+impl SyncMetrics {
+    /// Registers every metric.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("argocd_sync_polls", "Polls of an Argo CD server, by outcome", self.polls.clone());
+        r.register(
+            "argocd_sync_poll_seconds",
+            "Time of one poll cycle: list, plan, publish, save",
+            self.poll_seconds.clone(),
+        );
+        r.register("argocd_sync_applications", "Applications in the last list", self.applications.clone());
+        r.register("argocd_sync_list_bytes", "Bytes of application lists read", self.list_bytes.clone());
+        r.register(
+            "argocd_sync_health_checks",
+            "Health-check intents published, by change",
+            self.health_checks.clone(),
+        );
+        r.register("argocd_sync_leader", "1 while this replica holds the server's lease", self.leader.clone());
+    }
+
+    /// Counts a poll.
+    pub fn poll(&self, server: &str, outcome: PollOutcome, seconds: Option<f64>) {
+        self.polls.get_or_create(&Poll { server: server.to_owned(), outcome }).inc();
+        if let Some(s) = seconds {
+            self.poll_seconds.get_or_create(&Server { server: server.to_owned() }).observe(s);
+        }
+    }
+
+    /// Records a list.
+    pub fn listed(&self, server: &str, applications: usize, bytes: u64) {
+        let s = Server { server: server.to_owned() };
+        self.applications.get_or_create(&s).set(applications as i64);
+        self.list_bytes.get_or_create(&s).inc_by(bytes);
+    }
+
+    /// Counts a published health check.
+    pub fn health_check(&self, server: &str, change: ChangeLabel) {
+        self.health_checks.get_or_create(&Change { server: server.to_owned(), change }).inc();
+    }
+
+    /// Sets leadership.
+    pub fn set_leader(&self, server: &str, leader: bool) {
+        self.leader.get_or_create(&Server { server: server.to_owned() }).set(i64::from(leader));
+    }
+}

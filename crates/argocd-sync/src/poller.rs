@@ -1,0 +1,214 @@
+//! The poll loop of one Argo CD server: hold the lease, list, plan, publish, save.
+//!
+//! Order within a cycle: the intents are published (and acked by JetStream) before the
+//! state is saved. A crash in between re-plans the same changes from the same kept state,
+//! with the same keys, so the bus stores them once; the reverse order could lose a change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::Rng;
+use sre_bus::{Envelope, IntentPublisher};
+use sre_contracts::domain::v1::{HealthChange, Source};
+use sre_resilience::{CallError, ErrorClass, Retryable, Upstream};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{ArgoClient, ArgoError};
+use crate::cycle::{CycleRules, failed_cycle, plan_cycle};
+use crate::metrics::{ChangeLabel, PollOutcome, SyncMetrics};
+use crate::state::{Kept, Lease, SaveError, StateStore};
+
+/// Intents published per batch (each batch waits for its acks).
+const BATCH: usize = 1_000;
+
+/// Readiness of each server, by URL: `Err` when its token is refused or its breaker open.
+pub type UpstreamStatus = Arc<Mutex<BTreeMap<String, Result<(), String>>>>;
+
+/// Everything one server's loop needs.
+pub struct ServerPoller {
+    /// Rules of a cycle (the server's URL among them).
+    pub rules: CycleRules,
+    /// The client.
+    pub client: ArgoClient,
+    /// Backoff, breaker.
+    pub upstream: Upstream,
+    /// Where the intents go.
+    pub publisher: IntentPublisher,
+    /// The lease on this server.
+    pub lease: Lease,
+    /// The kept state of this server.
+    pub store: StateStore,
+    /// This replica.
+    pub source: Source,
+    /// Metrics.
+    pub metrics: SyncMetrics,
+    /// Readiness.
+    pub status: UpstreamStatus,
+}
+
+impl std::fmt::Debug for ServerPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerPoller").field("server", &self.rules.server).finish_non_exhaustive()
+    }
+}
+
+fn correlation_id() -> String {
+    format!("argocd-{:016x}", rand::rng().random::<u64>())
+}
+
+/// The poll interval with up to ±10% jitter, so replicas and servers do not poll in step.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+impl ServerPoller {
+    /// Polls until `cancel` fires; a cycle under way is finished first. Releases the lease
+    /// on the way out so another replica takes over at its next tick.
+    pub async fn run(self, cancel: CancellationToken) {
+        let server = self.rules.server.clone();
+        let mut kept: Option<Kept> = None;
+        loop {
+            match self.lease.acquire().await {
+                Ok(true) => {
+                    self.metrics.set_leader(&server, true);
+                    if kept.is_none() {
+                        match self.store.load().await {
+                            Ok(k) => {
+                                tracing::info!(%server, applications = k.apps.len(), "leading: kept state loaded");
+                                kept = Some(k);
+                            }
+                            Err(e) => tracing::warn!(%server, error = %e, "kept state unreadable; retrying next tick"),
+                        }
+                    }
+                    if let Some(k) = kept.as_mut()
+                        && !self.cycle(k).await
+                    {
+                        kept = None;
+                    }
+                }
+                Ok(false) => {
+                    if kept.take().is_some() {
+                        tracing::info!(%server, "another replica holds the lease: standing by");
+                    }
+                    self.metrics.set_leader(&server, false);
+                    self.metrics.poll(&server, PollOutcome::Standby, None);
+                    self.set_status(Ok(()));
+                }
+                Err(e) => {
+                    kept = None;
+                    self.metrics.set_leader(&server, false);
+                    tracing::warn!(%server, error = %e, "lease unavailable: the bus is down; not polling");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(jittered(self.rules.poll_interval)) => {}
+            }
+        }
+        if let Err(e) = self.lease.release().await {
+            tracing::warn!(%server, error = %e, "lease not released; it expires by itself");
+        }
+        self.metrics.set_leader(&server, false);
+    }
+
+    fn set_status(&self, status: Result<(), String>) {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner).insert(self.rules.server.clone(), status);
+    }
+
+    /// One cycle; `false` when this replica must reload the state (another one wrote it).
+    async fn cycle(&self, kept: &mut Kept) -> bool {
+        let server = &self.rules.server;
+        let started = std::time::Instant::now();
+        let correlation = correlation_id();
+        let listed = self.upstream.call(|| self.client.list_applications()).await;
+        let now = Timestamp::now();
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(err) => {
+                let outcome = match err.class() {
+                    ErrorClass::Auth => PollOutcome::Unauthorized,
+                    _ => PollOutcome::Unreachable,
+                };
+                let reason = describe(&err);
+                tracing::warn!(%server, correlation_id = %correlation, reason = %reason, "poll failed");
+                self.set_status(match (&err, outcome) {
+                    (_, PollOutcome::Unauthorized) => Err(reason.clone()),
+                    (CallError::CircuitOpen { .. }, _) => Err(reason.clone()),
+                    _ => Ok(()),
+                });
+                let fleet = failed_cycle(&self.rules, &reason, now, &self.source, &correlation);
+                let envelopes: Vec<Envelope> = fleet.iter().filter_map(|f| Envelope::intent(f).ok()).collect();
+                let _stored = self.publish(&envelopes).await;
+                self.metrics.poll(server, outcome, Some(started.elapsed().as_secs_f64()));
+                return true;
+            }
+        };
+        self.set_status(Ok(()));
+        self.metrics.listed(server, listed.list.items.len(), listed.bytes);
+        let out = plan_cycle(&listed.list, &kept.apps, &self.rules, now, &self.source, &correlation);
+        drop(listed);
+        let mut envelopes = Vec::with_capacity(out.health_checks.len() + out.fleet.len());
+        for h in &out.health_checks {
+            envelopes.extend(Envelope::intent(h).ok());
+        }
+        for f in &out.fleet {
+            envelopes.extend(Envelope::intent(f).ok());
+        }
+        if !self.publish(&envelopes).await {
+            tracing::warn!(%server, correlation_id = %correlation, "intents not stored; the next poll plans them again");
+            self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
+            return true;
+        }
+        for h in &out.health_checks {
+            let change = match HealthChange::try_from(h.change) {
+                Ok(HealthChange::Appeared) => ChangeLabel::Appeared,
+                Ok(HealthChange::Vanished) => ChangeLabel::Vanished,
+                _ => ChangeLabel::Changed,
+            };
+            self.metrics.health_check(server, change);
+        }
+        let changes = out.health_checks.len();
+        match self.store.save(kept, out.next).await {
+            Ok(shards) => {
+                tracing::info!(%server, correlation_id = %correlation, changes, shards_written = shards,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "poll cycle done");
+                self.metrics.poll(server, PollOutcome::Ok, Some(started.elapsed().as_secs_f64()));
+                true
+            }
+            Err(SaveError::Conflict) => {
+                tracing::warn!(%server, "another replica wrote the state: reloading before the next cycle");
+                self.metrics.poll(server, PollOutcome::Standby, None);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%server, error = %e, "state not saved; the next poll plans the same changes again");
+                self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
+                false
+            }
+        }
+    }
+
+    /// Publishes in batches; `true` when JetStream stored (or already had) every one.
+    async fn publish(&self, envelopes: &[Envelope]) -> bool {
+        for batch in envelopes.chunks(BATCH) {
+            if self.publisher.publish_all(batch, None).await.iter().any(Result::is_err) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A reason fit for an intent and a log line (Argo CD's message, never the token).
+fn describe(err: &CallError<ArgoError>) -> String {
+    match err {
+        CallError::Permanent(e) if e.class() == ErrorClass::Auth => format!("unauthorized: {e}"),
+        CallError::Permanent(e) => e.to_string(),
+        CallError::Exhausted { last, attempts, .. } => format!("{last} (after {attempts} attempts)"),
+        CallError::CircuitOpen { retry_in } => {
+            format!("circuit open after repeated failures; next try in {retry_in:?}")
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! What argocd-sync keeps on the bus: a lease per Argo CD server (one replica polls it) and
+//! the last observed state of its applications (a restart does not re-emit every
+//! application). Both are JetStream KV buckets; see `design.md` for why both.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sre_bus::{Bus, Kv, KvConfig, KvError};
+
+use crate::core::Tracked;
+use crate::cycle::fnv1a;
+
+/// Bucket of the leases, one key per server. Entries expire after the lease TTL (the
+/// bucket's `max_age`), so a leader that died without releasing is replaced.
+pub const LEASE_BUCKET: &str = "sre_argocd_sync_lease";
+/// Bucket of the kept state, `SHARDS` keys per server.
+pub const STATE_BUCKET: &str = "sre_argocd_sync_state";
+/// The kept state of one server is split over this many keys, so a key stays far below
+/// the bus's 1 MB message limit (~10,000 applications per shard) and a cycle rewrites
+/// only the shards whose applications changed.
+pub const SHARDS: usize = 32;
+
+/// The key prefix of one server: a hash of its URL (KV keys cannot hold `:` or `/`).
+pub fn server_id(url: &str) -> String {
+    format!("{:016x}", fnv1a(url.trim_end_matches('/').as_bytes()))
+}
+
+/// Opens both buckets.
+pub async fn open_buckets(bus: &Bus, lease_ttl: Duration) -> Result<(Kv, Kv), KvError> {
+    let replicas = bus.config().streams.replicas;
+    let lease = Kv::open(
+        bus,
+        KvConfig {
+            bucket: LEASE_BUCKET.to_owned(),
+            description: "argocd-sync: which replica polls each Argo CD server".to_owned(),
+            max_age: lease_ttl,
+            history: 1,
+            replicas,
+        },
+    )
+    .await?;
+    let state = Kv::open(
+        bus,
+        KvConfig {
+            bucket: STATE_BUCKET.to_owned(),
+            description: "argocd-sync: last observed status of each application".to_owned(),
+            max_age: Duration::ZERO,
+            history: 1,
+            replicas,
+        },
+    )
+    .await?;
+    Ok((lease, state))
+}
+
+/// A lease on one server's polling.
+#[derive(Debug)]
+pub struct Lease {
+    kv: Kv,
+    key: String,
+    holder: Bytes,
+}
+
+impl Lease {
+    /// A lease on `server_id`, held under `holder` (instance name plus a per-process nonce,
+    /// so a restarted process with the same name is a new holder).
+    pub fn new(kv: Kv, server_id: &str, holder: String) -> Self {
+        Self { kv, key: server_id.to_owned(), holder: Bytes::from(holder) }
+    }
+
+    /// Takes the lease when it is free, renews it when held: `true` while this process
+    /// holds it. Compare-and-set on both paths, so two replicas never both win.
+    pub async fn acquire(&self) -> Result<bool, KvError> {
+        match self.kv.get(&self.key).await? {
+            None => match self.kv.create(&self.key, self.holder.clone()).await {
+                Ok(_) => Ok(true),
+                Err(KvError::AlreadyExists) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Some(entry) if entry.value == self.holder => {
+                match self.kv.update(&self.key, self.holder.clone(), entry.revision).await {
+                    Ok(_) => Ok(true),
+                    Err(KvError::WrongRevision) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// Gives the lease up at shutdown so another replica takes over at its next tick.
+    pub async fn release(&self) -> Result<(), KvError> {
+        match self.kv.get(&self.key).await? {
+            Some(entry) if entry.value == self.holder => self.kv.delete(&self.key).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Saving the state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Another replica wrote the state: this one is no longer the leader.
+    #[error("another replica wrote the state")]
+    Conflict,
+    /// The bus did not store it.
+    #[error(transparent)]
+    Unavailable(KvError),
+    /// Not serialisable (not expected).
+    #[error("encode: {0}")]
+    Encode(String),
+}
+
+/// The kept state of one server, as the leader holds it, with the revision of each shard.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// By `<namespace>/<name>`.
+    pub apps: BTreeMap<String, Tracked>,
+    revisions: Vec<Option<u64>>,
+    hashes: Vec<u64>,
+}
+
+/// The state bucket of one server.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    kv: Kv,
+    prefix: String,
+}
+
+fn shard_of(app: &str) -> usize {
+    (fnv1a(app.as_bytes()) % SHARDS as u64) as usize
+}
+
+impl StateStore {
+    /// The state of `server_id` in `kv`.
+    pub fn new(kv: Kv, server_id: &str) -> Self {
+        Self { kv, prefix: server_id.to_owned() }
+    }
+
+    fn key(&self, shard: usize) -> String {
+        format!("{}.{shard:02}", self.prefix)
+    }
+
+    /// Reads every shard. A shard that cannot be decoded (written by an incompatible
+    /// version) reads as empty: its applications are reported as new once, not lost.
+    pub async fn load(&self) -> Result<Kept, KvError> {
+        let mut kept = Kept { apps: BTreeMap::new(), revisions: vec![None; SHARDS], hashes: vec![0; SHARDS] };
+        for shard in 0..SHARDS {
+            let Some(entry) = self.kv.get(&self.key(shard)).await? else { continue };
+            kept.revisions[shard] = Some(entry.revision);
+            kept.hashes[shard] = fnv1a(&entry.value);
+            match serde_json::from_slice::<BTreeMap<String, Tracked>>(&entry.value) {
+                Ok(apps) => kept.apps.extend(apps),
+                Err(e) => tracing::warn!(shard, error = %e, "kept state unreadable; its applications start afresh"),
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Replaces the kept state with `next`, writing only the shards that changed, each
+    /// with compare-and-set against the revision this leader last read or wrote.
+    pub async fn save(&self, kept: &mut Kept, next: BTreeMap<String, Tracked>) -> Result<usize, SaveError> {
+        if kept.revisions.len() != SHARDS {
+            kept.revisions = vec![None; SHARDS];
+            kept.hashes = vec![0; SHARDS];
+        }
+        let mut shards: Vec<BTreeMap<&str, &Tracked>> = vec![BTreeMap::new(); SHARDS];
+        for (app, tracked) in &next {
+            shards[shard_of(app)].insert(app, tracked);
+        }
+        let mut written = 0;
+        for (shard, apps) in shards.iter().enumerate() {
+            let body = serde_json::to_vec(apps).map_err(|e| SaveError::Encode(e.to_string()))?;
+            let hash = fnv1a(&body);
+            if kept.revisions[shard].is_some() && kept.hashes[shard] == hash {
+                continue;
+            }
+            if kept.revisions[shard].is_none() && apps.is_empty() {
+                continue;
+            }
+            let key = self.key(shard);
+            let result = match kept.revisions[shard] {
+                Some(revision) => self.kv.update(&key, Bytes::from(body), revision).await,
+                None => self.kv.create(&key, Bytes::from(body)).await,
+            };
+            match result {
+                Ok(revision) => {
+                    kept.revisions[shard] = Some(revision);
+                    kept.hashes[shard] = hash;
+                    written += 1;
+                }
+                Err(KvError::WrongRevision | KvError::AlreadyExists) => return Err(SaveError::Conflict),
+                Err(e) => return Err(SaveError::Unavailable(e)),
+            }
+        }
+        kept.apps = next;
+        Ok(written)
+    }
+}
