@@ -212,15 +212,15 @@ pub fn step(
 
 /// One application as observed, with what the fleet state needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observed {
+pub struct Observed<'a> {
     /// `<namespace>/<name>`.
-    pub app: String,
+    pub app: &'a str,
     /// Its environment (already mapped and filtered).
-    pub environment: String,
+    pub environment: &'a str,
     /// Its status.
     pub status: AppStatus,
     /// Argo CD's health message.
-    pub message: String,
+    pub message: &'a str,
 }
 
 /// Counts of one environment for `RecordFleetStateRequested`.
@@ -238,11 +238,11 @@ pub struct FleetCounts {
 
 /// The fleet counts per configured environment (every configured environment is present,
 /// empty ones with zero counts, so a cycle always reports each one).
-pub fn fleet_counts(environments: &[String], apps: &[Observed]) -> BTreeMap<String, FleetCounts> {
+pub fn fleet_counts(environments: &[String], apps: &[Observed<'_>]) -> BTreeMap<String, FleetCounts> {
     let mut out: BTreeMap<String, FleetCounts> =
         environments.iter().map(|e| (e.clone(), FleetCounts::default())).collect();
     for a in apps {
-        let Some(c) = out.get_mut(&a.environment) else { continue };
+        let Some(c) = out.get_mut(a.environment) else { continue };
         c.total += 1;
         let h = &mut c.by_health;
         match a.status.health {
@@ -261,10 +261,10 @@ pub fn fleet_counts(environments: &[String], apps: &[Observed]) -> BTreeMap<Stri
         }
         if a.status.health != Health::Healthy {
             c.unhealthy.push(UnhealthyApp {
-                app: a.app.clone(),
+                app: a.app.to_owned(),
                 health: a.status.health.to_proto() as i32,
                 sync: a.status.sync.to_proto() as i32,
-                message: a.message.clone(),
+                message: a.message.to_owned(),
             });
         }
     }
@@ -371,11 +371,11 @@ mod tests {
 
     #[test]
     fn fleet_counts_cover_every_configured_environment() {
-        let app = |name: &str, env: &str, health, sync| Observed {
-            app: format!("argocd/{name}"),
-            environment: env.into(),
-            status: AppStatus { health, sync },
-            message: format!("{name} message"),
+        let names: Vec<(String, String)> =
+            ["a", "b", "c", "d", "e"].iter().map(|n| (format!("argocd/{n}"), format!("{n} message"))).collect();
+        let app = |name: &str, env: &'static str, health, sync| {
+            let (key, message) = names.iter().find(|(k, _)| k.ends_with(name)).expect("named");
+            Observed { app: key, environment: env, status: AppStatus { health, sync }, message }
         };
         let apps = vec![
             app("b", "production", Health::Degraded, Sync::OutOfSync),

@@ -150,10 +150,10 @@ pub fn plan_cycle(
     let observed: Vec<Observed> = seen
         .iter()
         .map(|(key, (app, env))| Observed {
-            app: key.clone(),
-            environment: env.clone(),
+            app: key,
+            environment: env,
             status: app.app_status(),
-            message: app.status.health.message.clone(),
+            message: &app.status.health.message,
         })
         .collect();
     for (environment, counts) in fleet_counts(&rules.environments, &observed) {

@@ -149,14 +149,13 @@ impl ServerPoller {
         self.metrics.listed(server, listed.list.items.len(), listed.bytes);
         let out = plan_cycle(&listed.list, &kept.apps, &self.rules, now, &self.source, &correlation);
         drop(listed);
-        let mut envelopes = Vec::with_capacity(out.health_checks.len() + out.fleet.len());
-        for h in &out.health_checks {
-            envelopes.extend(Envelope::intent(h).ok());
+        let mut stored = true;
+        for batch in out.health_checks.chunks(BATCH) {
+            let envelopes: Vec<Envelope> = batch.iter().filter_map(|h| Envelope::intent(h).ok()).collect();
+            stored = stored && self.publish(&envelopes).await;
         }
-        for f in &out.fleet {
-            envelopes.extend(Envelope::intent(f).ok());
-        }
-        if !self.publish(&envelopes).await {
+        let fleet: Vec<Envelope> = out.fleet.iter().filter_map(|f| Envelope::intent(f).ok()).collect();
+        if !(stored && self.publish(&fleet).await) {
             tracing::warn!(%server, correlation_id = %correlation, "intents not stored; the next poll plans them again");
             self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
             return true;

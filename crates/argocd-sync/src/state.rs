@@ -161,6 +161,10 @@ impl StateStore {
     /// Replaces the kept state with `next`, writing only the shards that changed, each
     /// with compare-and-set against the revision this leader last read or wrote.
     pub async fn save(&self, kept: &mut Kept, next: BTreeMap<String, Tracked>) -> Result<usize, SaveError> {
+        if next == kept.apps && kept.revisions.len() == SHARDS {
+            // A steady fleet: nothing to encode, nothing to write.
+            return Ok(0);
+        }
         if kept.revisions.len() != SHARDS {
             kept.revisions = vec![None; SHARDS];
             kept.hashes = vec![0; SHARDS];

@@ -80,7 +80,7 @@ impl App {
         if self.realistic {
             // What makes real items large: every managed resource, the sync history and the
             // last operation's per-resource results (sizes as in the contract's sample).
-            let resources: Vec<serde_json::Value> = (0..40)
+            let resources: Vec<serde_json::Value> = (0..30)
                 .map(|i| {
                     json!({"group": "apps", "version": "v1", "kind": "Deployment", "namespace": self.name,
                     "name": format!("{}-component-{i}", self.name), "status": "Synced",
