@@ -139,6 +139,44 @@ pub fn environment_of(app: &Application, from: crate::config::EnvironmentFrom, l
     (!value.is_empty()).then_some(value)
 }
 
+/// What a watch event says happened (`result.type`, the Kubernetes watch event type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum EventType {
+    /// New (also every application of the initial snapshot).
+    #[serde(rename = "ADDED")]
+    Added,
+    /// Changed.
+    #[serde(rename = "MODIFIED")]
+    Modified,
+    /// Deleted.
+    #[serde(rename = "DELETED")]
+    Deleted,
+    /// Bookmarks, errors and anything newer: ignored.
+    #[serde(other)]
+    Other,
+}
+
+/// One line of `GET /api/v1/stream/applications`: `{"result": {...}}` or `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WatchLine {
+    /// The event.
+    #[serde(default)]
+    pub result: Option<WatchEvent>,
+    /// A stream error (grpc-gateway's `runtimeStreamError`).
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
+}
+
+/// `result` of a watch line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WatchEvent {
+    /// Added, modified, deleted.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The whole application (only the used fields are built).
+    pub application: Application,
+}
+
 /// Why a list body was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
@@ -679,6 +717,21 @@ mod tests {
         let list = parse_list(app.as_bytes()).expect("parses");
         assert_eq!(list.items[0].app_status(), AppStatus { health: Health::Unknown, sync: Sync::Unknown });
         assert!(parse_list(b"{\"items\": [{}]}").is_err(), "an item without metadata is refused");
+    }
+
+    #[test]
+    fn watch_lines_of_the_contract_parse() {
+        const STREAM: &str = include_str!("../../../tests/fixtures/argocd/stream-applications.ndjson.derived.txt");
+        let lines: Vec<WatchLine> =
+            STREAM.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("line")).collect();
+        assert!(lines.len() >= 2);
+        let kinds: Vec<EventType> = lines.iter().filter_map(|l| l.result.as_ref().map(|r| r.kind)).collect();
+        assert_eq!(&kinds[..2], &[EventType::Added, EventType::Modified]);
+        assert!(lines.iter().all(|l| l.result.as_ref().is_some_and(|r| !r.application.metadata.name.is_empty())));
+        let err: WatchLine =
+            serde_json::from_str(r#"{"error":{"grpc_code":16,"http_code":401,"message":"no session information"}}"#)
+                .expect("error line");
+        assert!(err.result.is_none() && err.error.is_some());
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::argocd::{ApplicationList, ListParser};
 
 /// Path of the application list.
 pub const APPLICATIONS_PATH: &str = "/api/v1/applications";
+/// Path of the application watch stream.
+pub const WATCH_PATH: &str = "/api/v1/stream/applications";
 
 /// Why a call failed. Messages carry Argo CD's own reason, never the token.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,73 @@ pub struct Listed {
     pub list: ApplicationList,
     /// Body bytes read.
     pub bytes: u64,
+}
+
+impl ArgoClient {
+    /// `GET /api/v1/stream/applications` (newline-delimited JSON): the current
+    /// applications as `ADDED`, then changes as they happen. Sends each event to `tx`;
+    /// returns when the stream ends or fails (the caller reconnects). Only the answer's
+    /// headers are bounded by the request timeout; the stream itself is long-lived.
+    pub async fn watch_applications(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<crate::argocd::WatchEvent>,
+    ) -> Result<(), ArgoError> {
+        let mut req =
+            hyper::Request::get(format!("{}{WATCH_PATH}", self.base)).header(http::header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
+        }
+        let req = req.body(Empty::new()).map_err(|e| ArgoError::Url(e.to_string()))?;
+        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
+            .await
+            .map_err(|_| ArgoError::Timeout(self.timeout))?
+            .map_err(|e| ArgoError::Transport(e.to_string()))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = tokio::time::timeout(self.timeout, body.collect())
+                .await
+                .map_err(|_| ArgoError::Timeout(self.timeout))?
+                .map_err(|e| ArgoError::Transport(e.to_string()))?
+                .to_bytes();
+            return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
+        }
+        let mut line: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
+            let Some(data) = frame.data_ref() else { continue };
+            let mut rest: &[u8] = data;
+            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                line.extend_from_slice(&rest[..end]);
+                rest = &rest[end + 1..];
+                if let Some(event) = parse_watch_line(&line)? {
+                    if tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                line.clear();
+            }
+            line.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+}
+
+/// One stream line: an event, nothing (blank, keepalive, an ignored type), or the
+/// stream's own error.
+fn parse_watch_line(line: &[u8]) -> Result<Option<crate::argocd::WatchEvent>, ArgoError> {
+    let line = line.trim_ascii();
+    if line.is_empty() || line.starts_with(b":") {
+        return Ok(None);
+    }
+    let parsed: crate::argocd::WatchLine =
+        serde_json::from_slice(line).map_err(|e| ArgoError::Body(format!("watch line: {e}")))?;
+    if let Some(err) = parsed.error {
+        let message = err.get("message").and_then(|m| m.as_str()).unwrap_or("stream error").to_owned();
+        let status = err.get("http_code").and_then(serde_json::Value::as_u64).unwrap_or(500) as u16;
+        return Err(ArgoError::Status { status, message });
+    }
+    Ok(parsed.result.filter(|r| r.kind != crate::argocd::EventType::Other))
 }
 
 /// Argo CD's reason from a grpc-gateway error body, else the first bytes of the body.

@@ -148,12 +148,6 @@ impl ServiceConfig for Config {
         if !i.enabled {
             return Ok(());
         }
-        if i.mode == Mode::Watch {
-            return Err(ConfigError::new(
-                "argocd_integration.mode",
-                "`watch` is not available in this version; use `poll` (the poll is what watch reconciles with)",
-            ));
-        }
         if i.argocd_server.is_empty() {
             return Err(ConfigError::new("argocd_integration.argocd_server", "list at least one Argo CD server"));
         }

@@ -95,6 +95,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         "configuration loaded"
     );
     let (bus, cancel, lease_ttl) = (ctx.bus.clone(), ctx.shutdown.clone(), integration.lease_ttl());
+    let watch_mode = integration.mode == config::Mode::Watch;
     let tasks = ctx.tasks.clone();
     ctx.tasks.spawn(async move {
         tokio::select! {
@@ -117,12 +118,14 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
                 lease: state::Lease::new(lease_kv.clone(), &id, holder.clone()),
                 store: state::StateStore::new(state_kv.clone(), &id),
                 rules,
-                client,
+                client: Arc::new(client),
+                watch: watch_mode,
                 upstream,
                 publisher: bus.intent_publisher(),
                 source: bus.source().clone(),
                 metrics: metrics.clone(),
                 status: status.clone(),
+                tasks: tasks.clone(),
             };
             tasks.spawn(poller.run(cancel.clone()));
         }

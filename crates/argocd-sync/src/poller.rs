@@ -15,7 +15,9 @@ use sre_contracts::domain::v1::{HealthChange, Source};
 use sre_resilience::{CallError, ErrorClass, Retryable, Upstream};
 use tokio_util::sync::CancellationToken;
 
+use crate::argocd::{ApplicationList, EventType, WatchEvent};
 use crate::client::{ArgoClient, ArgoError};
+use crate::core::Tracked;
 use crate::cycle::{CycleRules, failed_cycle, plan_cycle};
 use crate::metrics::{ChangeLabel, PollOutcome, SyncMetrics};
 use crate::state::{Kept, Lease, SaveError, StateStore};
@@ -31,7 +33,9 @@ pub struct ServerPoller {
     /// Rules of a cycle (the server's URL among them).
     pub rules: CycleRules,
     /// The client.
-    pub client: ArgoClient,
+    pub client: Arc<ArgoClient>,
+    /// Also watch the application stream (`mode: watch`); the poll reconciles.
+    pub watch: bool,
     /// Backoff, breaker.
     pub upstream: Upstream,
     /// Where the intents go.
@@ -46,6 +50,8 @@ pub struct ServerPoller {
     pub metrics: SyncMetrics,
     /// Readiness.
     pub status: UpstreamStatus,
+    /// Where the watch task runs (shutdown waits for it).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for ServerPoller {
@@ -65,11 +71,29 @@ fn jittered(interval: Duration) -> Duration {
 
 impl ServerPoller {
     /// Polls until `cancel` fires; a cycle under way is finished first. Releases the lease
-    /// on the way out so another replica takes over at its next tick.
+    /// on the way out so another replica takes over at its next tick. In watch mode the
+    /// leader also follows the application stream and publishes changes as they arrive;
+    /// events and cycles run one at a time in this task, against the same kept state.
     pub async fn run(self, cancel: CancellationToken) {
         let server = self.rules.server.clone();
         let mut kept: Option<Kept> = None;
+        let (tx, mut events) = tokio::sync::mpsc::channel::<WatchEvent>(256);
+        let mut watcher: Option<CancellationToken> = None;
+        let mut next_tick = tokio::time::Instant::now();
         loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(event) = events.recv() => {
+                    if let Some(k) = kept.as_mut()
+                        && !self.apply_event(k, event).await
+                    {
+                        kept = None;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep_until(next_tick) => {}
+            }
+            next_tick = tokio::time::Instant::now() + jittered(self.rules.poll_interval);
             match self.lease.acquire().await {
                 Ok(true) => {
                     self.metrics.set_leader(&server, true);
@@ -102,15 +126,84 @@ impl ServerPoller {
                     tracing::warn!(%server, error = %e, "lease unavailable: the bus is down; not polling");
                 }
             }
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep(jittered(self.rules.poll_interval)) => {}
+            match (&watcher, self.watch && kept.is_some()) {
+                (None, true) => {
+                    let stop = cancel.child_token();
+                    self.tasks.spawn(watch_loop(
+                        self.client.clone(),
+                        self.upstream.clone(),
+                        tx.clone(),
+                        stop.clone(),
+                        server.clone(),
+                    ));
+                    watcher = Some(stop);
+                }
+                (Some(stop), false) => {
+                    stop.cancel();
+                    watcher = None;
+                }
+                _ => {}
             }
+        }
+        if let Some(stop) = watcher {
+            stop.cancel();
         }
         if let Err(e) = self.lease.release().await {
             tracing::warn!(%server, error = %e, "lease not released; it expires by itself");
         }
         self.metrics.set_leader(&server, false);
+    }
+
+    /// Applies one watch event: the change of one application, planned like a cycle of
+    /// one, with the same keys (the next poll then finds nothing new). `false` when this
+    /// replica must reload the state.
+    async fn apply_event(&self, kept: &mut Kept, event: WatchEvent) -> bool {
+        let key = event.application.key();
+        let before = kept.apps.get(&key).copied();
+        let previous: BTreeMap<String, Tracked> = before.map(|t| (key.clone(), t)).into_iter().collect();
+        let items = if event.kind == EventType::Deleted { Vec::new() } else { vec![event.application] };
+        let correlation = correlation_id();
+        let out = plan_cycle(
+            &ApplicationList { items },
+            &previous,
+            &self.rules,
+            Timestamp::now(),
+            &self.source,
+            &correlation,
+        );
+        let after = out.next.get(&key).copied();
+        if out.health_checks.is_empty() && after == before {
+            return true;
+        }
+        let envelopes: Vec<Envelope> = out.health_checks.iter().filter_map(|h| Envelope::intent(h).ok()).collect();
+        if !self.publish(&envelopes).await {
+            tracing::warn!(server = %self.rules.server, app = %key, "watched change not stored; the next poll publishes it");
+            return true;
+        }
+        self.count_changes(&out.health_checks);
+        match self.store.save_one(kept, &key, after).await {
+            Ok(()) => {
+                tracing::info!(server = %self.rules.server, app = %key, correlation_id = %correlation,
+                    changes = out.health_checks.len(), "watched change");
+                true
+            }
+            Err(SaveError::Conflict) => false,
+            Err(e) => {
+                tracing::warn!(server = %self.rules.server, error = %e, "state not saved; the next poll plans it again");
+                true
+            }
+        }
+    }
+
+    fn count_changes(&self, checks: &[sre_contracts::domain::v1::RecordHealthCheckRequested]) {
+        for h in checks {
+            let change = match HealthChange::try_from(h.change) {
+                Ok(HealthChange::Appeared) => ChangeLabel::Appeared,
+                Ok(HealthChange::Vanished) => ChangeLabel::Vanished,
+                _ => ChangeLabel::Changed,
+            };
+            self.metrics.health_check(&self.rules.server, change);
+        }
     }
 
     fn set_status(&self, status: Result<(), String>) {
@@ -160,14 +253,7 @@ impl ServerPoller {
             self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
             return true;
         }
-        for h in &out.health_checks {
-            let change = match HealthChange::try_from(h.change) {
-                Ok(HealthChange::Appeared) => ChangeLabel::Appeared,
-                Ok(HealthChange::Vanished) => ChangeLabel::Vanished,
-                _ => ChangeLabel::Changed,
-            };
-            self.metrics.health_check(server, change);
-        }
+        self.count_changes(&out.health_checks);
         let changes = out.health_checks.len();
         match self.store.save(kept, out.next).await {
             Ok(shards) => {
@@ -197,6 +283,38 @@ impl ServerPoller {
             }
         }
         true
+    }
+}
+
+/// Follows the application stream until `stop` fires, reconnecting through the shared
+/// resilience layer (its breaker is the poll's: a failing Argo CD is not hammered twice).
+async fn watch_loop(
+    client: Arc<ArgoClient>,
+    upstream: Upstream,
+    tx: tokio::sync::mpsc::Sender<WatchEvent>,
+    stop: CancellationToken,
+    server: String,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            r = upstream.call(|| client.watch_applications(&tx)) => r,
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(%server, "watch stream ended; reconnecting");
+                delay = Duration::from_secs(1);
+            }
+            Err(e) => {
+                tracing::warn!(%server, reason = %describe(&e), "watch stream failed; the poll carries on");
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 }
 

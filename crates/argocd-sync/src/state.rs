@@ -175,30 +175,75 @@ impl StateStore {
         }
         let mut written = 0;
         for (shard, apps) in shards.iter().enumerate() {
-            let body = serde_json::to_vec(apps).map_err(|e| SaveError::Encode(e.to_string()))?;
-            let hash = fnv1a(&body);
-            if kept.revisions[shard].is_some() && kept.hashes[shard] == hash {
-                continue;
-            }
-            if kept.revisions[shard].is_none() && apps.is_empty() {
-                continue;
-            }
-            let key = self.key(shard);
-            let result = match kept.revisions[shard] {
-                Some(revision) => self.kv.update(&key, Bytes::from(body), revision).await,
-                None => self.kv.create(&key, Bytes::from(body)).await,
-            };
-            match result {
-                Ok(revision) => {
-                    kept.revisions[shard] = Some(revision);
-                    kept.hashes[shard] = hash;
-                    written += 1;
-                }
-                Err(KvError::WrongRevision | KvError::AlreadyExists) => return Err(SaveError::Conflict),
-                Err(e) => return Err(SaveError::Unavailable(e)),
+            if self.write_shard(kept, shard, apps).await? {
+                written += 1;
             }
         }
         kept.apps = next;
         Ok(written)
+    }
+
+    /// Sets one application's kept state (`None` forgets it) and writes its shard. On
+    /// failure the change is undone in memory, so the next poll plans it again.
+    pub async fn save_one(&self, kept: &mut Kept, app: &str, tracked: Option<Tracked>) -> Result<(), SaveError> {
+        if kept.revisions.len() != SHARDS {
+            kept.revisions = vec![None; SHARDS];
+            kept.hashes = vec![0; SHARDS];
+        }
+        let old = match tracked {
+            Some(t) => kept.apps.insert(app.to_owned(), t),
+            None => kept.apps.remove(app),
+        };
+        let shard = shard_of(app);
+        let apps: BTreeMap<&str, &Tracked> =
+            kept.apps.iter().filter(|(k, _)| shard_of(k) == shard).map(|(k, v)| (k.as_str(), v)).collect();
+        let mut scratch =
+            Kept { apps: BTreeMap::new(), revisions: kept.revisions.clone(), hashes: kept.hashes.clone() };
+        let result = self.write_shard(&mut scratch, shard, &apps).await;
+        match result {
+            Ok(_) => {
+                kept.revisions = scratch.revisions;
+                kept.hashes = scratch.hashes;
+                Ok(())
+            }
+            Err(e) => {
+                match old {
+                    Some(t) => kept.apps.insert(app.to_owned(), t),
+                    None => kept.apps.remove(app),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes one shard if it changed; `true` when written.
+    async fn write_shard(
+        &self,
+        kept: &mut Kept,
+        shard: usize,
+        apps: &BTreeMap<&str, &Tracked>,
+    ) -> Result<bool, SaveError> {
+        let body = serde_json::to_vec(apps).map_err(|e| SaveError::Encode(e.to_string()))?;
+        let hash = fnv1a(&body);
+        if kept.revisions[shard].is_some() && kept.hashes[shard] == hash {
+            return Ok(false);
+        }
+        if kept.revisions[shard].is_none() && apps.is_empty() {
+            return Ok(false);
+        }
+        let key = self.key(shard);
+        let result = match kept.revisions[shard] {
+            Some(revision) => self.kv.update(&key, Bytes::from(body), revision).await,
+            None => self.kv.create(&key, Bytes::from(body)).await,
+        };
+        match result {
+            Ok(revision) => {
+                kept.revisions[shard] = Some(revision);
+                kept.hashes[shard] = hash;
+                Ok(true)
+            }
+            Err(KvError::WrongRevision | KvError::AlreadyExists) => Err(SaveError::Conflict),
+            Err(e) => Err(SaveError::Unavailable(e)),
+        }
     }
 }

@@ -16,9 +16,13 @@ const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzcmUtYm90In0.c2lnbmF0dXJl";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path, argo: &FakeArgoCd) -> std::path::PathBuf {
+    config_with(dir, argo, "poll_interval: 1s\n  lease_ttl: 3s")
+}
+
+fn config_with(dir: &Path, argo: &FakeArgoCd, timing: &str) -> std::path::PathBuf {
     let path = dir.join("argocd-sync.yaml");
     let yaml = format!(
-        "argocd_integration:\n  poll_interval: 1s\n  lease_ttl: 3s\n  argocd_server:\n    - url: {}\n      \
+        "argocd_integration:\n  {timing}\n  argocd_server:\n    - url: {}\n      \
          secret_ref: platform/argocd-token\n      request_timeout: 2s\n  environments: [production, staging]\n",
         argo.url()
     );
@@ -201,4 +205,36 @@ async fn a_refused_token_or_an_unreachable_argo_is_reported_not_silent() {
     .await;
     argo.set_mode(Mode::Normal);
     eventually("apps appear once Argo CD answers", WAIT, || async { health_checks(&nats).await.len() >= 3 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_publishes_changes_as_they_happen_and_reconnects() {
+    let nats = NatsServer::start().expect("nats");
+    let argo = FakeArgoCd::start(TOKEN, apps()).await.expect("argo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A poll every 20 s: a change seen within the test's deadline came through the watch.
+    let config = config_with(dir.path(), &argo, "mode: watch\n  poll_interval: 20s\n  lease_ttl: 60s");
+    let _sync = spawn(&config, &nats, "argocd-sync-0", TOKEN);
+
+    eventually("three apps appeared", WAIT, || async { health_checks(&nats).await.len() >= 3 }).await;
+    eventually("the watch is open", WAIT, || async { argo.watches() >= 1 }).await;
+    let polls = argo.requests();
+    argo.set_health("api", "Degraded", "Back-off restarting failed container");
+    eventually("api's change", Duration::from_secs(10), || async { health_checks(&nats).await.len() >= 4 }).await;
+    assert_eq!(argo.requests(), polls, "published from the stream, before any poll");
+    let checks = health_checks(&nats).await;
+    assert_eq!(changes_of(&checks, "api").last().map(|c| c.2), Some(AppHealth::Degraded as i32));
+    assert_eq!(checks[3].message, "Back-off restarting failed container");
+
+    // argocd-server restarts: the stream ends, the service reconnects and carries on; the
+    // snapshot of the new stream republishes nothing.
+    argo.close_watches();
+    eventually("reconnected", WAIT, || async { argo.watches() >= 2 }).await;
+    argo.set_apps(apps().into_iter().filter(|a| a.name != "db").collect());
+    eventually("db vanished", Duration::from_secs(10), || async { health_checks(&nats).await.len() >= 5 }).await;
+    let checks = health_checks(&nats).await;
+    assert_eq!(changes_of(&checks, "db").last().map(|c| c.0), Some(HealthChange::Vanished as i32));
+    // api went back to Healthy in the new list (apps() is healthy): one more change, no more.
+    eventually("api healthy again", Duration::from_secs(10), || async { health_checks(&nats).await.len() >= 6 }).await;
+    assert_eq!(health_checks(&nats).await.len(), 6, "each change once: {:?}", health_checks(&nats).await);
 }

@@ -117,6 +117,10 @@ pub enum Mode {
 
 #[derive(Debug)]
 struct Inner {
+    /// Watch events (`{"result": …}` lines) for open streams.
+    events: tokio::sync::broadcast::Sender<String>,
+    /// Streams opened.
+    watches: u64,
     apps: Vec<App>,
     /// The rendered list, kept until the applications change.
     body: Option<bytes::Bytes>,
@@ -163,14 +167,60 @@ async fn list(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Res
     ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+fn event(kind: &str, app: &App) -> String {
+    let mut line = json!({"result": {"type": kind, "application": app.to_json()}}).to_string();
+    line.push('\n');
+    line
+}
+
+/// `GET /api/v1/stream/applications`: `ADDED` for every application, then each change as
+/// newline-delimited JSON (what Argo CD sends without `Accept: text/event-stream`).
+async fn watch(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    let (token, snapshot, events) = {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.watches += 1;
+        let mut apps = s.apps.clone();
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        let snapshot: Vec<String> = apps.iter().map(|a| event("ADDED", a)).collect();
+        (s.token.clone(), snapshot, s.events.subscribe())
+    };
+    let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(token.as_str()) {
+        return runtime_error(StatusCode::UNAUTHORIZED, 16, "no session information");
+    }
+    let first = futures::stream::iter(snapshot.into_iter().map(Ok::<_, std::io::Error>));
+    let rest = futures::stream::unfold(events, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => return Some((Ok::<_, std::io::Error>(line), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures::StreamExt;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(first.chain(rest)))
+        .into_response()
+}
+
 impl FakeArgoCd {
     /// Starts on a free loopback port; requests must carry `Bearer <token>`.
     pub async fn start(token: &str, apps: Vec<App>) -> std::io::Result<Self> {
-        let state =
-            Arc::new(Mutex::new(Inner { apps, body: None, token: token.to_owned(), mode: Mode::Normal, requests: 0 }));
+        let state = Arc::new(Mutex::new(Inner {
+            events: tokio::sync::broadcast::channel(1024).0,
+            watches: 0,
+            apps,
+            body: None,
+            token: token.to_owned(),
+            mode: Mode::Normal,
+            requests: 0,
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let app = Router::new().route("/api/v1/applications", get(list)).with_state(state.clone());
+        let app = Router::new()
+            .route("/api/v1/applications", get(list))
+            .route("/api/v1/stream/applications", get(watch))
+            .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -189,9 +239,31 @@ impl FakeArgoCd {
     /// Replaces the applications.
     pub fn set_apps(&self, apps: Vec<App>) {
         self.with(|s| {
+            for old in &s.apps {
+                if !apps.iter().any(|a| a.name == old.name && a.uid == old.uid) {
+                    let _ = s.events.send(event("DELETED", old));
+                }
+            }
+            for new in &apps {
+                match s.apps.iter().find(|a| a.name == new.name && a.uid == new.uid) {
+                    None => drop(s.events.send(event("ADDED", new))),
+                    Some(old) if old != new => drop(s.events.send(event("MODIFIED", new))),
+                    Some(_) => {}
+                }
+            }
             s.apps = apps;
             s.body = None;
         });
+    }
+
+    /// Watch streams opened so far.
+    pub fn watches(&self) -> u64 {
+        self.with(|s| s.watches)
+    }
+
+    /// Ends every open watch stream (as an argocd-server restart does).
+    pub fn close_watches(&self) {
+        self.with(|s| s.events = tokio::sync::broadcast::channel(1024).0);
     }
 
     /// Changes one application's health (and message).
@@ -200,6 +272,7 @@ impl FakeArgoCd {
             for a in s.apps.iter_mut().filter(|a| a.name == name) {
                 a.health = health.to_owned();
                 a.message = message.to_owned();
+                let _ = s.events.send(event("MODIFIED", a));
             }
             s.body = None;
         });
