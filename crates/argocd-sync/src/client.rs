@@ -198,10 +198,10 @@ impl ArgoClient {
             while let Some(end) = rest.iter().position(|&b| b == b'\n') {
                 line.extend_from_slice(&rest[..end]);
                 rest = &rest[end + 1..];
-                if let Some(event) = parse_watch_line(&line)? {
-                    if tx.send(event).await.is_err() {
-                        return Ok(());
-                    }
+                if let Some(event) = parse_watch_line(&line)?
+                    && tx.send(event).await.is_err()
+                {
+                    return Ok(());
                 }
                 line.clear();
             }
