@@ -94,3 +94,22 @@ fn bad_urls_and_ca_files_are_refused_clearly() {
         .expect_err("no certificate");
     assert!(err.to_string().contains("ca_file"), "{err}");
 }
+
+#[tokio::test]
+async fn https_with_a_private_ca_is_verified() {
+    let (argo, ca_pem) = FakeArgoCd::start_tls(TOKEN, vec![App::new("web", "production")]).await.expect("argo");
+    assert!(argo.url().starts_with("https://127.0.0.1:"));
+    let trusted =
+        ArgoClient::new(argo.url(), Some(TOKEN.to_owned().into()), Duration::from_secs(2), Some(ca_pem.as_bytes()))
+            .expect("client");
+    let listed = trusted.list_applications().await.expect("lists over TLS");
+    assert_eq!(listed.list.items.len(), 1);
+
+    // Without the CA the certificate is refused: no answer is read, and it is a transport
+    // failure (the breaker's business), not a silent downgrade.
+    let untrusted =
+        ArgoClient::new(argo.url(), Some(TOKEN.to_owned().into()), Duration::from_secs(2), None).expect("client");
+    let err = untrusted.list_applications().await.expect_err("unknown issuer");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(argo.requests(), 1, "the untrusted connection never reached the handler");
+}

@@ -203,9 +203,70 @@ async fn watch(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Re
         .into_response()
 }
 
+/// A TLS listener for `axum::serve`: accepts TCP, completes the handshake, hands over the
+/// stream (failed handshakes are dropped, as a server does).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 impl FakeArgoCd {
-    /// Starts on a free loopback port; requests must carry `Bearer <token>`.
-    pub async fn start(token: &str, apps: Vec<App>) -> std::io::Result<Self> {
+    /// Starts over HTTPS with a certificate for `127.0.0.1` issued by a fresh private CA;
+    /// returns the CA certificate (PEM) a client must trust.
+    pub async fn start_tls(token: &str, apps: Vec<App>) -> std::io::Result<(Self, String)> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().map_err(io_error)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(io_error)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).map_err(io_error)?;
+        let key = KeyPair::generate().map_err(io_error)?;
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .map_err(io_error)?
+            .signed_by(&key, &ca, &ca_key)
+            .map_err(io_error)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io_error)?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .map_err(io_error)?;
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}", tcp.local_addr()?);
+        let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
+        let (state, app) = Self::router(token, apps);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok((Self { state, url, task }, ca.pem()))
+    }
+
+    fn router(token: &str, apps: Vec<App>) -> (Arc<Mutex<Inner>>, Router) {
         let state = Arc::new(Mutex::new(Inner {
             events: tokio::sync::broadcast::channel(1024).0,
             watches: 0,
@@ -215,12 +276,18 @@ impl FakeArgoCd {
             mode: Mode::Normal,
             requests: 0,
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route("/api/v1/applications", get(list))
             .route("/api/v1/stream/applications", get(watch))
             .with_state(state.clone());
+        (state, app)
+    }
+
+    /// Starts on a free loopback port; requests must carry `Bearer <token>`.
+    pub async fn start(token: &str, apps: Vec<App>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (state, app) = Self::router(token, apps);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
