@@ -1,7 +1,14 @@
-//! Configuration in the specification's shape (`paging_integration:`).
+//! Configuration in the specification's shape (`paging_integration:`), plus routing,
+//! weekdays, base URLs, `dry_run` and the consumer's settings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
+use sre_bus::ConsumerConfig;
 use sre_runtime::{ConfigError, RuntimeConfig, SecretRef, ServiceConfig};
+
+use crate::schedule::{BusinessHours, Weekday, parse_time};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -14,7 +21,7 @@ pub struct Config {
 }
 
 /// A paging provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// PagerDuty Events API v2.
@@ -49,6 +56,17 @@ pub struct Integration {
     pub opsgenie: Option<Opsgenie>,
     /// When each severity pages.
     pub escalation: Escalation,
+    /// Routing rules, first match wins; no match goes to `default_provider` with its
+    /// default routing key or team.
+    pub routes: Vec<Route>,
+    /// Log what would be sent and send nothing (the state is still kept, so a dry run
+    /// shows exactly what a live run would page).
+    pub dry_run: bool,
+    /// How often deferred pages are checked for their opening.
+    #[serde(with = "humantime_serde")]
+    pub deferred_check_interval: Duration,
+    /// The durable consumer (shared by every replica).
+    pub consumer: ConsumerConfig,
 }
 
 impl Default for Integration {
@@ -59,6 +77,10 @@ impl Default for Integration {
             pagerduty: None,
             opsgenie: None,
             escalation: Escalation::default(),
+            routes: Vec::new(),
+            dry_run: false,
+            deferred_check_interval: Duration::from_secs(15),
+            consumer: ConsumerConfig { durable_name: "paging-sink".to_owned(), ..ConsumerConfig::default() },
         }
     }
 }
@@ -67,8 +89,32 @@ impl Default for Integration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDuty {
-    /// Secret holding the Events API v2 routing key under key `routing_key`.
+    /// Secret holding the default Events API v2 routing key under key `routing_key`.
     pub routing_key_ref: SecretRef,
+    /// Events API base URL (`https://events.eu.pagerduty.com` for EU service regions).
+    #[serde(default = "pagerduty_url")]
+    pub base_url: String,
+    /// Events per minute per routing key (PagerDuty's limit is about 120).
+    #[serde(default = "pagerduty_rate")]
+    pub events_per_minute: u32,
+}
+
+fn pagerduty_url() -> String {
+    "https://events.pagerduty.com".to_owned()
+}
+
+fn pagerduty_rate() -> u32 {
+    120
+}
+
+/// Opsgenie's region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// `https://api.opsgenie.com`.
+    Us,
+    /// `https://api.eu.opsgenie.com` (EU accounts must use it).
+    Eu,
 }
 
 /// `paging_integration.opsgenie:`.
@@ -77,6 +123,71 @@ pub struct PagerDuty {
 pub struct Opsgenie {
     /// Secret holding the API integration key under key `api_key`.
     pub api_key_ref: SecretRef,
+    /// `us` or `eu`.
+    #[serde(default = "default_region")]
+    pub region: Region,
+    /// Overrides the region's base URL.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Responding team when no route names one.
+    #[serde(default)]
+    pub default_team: Option<String>,
+    /// Requests per minute.
+    #[serde(default = "opsgenie_rate")]
+    pub requests_per_minute: u32,
+}
+
+fn default_region() -> Region {
+    Region::Us
+}
+
+fn opsgenie_rate() -> u32 {
+    600
+}
+
+impl Opsgenie {
+    /// The base URL in effect.
+    pub fn url(&self) -> String {
+        self.base_url.clone().unwrap_or_else(|| {
+            match self.region {
+                Region::Us => "https://api.opsgenie.com",
+                Region::Eu => "https://api.eu.opsgenie.com",
+            }
+            .to_owned()
+        })
+    }
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// What an incident must match (every given field).
+    #[serde(rename = "match", default)]
+    pub matches: RouteMatch,
+    /// Provider; default: `default_provider`.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// PagerDuty: secret holding this route's routing key (key `routing_key`).
+    #[serde(default)]
+    pub routing_key_ref: Option<SecretRef>,
+    /// Opsgenie: responding team.
+    #[serde(default)]
+    pub team: Option<String>,
+}
+
+/// `routes[].match`: every field given must equal the incident's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteMatch {
+    /// Incident service.
+    pub service: Option<String>,
+    /// Owning team.
+    pub team: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Labels that must all be present with these values.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `paging_integration.escalation:`.
@@ -88,37 +199,58 @@ pub struct Escalation {
     /// When high incidents page.
     pub high: When,
     /// The business hours.
-    pub business_hours: BusinessHours,
+    pub business_hours: HoursConfig,
 }
 
 impl Default for Escalation {
     fn default() -> Self {
-        Self { critical: When::Immediate, high: When::BusinessHoursOnly, business_hours: BusinessHours::default() }
+        Self { critical: When::Immediate, high: When::BusinessHoursOnly, business_hours: HoursConfig::default() }
     }
 }
 
 /// `paging_integration.escalation.business_hours:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct BusinessHours {
-    /// Opening time, `HH:MM`.
+pub struct HoursConfig {
+    /// Opening time, `HH:MM` (or `HH:MM:SS`), local to `timezone`.
     pub start: String,
-    /// Closing time, `HH:MM`.
+    /// Closing time, `HH:MM` (or `HH:MM:SS`).
     pub end: String,
     /// IANA time zone, e.g. `Europe/Berlin`.
     pub timezone: String,
+    /// Working days.
+    pub weekdays: Vec<Weekday>,
 }
 
-impl Default for BusinessHours {
+impl Default for HoursConfig {
     fn default() -> Self {
-        Self { start: "09:00".to_owned(), end: "17:00".to_owned(), timezone: "UTC".to_owned() }
+        Self {
+            start: "09:00".to_owned(),
+            end: "17:00".to_owned(),
+            timezone: "UTC".to_owned(),
+            weekdays: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri],
+        }
     }
 }
 
-fn parse_hhmm(s: &str) -> Option<(u8, u8)> {
-    let (h, m) = s.split_once(':')?;
-    let (h, m) = (h.parse::<u8>().ok()?, m.parse::<u8>().ok()?);
-    (h < 24 && m < 60 && s.len() == 5).then_some((h, m))
+impl HoursConfig {
+    /// The validated business hours.
+    pub fn resolve(&self) -> Result<BusinessHours, ConfigError> {
+        let path = "paging_integration.escalation.business_hours";
+        let start =
+            parse_time(&self.start).ok_or_else(|| ConfigError::new(format!("{path}.start"), "expected HH:MM"))?;
+        let end = parse_time(&self.end).ok_or_else(|| ConfigError::new(format!("{path}.end"), "expected HH:MM"))?;
+        if start >= end {
+            return Err(ConfigError::new(path, "start must be before end"));
+        }
+        let tz = jiff::tz::TimeZone::get(&self.timezone).map_err(|e| {
+            ConfigError::new(format!("{path}.timezone"), format!("`{}` is not an IANA time zone: {e}", self.timezone))
+        })?;
+        if self.weekdays.is_empty() {
+            return Err(ConfigError::new(format!("{path}.weekdays"), "list at least one day"));
+        }
+        Ok(BusinessHours { start, end, tz, weekdays: self.weekdays.clone() })
+    }
 }
 
 impl ServiceConfig for Config {
@@ -130,36 +262,55 @@ impl ServiceConfig for Config {
     }
     fn validate(&self) -> Result<(), ConfigError> {
         let i = &self.paging_integration;
-        let hours = &i.escalation.business_hours;
-        let start = parse_hhmm(&hours.start)
-            .ok_or_else(|| ConfigError::new("paging_integration.escalation.business_hours.start", "expected HH:MM"))?;
-        let end = parse_hhmm(&hours.end)
-            .ok_or_else(|| ConfigError::new("paging_integration.escalation.business_hours.end", "expected HH:MM"))?;
-        if start >= end {
-            return Err(ConfigError::new("paging_integration.escalation.business_hours", "start must be before end"));
+        i.escalation.business_hours.resolve()?;
+        if !i.enabled {
+            return Ok(());
         }
-        if hours.timezone.is_empty() || hours.timezone.contains(' ') {
-            return Err(ConfigError::new(
-                "paging_integration.escalation.business_hours.timezone",
-                "expected an IANA zone",
-            ));
+        let configured = |p: Provider| match p {
+            Provider::Pagerduty => i.pagerduty.is_some(),
+            Provider::Opsgenie => i.opsgenie.is_some(),
+        };
+        if !configured(i.default_provider) {
+            let (key, name) = match i.default_provider {
+                Provider::Pagerduty => ("paging_integration.pagerduty", "pagerduty"),
+                Provider::Opsgenie => ("paging_integration.opsgenie", "opsgenie"),
+            };
+            return Err(ConfigError::new(key, format!("required when default_provider is {name}")));
         }
-        if i.enabled {
-            match i.default_provider {
-                Provider::Pagerduty if i.pagerduty.is_none() => {
-                    return Err(ConfigError::new(
-                        "paging_integration.pagerduty",
-                        "required when default_provider is pagerduty",
-                    ));
-                }
-                Provider::Opsgenie if i.opsgenie.is_none() => {
-                    return Err(ConfigError::new(
-                        "paging_integration.opsgenie",
-                        "required when default_provider is opsgenie",
-                    ));
-                }
-                _ => {}
+        for (n, route) in i.routes.iter().enumerate() {
+            let provider = route.provider.unwrap_or(i.default_provider);
+            if !configured(provider) {
+                return Err(ConfigError::new(
+                    format!("paging_integration.routes[{n}].provider"),
+                    format!("{provider:?} is not configured"),
+                ));
             }
+            if provider == Provider::Opsgenie && route.routing_key_ref.is_some() {
+                return Err(ConfigError::new(
+                    format!("paging_integration.routes[{n}].routing_key_ref"),
+                    "is for pagerduty routes; opsgenie routes name a team",
+                ));
+            }
+            if provider == Provider::Pagerduty && route.team.is_some() {
+                return Err(ConfigError::new(
+                    format!("paging_integration.routes[{n}].team"),
+                    "is for opsgenie routes; pagerduty routes name a routing_key_ref",
+                ));
+            }
+        }
+        for (key, url) in [
+            ("paging_integration.pagerduty.base_url", i.pagerduty.as_ref().map(|p| p.base_url.clone())),
+            ("paging_integration.opsgenie.base_url", i.opsgenie.as_ref().map(Opsgenie::url)),
+        ] {
+            if let Some(url) = url
+                && !url.starts_with("https://")
+                && !url.starts_with("http://")
+            {
+                return Err(ConfigError::new(key, "must start with https:// or http://"));
+            }
+        }
+        if i.deferred_check_interval < Duration::from_secs(1) {
+            return Err(ConfigError::new("paging_integration.deferred_check_interval", "must be at least 1s"));
         }
         Ok(())
     }

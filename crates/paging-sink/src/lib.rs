@@ -5,23 +5,118 @@
 //! Consumes facts, publishes nothing to the domain. Knows nothing about tickets.
 
 pub mod config;
+pub mod metrics;
+pub mod provider;
+pub mod routing;
+pub mod schedule;
+pub mod sink;
+pub mod state;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sre_bus::FactConsumer;
+use sre_contracts::BusMessage;
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentCreated, IncidentResolved};
 use sre_runtime::ServiceContext;
 use sre_runtime::axum::Router;
+use sre_runtime::outbound::HttpClient;
 
 pub use config::Config;
+use config::Provider;
 
 /// The service's name, version and default port.
 pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "paging-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8083 };
 
-/// Starts the service: returns its HTTP routes (none beyond health and metrics).
+/// How long page records are kept (follow-ups come long before).
+const RECORD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Starts the service: the fact consumer and the deferred-page scanner. Returns no routes
+/// beyond health and metrics.
 pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
-    let integration = &ctx.config.paging_integration;
+    let integration = ctx.config.paging_integration.clone();
     if !integration.enabled {
         tracing::info!("paging_integration.enabled is false: serving health only");
-    } else {
-        tracing::info!(default_provider = ?integration.default_provider, "configuration loaded");
+        return Ok(Router::new());
     }
+    let hours = integration.escalation.business_hours.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy =
+        schedule::Policy { critical: integration.escalation.critical, high: integration.escalation.high, hours };
+    // Every referenced secret must resolve now: a missing key is a start failure, not a
+    // page lost at 3 a.m.
+    let mut refs: Vec<sre_runtime::SecretRef> = Vec::new();
+    if let Some(pd) = &integration.pagerduty {
+        refs.push(pd.routing_key_ref.clone());
+    }
+    refs.extend(integration.routes.iter().filter_map(|r| r.routing_key_ref.clone()));
+    for r in &refs {
+        ctx.secrets.resolve(r, "routing_key")?;
+    }
+    let http = HttpClient::new(Duration::from_secs(10), None)?;
+    let mut pagers: BTreeMap<Provider, Arc<dyn provider::Pager>> = BTreeMap::new();
+    if let Some(pd) = &integration.pagerduty {
+        pagers.insert(Provider::Pagerduty, Arc::new(provider::pagerduty::PagerDuty::new(http.clone(), &pd.base_url)));
+    }
+    if let Some(og) = &integration.opsgenie {
+        let key = ctx.secrets.resolve(&og.api_key_ref, "api_key")?;
+        pagers.insert(Provider::Opsgenie, Arc::new(provider::opsgenie::Opsgenie::new(http.clone(), &og.url(), key)));
+    }
+    if integration.dry_run {
+        tracing::warn!("dry_run is on: pages are logged, not sent");
+    }
+    let metrics = metrics::PagingMetrics::default();
+    ctx.metrics.register(|r| metrics.register(r));
+    tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
+
+    let (bus, cancel, tasks, secrets, health) =
+        (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.secrets.clone(), ctx.health.clone());
+    ctx.tasks.spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = bus.wait_for_topology() => {}
+        }
+        let pages = loop {
+            match state::Pages::open(&bus, RECORD_MAX_AGE).await {
+                Ok(p) => break p,
+                Err(e) => tracing::warn!(error = %e, "page records not available yet"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        let mut consumer_config = integration.consumer.clone();
+        consumer_config.filter_subjects = vec![
+            IncidentCreated::SUBJECT.to_owned(),
+            IncidentAcknowledged::SUBJECT.to_owned(),
+            IncidentResolved::SUBJECT.to_owned(),
+        ];
+        let sink = Arc::new(sink::Sink::new(integration, policy, pages, pagers, secrets, metrics));
+        for provider in sink.pagers.keys().copied() {
+            let s = sink.clone();
+            let name = match provider {
+                Provider::Pagerduty => "pagerduty",
+                Provider::Opsgenie => "opsgenie",
+            };
+            health.register(name, Arc::new(move || s.provider_ready(provider)));
+        }
+        tasks.spawn(sink.clone().run_deferred(cancel.clone()));
+        let consumer = loop {
+            match FactConsumer::bind(&bus, consumer_config.clone()).await {
+                Ok(c) => break c,
+                Err(e) => tracing::warn!(error = %e, "fact consumer not bound yet"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        tracing::info!("consuming incident facts");
+        if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {
+            tracing::error!(error = %e, "fact consumer stopped");
+        }
+    });
     Ok(Router::new())
 }

@@ -101,6 +101,20 @@ impl Kv {
         self.store.put(key, value).await.map_err(|e| KvError::Unavailable(e.to_string()))
     }
 
+    /// The keys starting with `prefix` (deleted keys excluded).
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        use futures::StreamExt;
+        let mut keys = self.store.keys().await.map_err(|e| KvError::Unavailable(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| KvError::Unavailable(e.to_string()))?;
+            if key.starts_with(prefix) {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+
     /// Deletes a key.
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
         self.store.delete(key).await.map_err(|e| KvError::Unavailable(e.to_string()))

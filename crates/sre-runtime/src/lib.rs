@@ -14,6 +14,7 @@ mod cli;
 pub mod config;
 mod health;
 mod metrics;
+pub mod outbound;
 pub mod secrets;
 mod service;
 mod telemetry;

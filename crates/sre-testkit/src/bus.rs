@@ -18,6 +18,31 @@ pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<(String, bytes
     out
 }
 
+/// Every message still in `stream`, with its headers: `(subject, headers, payload)`.
+pub async fn stream_records(nats_url: &str, stream: &str) -> Vec<(String, async_nats::HeaderMap, bytes::Bytes)> {
+    let Ok(client) = async_nats::connect(nats_url).await else { return Vec::new() };
+    let js = async_nats::jetstream::new(client);
+    let Ok(stream) = js.get_stream(stream).await else { return Vec::new() };
+    let Ok(info) = stream.get_info().await else { return Vec::new() };
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            out.push((m.subject.to_string(), m.headers, m.payload));
+        }
+    }
+    out
+}
+
+/// Publishes `payload` on `subject` with `Nats-Msg-Id` = `msg_id` and waits for the ack
+/// (as the SRE domain publishes its facts).
+pub async fn publish(nats_url: &str, subject: &str, msg_id: &str, payload: Vec<u8>) {
+    let client = async_nats::connect(nats_url).await.expect("nats client");
+    let js = async_nats::jetstream::new(client);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    js.publish_with_headers(subject.to_owned(), headers, payload.into()).await.expect("publish").await.expect("stored");
+}
+
 /// Polls `cond` every 50 ms until it holds; panics naming `what` after `within`.
 pub async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
 where

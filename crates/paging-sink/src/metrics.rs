@@ -1,0 +1,141 @@
+//! The sink's metrics (`paging_sink_*`). Labels come from enums only.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::Provider;
+
+/// What became of an `IncidentCreated`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PageOutcome {
+    /// Paged at once.
+    Paged,
+    /// Deferred to business hours.
+    Deferred,
+    /// A deferred page fired at the opening.
+    Fired,
+    /// Already handled (a redelivery or a repeated fact): nothing sent.
+    Duplicate,
+    /// Below the paging threshold, or a policy of never.
+    NotPaged,
+    /// `dry_run`: logged, not sent.
+    DryRun,
+    /// Refused for good by the vendor (dead-lettered).
+    Failed,
+    /// Not accepted yet; the fact waits on the bus.
+    Retried,
+}
+
+/// Follow-up label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ActionLabel {
+    /// Acknowledge.
+    Acknowledge,
+    /// Resolve.
+    Resolve,
+}
+
+/// What became of an acknowledge or resolve.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FollowUpOutcome {
+    /// Sent to where the page went.
+    Sent,
+    /// The incident was never paged: nothing to send.
+    NotPaged,
+    /// A deferred page was cancelled: it will never page.
+    Cancelled,
+    /// Already done.
+    Duplicate,
+    /// `dry_run`.
+    DryRun,
+    /// Refused for good (dead-lettered).
+    Failed,
+    /// Not done yet; the fact waits on the bus.
+    Retried,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PageLabels {
+    provider: Provider,
+    outcome: PageOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FollowUpLabels {
+    provider: Provider,
+    action: ActionLabel,
+    outcome: FollowUpOutcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VendorLabels {
+    provider: Provider,
+}
+
+impl EncodeLabelValue for Provider {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            Provider::Pagerduty => "pagerduty",
+            Provider::Opsgenie => "opsgenie",
+        })
+    }
+}
+
+/// The metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PagingMetrics {
+    pages: Family<PageLabels, Counter>,
+    follow_ups: Family<FollowUpLabels, Counter>,
+    vendor_seconds: Family<VendorLabels, Histogram>,
+    /// Deferred pages waiting, at the last scan.
+    pub deferred: Gauge,
+}
+
+impl Default for PagingMetrics {
+    fn default() -> Self {
+        Self {
+            pages: Family::default(),
+            follow_ups: Family::default(),
+            vendor_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
+            deferred: Gauge::default(),
+        }
+    }
+}
+
+impl PagingMetrics {
+    /// Registers every metric.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("paging_sink_pages", "IncidentCreated facts by provider and outcome", self.pages.clone());
+        r.register(
+            "paging_sink_follow_ups",
+            "Acknowledge and resolve facts by provider, action and outcome",
+            self.follow_ups.clone(),
+        );
+        r.register(
+            "paging_sink_vendor_seconds",
+            "Time of a vendor call, retries included",
+            self.vendor_seconds.clone(),
+        );
+        r.register("paging_sink_deferred", "Deferred pages waiting for business hours", self.deferred.clone());
+    }
+
+    /// Counts a page outcome.
+    pub fn page(&self, provider: Provider, outcome: PageOutcome) {
+        self.pages.get_or_create(&PageLabels { provider, outcome }).inc();
+    }
+
+    /// Counts a follow-up outcome.
+    pub fn follow_up(&self, provider: Provider, action: ActionLabel, outcome: FollowUpOutcome) {
+        self.follow_ups.get_or_create(&FollowUpLabels { provider, action, outcome }).inc();
+    }
+
+    /// Records a vendor call's duration.
+    pub fn vendor(&self, provider: Provider, seconds: f64) {
+        self.vendor_seconds.get_or_create(&VendorLabels { provider }).observe(seconds);
+    }
+}

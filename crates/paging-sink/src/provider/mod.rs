@@ -1,0 +1,175 @@
+//! Paging providers behind one small trait. Each module builds its vendor's requests,
+//! sends one, and classifies the answer; none retries or sleeps (`sre_resilience` does).
+//! Opsgenie's support ends on 2027-04-05: a successor is one more module here.
+
+pub mod opsgenie;
+pub mod pagerduty;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use sre_contracts::domain::v1::IncidentCreated;
+use sre_resilience::{ErrorClass, Retryable, classify_status};
+use sre_runtime::outbound::{Answer, TransportError};
+
+/// A boxed future, so providers can sit behind `dyn Pager`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A follow-up on a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowUp {
+    /// Acknowledge.
+    Acknowledge,
+    /// Resolve (close).
+    Resolve,
+}
+
+/// Where one page goes, with its credentials resolved.
+#[derive(Clone)]
+pub struct Destination {
+    /// PagerDuty routing key.
+    pub routing_key: Option<secrecy::SecretString>,
+    /// Opsgenie responding team.
+    pub team: Option<String>,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Destination").field("team", &self.team).finish_non_exhaustive()
+    }
+}
+
+/// What the vendor said when it took the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// PagerDuty's `dedup_key`, Opsgenie's `requestId`.
+    pub reference: String,
+}
+
+/// A call that failed. Messages carry the vendor's reason, never a key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VendorError {
+    /// The vendor answered with an error status.
+    #[error("{provider} answered {status}: {message}")]
+    Status {
+        /// Vendor name.
+        provider: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The vendor's message.
+        message: String,
+        /// Retry-After, when given.
+        retry_after: Option<Duration>,
+    },
+    /// No answer.
+    #[error("{provider}: {source}")]
+    Transport {
+        /// Vendor name.
+        provider: &'static str,
+        /// Why.
+        source: TransportError,
+    },
+    /// The request cannot be made (no key for this route).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Retryable for VendorError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            VendorError::Status { status, .. } => {
+                http::StatusCode::from_u16(*status).map_or(ErrorClass::Permanent, classify_status)
+            }
+            VendorError::Transport { source: TransportError::Invalid(_), .. } | VendorError::Invalid(_) => {
+                ErrorClass::Permanent
+            }
+            VendorError::Transport { .. } => ErrorClass::Transient,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            VendorError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An error status as a `VendorError`, with the vendor's message from `field` of a JSON
+/// body (else the start of the body) and any Retry-After.
+pub(crate) fn status_error(provider: &'static str, answer: &Answer, field: &str) -> VendorError {
+    let message = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| {
+            let m = v.get(field).and_then(|m| m.as_str()).map(str::to_owned)?;
+            let errors = v.get("errors").map(|e| format!(" {e}")).unwrap_or_default();
+            Some(format!("{m}{errors}"))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).into_owned());
+    VendorError::Status {
+        provider,
+        status: answer.status.as_u16(),
+        message,
+        retry_after: sre_resilience::retry_after::from_headers(&answer.headers, SystemTime::now()),
+    }
+}
+
+/// At most `max` characters of `s` (never splitting a character), with `…` when cut.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A paging provider.
+pub trait Pager: Send + Sync {
+    /// The provider's name (`pagerduty`, `opsgenie`).
+    fn name(&self) -> &'static str;
+    /// Pages for `incident`, deduplicated by the vendor on the incident id.
+    fn trigger<'a>(
+        &'a self,
+        destination: &'a Destination,
+        incident: &'a IncidentCreated,
+    ) -> BoxFuture<'a, Result<Accepted, VendorError>>;
+    /// Acknowledges or resolves the page of `incident_id`.
+    fn follow_up<'a>(
+        &'a self,
+        destination: &'a Destination,
+        incident_id: &'a str,
+        action: FollowUp,
+        note: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, VendorError>>;
+}
+
+/// The vendor-side dedup key of an incident: its id, or a hash when it exceeds `max`.
+pub fn dedup_key(incident_id: &str, max: usize) -> String {
+    if incident_id.len() <= max {
+        incident_id.to_owned()
+    } else {
+        sre_resilience::idempotency::derive_key("incident", &[incident_id])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_respects_characters() {
+        assert_eq!(clip("héllo", 10), "héllo");
+        assert_eq!(clip("héllo wörld", 5), "héll…");
+        assert_eq!(clip("ééééé", 3).chars().count(), 3);
+    }
+
+    #[test]
+    fn long_ids_are_hashed_to_fit() {
+        assert_eq!(dedup_key("inc-1", 255), "inc-1");
+        let long = "x".repeat(300);
+        let k = dedup_key(&long, 255);
+        assert!(k.len() <= 255 && k != long);
+        assert_eq!(k, dedup_key(&long, 255), "stable");
+    }
+}

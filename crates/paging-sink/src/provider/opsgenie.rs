@@ -1,0 +1,209 @@
+//! Opsgenie Alert API v2: create with `alias` = incident id (one open alert per alias),
+//! acknowledge and close by alias (`identifierType=alias`), `Authorization: GenieKey`.
+//! Every write answers 202: accepted for asynchronous processing, not done. The request
+//! id is kept as the page's reference; a 202 on acknowledge or close does not prove the
+//! alias existed.
+
+use bytes::Bytes;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sre_contracts::domain::v1::{IncidentCreated, Severity};
+use sre_runtime::outbound::HttpClient;
+
+use super::{Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, clip, dedup_key, status_error};
+
+/// Vendor name in logs, metrics and errors.
+pub const NAME: &str = "opsgenie";
+/// `alias` limit.
+pub const ALIAS_MAX: usize = 512;
+/// `message` limit.
+pub const MESSAGE_MAX: usize = 130;
+/// `description` limit.
+pub const DESCRIPTION_MAX: usize = 15_000;
+/// Tags per alert, and characters per tag.
+pub const TAGS_MAX: (usize, usize) = (20, 50);
+/// Total characters of `details`.
+pub const DETAILS_MAX: usize = 8_000;
+
+/// The client.
+#[derive(Clone)]
+pub struct Opsgenie {
+    http: HttpClient,
+    base: String,
+    api_key: SecretString,
+}
+
+impl std::fmt::Debug for Opsgenie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opsgenie").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// Opsgenie's priority for ours: critical P1 … info P5.
+pub fn priority(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "P1",
+        Severity::High => "P2",
+        Severity::Medium => "P3",
+        Severity::Low => "P4",
+        _ => "P5",
+    }
+}
+
+/// Percent-encodes a path segment (RFC 3986 unreserved characters pass).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The create request of `incident`, within Opsgenie's field limits.
+pub fn create_body(incident: &IncidentCreated, team: Option<&str>) -> Value {
+    let tags: Vec<String> = std::iter::once(format!("severity:{}", priority_name(incident)))
+        .chain(incident.labels.iter().map(|(k, v)| format!("{k}:{v}")))
+        .map(|t| clip(&t, TAGS_MAX.1))
+        .take(TAGS_MAX.0)
+        .collect();
+    let mut details = serde_json::Map::new();
+    let mut used = 0;
+    for (k, v) in [
+        ("incident_id", incident.incident_id.as_str()),
+        ("environment", incident.environment.as_str()),
+        ("team", incident.team.as_str()),
+        ("runbook_url", incident.runbook_url.as_str()),
+        ("url", incident.url.as_str()),
+    ]
+    .into_iter()
+    .chain(incident.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        if v.is_empty() || details.contains_key(k) || used + k.len() + v.len() > DETAILS_MAX {
+            continue;
+        }
+        used += k.len() + v.len();
+        details.insert(k.to_owned(), json!(v));
+    }
+    let mut body = json!({
+        "message": clip(if incident.title.is_empty() { &incident.incident_id } else { &incident.title }, MESSAGE_MAX),
+        "alias": dedup_key(&incident.incident_id, ALIAS_MAX),
+        "description": clip(&incident.description, DESCRIPTION_MAX),
+        "tags": tags,
+        "details": details,
+        "source": "sre-integration",
+        "priority": priority(Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified)),
+    });
+    if !incident.service.is_empty() {
+        body["entity"] = json!(clip(&incident.service, 512));
+    }
+    if let Some(team) = team {
+        body["responders"] = json!([{"type": "team", "name": team}]);
+    }
+    body
+}
+
+fn priority_name(incident: &IncidentCreated) -> &'static str {
+    match Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified) {
+        Severity::Critical => "critical",
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+        Severity::Info => "info",
+        Severity::Unspecified => "unspecified",
+    }
+}
+
+impl Opsgenie {
+    /// A client for `base` (`https://api.opsgenie.com` or `https://api.eu.opsgenie.com`).
+    pub fn new(http: HttpClient, base: &str, api_key: SecretString) -> Self {
+        Self { http, base: base.trim_end_matches('/').to_owned(), api_key }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Accepted, VendorError> {
+        let request = http::Request::post(format!("{}{path}", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, format!("GenieKey {}", self.api_key.expose_secret()))
+            .body(Bytes::from(body.to_string()))
+            .map_err(|e| {
+                VendorError::Invalid(format!("request: {}", e.to_string().replace(self.api_key.expose_secret(), "***")))
+            })?;
+        let answer =
+            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
+        if !answer.status.is_success() {
+            return Err(status_error(NAME, &answer, "message"));
+        }
+        let reference = serde_json::from_slice::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v.get("requestId").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        Ok(Accepted { reference })
+    }
+}
+
+impl Pager for Opsgenie {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn trigger<'a>(
+        &'a self,
+        destination: &'a Destination,
+        incident: &'a IncidentCreated,
+    ) -> BoxFuture<'a, Result<Accepted, VendorError>> {
+        Box::pin(async move { self.post("/v2/alerts", create_body(incident, destination.team.as_deref())).await })
+    }
+
+    fn follow_up<'a>(
+        &'a self,
+        _destination: &'a Destination,
+        incident_id: &'a str,
+        action: FollowUp,
+        note: &'a str,
+    ) -> BoxFuture<'a, Result<Accepted, VendorError>> {
+        Box::pin(async move {
+            let verb = match action {
+                FollowUp::Acknowledge => "acknowledge",
+                FollowUp::Resolve => "close",
+            };
+            let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
+            let mut body = json!({"source": "sre-integration"});
+            if !note.is_empty() {
+                body["note"] = json!(clip(note, 25_000));
+            }
+            self.post(&format!("/v2/alerts/{alias}/{verb}?identifierType=alias"), body).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_create_request_keeps_opsgenies_limits() {
+        let incident = IncidentCreated {
+            incident_id: "inc/42 ü".into(),
+            title: "t".repeat(300),
+            severity: Severity::Critical as i32,
+            labels: (0..40).map(|i| (format!("label-{i:02}"), "v".repeat(60))).collect(),
+            ..Default::default()
+        };
+        let body = create_body(&incident, Some("payments"));
+        assert_eq!(body["message"].as_str().map(|m| m.chars().count()), Some(MESSAGE_MAX));
+        assert_eq!(body["priority"], "P1");
+        assert_eq!(body["alias"], "inc/42 ü");
+        assert_eq!(body["responders"][0]["name"], "payments");
+        let tags = body["tags"].as_array().expect("tags");
+        assert_eq!(tags.len(), TAGS_MAX.0);
+        assert!(tags.iter().all(|t| t.as_str().is_some_and(|t| t.chars().count() <= TAGS_MAX.1)));
+        let details: usize = body["details"]
+            .as_object()
+            .expect("details")
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        assert!(details <= DETAILS_MAX);
+        assert_eq!(encode_segment("inc/42 ü"), "inc%2F42%20%C3%BC");
+    }
+}

@@ -1,0 +1,112 @@
+//! Which provider and route page an incident: the first rule whose every given field
+//! matches, else the default provider with its default routing key or team. Pure.
+
+use serde::{Deserialize, Serialize};
+use sre_contracts::domain::v1::IncidentCreated;
+
+use crate::config::{Integration, Provider, Route};
+
+/// Where an incident pages. Kept with the page, so its acknowledge and resolve go to the
+/// same place even if the routes change meanwhile. Holds secret *references*, never keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// The provider.
+    pub provider: Provider,
+    /// `default` or `routes[<n>]`, for logs and metrics.
+    pub route: String,
+    /// PagerDuty: the secret reference of the routing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key_ref: Option<String>,
+    /// Opsgenie: the responding team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+}
+
+fn matches(route: &Route, incident: &IncidentCreated) -> bool {
+    let m = &route.matches;
+    m.service.as_ref().is_none_or(|s| *s == incident.service)
+        && m.team.as_ref().is_none_or(|t| *t == incident.team)
+        && m.environment.as_ref().is_none_or(|e| *e == incident.environment)
+        && m.labels.iter().all(|(k, v)| incident.labels.get(k) == Some(v))
+}
+
+/// The target of `incident` under `config`.
+pub fn route(config: &Integration, incident: &IncidentCreated) -> Target {
+    let default_target = |provider: Provider, route: String| Target {
+        provider,
+        route,
+        routing_key_ref: match provider {
+            Provider::Pagerduty => config.pagerduty.as_ref().map(|p| p.routing_key_ref.as_str().to_owned()),
+            Provider::Opsgenie => None,
+        },
+        team: match provider {
+            Provider::Pagerduty => None,
+            Provider::Opsgenie => config.opsgenie.as_ref().and_then(|o| o.default_team.clone()),
+        },
+    };
+    for (n, r) in config.routes.iter().enumerate() {
+        if matches(r, incident) {
+            let provider = r.provider.unwrap_or(config.default_provider);
+            let mut target = default_target(provider, format!("routes[{n}]"));
+            if let Some(key) = &r.routing_key_ref {
+                target.routing_key_ref = Some(key.as_str().to_owned());
+            }
+            if let Some(team) = &r.team {
+                target.team = Some(team.clone());
+            }
+            return target;
+        }
+    }
+    default_target(config.default_provider, "default".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Integration {
+        let yaml = r#"
+default_provider: pagerduty
+pagerduty: {routing_key_ref: platform/pd-default}
+opsgenie: {api_key_ref: platform/opsgenie, default_team: sre}
+routes:
+  - match: {service: payments-api}
+    routing_key_ref: platform/pd-payments
+  - match: {team: data, environment: production}
+    provider: opsgenie
+    team: data-oncall
+  - match: {labels: {cluster: edge-1}}
+    provider: opsgenie
+"#;
+        serde_norway::from_str(yaml).expect("config")
+    }
+
+    fn incident(service: &str, team: &str, env: &str, labels: &[(&str, &str)]) -> IncidentCreated {
+        IncidentCreated {
+            service: service.into(),
+            team: team.into(),
+            environment: env.into(),
+            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_match_wins_else_default() {
+        let c = config();
+        let t = route(&c, &incident("payments-api", "data", "production", &[]));
+        assert_eq!(
+            (t.provider, t.route.as_str(), t.routing_key_ref.as_deref()),
+            (Provider::Pagerduty, "routes[0]", Some("platform/pd-payments"))
+        );
+        let t = route(&c, &incident("etl", "data", "production", &[]));
+        assert_eq!((t.provider, t.team.as_deref()), (Provider::Opsgenie, Some("data-oncall")));
+        let t = route(&c, &incident("etl", "data", "staging", &[("cluster", "edge-1")]));
+        assert_eq!((t.provider, t.route.as_str(), t.team.as_deref()), (Provider::Opsgenie, "routes[2]", Some("sre")));
+        let t = route(&c, &incident("etl", "data", "staging", &[("cluster", "core-1")]));
+        assert_eq!(
+            (t.provider, t.route.as_str(), t.routing_key_ref.as_deref()),
+            (Provider::Pagerduty, "default", Some("platform/pd-default"))
+        );
+    }
+}

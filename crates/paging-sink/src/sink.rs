@@ -1,0 +1,433 @@
+//! The fact handler and the deferred-page scanner. Every decision reads and writes the
+//! page record with compare-and-set (see `state`), so replicas, restarts and redeliveries
+//! page once; the vendors' own dedup on the incident id is the second line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sre_bus::{Disposition, FactHandler, KvError, ReceivedFact};
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentCreated, IncidentResolved, Severity};
+use sre_resilience::{Backoff, BreakerConfig, BreakerState, CallError, RateLimit, Upstream, UpstreamConfig};
+use sre_runtime::SecretStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Integration, Provider};
+use crate::metrics::{ActionLabel, FollowUpOutcome, PageOutcome, PagingMetrics};
+use crate::provider::{Destination, FollowUp, Pager};
+use crate::routing::{Target, route};
+use crate::schedule::{Decision, Policy, decide};
+use crate::state::{PageRecord, PageState, Pages, Read};
+
+/// A claim older than this, still not paged, was left by a replica that died mid-call.
+const STALE_CLAIM: Duration = Duration::from_secs(120);
+/// Wait before retrying when the bus's KV did not answer.
+const KV_RETRY: Duration = Duration::from_secs(2);
+
+/// The sink.
+pub struct Sink {
+    /// The configuration.
+    pub config: Integration,
+    /// The escalation policy.
+    pub policy: Policy,
+    /// Page records.
+    pub pages: Pages,
+    /// The providers.
+    pub pagers: BTreeMap<Provider, Arc<dyn Pager>>,
+    /// Secrets (routing keys are read at each call, so a rotation needs no restart).
+    pub secrets: SecretStore,
+    /// Metrics.
+    pub metrics: PagingMetrics,
+    upstreams: Mutex<HashMap<(Provider, String), Upstream>>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+/// How a trigger ended.
+enum Triggered {
+    Paged,
+    Retry(Duration, String),
+    Failed(String),
+}
+
+fn retry(reason: impl Into<String>) -> Disposition {
+    Disposition::Retry { after: KV_RETRY, reason: reason.into() }
+}
+
+impl Sink {
+    /// A sink over `pages`, paging through `pagers`.
+    pub fn new(
+        config: Integration,
+        policy: Policy,
+        pages: Pages,
+        pagers: BTreeMap<Provider, Arc<dyn Pager>>,
+        secrets: SecretStore,
+        metrics: PagingMetrics,
+    ) -> Self {
+        Self { config, policy, pages, pagers, secrets, metrics, upstreams: Mutex::new(HashMap::new()) }
+    }
+
+    /// The resilience layer of one destination: PagerDuty limits each routing key,
+    /// Opsgenie the account.
+    fn upstream(&self, target: &Target) -> Upstream {
+        let key = (target.provider, target.routing_key_ref.clone().unwrap_or_default());
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        upstreams
+            .entry(key)
+            .or_insert_with(|| {
+                let (name, per_minute) = match target.provider {
+                    Provider::Pagerduty => {
+                        ("pagerduty", self.config.pagerduty.as_ref().map_or(120, |p| p.events_per_minute))
+                    }
+                    Provider::Opsgenie => {
+                        ("opsgenie", self.config.opsgenie.as_ref().map_or(600, |o| o.requests_per_minute))
+                    }
+                };
+                Upstream::new(UpstreamConfig {
+                    name,
+                    backoff: Backoff::default(),
+                    breaker: BreakerConfig::default(),
+                    rate_limit: std::num::NonZeroU32::new(per_minute).map(RateLimit::per_minute),
+                })
+            })
+            .clone()
+    }
+
+    /// Readiness of `provider`: not ready while one of its breakers is open.
+    pub fn provider_ready(&self, provider: Provider) -> Result<(), String> {
+        let upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = upstreams.iter().filter(|((p, _), u)| *p == provider && u.breaker_state() == BreakerState::Open);
+        match open.count() {
+            0 => Ok(()),
+            n => Err(format!("circuit open for {n} destination(s): the vendor is failing; facts wait on the bus")),
+        }
+    }
+
+    fn destination(&self, target: &Target) -> Result<Destination, String> {
+        let routing_key = match &target.routing_key_ref {
+            Some(r) => {
+                let r = sre_runtime::SecretRef::try_from(r.clone()).map_err(|e| format!("routing_key_ref: {e}"))?;
+                Some(self.secrets.resolve(&r, "routing_key").map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
+        Ok(Destination { routing_key, team: target.team.clone() })
+    }
+
+    fn pager(&self, provider: Provider) -> Result<&Arc<dyn Pager>, String> {
+        self.pagers.get(&provider).ok_or_else(|| format!("{provider:?} is not configured"))
+    }
+
+    /// Sends the trigger of a claimed record and records the outcome.
+    async fn trigger(&self, read: &Read) -> Triggered {
+        let record = &read.record;
+        let target = &record.target;
+        let Some(incident) = record.incident() else {
+            return Triggered::Failed("the page record lost its incident".to_owned());
+        };
+        let now = Timestamp::now();
+        let reference = if self.config.dry_run {
+            tracing::info!(incident_id = %incident.incident_id, provider = ?target.provider, route = %target.route,
+                title = %incident.title, "dry run: would page");
+            "dry-run".to_owned()
+        } else {
+            let (pager, destination) = match (self.pager(target.provider), self.destination(target)) {
+                (Ok(p), Ok(d)) => (p, d),
+                (Err(e), _) | (_, Err(e)) => return self.fail(read, e).await,
+            };
+            let started = Instant::now();
+            let result = self.upstream(target).call(|| pager.trigger(&destination, &incident)).await;
+            self.metrics.vendor(target.provider, started.elapsed().as_secs_f64());
+            match result {
+                Ok(accepted) => accepted.reference,
+                Err(CallError::Permanent(e)) => return self.fail(read, e.to_string()).await,
+                Err(e) => {
+                    let after = e.retry_in().unwrap_or(KV_RETRY);
+                    return Triggered::Retry(after, e.to_string());
+                }
+            }
+        };
+        let mut paged = record.moved(PageState::Paged, now);
+        paged.reference = Some(reference);
+        match self.pages.update(&paged, read.revision).await {
+            // A changed revision means another delivery or replica recorded it first.
+            Ok(_) | Err(KvError::WrongRevision) => {
+                tracing::info!(incident_id = %record.incident_id, provider = ?target.provider, route = %target.route, "paged");
+                Triggered::Paged
+            }
+            // Paged but not recorded: a retry sends the trigger again, which the vendor
+            // merges into the open alert (same dedup key).
+            Err(e) => Triggered::Retry(KV_RETRY, format!("paged, but the record was not saved: {e}")),
+        }
+    }
+
+    async fn fail(&self, read: &Read, reason: String) -> Triggered {
+        let mut failed = read.record.moved(PageState::Failed, Timestamp::now());
+        failed.note = Some(reason.clone());
+        if let Err(e) = self.pages.update(&failed, read.revision).await {
+            tracing::warn!(error = %e, "failed page not recorded");
+        }
+        tracing::error!(incident_id = %read.record.incident_id, reason = %reason, "the vendor refused the page");
+        Triggered::Failed(reason)
+    }
+
+    async fn on_created(&self, incident: IncidentCreated) -> Disposition {
+        let target = route(&self.config, &incident);
+        let provider = target.provider;
+        for _ in 0..3 {
+            match self.pages.get(&incident.incident_id).await {
+                Err(e) => return retry(format!("page records unavailable: {e}")),
+                Ok(Some(read)) if read.record.state == PageState::Claimed => {
+                    // A delivery that died mid-call: send again (the vendor dedups).
+                    return self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                }
+                Ok(Some(_)) => {
+                    self.metrics.page(provider, PageOutcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                Ok(None) => {}
+            }
+            let now = Timestamp::now();
+            let severity = Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified);
+            let record = match decide(severity, &self.policy, now) {
+                Decision::Never => {
+                    self.metrics.page(provider, PageOutcome::NotPaged);
+                    return Disposition::Ack;
+                }
+                Decision::PageNow => PageRecord::new(&incident, PageState::Claimed, target.clone(), now),
+                Decision::DeferUntil(due) => {
+                    let mut r = PageRecord::new(&incident, PageState::Deferred, target.clone(), now);
+                    r.due = Some(due);
+                    r
+                }
+            };
+            match self.pages.create(&record).await {
+                Ok(_) if record.state == PageState::Deferred => {
+                    tracing::info!(incident_id = %incident.incident_id, due = ?record.due, "outside business hours: page deferred");
+                    self.metrics.page(provider, PageOutcome::Deferred);
+                    return Disposition::Ack;
+                }
+                Ok(revision) => {
+                    let read = Read { record, revision };
+                    return self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                }
+                Err(KvError::AlreadyExists) => continue,
+                Err(e) => return retry(format!("page record not created: {e}")),
+            }
+        }
+        retry("page record contended")
+    }
+
+    async fn settle_trigger(&self, provider: Provider, read: &Read, success: PageOutcome) -> Disposition {
+        match self.trigger(read).await {
+            Triggered::Paged => {
+                self.metrics.page(provider, if self.config.dry_run { PageOutcome::DryRun } else { success });
+                Disposition::Ack
+            }
+            Triggered::Retry(after, reason) => {
+                self.metrics.page(provider, PageOutcome::Retried);
+                Disposition::Retry { after, reason }
+            }
+            Triggered::Failed(reason) => {
+                self.metrics.page(provider, PageOutcome::Failed);
+                Disposition::DeadLetter { reason }
+            }
+        }
+    }
+
+    async fn on_follow_up(&self, incident_id: &str, action: FollowUp, note: &str) -> Disposition {
+        let label = match action {
+            FollowUp::Acknowledge => ActionLabel::Acknowledge,
+            FollowUp::Resolve => ActionLabel::Resolve,
+        };
+        for _ in 0..3 {
+            let read = match self.pages.get(incident_id).await {
+                Err(e) => return retry(format!("page records unavailable: {e}")),
+                Ok(None) => {
+                    self.metrics.follow_up(self.config.default_provider, label, FollowUpOutcome::NotPaged);
+                    return Disposition::Ack;
+                }
+                Ok(Some(read)) => read,
+            };
+            let provider = read.record.target.provider;
+            let done = match action {
+                FollowUp::Acknowledge => PageState::Acknowledged,
+                FollowUp::Resolve => PageState::Resolved,
+            };
+            match read.record.state {
+                PageState::Deferred => {
+                    let mut cancelled = read.record.moved(PageState::Cancelled, Timestamp::now());
+                    cancelled.note = Some(format!("{label:?} before business hours: never paged"));
+                    match self.pages.update(&cancelled, read.revision).await {
+                        Ok(_) => {
+                            tracing::info!(%incident_id, "deferred page cancelled");
+                            self.metrics.follow_up(provider, label, FollowUpOutcome::Cancelled);
+                            return Disposition::Ack;
+                        }
+                        Err(KvError::WrongRevision) => continue,
+                        Err(e) => return retry(format!("page record not updated: {e}")),
+                    }
+                }
+                PageState::Claimed => {
+                    self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
+                    return Disposition::Retry { after: Duration::from_secs(1), reason: "page in flight".to_owned() };
+                }
+                PageState::Paged => {}
+                PageState::Acknowledged if action == FollowUp::Resolve => {}
+                PageState::Acknowledged | PageState::Resolved | PageState::Cancelled | PageState::Failed => {
+                    self.metrics.follow_up(provider, label, FollowUpOutcome::Duplicate);
+                    return Disposition::Ack;
+                }
+            }
+            if !self.config.dry_run {
+                let target = &read.record.target;
+                let (pager, destination) = match (self.pager(provider), self.destination(target)) {
+                    (Ok(p), Ok(d)) => (p, d),
+                    (Err(e), _) | (_, Err(e)) => return Disposition::DeadLetter { reason: e },
+                };
+                let started = Instant::now();
+                let result =
+                    self.upstream(target).call(|| pager.follow_up(&destination, incident_id, action, note)).await;
+                self.metrics.vendor(provider, started.elapsed().as_secs_f64());
+                match result {
+                    Ok(_) => {}
+                    Err(CallError::Permanent(e)) => {
+                        self.metrics.follow_up(provider, label, FollowUpOutcome::Failed);
+                        return Disposition::DeadLetter { reason: e.to_string() };
+                    }
+                    Err(e) => {
+                        self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
+                        return Disposition::Retry { after: e.retry_in().unwrap_or(KV_RETRY), reason: e.to_string() };
+                    }
+                }
+            } else {
+                tracing::info!(%incident_id, provider = ?provider, action = ?action, "dry run: would follow up");
+            }
+            let moved = read.record.moved(done, Timestamp::now());
+            match self.pages.update(&moved, read.revision).await {
+                Ok(_) | Err(KvError::WrongRevision) => {
+                    let outcome = if self.config.dry_run { FollowUpOutcome::DryRun } else { FollowUpOutcome::Sent };
+                    self.metrics.follow_up(provider, label, outcome);
+                    return Disposition::Ack;
+                }
+                // Sent but not recorded: sending again is harmless (acknowledge and
+                // resolve are idempotent at both vendors).
+                Err(e) => return retry(format!("follow-up sent, record not saved: {e}")),
+            }
+        }
+        retry("page record contended")
+    }
+
+    /// Fires the deferred pages that are due at `now`; returns how many were paged. Run
+    /// by every replica: the claim is a compare-and-set, so one fires each page.
+    pub async fn fire_due(&self, now: Timestamp) -> usize {
+        let tokens = match self.pages.deferred().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "deferred pages not readable; next scan retries");
+                return 0;
+            }
+        };
+        let mut fired = 0;
+        let mut waiting = 0;
+        for token in tokens {
+            let Ok(Some(read)) = self.pages.get_token(&token).await else {
+                let _ = self.pages.forget_due(&token).await;
+                continue;
+            };
+            let stale = now.duration_since(read.record.updated_at)
+                > jiff::SignedDuration::try_from(STALE_CLAIM).unwrap_or_default();
+            let claimed = match read.record.state {
+                PageState::Deferred if read.record.due.is_some_and(|d| d <= now) => {
+                    let claimed = read.record.moved(PageState::Claimed, now);
+                    match self.pages.update(&claimed, read.revision).await {
+                        Ok(revision) => Read { record: claimed, revision },
+                        Err(_) => continue, // another replica claimed it, or the bus is away
+                    }
+                }
+                PageState::Deferred => {
+                    waiting += 1;
+                    continue;
+                }
+                PageState::Claimed if stale => read,
+                PageState::Claimed => continue,
+                _ => {
+                    let _ = self.pages.forget_due(&token).await;
+                    continue;
+                }
+            };
+            let provider = claimed.record.target.provider;
+            match self.trigger(&claimed).await {
+                Triggered::Paged => {
+                    fired += 1;
+                    self.metrics
+                        .page(provider, if self.config.dry_run { PageOutcome::DryRun } else { PageOutcome::Fired });
+                }
+                Triggered::Retry(after, reason) => {
+                    // Back to deferred, due again after the vendor's delay.
+                    let mut again = claimed.record.moved(PageState::Deferred, now);
+                    again.due = Some(now + jiff::SignedDuration::try_from(after).unwrap_or_default());
+                    tracing::warn!(incident_id = %claimed.record.incident_id, reason = %reason, "deferred page not accepted yet");
+                    let _ = self.pages.update(&again, claimed.revision).await;
+                    self.metrics.page(provider, PageOutcome::Retried);
+                    waiting += 1;
+                }
+                Triggered::Failed(_) => self.metrics.page(provider, PageOutcome::Failed),
+            }
+        }
+        self.metrics.deferred.set(waiting);
+        fired
+    }
+
+    /// Scans for due deferred pages every `deferred_check_interval` (±10%) until `cancel`.
+    pub async fn run_deferred(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let wait = self.config.deferred_check_interval.mul_f64(0.9 + rand::random::<f64>() * 0.2);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            self.fire_due(Timestamp::now()).await;
+        }
+    }
+}
+
+/// The handler the fact consumer runs.
+#[derive(Debug, Clone)]
+pub struct Handler(pub Arc<Sink>);
+
+impl FactHandler for Handler {
+    async fn handle(&self, fact: ReceivedFact) -> Disposition {
+        let undecodable = |e: prost::DecodeError| Disposition::DeadLetter { reason: format!("undecodable fact: {e}") };
+        if fact.is::<IncidentCreated>() {
+            match fact.decode::<IncidentCreated>() {
+                Ok(i) => self.0.on_created(i).await,
+                Err(e) => undecodable(e),
+            }
+        } else if fact.is::<IncidentAcknowledged>() {
+            match fact.decode::<IncidentAcknowledged>() {
+                Ok(a) => {
+                    self.0
+                        .on_follow_up(&a.incident_id, FollowUp::Acknowledge, &format!("acknowledged by {}", a.by))
+                        .await
+                }
+                Err(e) => undecodable(e),
+            }
+        } else if fact.is::<IncidentResolved>() {
+            match fact.decode::<IncidentResolved>() {
+                Ok(r) => {
+                    let note = if r.reason.is_empty() { format!("resolved by {}", r.by) } else { r.reason.clone() };
+                    self.0.on_follow_up(&r.incident_id, FollowUp::Resolve, &note).await
+                }
+                Err(e) => undecodable(e),
+            }
+        } else {
+            Disposition::Ack
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The real paging-sink binary with a real nats-server and the test PagerDuty and Opsgenie:
+//! facts in, what the vendors received out.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prost::Message;
+use sre_contracts::BusMessage;
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentCreated, IncidentResolved, Severity};
+use sre_contracts::{headers, streams};
+use sre_testkit::NatsServer;
+use sre_testkit::bus::{eventually, publish, stream_records};
+use sre_testkit::opsgenie::FakeOpsgenie;
+use sre_testkit::pagerduty::{AlertStatus, FakePagerDuty};
+use sre_testkit::service::ServiceProcess;
+
+const WAIT: Duration = Duration::from_secs(30);
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
+const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
+
+struct Stack {
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn stack(yaml: &str) -> Stack {
+    let nats = NatsServer::start().expect("nats");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("paging-sink.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    Stack { nats, dir, config }
+}
+
+impl Stack {
+    fn sink(&self, pod: &str) -> ServiceProcess {
+        let mut p = ServiceProcess::spawn(
+            Path::new(env!("CARGO_BIN_EXE_paging-sink")),
+            &["--config", self.config.to_str().expect("utf-8")],
+            &[
+                ("NATS_URL", &self.nats.url()),
+                ("POD_NAME", pod),
+                ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
+                ("SECRET_PLATFORM_PD_LEGACY_ROUTING_KEY", "too-short-a-key"),
+                ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
+            ],
+        )
+        .expect("spawns");
+        p.wait_for_status("/readyz", 200, WAIT).expect("ready");
+        let _ = &self.dir;
+        p
+    }
+
+    async fn created(&self, id: &str, severity: Severity, service: &str, msg_id: &str) {
+        let fact = IncidentCreated {
+            incident_id: id.into(),
+            title: format!("{service}: error rate above 5%"),
+            severity: severity as i32,
+            service: service.into(),
+            environment: "production".into(),
+            team: if service == "etl" { "data".into() } else { "payments".into() },
+            runbook_url: "https://runbooks.example.com/errors".into(),
+            ..Default::default()
+        };
+        publish(&self.nats.url(), IncidentCreated::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+
+    async fn acknowledged(&self, id: &str) {
+        let fact = IncidentAcknowledged { incident_id: id.into(), by: "alice".into(), ..Default::default() };
+        publish(&self.nats.url(), IncidentAcknowledged::SUBJECT, &format!("ack-{id}"), fact.encode_to_vec()).await;
+    }
+
+    async fn resolved(&self, id: &str) {
+        let fact = IncidentResolved {
+            incident_id: id.into(),
+            by: "auto".into(),
+            reason: "alerts resolved".into(),
+            ..Default::default()
+        };
+        publish(&self.nats.url(), IncidentResolved::SUBJECT, &format!("resolve-{id}"), fact.encode_to_vec()).await;
+    }
+}
+
+fn metric(p: &ServiceProcess, name: &str, labels: &[&str]) -> f64 {
+    let (_, text) = p.get("/metrics").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn config(pd: &FakePagerDuty, og: Option<&FakeOpsgenie>, hours: &str) -> String {
+    let opsgenie = og.map_or(String::new(), |og| {
+        format!("  opsgenie:\n    api_key_ref: platform/opsgenie\n    base_url: {}\n    default_team: sre\n", og.url())
+    });
+    let opsgenie_route = if og.is_some() {
+        "    - match: {team: data}\n      provider: opsgenie\n      team: data-oncall\n"
+    } else {
+        ""
+    };
+    format!(
+        "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: platform/pagerduty\n    \
+         base_url: {}\n{opsgenie}  deferred_check_interval: 1s\n  routes:\n    - match: {{service: legacy}}\n      \
+         routing_key_ref: platform/pd-legacy\n{opsgenie_route}  escalation:\n    critical: immediate\n    high: business_hours_only\n    \
+         business_hours:\n{hours}",
+        pd.url()
+    )
+}
+
+/// Business hours that are open now, every day.
+const ALWAYS: &str = "      start: \"00:00\"\n      end: \"23:59:59\"\n      timezone: UTC\n      weekdays: [mon, tue, wed, thu, fri, sat, sun]\n";
+
+/// Business hours opening `secs` from now, in a fixed-offset zone where it is around noon
+/// (so the window never straddles midnight, whenever the test runs). Returns the YAML and
+/// the opening instant.
+fn opening_in(secs: i64) -> (String, jiff::Timestamp) {
+    let now = jiff::Timestamp::now();
+    let hour = now.to_zoned(jiff::tz::TimeZone::UTC).hour() as i64;
+    let offset = 12 - hour; // hours east of UTC
+    let zone = match offset {
+        0 => "Etc/GMT".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    let opening = now + jiff::SignedDuration::from_secs(secs);
+    let local = opening.to_zoned(jiff::tz::TimeZone::get(&zone).expect("zone"));
+    let yaml = format!(
+        "      start: \"{:02}:{:02}:{:02}\"\n      end: \"23:00:00\"\n      timezone: {zone}\n      \
+         weekdays: [mon, tue, wed, thu, fri, sat, sun]\n",
+        local.hour(),
+        local.minute(),
+        local.second()
+    );
+    (yaml, jiff::Timestamp::from_second(opening.as_second()).expect("second"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_pages_once_then_acknowledge_and_resolve_follow_to_the_same_routing_key() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let sink = s.sink("paging-0");
+
+    s.created("inc-1", Severity::Critical, "checkout-api", "f-1").await;
+    s.created("inc-1", Severity::Critical, "checkout-api", "f-1-again").await; // the same fact, a second time
+    s.created("inc-2", Severity::Medium, "checkout-api", "f-2").await; // below the threshold
+    s.created("inc-3", Severity::High, "checkout-api", "f-3").await; // high, inside business hours
+    eventually("inc-1 and inc-3 paged", WAIT, || async { pd.alerts().len() >= 2 }).await;
+    eventually("every fact handled", WAIT, || async {
+        metric(&sink, "sre_bus_facts_handled_total", &["Acked"]) >= 4.0
+    })
+    .await;
+    let alerts = pd.alerts();
+    assert_eq!(alerts.len(), 2, "one page each for inc-1 and inc-3: {alerts:?}");
+    let inc1 = alerts.iter().position(|a| a.dedup_key == "inc-1").expect("inc-1 paged");
+    assert!(alerts.iter().any(|a| a.dedup_key == "inc-3"), "{alerts:?}");
+    let trigger = &alerts[inc1].trigger;
+    assert_eq!(alerts[inc1].routing_key, ROUTING_KEY);
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["summary"], "checkout-api: error rate above 5%");
+    assert_eq!(pd.events().len(), 2, "the repeated fact sent nothing");
+
+    s.acknowledged("inc-1").await;
+    eventually("acknowledged", WAIT, || async { pd.alerts()[inc1].status == AlertStatus::Acknowledged }).await;
+    s.resolved("inc-1").await;
+    s.resolved("inc-2").await; // never paged: nothing to resolve
+    eventually("resolved", WAIT, || async { pd.alerts()[inc1].status == AlertStatus::Resolved }).await;
+    eventually("inc-2's resolve handled", WAIT, || async {
+        metric(&sink, "paging_sink_follow_ups_total", &["NotPaged"]) >= 1.0
+    })
+    .await;
+    let events = pd.events();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(events.iter().all(|e| e.applied && e.routing_key == ROUTING_KEY), "same routing key: {events:?}");
+    assert!(!sink.logs().contains(ROUTING_KEY), "the routing key is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_outside_hours_waits_for_the_opening_survives_a_restart_and_an_acknowledged_one_never_pages() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hours, opening) = opening_in(10);
+    let s = stack(&config(&pd, None, &hours));
+    let mut sink = s.sink("paging-0");
+
+    s.created("inc-night", Severity::High, "checkout-api", "f-night").await;
+    s.created("inc-acked", Severity::High, "checkout-api", "f-acked").await;
+    s.created("inc-crit", Severity::Critical, "checkout-api", "f-crit").await;
+    eventually("both deferred", WAIT, || async { metric(&sink, "paging_sink_pages_total", &["Deferred"]) >= 2.0 })
+        .await;
+    eventually("critical paged at once", WAIT, || async { pd.alerts().len() == 1 }).await;
+    s.acknowledged("inc-acked").await;
+    eventually("deferred page cancelled", WAIT, || async {
+        metric(&sink, "paging_sink_follow_ups_total", &["Cancelled"]) >= 1.0
+    })
+    .await;
+    assert!(jiff::Timestamp::now() < opening, "the test's setup outran the opening; raise the delay");
+
+    // Restart: the deferral lives on the bus, not in the process.
+    let exit = sink.terminate(WAIT).expect("stops");
+    assert!(exit.success(), "{}", sink.logs());
+    let _sink = s.sink("paging-1");
+    eventually("the deferred page fires", WAIT, || async { pd.alerts().len() >= 2 }).await;
+    let paged_at = jiff::Timestamp::now();
+    assert!(paged_at >= opening, "paged at {paged_at}, before the opening at {opening}");
+    let alerts = pd.alerts();
+    let keys: Vec<&str> = alerts.iter().map(|a| a.dedup_key.as_str()).collect();
+    assert_eq!(keys, ["inc-crit", "inc-night"], "the acknowledged one never pages");
+    assert_eq!(alerts[1].trigger["payload"]["severity"], "error", "high is PagerDuty's error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_waited_out_and_a_refused_page_goes_to_the_dead_letter_stream() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let sink = s.sink("paging-0");
+
+    pd.fail_next(&[(429, Some(1)), (503, None)]);
+    s.created("inc-throttled", Severity::Critical, "checkout-api", "f-t").await;
+    eventually("paged after 429 and 503", WAIT, || async { pd.alerts().len() == 1 }).await;
+    assert_eq!(pd.requests(), 3, "one 429, one 503, one accepted");
+
+    // The legacy route's key is malformed: PagerDuty answers 400, which no retry fixes.
+    s.created("inc-legacy", Severity::Critical, "legacy", "f-l").await;
+    eventually("dead-lettered", WAIT, || async {
+        !stream_records(&s.nats.url(), streams::DEAD_LETTER).await.is_empty()
+    })
+    .await;
+    let dead = stream_records(&s.nats.url(), streams::DEAD_LETTER).await;
+    let reason = dead[0].1.get(headers::DEAD_LETTER_REASON).map(|v| v.to_string()).unwrap_or_default();
+    assert!(reason.contains("400") && reason.contains("routing_key"), "the vendor's reason: {reason}");
+    assert!(!reason.contains("too-short-a-key"), "never the key itself: {reason}");
+    let decoded = IncidentCreated::decode(dead[0].2.clone()).expect("the original fact");
+    assert_eq!(decoded.incident_id, "inc-legacy");
+    assert_eq!(metric(&sink, "paging_sink_pages_total", &["Failed"]), 1.0);
+    assert_eq!(pd.alerts().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_page_each_incident_once() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let a = s.sink("paging-a");
+    let b = s.sink("paging-b");
+    for i in 0..20 {
+        s.created(&format!("inc-{i}"), Severity::Critical, "checkout-api", &format!("f-{i}")).await;
+        s.created(&format!("inc-{i}"), Severity::Critical, "checkout-api", &format!("f-{i}-repeat")).await;
+    }
+    eventually("twenty pages", WAIT, || async { pd.alerts().len() >= 20 }).await;
+    eventually("every fact handled", WAIT, || async {
+        metric(&a, "sre_bus_facts_handled_total", &["Acked"]) + metric(&b, "sre_bus_facts_handled_total", &["Acked"])
+            >= 40.0
+    })
+    .await;
+    let alerts = pd.alerts();
+    assert_eq!(alerts.len(), 20, "one page per incident across two replicas");
+    assert!(
+        metric(&a, "sre_bus_facts_handled_total", &["Acked"]) > 0.0
+            && metric(&b, "sre_bus_facts_handled_total", &["Acked"]) > 0.0,
+        "both replicas worked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opsgenie_pages_by_alias_and_closes_the_same_alert() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let og = FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let s = stack(&config(&pd, Some(&og), ALWAYS));
+    let _sink = s.sink("paging-0");
+
+    s.created("inc-etl", Severity::Critical, "etl", "f-etl").await;
+    eventually("paged in opsgenie", WAIT, || async { og.alerts().len() == 1 }).await;
+    let alert = &og.alerts()[0];
+    assert_eq!(alert.alias, "inc-etl");
+    assert_eq!(alert.create["priority"], "P1");
+    assert_eq!(alert.create["responders"][0]["name"], "data-oncall");
+    s.acknowledged("inc-etl").await;
+    eventually("acknowledged", WAIT, || async { og.alerts()[0].status == "acknowledged" }).await;
+    s.resolved("inc-etl").await;
+    eventually("closed", WAIT, || async { og.alerts()[0].status == "closed" }).await;
+    assert!(og.failed_requests().is_empty(), "every request found its alert: {:?}", og.failed_requests());
+    assert!(pd.alerts().is_empty(), "routed to opsgenie only");
+}

@@ -1,0 +1,246 @@
+//! A test PagerDuty Events API v2 (`POST /v2/enqueue`), faithful to the contract notes:
+//! the routing key in the body is the credential (32 characters), `dedup_key` at most 255,
+//! `payload.summary` at most 1024, the contract's error bodies, 202 with the dedup key.
+//!
+//! It keeps alerts as PagerDuty does: a trigger on an open alert with the same routing key
+//! and dedup key joins it (no new page); acknowledge and resolve apply only to an open
+//! alert with the same routing key *and* dedup key, and are otherwise dropped silently
+//! (still 202). After a resolve, a trigger opens a new alert: a second page.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// An alert's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertStatus {
+    /// Triggered: someone was paged.
+    Triggered,
+    /// Acknowledged.
+    Acknowledged,
+    /// Resolved.
+    Resolved,
+}
+
+/// One alert (what pages a person).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Routing key it was triggered on.
+    pub routing_key: String,
+    /// Its dedup key.
+    pub dedup_key: String,
+    /// Status.
+    pub status: AlertStatus,
+    /// The trigger's body.
+    pub trigger: Value,
+    /// Triggers merged into it after the first.
+    pub merged: u32,
+}
+
+/// One accepted event, as received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// `trigger`, `acknowledge`, `resolve`.
+    pub action: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its dedup key.
+    pub dedup_key: String,
+    /// Whether it changed an alert (acknowledge/resolve with a wrong routing key do not).
+    pub applied: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    alerts: Vec<Alert>,
+    events: Vec<Event>,
+    /// Statuses (and Retry-After) to answer the next requests with, in order.
+    faults: VecDeque<(u16, Option<u64>)>,
+    requests: u64,
+}
+
+/// A running test PagerDuty; stops when dropped.
+#[derive(Debug)]
+pub struct FakePagerDuty {
+    state: Arc<Mutex<Inner>>,
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn invalid(message: &str, errors: &[&str]) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"status": "invalid event", "message": message, "errors": errors})))
+        .into_response()
+}
+
+#[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
+fn check(event: &Value) -> Result<(String, String, String), Response> {
+    let routing_key = event.get("routing_key").and_then(Value::as_str).unwrap_or_default();
+    if routing_key.len() != 32 {
+        return Err(invalid(
+            "Event object is invalid",
+            &["Length of 'routing_key' is incorrect (should be 32 characters)"],
+        ));
+    }
+    let action = event.get("event_action").and_then(Value::as_str).unwrap_or_default();
+    if !["trigger", "acknowledge", "resolve"].contains(&action) {
+        return Err(invalid(
+            "Event object is invalid",
+            &["'event_action' is invalid (must be one of the following: 'trigger', 'acknowledge' or 'resolve')"],
+        ));
+    }
+    let dedup_key = event.get("dedup_key").and_then(Value::as_str).unwrap_or_default();
+    if dedup_key.len() > 255 {
+        return Err(invalid("Event object is invalid", &["'dedup_key' is too long (max 255 characters)"]));
+    }
+    if action != "trigger" && dedup_key.is_empty() {
+        return Err(invalid("Event object is invalid", &["'dedup_key' is required for acknowledge and resolve"]));
+    }
+    if action == "trigger" {
+        let payload = event.get("payload");
+        let summary = payload.and_then(|p| p.get("summary")).and_then(Value::as_str).unwrap_or_default();
+        let source = payload.and_then(|p| p.get("source")).and_then(Value::as_str).unwrap_or_default();
+        let severity = payload.and_then(|p| p.get("severity")).and_then(Value::as_str).unwrap_or_default();
+        if summary.is_empty() || summary.chars().count() > 1024 {
+            return Err(invalid(
+                "Event object is invalid",
+                &["'payload.summary' is missing or longer than 1024 characters"],
+            ));
+        }
+        if source.is_empty() {
+            return Err(invalid("Event object is invalid", &["'payload.source' is missing"]));
+        }
+        if !["critical", "error", "warning", "info"].contains(&severity) {
+            return Err(invalid("Event object is invalid", &["'payload.severity' is invalid"]));
+        }
+    }
+    Ok((routing_key.to_owned(), action.to_owned(), dedup_key.to_owned()))
+}
+
+async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    s.requests += 1;
+    if let Some((status, retry_after)) = s.faults.pop_front() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = if status == StatusCode::TOO_MANY_REQUESTS {
+            (
+                status,
+                axum::Json(
+                    json!({"status": "throttle exceeded", "message": "Too many API calls at a time", "errors": []}),
+                ),
+            )
+                .into_response()
+        } else {
+            (status, "upstream error").into_response()
+        };
+        if let Some(secs) = retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"status": "Unrecognized object", "message": "Event object format is unrecognized", "errors": ["JSON parse error"]})),
+        )
+            .into_response();
+    };
+    let (routing_key, action, mut dedup_key) = match check(&event) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if dedup_key.is_empty() {
+        dedup_key = format!("generated-{}", s.requests);
+    }
+    let open = s
+        .alerts
+        .iter_mut()
+        .find(|a| a.routing_key == routing_key && a.dedup_key == dedup_key && a.status != AlertStatus::Resolved);
+    let applied = match (action.as_str(), open) {
+        ("trigger", Some(alert)) => {
+            alert.merged += 1;
+            true
+        }
+        ("trigger", None) => {
+            s.alerts.push(Alert {
+                routing_key: routing_key.clone(),
+                dedup_key: dedup_key.clone(),
+                status: AlertStatus::Triggered,
+                trigger: event.clone(),
+                merged: 0,
+            });
+            true
+        }
+        ("acknowledge", Some(alert)) if alert.status == AlertStatus::Triggered => {
+            alert.status = AlertStatus::Acknowledged;
+            true
+        }
+        ("resolve", Some(alert)) => {
+            alert.status = AlertStatus::Resolved;
+            true
+        }
+        _ => false,
+    };
+    s.events.push(Event { action, routing_key, dedup_key: dedup_key.clone(), applied });
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key})),
+    )
+        .into_response()
+}
+
+impl FakePagerDuty {
+    /// Starts on a free loopback port.
+    pub async fn start() -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(Inner::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = Router::new().route("/v2/enqueue", post(enqueue)).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { state, url, task })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Answers the next requests with these statuses (and Retry-After seconds) instead.
+    pub fn fail_next(&self, faults: &[(u16, Option<u64>)]) {
+        self.with(|s| s.faults.extend(faults.iter().copied()));
+    }
+
+    /// Every alert (each one paged someone once).
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.with(|s| s.alerts.clone())
+    }
+
+    /// Every accepted event.
+    pub fn events(&self) -> Vec<Event> {
+        self.with(|s| s.events.clone())
+    }
+
+    /// Requests received, faults included.
+    pub fn requests(&self) -> u64 {
+        self.with(|s| s.requests)
+    }
+}
+
+impl Drop for FakePagerDuty {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
