@@ -179,22 +179,29 @@ impl Sink {
     async fn on_created(&self, incident: IncidentCreated) -> Disposition {
         let target = route(&self.config, &incident);
         let provider = target.provider;
-        for _ in 0..3 {
-            match self.pages.get(&incident.incident_id).await {
-                Err(e) => return retry(format!("page records unavailable: {e}")),
-                Ok(Some(read)) if read.record.state == PageState::Claimed => {
-                    // A delivery that died mid-call: send again (the vendor dedups).
-                    return self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+        for attempt in 0..3 {
+            // The common case is a new incident: try to create its record first and read
+            // only when one exists (a repeat, a redelivery, another replica).
+            if attempt > 0 {
+                match self.pages.get(&incident.incident_id).await {
+                    Err(e) => return retry(format!("page records unavailable: {e}")),
+                    Ok(Some(read)) if read.record.state == PageState::Claimed => {
+                        // A delivery that died mid-call: send again (the vendor dedups).
+                        return self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                    }
+                    Ok(Some(_)) => {
+                        self.metrics.page(provider, PageOutcome::Duplicate);
+                        return Disposition::Ack;
+                    }
+                    Ok(None) => {}
                 }
-                Ok(Some(_)) => {
-                    self.metrics.page(provider, PageOutcome::Duplicate);
-                    return Disposition::Ack;
-                }
-                Ok(None) => {}
             }
             let now = Timestamp::now();
             let severity = Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified);
             let record = match decide(severity, &self.policy, now) {
+                // A repeat of an incident paged earlier cannot be Never: the decision is
+                // the same for the same severity, except across business hours, where a
+                // second decision creates nothing new either (the record exists).
                 Decision::Never => {
                     self.metrics.page(provider, PageOutcome::NotPaged);
                     return Disposition::Ack;

@@ -64,6 +64,9 @@ pub struct PageRecord {
     pub note: Option<String>,
     /// Last change.
     pub updated_at: Timestamp,
+    /// Whether it was ever deferred (and so has, or had, a `due.` marker to clean up).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
 }
 
 impl PageRecord {
@@ -78,6 +81,7 @@ impl PageRecord {
             reference: None,
             note: None,
             updated_at: now,
+            deferred: state == PageState::Deferred,
         }
     }
 
@@ -177,7 +181,8 @@ impl Pages {
             // A claim keeps its marker: if the claiming replica dies, the scan finds the
             // stale claim and finishes it.
             PageState::Claimed => {}
-            _ => self.kv.delete(&format!("due.{}", token(&record.incident_id))).await?,
+            _ if record.deferred => self.kv.delete(&format!("due.{}", token(&record.incident_id))).await?,
+            _ => {}
         }
         Ok(revision)
     }

@@ -54,6 +54,8 @@ pub struct Event {
     pub dedup_key: String,
     /// Whether it changed an alert (acknowledge/resolve with a wrong routing key do not).
     pub applied: bool,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -188,7 +190,7 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
         }
         _ => false,
     };
-    s.events.push(Event { action, routing_key, dedup_key: dedup_key.clone(), applied });
+    s.events.push(Event { action, routing_key, dedup_key: dedup_key.clone(), applied, at: std::time::Instant::now() });
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key})),
