@@ -145,13 +145,13 @@ async fn main() {
 
     let stop = tokio_util::sync::CancellationToken::new();
     let baseline = tokio::spawn(bare_consumer(js.clone(), pd.url().to_owned(), stop.clone()));
-    let base_lat = latencies(&pd, &publish(&js, &ids("base", total), Some(100)).await, 1 * total).await;
+    let base_lat = latencies(&pd, &publish(&js, &ids("base", total), Some(100)).await, total).await;
     let t = Instant::now();
     let _ = latencies(&pd, &publish(&js, &ids("base-burst", total), None).await, 2 * total).await;
     let base_rate = total as f64 / t.elapsed().as_secs_f64();
     stop.cancel();
     let _ = baseline.await;
-    let mut facts = js.get_stream(sre_contracts::streams::FACTS).await.expect("stream");
+    let facts = js.get_stream(sre_contracts::streams::FACTS).await.expect("stream");
     facts.delete_consumer("bench-baseline").await.expect("baseline consumer removed");
     // The sink's durable consumer exists since its first start: clear what the baseline
     // consumed, so the sink starts from an empty backlog as the baseline did.
