@@ -16,6 +16,7 @@ use sre_testkit::service::ServiceProcess;
 
 const WAIT: Duration = Duration::from_secs(30);
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
+const OTHER_KEY: &str = "0THERKEY0123456789ABCDEFGHIJKLMN";
 const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
 
 struct Stack {
@@ -43,6 +44,7 @@ impl Stack {
                 ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
                 ("SECRET_PLATFORM_PD_LEGACY_ROUTING_KEY", "too-short-a-key"),
                 ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
+                ("SECRET_PLATFORM_PD_OTHER_ROUTING_KEY", OTHER_KEY),
             ],
         )
         .expect("spawns");
@@ -278,4 +280,26 @@ async fn opsgenie_pages_by_alias_and_closes_the_same_alert() {
     eventually("closed", WAIT, || async { og.alerts()[0].status == "closed" }).await;
     assert!(og.failed_requests().is_empty(), "every request found its alert: {:?}", og.failed_requests());
     assert!(pd.alerts().is_empty(), "routed to opsgenie only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_go_to_the_routing_key_that_paged_even_after_the_routes_change() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let mut sink = s.sink("paging-0");
+    s.created("inc-moved", Severity::Critical, "checkout-api", "f-m").await;
+    eventually("paged", WAIT, || async { pd.alerts().len() == 1 }).await;
+    sink.terminate(WAIT).expect("stops");
+
+    // The default routing key changes. PagerDuty drops an acknowledge on another routing
+    // key silently (202), so sending it there would leave the on-call paged.
+    let moved =
+        config(&pd, None, ALWAYS).replace("routing_key_ref: platform/pagerduty", "routing_key_ref: platform/pd-other");
+    std::fs::write(&s.config, moved).expect("config");
+    let _sink = s.sink("paging-1");
+    s.acknowledged("inc-moved").await;
+    eventually("acknowledged", WAIT, || async { pd.alerts()[0].status == AlertStatus::Acknowledged }).await;
+    let ack = pd.events().into_iter().find(|e| e.action == "acknowledge").expect("ack sent");
+    assert_eq!(ack.routing_key, ROUTING_KEY);
+    assert!(ack.applied);
 }
