@@ -94,6 +94,96 @@ impl HttpClient {
     }
 }
 
+/// A vendor call that failed. Messages carry the vendor's reason, never a credential.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VendorError {
+    /// The vendor answered with an error status.
+    #[error("{provider} answered {status}: {message}")]
+    Status {
+        /// Vendor name.
+        provider: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The vendor's message.
+        message: String,
+        /// Retry-After (or a reset time), when given.
+        retry_after: Option<Duration>,
+    },
+    /// The vendor is rate limiting us, whatever the status says (GitHub's 403 with
+    /// `x-ratelimit-remaining: 0`, or its secondary limit message).
+    #[error("{provider} rate limit: {message}")]
+    Throttled {
+        /// Vendor name.
+        provider: &'static str,
+        /// The vendor's message.
+        message: String,
+        /// When to try again, when the vendor said.
+        retry_after: Option<Duration>,
+    },
+    /// No answer.
+    #[error("{provider}: {source}")]
+    Transport {
+        /// Vendor name.
+        provider: &'static str,
+        /// Why.
+        source: TransportError,
+    },
+    /// The request cannot be made (no credentials for this route, a bad template).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl sre_resilience::Retryable for VendorError {
+    fn class(&self) -> sre_resilience::ErrorClass {
+        use sre_resilience::ErrorClass;
+        match self {
+            VendorError::Status { status, .. } => {
+                http::StatusCode::from_u16(*status).map_or(ErrorClass::Permanent, sre_resilience::classify_status)
+            }
+            VendorError::Throttled { .. } => ErrorClass::Throttled,
+            VendorError::Transport { source: TransportError::Invalid(_), .. } | VendorError::Invalid(_) => {
+                ErrorClass::Permanent
+            }
+            VendorError::Transport { .. } => ErrorClass::Transient,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            VendorError::Status { retry_after, .. } | VendorError::Throttled { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An error answer as a [`VendorError`]: the vendor's message read by `message` from the
+/// JSON body (else the start of the body), and any Retry-After.
+pub fn status_error(
+    provider: &'static str,
+    answer: &Answer,
+    message: impl Fn(&serde_json::Value) -> Option<String>,
+) -> VendorError {
+    let text = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| message(&v))
+        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).into_owned());
+    VendorError::Status {
+        provider,
+        status: answer.status.as_u16(),
+        message: text,
+        retry_after: sre_resilience::retry_after::from_headers(&answer.headers, std::time::SystemTime::now()),
+    }
+}
+
+/// At most `max` characters of `s` (never splitting a character), with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 /// The error and its sources in one line (hyper's top-level message alone says little).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -104,4 +194,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_respects_characters() {
+        assert_eq!(clip("héllo", 10), "héllo");
+        assert_eq!(clip("héllo wörld", 5), "héll…");
+        assert_eq!(clip("ééééé", 3).chars().count(), 3);
+    }
 }

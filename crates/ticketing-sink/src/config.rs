@@ -1,6 +1,11 @@
-//! Configuration in the specification's shape (`ticketing_integration:`).
+//! Configuration in the specification's shape (`ticketing_integration:`), plus what the
+//! providers need: issue type, transitions, priorities, labels, templates, routes, base
+//! URLs, `dry_run` and the consumer's settings.
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sre_bus::ConsumerConfig;
 use sre_runtime::{ConfigError, RuntimeConfig, SecretRef, ServiceConfig};
 
 /// The whole configuration file.
@@ -14,7 +19,7 @@ pub struct Config {
 }
 
 /// A ticketing provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// Jira Cloud or Data Center.
@@ -35,12 +40,40 @@ pub struct Integration {
     pub jira: Option<Jira>,
     /// GitHub settings.
     pub github: Option<Github>,
+    /// Title and body templates.
+    pub templates: Templates,
+    /// Routing rules, first match wins; no match goes to `default_provider` with its
+    /// project or repository.
+    pub routes: Vec<Route>,
+    /// Log what would be sent and send nothing.
+    pub dry_run: bool,
+    /// The durable consumer (shared by every replica).
+    pub consumer: ConsumerConfig,
 }
 
 impl Default for Integration {
     fn default() -> Self {
-        Self { enabled: true, default_provider: Provider::Jira, jira: None, github: None }
+        Self {
+            enabled: true,
+            default_provider: Provider::Jira,
+            jira: None,
+            github: None,
+            templates: Templates::default(),
+            routes: Vec::new(),
+            dry_run: false,
+            consumer: ConsumerConfig { durable_name: "ticketing-sink".to_owned(), ..ConsumerConfig::default() },
+        }
     }
+}
+
+/// Jira Cloud (REST v3, ADF) or Data Center (REST v2, wiki text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deployment {
+    /// `*.atlassian.net` or `api.atlassian.com`: v3, ADF, `search/jql`, Basic email:token.
+    Cloud,
+    /// Self-hosted: v2, wiki markup, `search`, Bearer personal access token.
+    DataCenter,
 }
 
 /// `ticketing_integration.jira:`.
@@ -51,8 +84,62 @@ pub struct Jira {
     pub base_url: String,
     /// Project key tickets are created in, e.g. `OPS`.
     pub project_key: String,
-    /// Secret with the credentials.
+    /// Secret with `token` (Cloud API token or DC personal access token) and, for Cloud,
+    /// `email`.
     pub secret_ref: SecretRef,
+    /// Cloud or Data Center; default: Cloud for `*.atlassian.net`, else Data Center.
+    #[serde(default)]
+    pub deployment: Option<Deployment>,
+    /// Issue type name.
+    #[serde(default = "default_issue_type")]
+    pub issue_type: String,
+    /// The transition that resolves (by name, case-insensitive); when the workflow has
+    /// none by that name, the first transition into the Done category is used.
+    #[serde(default = "default_resolve")]
+    pub resolve_transition: String,
+    /// The transition that closes; same fallback.
+    #[serde(default = "default_close")]
+    pub close_transition: String,
+    /// Jira priority name per severity; empty to leave the priority unset.
+    #[serde(default = "default_priorities")]
+    pub priorities: BTreeMap<String, String>,
+    /// Labels added to every ticket (no spaces).
+    #[serde(default = "default_labels")]
+    pub labels: Vec<String>,
+}
+
+fn default_issue_type() -> String {
+    "Bug".to_owned()
+}
+fn default_resolve() -> String {
+    "Resolve".to_owned()
+}
+fn default_close() -> String {
+    "Close".to_owned()
+}
+fn default_priorities() -> BTreeMap<String, String> {
+    [("critical", "Highest"), ("high", "High"), ("medium", "Medium"), ("low", "Low"), ("info", "Lowest")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+fn default_labels() -> Vec<String> {
+    vec!["sre-incident".to_owned()]
+}
+
+impl Jira {
+    /// The deployment in effect.
+    pub fn deployment(&self) -> Deployment {
+        self.deployment.unwrap_or_else(|| {
+            let host =
+                self.base_url.split("://").nth(1).unwrap_or_default().split(['/', ':']).next().unwrap_or_default();
+            if host.ends_with(".atlassian.net") || host == "api.atlassian.com" {
+                Deployment::Cloud
+            } else {
+                Deployment::DataCenter
+            }
+        })
+    }
 }
 
 /// `ticketing_integration.github:`.
@@ -63,6 +150,81 @@ pub struct Github {
     pub repo: String,
     /// Secret with the token under key `token`.
     pub secret_ref: SecretRef,
+    /// API base URL: `https://api.github.com`, or `https://<host>/api/v3` for Enterprise.
+    #[serde(default = "default_github_url")]
+    pub base_url: String,
+    /// Labels added to every issue; the first also lets the sink find its issues again.
+    #[serde(default = "default_labels")]
+    pub labels: Vec<String>,
+    /// Label added when the incident resolves.
+    #[serde(default = "default_resolved_label")]
+    pub resolved_label: String,
+}
+
+fn default_github_url() -> String {
+    "https://api.github.com".to_owned()
+}
+fn default_resolved_label() -> String {
+    "resolved".to_owned()
+}
+
+/// Templates over the incident: `{incident_id}`, `{title}`, `{description}`,
+/// `{severity}`, `{service}`, `{environment}`, `{team}`, `{runbook_url}`, `{url}`,
+/// `{labels}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Templates {
+    /// Ticket title (Jira cuts summaries at 255 characters; so does the sink).
+    pub title: String,
+    /// Ticket body.
+    pub body: String,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self {
+            title: "[{severity}] {title}".to_owned(),
+            body: "{description}\n\nIncident: {incident_id}\nService: {service}\nEnvironment: {environment}\n\
+                   Team: {team}\nRunbook: {runbook_url}\nLink: {url}"
+                .to_owned(),
+        }
+    }
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// What an incident must match (every given field).
+    #[serde(rename = "match", default)]
+    pub matches: RouteMatch,
+    /// Provider; default: `default_provider`.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// Jira project key for this route.
+    #[serde(default)]
+    pub project_key: Option<String>,
+    /// GitHub `owner/name` for this route.
+    #[serde(default)]
+    pub repo: Option<String>,
+}
+
+/// `routes[].match`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteMatch {
+    /// Incident service.
+    pub service: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Owning team.
+    pub team: Option<String>,
+    /// Labels that must all be present with these values.
+    pub labels: BTreeMap<String, String>,
+}
+
+fn valid_repo(repo: &str) -> bool {
+    repo.split('/').count() == 2 && repo.split('/').all(|p| !p.is_empty())
 }
 
 impl ServiceConfig for Config {
@@ -74,27 +236,79 @@ impl ServiceConfig for Config {
     }
     fn validate(&self) -> Result<(), ConfigError> {
         let i = &self.ticketing_integration;
-        if i.enabled {
-            match i.default_provider {
-                Provider::Jira if i.jira.is_none() => {
-                    return Err(ConfigError::new(
-                        "ticketing_integration.jira",
-                        "required when default_provider is jira",
-                    ));
+        if let Some(g) = &i.github {
+            if !valid_repo(&g.repo) {
+                return Err(ConfigError::new("ticketing_integration.github.repo", "expected `owner/name`"));
+            }
+            if g.labels.is_empty() {
+                return Err(ConfigError::new(
+                    "ticketing_integration.github.labels",
+                    "list at least one label (the sink finds its issues by it)",
+                ));
+            }
+        }
+        if let Some(j) = &i.jira {
+            if j.project_key.is_empty() {
+                return Err(ConfigError::new("ticketing_integration.jira.project_key", "must not be empty"));
+            }
+            if let Some(bad) = j.labels.iter().find(|l| l.contains(char::is_whitespace) || l.is_empty()) {
+                return Err(ConfigError::new(
+                    "ticketing_integration.jira.labels",
+                    format!("`{bad}`: Jira labels cannot be empty or contain spaces"),
+                ));
+            }
+            if let Some(bad) = j.priorities.keys().find(|k| {
+                <sre_contracts::domain::v1::Severity as sre_contracts::SeverityExt>::from_config_name(k).is_err()
+            }) {
+                return Err(ConfigError::new(
+                    format!("ticketing_integration.jira.priorities.{bad}"),
+                    "not a severity (critical, high, medium, low, info)",
+                ));
+            }
+        }
+        for (key, url) in [
+            ("ticketing_integration.jira.base_url", i.jira.as_ref().map(|j| j.base_url.as_str())),
+            ("ticketing_integration.github.base_url", i.github.as_ref().map(|g| g.base_url.as_str())),
+        ] {
+            if let Some(url) = url
+                && !url.starts_with("https://")
+                && !url.starts_with("http://")
+            {
+                return Err(ConfigError::new(key, "must start with https:// or http://"));
+            }
+        }
+        if !i.enabled {
+            return Ok(());
+        }
+        let configured = |p: Provider| match p {
+            Provider::Jira => i.jira.is_some(),
+            Provider::Github => i.github.is_some(),
+        };
+        if !configured(i.default_provider) {
+            let (key, name) = match i.default_provider {
+                Provider::Jira => ("ticketing_integration.jira", "jira"),
+                Provider::Github => ("ticketing_integration.github", "github"),
+            };
+            return Err(ConfigError::new(key, format!("required when default_provider is {name}")));
+        }
+        for (n, r) in i.routes.iter().enumerate() {
+            let provider = r.provider.unwrap_or(i.default_provider);
+            let at = |field: &str| format!("ticketing_integration.routes[{n}].{field}");
+            if !configured(provider) {
+                return Err(ConfigError::new(at("provider"), format!("{provider:?} is not configured")));
+            }
+            match provider {
+                Provider::Jira if r.repo.is_some() => {
+                    return Err(ConfigError::new(at("repo"), "is for github routes; jira routes name a project_key"));
                 }
-                Provider::Github if i.github.is_none() => {
-                    return Err(ConfigError::new(
-                        "ticketing_integration.github",
-                        "required when default_provider is github",
-                    ));
+                Provider::Github if r.project_key.is_some() => {
+                    return Err(ConfigError::new(at("project_key"), "is for jira routes; github routes name a repo"));
+                }
+                Provider::Github if r.repo.as_deref().is_some_and(|repo| !valid_repo(repo)) => {
+                    return Err(ConfigError::new(at("repo"), "expected `owner/name`"));
                 }
                 _ => {}
             }
-        }
-        if let Some(g) = &i.github
-            && (g.repo.split('/').count() != 2 || g.repo.split('/').any(str::is_empty))
-        {
-            return Err(ConfigError::new("ticketing_integration.github.repo", "expected `owner/name`"));
         }
         Ok(())
     }

@@ -7,11 +7,8 @@ pub mod pagerduty;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
 
 use sre_contracts::domain::v1::IncidentCreated;
-use sre_resilience::{ErrorClass, Retryable, classify_status};
-use sre_runtime::outbound::{Answer, TransportError};
 
 /// A boxed future, so providers can sit behind `dyn Pager`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -47,81 +44,16 @@ pub struct Accepted {
     pub reference: String,
 }
 
-/// A call that failed. Messages carry the vendor's reason, never a key.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum VendorError {
-    /// The vendor answered with an error status.
-    #[error("{provider} answered {status}: {message}")]
-    Status {
-        /// Vendor name.
-        provider: &'static str,
-        /// HTTP status.
-        status: u16,
-        /// The vendor's message.
-        message: String,
-        /// Retry-After, when given.
-        retry_after: Option<Duration>,
-    },
-    /// No answer.
-    #[error("{provider}: {source}")]
-    Transport {
-        /// Vendor name.
-        provider: &'static str,
-        /// Why.
-        source: TransportError,
-    },
-    /// The request cannot be made (no key for this route).
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use sre_runtime::outbound::{VendorError, clip};
 
-impl Retryable for VendorError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            VendorError::Status { status, .. } => {
-                http::StatusCode::from_u16(*status).map_or(ErrorClass::Permanent, classify_status)
-            }
-            VendorError::Transport { source: TransportError::Invalid(_), .. } | VendorError::Invalid(_) => {
-                ErrorClass::Permanent
-            }
-            VendorError::Transport { .. } => ErrorClass::Transient,
-        }
-    }
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            VendorError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
-/// An error status as a `VendorError`, with the vendor's message from `field` of a JSON
-/// body (else the start of the body) and any Retry-After.
-pub(crate) fn status_error(provider: &'static str, answer: &Answer, field: &str) -> VendorError {
-    let message = serde_json::from_slice::<serde_json::Value>(&answer.body)
-        .ok()
-        .and_then(|v| {
-            let m = v.get(field).and_then(|m| m.as_str()).map(str::to_owned)?;
-            let errors = v.get("errors").map(|e| format!(" {e}")).unwrap_or_default();
-            Some(format!("{m}{errors}"))
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).into_owned());
-    VendorError::Status {
-        provider,
-        status: answer.status.as_u16(),
-        message,
-        retry_after: sre_resilience::retry_after::from_headers(&answer.headers, SystemTime::now()),
-    }
-}
-
-/// At most `max` characters of `s` (never splitting a character), with `…` when cut.
-pub(crate) fn clip(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+/// An error answer of PagerDuty or Opsgenie: both put their reason in `message`
+/// (PagerDuty adds `errors`).
+pub(crate) fn status_error(provider: &'static str, answer: &sre_runtime::outbound::Answer) -> VendorError {
+    sre_runtime::outbound::status_error(provider, answer, |v| {
+        let m = v.get("message").and_then(|m| m.as_str())?;
+        let errors = v.get("errors").map(|e| format!(" {e}")).unwrap_or_default();
+        Some(format!("{m}{errors}"))
+    })
 }
 
 /// A paging provider.

@@ -39,7 +39,7 @@ impl PagerDuty {
         let answer =
             self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
         if !answer.status.is_success() {
-            return Err(status_error(NAME, &answer, "message"));
+            return Err(status_error(NAME, &answer));
         }
         let reference = serde_json::from_slice::<Value>(&answer.body)
             .ok()
