@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub mod argocd;
 pub mod bus;
+pub mod github;
+pub mod jira;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod service;

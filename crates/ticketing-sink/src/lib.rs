@@ -4,23 +4,151 @@
 //! Consumes facts, publishes nothing to the domain. Knows nothing about paging.
 
 pub mod config;
+pub mod metrics;
+pub mod provider;
+pub mod routing;
+pub mod sink;
+pub mod state;
+pub mod template;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sre_bus::FactConsumer;
+use sre_contracts::BusMessage;
+use sre_contracts::domain::v1::{IncidentClosed, IncidentCreated, IncidentResolved};
 use sre_runtime::ServiceContext;
 use sre_runtime::axum::Router;
+use sre_runtime::outbound::HttpClient;
 
 pub use config::Config;
+use config::Provider;
 
 /// The service's name, version and default port.
 pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "ticketing-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8082 };
 
-/// Starts the service: returns its HTTP routes (none beyond health and metrics).
+/// How long incident-to-ticket records are kept.
+const RECORD_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How often credentials are checked again for readiness.
+const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
+
+/// Starts the service: the fact consumer and the credentials check. Returns no routes
+/// beyond health and metrics.
 pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
-    let integration = &ctx.config.ticketing_integration;
+    let integration = ctx.config.ticketing_integration.clone();
     if !integration.enabled {
         tracing::info!("ticketing_integration.enabled is false: serving health only");
-    } else {
-        tracing::info!(default_provider = ?integration.default_provider, "configuration loaded");
+        return Ok(Router::new());
     }
+    template::check(&integration.templates.title)
+        .map_err(|e| anyhow::anyhow!("ticketing_integration.templates.title: {e}"))?;
+    template::check(&integration.templates.body)
+        .map_err(|e| anyhow::anyhow!("ticketing_integration.templates.body: {e}"))?;
+    let http = HttpClient::new(Duration::from_secs(15), None)?;
+    let mut trackers: BTreeMap<Provider, Arc<dyn provider::Tracker>> = BTreeMap::new();
+    if let Some(j) = &integration.jira {
+        let token = ctx.secrets.resolve(&j.secret_ref, "token")?;
+        let email = ctx.secrets.resolve(&j.secret_ref, "email").ok();
+        let email = email.as_ref().map(|e| secrecy::ExposeSecret::expose_secret(e).to_owned());
+        let settings = provider::jira::JiraSettings {
+            deployment: j.deployment(),
+            issue_type: j.issue_type.clone(),
+            resolve: j.resolve_transition.clone(),
+            close: j.close_transition.clone(),
+            priorities: j.priorities.clone(),
+            labels: j.labels.clone(),
+        };
+        if settings.deployment == config::Deployment::Cloud && email.is_none() {
+            anyhow::bail!(
+                "ticketing_integration.jira.secret_ref: Jira Cloud needs `email` beside `token` in the secret"
+            );
+        }
+        trackers.insert(
+            Provider::Jira,
+            Arc::new(provider::jira::Jira::new(http.clone(), &j.base_url, email.as_deref(), &token, settings)),
+        );
+    }
+    if let Some(g) = &integration.github {
+        let token = ctx.secrets.resolve(&g.secret_ref, "token")?;
+        trackers.insert(
+            Provider::Github,
+            Arc::new(provider::github::Github::new(
+                http.clone(),
+                &g.base_url,
+                token,
+                &g.repo,
+                g.labels.clone(),
+                g.resolved_label.clone(),
+            )),
+        );
+    }
+    if integration.dry_run {
+        tracing::warn!("dry_run is on: tickets are logged, not sent");
+    }
+    let metrics = metrics::TicketMetrics::default();
+    ctx.metrics.register(|r| metrics.register(r));
+    tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
+
+    let (bus, cancel, tasks, health) = (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.health.clone());
+    ctx.tasks.spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = bus.wait_for_topology() => {}
+        }
+        let tickets = loop {
+            match state::Tickets::open(&bus, RECORD_MAX_AGE).await {
+                Ok(t) => break t,
+                Err(e) => tracing::warn!(error = %e, "ticket records not available yet"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        let mut consumer_config = integration.consumer.clone();
+        consumer_config.filter_subjects = vec![
+            IncidentCreated::SUBJECT.to_owned(),
+            IncidentResolved::SUBJECT.to_owned(),
+            IncidentClosed::SUBJECT.to_owned(),
+        ];
+        let dry_run = integration.dry_run;
+        let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
+        for provider in sink.providers() {
+            let s = sink.clone();
+            let name = match provider {
+                Provider::Jira => "jira",
+                Provider::Github => "github",
+            };
+            health.register(name, Arc::new(move || s.provider_ready(provider)));
+        }
+        if !dry_run {
+            let (s, stop) = (sink.clone(), cancel.clone());
+            tasks.spawn(async move {
+                loop {
+                    s.check_credentials().await;
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(CREDENTIALS_EVERY) => {}
+                    }
+                }
+            });
+        }
+        let consumer = loop {
+            match FactConsumer::bind(&bus, consumer_config.clone()).await {
+                Ok(c) => break c,
+                Err(e) => tracing::warn!(error = %e, "fact consumer not bound yet"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        tracing::info!("consuming incident facts");
+        if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {
+            tracing::error!(error = %e, "fact consumer stopped");
+        }
+    });
     Ok(Router::new())
 }

@@ -5,9 +5,10 @@ use std::path::Path;
 #[test]
 fn starts_serves_health_and_stops_cleanly() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/ticketing-sink.yaml");
-    sre_testkit::service::assert_service_lifecycle(
+    sre_testkit::service::assert_service_lifecycle_with_env(
         Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
         &example,
         "ticketing_integration",
+        &[("SECRET_PLATFORM_JIRA_CREDENTIALS_TOKEN", "t0ken"), ("SECRET_PLATFORM_GITHUB_TOKEN_TOKEN", "ghs_t0ken")],
     );
 }

@@ -1,0 +1,407 @@
+//! A test Jira, Cloud (REST v3) or Data Center (REST v2), faithful to the contract notes:
+//! create (201 `{id,key,self}`), search (`search/jql` on Cloud, `search` on DC, by
+//! `labels = "…"`), transitions by workflow (To Do → Resolved → Closed), comments, the
+//! `ErrorCollection` error body, ADF required on Cloud and wiki text on DC, summaries of at
+//! most 255 characters without newlines, labels without spaces, Basic (Cloud) or Bearer
+//! (DC) auth, `myself`, and injected failures with Retry-After. Cloud search can lag
+//! behind writes, as the real one does.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+/// Which Jira.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// REST v3, ADF, Basic `email:token`.
+    Cloud,
+    /// REST v2, wiki text, Bearer PAT.
+    DataCenter,
+}
+
+/// One issue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issue {
+    /// `OPS-1`.
+    pub key: String,
+    /// Project key.
+    pub project: String,
+    /// Summary.
+    pub summary: String,
+    /// The create request's `fields`.
+    pub fields: Value,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// `To Do`, `Resolved`, `Closed`.
+    pub status: String,
+    /// Comment bodies as sent.
+    pub comments: Vec<Value>,
+    created: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    flavor: Option<Flavor>,
+    auth: String,
+    projects: Vec<String>,
+    issues: Vec<Issue>,
+    faults: VecDeque<(u16, Option<u64>)>,
+    search_lag: Duration,
+    calls: u64,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// A running test Jira; stops when dropped.
+#[derive(Debug)]
+pub struct FakeJira {
+    state: Shared,
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn errors(status: StatusCode, messages: &[&str], fields: Value) -> Response {
+    (status, axum::Json(json!({"errorMessages": messages, "errors": fields}))).into_response()
+}
+
+#[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
+fn gate(s: &mut Inner, headers: &HeaderMap) -> Result<(), Response> {
+    s.calls += 1;
+    let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if presented != s.auth {
+        return Err(errors(
+            StatusCode::UNAUTHORIZED,
+            &["You are not authenticated. Authentication required to perform this operation."],
+            json!({}),
+        ));
+    }
+    if let Some((status, retry_after)) = s.faults.pop_front() {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = errors(status, &["Rate limit exceeded."], json!({}));
+        if let Some(secs) = retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            resp.headers_mut().insert("RateLimit-Reason", axum::http::HeaderValue::from_static("jira-burst-based"));
+        }
+        return Err(resp);
+    }
+    Ok(())
+}
+
+fn is_adf(v: &Value) -> bool {
+    v.get("type").and_then(Value::as_str) == Some("doc") && v.get("version").is_some() && v.get("content").is_some()
+}
+
+/// A rich-text value in the flavor's format, else the error Jira gives.
+#[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
+fn rich_text(flavor: Flavor, field: &str, v: &Value) -> Result<(), Response> {
+    match flavor {
+        Flavor::Cloud if !is_adf(v) => Err(errors(
+            StatusCode::BAD_REQUEST,
+            &[],
+            json!({field: "Operation value must be an Atlassian Document (see the Atlassian Document Format)"}),
+        )),
+        Flavor::DataCenter if !v.is_string() => {
+            Err(errors(StatusCode::BAD_REQUEST, &[], json!({field: "Operation value must be a string"})))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let flavor = s.flavor.unwrap_or(Flavor::Cloud);
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return errors(StatusCode::BAD_REQUEST, &["Unexpected character in the request body"], json!({}));
+    };
+    let fields = body.get("fields").cloned().unwrap_or_default();
+    let project = fields.pointer("/project/key").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if !s.projects.contains(&project) {
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"project": "valid project is required"}));
+    }
+    if fields.pointer("/issuetype/name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"issuetype": "Specify an issue type"}));
+    }
+    let summary = fields.get("summary").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if summary.is_empty() {
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"summary": "You must specify a summary of the issue."}));
+    }
+    if summary.chars().count() > 255 {
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"summary": "Summary must be less than 255 characters."}));
+    }
+    if summary.contains('\n') {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &[],
+            json!({"summary": "The summary is invalid because it contains newline characters."}),
+        );
+    }
+    if let Some(d) = fields.get("description")
+        && let Err(r) = rich_text(flavor, "description", d)
+    {
+        return r;
+    }
+    let labels: Vec<String> = fields
+        .get("labels")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if labels.iter().any(|l| l.contains(' ')) {
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"labels": "The label must not contain spaces."}));
+    }
+    if let Some(p) = fields.pointer("/priority/name").and_then(Value::as_str)
+        && !["Highest", "High", "Medium", "Low", "Lowest"].contains(&p)
+    {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &[],
+            json!({"priority": format!("The priority selected is invalid: {p}")}),
+        );
+    }
+    let n = s.issues.iter().filter(|i| i.project == project).count() + 1;
+    let key = format!("{project}-{n}");
+    s.issues.push(Issue {
+        key: key.clone(),
+        project,
+        summary,
+        fields,
+        labels,
+        status: "To Do".to_owned(),
+        comments: Vec::new(),
+        created: Instant::now(),
+    });
+    let id = 10_000 + s.issues.len();
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id.to_string(), "key": key, "self": format!("/rest/api/issue/{id}")})),
+    )
+        .into_response()
+}
+
+/// `labels = "x"` and `project = "P"` from a JQL string (what the sink sends).
+fn clause<'a>(jql: &'a str, field: &str) -> Option<&'a str> {
+    let at = jql.find(&format!("{field} = \""))? + field.len() + 4;
+    jql[at..].split('"').next()
+}
+
+async fn search(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let jql = body.get("jql").and_then(Value::as_str).unwrap_or_default();
+    let (Some(project), Some(label)) = (clause(jql, "project"), clause(jql, "labels")) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &["Unbounded JQL queries are not allowed here. Please add a search restriction."],
+            json!({}),
+        );
+    };
+    let lag = s.search_lag;
+    let found: Vec<Value> = s
+        .issues
+        .iter()
+        .filter(|i| i.project == project && i.labels.iter().any(|l| l == label) && i.created.elapsed() >= lag)
+        .map(|i| json!({"id": "1", "key": i.key, "fields": {}}))
+        .collect();
+    match s.flavor.unwrap_or(Flavor::Cloud) {
+        Flavor::Cloud => axum::Json(json!({"issues": found, "isLast": true})).into_response(),
+        Flavor::DataCenter => {
+            axum::Json(json!({"startAt": 0, "maxResults": 50, "total": found.len(), "issues": found})).into_response()
+        }
+    }
+}
+
+fn transitions_from(status: &str) -> Value {
+    let t = |id: &str, name: &str, to: &str, category: &str| json!({"id": id, "name": name, "to": {"name": to, "statusCategory": {"key": category}}, "hasScreen": false, "isAvailable": true});
+    match status {
+        "To Do" => json!([t("21", "Resolve", "Resolved", "done"), t("31", "Close", "Closed", "done")]),
+        "Resolved" => json!([t("31", "Close", "Closed", "done"), t("41", "Reopen", "To Do", "new")]),
+        _ => json!([t("41", "Reopen", "To Do", "new")]),
+    }
+}
+
+async fn transitions(State(state): State<Shared>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    match s.issues.iter().find(|i| i.key == key) {
+        Some(i) => axum::Json(json!({"transitions": transitions_from(&i.status)})).into_response(),
+        None => {
+            errors(StatusCode::NOT_FOUND, &["Issue does not exist or you do not have permission to see it."], json!({}))
+        }
+    }
+}
+
+async fn transition(
+    State(state): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = body.pointer("/transition/id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            &["Issue does not exist or you do not have permission to see it."],
+            json!({}),
+        );
+    };
+    let available = transitions_from(&issue.status);
+    let Some(to) = available
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["id"] == id.as_str()))
+        .and_then(|t| t.pointer("/to/name"))
+        .and_then(Value::as_str)
+    else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &[&format!("Transition id '{id}' is not valid for this issue.")],
+            json!({}),
+        );
+    };
+    issue.status = to.to_owned();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn comment(
+    State(state): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let flavor = s.flavor.unwrap_or(Flavor::Cloud);
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let text = body.get("body").cloned().unwrap_or_default();
+    if let Err(r) = rich_text(flavor, "comment", &text) {
+        return r;
+    }
+    let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            &["Issue does not exist or you do not have permission to see it."],
+            json!({}),
+        );
+    };
+    issue.comments.push(text.clone());
+    (StatusCode::CREATED, axum::Json(json!({"id": issue.comments.len().to_string(), "body": text}))).into_response()
+}
+
+async fn myself(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    match gate(&mut s, &headers) {
+        Ok(()) => axum::Json(json!({"accountId": "5b10a2844c20165700ede21g", "active": true})).into_response(),
+        Err(r) => r,
+    }
+}
+
+impl FakeJira {
+    /// Starts on a free loopback port with these projects. `authorization` is the exact
+    /// header value expected (`Basic …` for Cloud, `Bearer …` for DC).
+    pub async fn start(flavor: Flavor, authorization: &str, projects: &[&str]) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(Inner {
+            flavor: Some(flavor),
+            auth: authorization.to_owned(),
+            projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+            ..Inner::default()
+        }));
+        let api = match flavor {
+            Flavor::Cloud => "/rest/api/3",
+            Flavor::DataCenter => "/rest/api/2",
+        };
+        let search_path = match flavor {
+            Flavor::Cloud => format!("{api}/search/jql"),
+            Flavor::DataCenter => format!("{api}/search"),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = Router::new()
+            .route(&format!("{api}/issue"), post(create))
+            .route(&search_path, post(search))
+            .route(&format!("{api}/issue/{{key}}/transitions"), get(transitions).post(transition))
+            .route(&format!("{api}/issue/{{key}}/comment"), post(comment))
+            .route(&format!("{api}/myself"), get(myself))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { state, url, task })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Every issue.
+    pub fn issues(&self) -> Vec<Issue> {
+        self.with(|s| s.issues.clone())
+    }
+
+    /// Answers the next requests with these statuses (and Retry-After seconds) instead.
+    pub fn fail_next(&self, faults: &[(u16, Option<u64>)]) {
+        self.with(|s| s.faults.extend(faults.iter().copied()));
+    }
+
+    /// Search sees an issue only this long after its creation (Cloud's eventual
+    /// consistency).
+    pub fn set_search_lag(&self, lag: Duration) {
+        self.with(|s| s.search_lag = lag);
+    }
+
+    /// Adds an issue as if created earlier by someone (for crash-recovery tests).
+    pub fn seed(&self, project: &str, summary: &str, labels: &[&str]) -> String {
+        self.with(|s| {
+            let n = s.issues.iter().filter(|i| i.project == project).count() + 1;
+            let key = format!("{project}-{n}");
+            s.issues.push(Issue {
+                key: key.clone(),
+                project: project.to_owned(),
+                summary: summary.to_owned(),
+                fields: json!({}),
+                labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+                status: "To Do".to_owned(),
+                comments: Vec::new(),
+                created: Instant::now() - Duration::from_secs(3600),
+            });
+            key
+        })
+    }
+
+    /// Requests received.
+    pub fn calls(&self) -> u64 {
+        self.with(|s| s.calls)
+    }
+}
+
+impl Drop for FakeJira {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

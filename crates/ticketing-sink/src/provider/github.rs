@@ -1,0 +1,258 @@
+//! GitHub Issues (REST, `X-GitHub-Api-Version: 2022-11-28`, a `User-Agent`, Bearer token;
+//! Enterprise through `base_url`). The incident's marker is a hidden line in the body,
+//! found again by listing the sink's label (`issues/list-for-repo`, the core quota and not
+//! the lagging search index). Labels are added with `POST …/labels`: `PATCH` would replace
+//! the set.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sre_runtime::outbound::{Answer, HttpClient};
+
+use super::{BoxFuture, NewTicket, TicketRef, Tracker, VendorError};
+
+/// Vendor name in logs, metrics and errors.
+pub const NAME: &str = "github";
+/// The API version the requests are written against.
+pub const API_VERSION: &str = "2022-11-28";
+/// Pages of 100 issues looked through when recovering a ticket by its marker.
+const FIND_PAGES: u32 = 3;
+
+/// The client.
+pub struct Github {
+    http: HttpClient,
+    base: String,
+    token: SecretString,
+    labels: Vec<String>,
+    resolved_label: String,
+    repo: String,
+}
+
+impl std::fmt::Debug for Github {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Github").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// The hidden line that marks an incident's issue.
+pub fn marker_line(marker: &str) -> String {
+    format!("<!-- sre-incident: {marker} -->")
+}
+
+/// GitHub's answer as an error. 403 and 429 are rate limits when GitHub says so: no
+/// quota left (wait until `x-ratelimit-reset`), a `retry-after`, or the secondary-limit
+/// message (wait at least a minute).
+fn github_error(answer: &Answer) -> VendorError {
+    let header = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let message = serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| {
+            let m = v.get("message").and_then(Value::as_str)?.to_owned();
+            let errors = v.get("errors").map(|e| format!(" {e}")).unwrap_or_default();
+            Some(format!("{m}{errors}"))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]).into_owned());
+    let status = answer.status.as_u16();
+    if status == 403 || status == 429 {
+        let retry_after = sre_resilience::retry_after::from_headers(&answer.headers, SystemTime::now());
+        let exhausted = header("x-ratelimit-remaining").as_deref() == Some("0");
+        let reset = header("x-ratelimit-reset")
+            .and_then(|r| sre_resilience::retry_after::parse_reset_epoch(&r, SystemTime::now()));
+        let secondary = message.to_ascii_lowercase().contains("secondary rate limit");
+        if retry_after.is_some() || exhausted || secondary || status == 429 {
+            let wait = retry_after.or(if exhausted { reset } else { None }).or(Some(Duration::from_secs(60)));
+            return VendorError::Throttled { provider: NAME, message, retry_after: wait };
+        }
+    }
+    VendorError::Status { provider: NAME, status, message, retry_after: None }
+}
+
+impl Github {
+    /// A client for `base` (`https://api.github.com`).
+    pub fn new(
+        http: HttpClient,
+        base: &str,
+        token: SecretString,
+        repo: &str,
+        labels: Vec<String>,
+        resolved_label: String,
+    ) -> Self {
+        Self { http, base: base.trim_end_matches('/').to_owned(), token, labels, resolved_label, repo: repo.to_owned() }
+    }
+
+    async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Answer, VendorError> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(http::header::ACCEPT, "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", API_VERSION)
+            .header(http::header::USER_AGENT, concat!("sre-integration-ticketing-sink/", env!("CARGO_PKG_VERSION")))
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token.expose_secret()))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
+            .map_err(|_| VendorError::Invalid("github request could not be built".to_owned()))?;
+        let answer =
+            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
+        if !answer.status.is_success() {
+            return Err(github_error(&answer));
+        }
+        Ok(answer)
+    }
+
+    /// The create request of `ticket`.
+    pub fn create_body(&self, ticket: &NewTicket) -> Value {
+        json!({
+            "title": ticket.title,
+            "body": format!("{}\n\n{}", ticket.body, marker_line(&ticket.marker)),
+            "labels": self.labels,
+        })
+    }
+
+    fn issue_ref(v: &Value) -> Option<TicketRef> {
+        let number = v.get("number").and_then(Value::as_u64)?;
+        Some(TicketRef {
+            key: number.to_string(),
+            url: v.get("html_url").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+impl Tracker for Github {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn create<'a>(&'a self, ticket: &'a NewTicket) -> BoxFuture<'a, Result<TicketRef, VendorError>> {
+        Box::pin(async move {
+            let answer = self
+                .call(http::Method::POST, &format!("/repos/{}/issues", ticket.project), Some(self.create_body(ticket)))
+                .await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Self::issue_ref(&v)
+                .ok_or_else(|| VendorError::Invalid("github created an issue but returned no number".to_owned()))
+        })
+    }
+
+    fn find<'a>(
+        &'a self,
+        project: &'a str,
+        marker: &'a str,
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<TicketRef>, VendorError>> {
+        Box::pin(async move {
+            let line = marker_line(marker);
+            let label = self.labels.first().cloned().unwrap_or_default();
+            let since = since - jiff::SignedDuration::from_mins(5);
+            for page in 1..=FIND_PAGES {
+                let path = format!(
+                    "/repos/{project}/issues?labels={label}&state=all&since={since}&sort=created&direction=desc&per_page=100&page={page}"
+                );
+                let answer = self.call(http::Method::GET, &path, None).await?;
+                let issues: Vec<Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
+                let found = issues.iter().find(|i| {
+                    i.get("pull_request").is_none()
+                        && i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&line))
+                });
+                if let Some(issue) = found {
+                    return Ok(Self::issue_ref(issue));
+                }
+                if issues.len() < 100 {
+                    break;
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn comment<'a>(
+        &'a self,
+        project: &'a str,
+        ticket: &'a TicketRef,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            let path = format!("/repos/{project}/issues/{}/comments", ticket.key);
+            self.call(http::Method::POST, &path, Some(json!({"body": text}))).await.map(|_| ())
+        })
+    }
+
+    fn resolve<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            let path = format!("/repos/{project}/issues/{}/labels", ticket.key);
+            self.call(http::Method::POST, &path, Some(json!({"labels": [self.resolved_label]}))).await.map(|_| ())
+        })
+    }
+
+    fn close<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            let path = format!("/repos/{project}/issues/{}", ticket.key);
+            self.call(http::Method::PATCH, &path, Some(json!({"state": "closed", "state_reason": "completed"})))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), VendorError>> {
+        // The repository, not `/user`: installation tokens have no user, and this also
+        // proves access to where the issues go.
+        Box::pin(async move { self.call(http::Method::GET, &format!("/repos/{}", self.repo), None).await.map(|_| ()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sre_resilience::{ErrorClass, Retryable};
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut map = http::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+        }
+        Answer {
+            status: http::StatusCode::from_u16(status).expect("status"),
+            headers: map,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_told_from_permission_errors() {
+        let reset = (SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("now").as_secs() + 30).to_string();
+        let primary = github_error(&answer(
+            403,
+            &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)],
+            r#"{"message":"API rate limit exceeded"}"#,
+        ));
+        assert_eq!(primary.class(), ErrorClass::Throttled);
+        assert!(primary.retry_after().is_some_and(|d| d > Duration::from_secs(20) && d <= Duration::from_secs(31)));
+        let secondary = github_error(&answer(
+            403,
+            &[("x-ratelimit-remaining", "12")],
+            r#"{"message":"You have exceeded a secondary rate limit"}"#,
+        ));
+        assert_eq!(
+            (secondary.class(), secondary.retry_after()),
+            (ErrorClass::Throttled, Some(Duration::from_secs(60)))
+        );
+        let retry = github_error(&answer(429, &[("retry-after", "7")], "{}"));
+        assert_eq!(retry.retry_after(), Some(Duration::from_secs(7)));
+        let forbidden = github_error(&answer(
+            403,
+            &[("x-ratelimit-remaining", "4999")],
+            r#"{"message":"Resource not accessible by integration"}"#,
+        ));
+        assert_eq!(forbidden.class(), ErrorClass::Auth);
+        assert!(forbidden.to_string().contains("Resource not accessible"));
+        let invalid = github_error(&answer(
+            422,
+            &[],
+            r#"{"message":"Validation Failed","errors":[{"resource":"Issue","field":"title","code":"missing_field"}]}"#,
+        ));
+        assert_eq!(invalid.class(), ErrorClass::Permanent);
+        assert!(invalid.to_string().contains("missing_field"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Jira Cloud (REST v3: descriptions and comments in Atlassian Document Format,
+//! `search/jql`, Basic email:token) and Data Center (REST v2: wiki text, `search`, Bearer
+//! personal access token).
+//!
+//! The incident's marker is a label; finding a ticket by it is a search, and Cloud search
+//! is eventually consistent, so the sink searches only to recover from a crash, never to
+//! decide whether to create (the KV claim decides that).
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use bytes::Bytes;
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sre_runtime::outbound::{Answer, HttpClient};
+
+use super::{BoxFuture, NewTicket, TicketRef, Tracker, VendorError, clip};
+use crate::config::Deployment;
+
+/// Vendor name in logs, metrics and errors.
+pub const NAME: &str = "jira";
+/// Jira's summary limit.
+pub const SUMMARY_MAX: usize = 255;
+
+/// The client.
+pub struct Jira {
+    http: HttpClient,
+    base: String,
+    deployment: Deployment,
+    auth: SecretString,
+    issue_type: String,
+    resolve: String,
+    close: String,
+    priorities: BTreeMap<String, String>,
+    labels: Vec<String>,
+}
+
+impl std::fmt::Debug for Jira {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jira").field("base", &self.base).field("deployment", &self.deployment).finish_non_exhaustive()
+    }
+}
+
+/// Atlassian Document Format for plain text: a paragraph per block, hard breaks for
+/// single line breaks.
+pub fn adf(text: &str) -> Value {
+    let paragraphs: Vec<Value> = text
+        .split("\n\n")
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let mut content = Vec::new();
+            for (i, line) in p.lines().enumerate() {
+                if i > 0 {
+                    content.push(json!({"type": "hardBreak"}));
+                }
+                if !line.is_empty() {
+                    content.push(json!({"type": "text", "text": line}));
+                }
+            }
+            json!({"type": "paragraph", "content": content})
+        })
+        .collect();
+    json!({"type": "doc", "version": 1, "content": paragraphs})
+}
+
+/// Jira's reason from an `ErrorCollection`: `errorMessages` and `errors` by field.
+fn jira_error(answer: &Answer) -> VendorError {
+    sre_runtime::outbound::status_error(NAME, answer, |v| {
+        let mut parts: Vec<String> = v
+            .get("errorMessages")
+            .and_then(Value::as_array)
+            .map(|m| m.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if let Some(errors) = v.get("errors").and_then(Value::as_object) {
+            parts.extend(errors.iter().map(|(field, msg)| format!("{field}: {}", msg.as_str().unwrap_or_default())));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    })
+}
+
+/// Settings of the client beyond the connection.
+#[derive(Debug, Clone)]
+pub struct JiraSettings {
+    /// Cloud or Data Center.
+    pub deployment: Deployment,
+    /// Issue type name.
+    pub issue_type: String,
+    /// Resolve transition name.
+    pub resolve: String,
+    /// Close transition name.
+    pub close: String,
+    /// Priority per severity name.
+    pub priorities: BTreeMap<String, String>,
+    /// Labels on every ticket.
+    pub labels: Vec<String>,
+}
+
+impl Jira {
+    /// A client for `base`. Cloud authenticates with Basic `email:token`, Data Center with
+    /// Bearer `token`.
+    pub fn new(
+        http: HttpClient,
+        base: &str,
+        email: Option<&str>,
+        token: &SecretString,
+        settings: JiraSettings,
+    ) -> Self {
+        let auth = match (settings.deployment, email) {
+            (Deployment::Cloud, Some(email)) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{email}:{}", token.expose_secret()))
+            ),
+            _ => format!("Bearer {}", token.expose_secret()),
+        };
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            deployment: settings.deployment,
+            auth: auth.into(),
+            issue_type: settings.issue_type,
+            resolve: settings.resolve,
+            close: settings.close,
+            priorities: settings.priorities,
+            labels: settings.labels,
+        }
+    }
+
+    fn api(&self) -> &'static str {
+        match self.deployment {
+            Deployment::Cloud => "/rest/api/3",
+            Deployment::DataCenter => "/rest/api/2",
+        }
+    }
+
+    /// A rich-text field: ADF on Cloud, wiki text on Data Center.
+    fn text(&self, text: &str) -> Value {
+        match self.deployment {
+            Deployment::Cloud => adf(text),
+            Deployment::DataCenter => json!(text),
+        }
+    }
+
+    async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Answer, VendorError> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}{path}", self.base, self.api()))
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, self.auth.expose_secret())
+            .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
+            .map_err(|e| VendorError::Invalid(format!("jira request: {e}")))?;
+        let answer =
+            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
+        if !answer.status.is_success() {
+            return Err(jira_error(&answer));
+        }
+        Ok(answer)
+    }
+
+    /// The create request of `ticket`.
+    pub fn create_body(&self, ticket: &NewTicket) -> Value {
+        let summary = clip(&ticket.title.replace(['\n', '\r'], " "), SUMMARY_MAX);
+        let mut labels = self.labels.clone();
+        labels.push(ticket.marker.clone());
+        let mut fields = json!({
+            "project": {"key": ticket.project},
+            "issuetype": {"name": self.issue_type},
+            "summary": summary,
+            "description": self.text(&ticket.body),
+            "labels": labels,
+        });
+        if let Some(p) = self.priorities.get(&ticket.severity) {
+            fields["priority"] = json!({"name": p});
+        }
+        json!({"fields": fields})
+    }
+
+    fn link(&self, key: &str) -> String {
+        format!("{}/browse/{key}", self.base)
+    }
+
+    /// Moves the ticket through the transition called `name`, or else the first one into
+    /// the Done category. No transition available means it is already there: done.
+    async fn transition(&self, ticket: &TicketRef, name: &str) -> Result<(), VendorError> {
+        let answer = self.call(http::Method::GET, &format!("/issue/{}/transitions", ticket.key), None).await?;
+        let list: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let transitions = list.get("transitions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let by_name = transitions
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(name)));
+        let to_done =
+            || transitions.iter().find(|t| t.pointer("/to/statusCategory/key").and_then(Value::as_str) == Some("done"));
+        let Some(id) = by_name.or_else(to_done).and_then(|t| t.get("id")).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        self.call(
+            http::Method::POST,
+            &format!("/issue/{}/transitions", ticket.key),
+            Some(json!({"transition": {"id": id}})),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+impl Tracker for Jira {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn create<'a>(&'a self, ticket: &'a NewTicket) -> BoxFuture<'a, Result<TicketRef, VendorError>> {
+        Box::pin(async move {
+            let answer = self.call(http::Method::POST, "/issue", Some(self.create_body(ticket))).await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            let key = v.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
+            if key.is_empty() {
+                return Err(VendorError::Invalid("jira created an issue but returned no key".to_owned()));
+            }
+            Ok(TicketRef { url: self.link(&key), key })
+        })
+    }
+
+    fn find<'a>(
+        &'a self,
+        project: &'a str,
+        marker: &'a str,
+        _since: Timestamp,
+    ) -> BoxFuture<'a, Result<Option<TicketRef>, VendorError>> {
+        Box::pin(async move {
+            let jql = format!("project = \"{project}\" AND labels = \"{marker}\" ORDER BY created ASC");
+            let (path, body) = match self.deployment {
+                Deployment::Cloud => ("/search/jql", json!({"jql": jql, "fields": ["key"], "maxResults": 1})),
+                Deployment::DataCenter => {
+                    ("/search", json!({"jql": jql, "fields": ["key"], "maxResults": 1, "startAt": 0}))
+                }
+            };
+            let answer = self.call(http::Method::POST, path, Some(body)).await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Ok(v.pointer("/issues/0/key")
+                .and_then(Value::as_str)
+                .map(|key| TicketRef { url: self.link(key), key: key.to_owned() }))
+        })
+    }
+
+    fn comment<'a>(
+        &'a self,
+        _project: &'a str,
+        ticket: &'a TicketRef,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            self.call(
+                http::Method::POST,
+                &format!("/issue/{}/comment", ticket.key),
+                Some(json!({"body": self.text(text)})),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn resolve<'a>(&'a self, _project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(self.transition(ticket, &self.resolve))
+    }
+
+    fn close<'a>(&'a self, _project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(self.transition(ticket, &self.close))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), VendorError>> {
+        Box::pin(async move { self.call(http::Method::GET, "/myself", None).await.map(|_| ()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(deployment: Deployment) -> Jira {
+        Jira::new(
+            HttpClient::new(std::time::Duration::from_secs(1), None).expect("client"),
+            "https://acme.atlassian.net",
+            Some("sre@example.com"),
+            &SecretString::from("t0ken"),
+            JiraSettings {
+                deployment,
+                issue_type: "Bug".into(),
+                resolve: "Resolve".into(),
+                close: "Close".into(),
+                priorities: [("critical".to_owned(), "Highest".to_owned())].into(),
+                labels: vec!["sre-incident".into()],
+            },
+        )
+    }
+
+    fn ticket() -> NewTicket {
+        NewTicket {
+            project: "OPS".into(),
+            title: format!("line one\nline two {}", "x".repeat(300)),
+            body: "First paragraph\nwith a break\n\nSecond".into(),
+            marker: "sre-inc-1".into(),
+            severity: "critical".into(),
+        }
+    }
+
+    #[test]
+    fn cloud_bodies_are_adf_and_summaries_fit() {
+        let body = client(Deployment::Cloud).create_body(&ticket());
+        let summary = body["fields"]["summary"].as_str().expect("summary");
+        assert_eq!(summary.chars().count(), SUMMARY_MAX);
+        assert!(!summary.contains('\n'), "Jira refuses newlines in summaries");
+        assert_eq!(body["fields"]["description"]["type"], "doc");
+        assert_eq!(body["fields"]["description"]["content"].as_array().map(Vec::len), Some(2));
+        assert_eq!(body["fields"]["description"]["content"][0]["content"][1]["type"], "hardBreak");
+        assert_eq!(body["fields"]["labels"], json!(["sre-incident", "sre-inc-1"]));
+        assert_eq!(body["fields"]["priority"]["name"], "Highest");
+    }
+
+    #[test]
+    fn data_center_bodies_are_wiki_text() {
+        let body = client(Deployment::DataCenter).create_body(&ticket());
+        assert_eq!(body["fields"]["description"], "First paragraph\nwith a break\n\nSecond");
+    }
+}

@@ -1,0 +1,429 @@
+//! The fact handler: one ticket per incident, claimed in the KV bucket before the vendor
+//! is asked, recovered by its marker after a crash, updated step by step with
+//! compare-and-set so a redelivery repeats nothing that was done.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sre_bus::{Disposition, FactHandler, KvError, ReceivedFact};
+use sre_contracts::SeverityExt;
+use sre_contracts::domain::v1::{IncidentClosed, IncidentCreated, IncidentResolved, Severity};
+use sre_resilience::{
+    Backoff, BreakerConfig, BreakerState, CallError, ErrorClass, RateLimit, Retryable, Upstream, UpstreamConfig,
+};
+
+use crate::config::{Integration, Provider};
+use crate::metrics::{Action, Outcome, TicketMetrics};
+use crate::provider::{NewTicket, TicketRef, Tracker, VendorError, clip};
+use crate::routing::{Target, route};
+use crate::state::{Read, TicketRecord, TicketState, Tickets, token};
+use crate::template::render;
+
+/// A create call started this long ago without being recorded was cut short by a crash:
+/// the ticket is looked for by its marker, then created if absent.
+pub const STALE_CLAIM: Duration = Duration::from_secs(60);
+/// Wait before retrying when the KV bucket did not answer, or another delivery holds the claim.
+const RETRY: Duration = Duration::from_secs(2);
+/// Wait for a ticket that does not exist yet (a Resolved before its Created).
+const WAIT_FOR_TICKET: Duration = Duration::from_secs(5);
+/// Title limit applied to every provider (Jira's 255).
+const TITLE_MAX: usize = 255;
+
+/// The sink.
+pub struct Sink {
+    config: Integration,
+    tickets: Tickets,
+    trackers: BTreeMap<Provider, Arc<dyn Tracker>>,
+    upstreams: BTreeMap<Provider, Upstream>,
+    metrics: TicketMetrics,
+    credentials: Mutex<BTreeMap<Provider, Result<(), String>>>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
+}
+
+fn retry(reason: impl Into<String>) -> Disposition {
+    Disposition::Retry { after: RETRY, reason: reason.into() }
+}
+
+/// The marker of an incident: a Jira label, a hidden line in a GitHub issue.
+pub fn marker(incident_id: &str) -> String {
+    format!("sre-incident-{}", token(incident_id))
+}
+
+impl Sink {
+    /// A sink writing through `trackers`.
+    pub fn new(
+        config: Integration,
+        tickets: Tickets,
+        trackers: BTreeMap<Provider, Arc<dyn Tracker>>,
+        metrics: TicketMetrics,
+    ) -> Self {
+        let upstreams = trackers
+            .keys()
+            .map(|p| {
+                let (name, per_minute) = match p {
+                    // Jira Cloud's burst limits are per tenant; GitHub's content creation
+                    // is ~80 per minute.
+                    Provider::Jira => ("jira", 300),
+                    Provider::Github => ("github", 80),
+                };
+                let upstream = Upstream::new(UpstreamConfig {
+                    name,
+                    backoff: Backoff::default(),
+                    breaker: BreakerConfig::default(),
+                    rate_limit: std::num::NonZeroU32::new(per_minute).map(RateLimit::per_minute),
+                });
+                (*p, upstream)
+            })
+            .collect();
+        Self { config, tickets, trackers, upstreams, metrics, credentials: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The configured providers.
+    pub fn providers(&self) -> Vec<Provider> {
+        self.trackers.keys().copied().collect()
+    }
+
+    /// Readiness of `provider`: its credentials were accepted at the last check and its
+    /// breaker is not open.
+    pub fn provider_ready(&self, provider: Provider) -> Result<(), String> {
+        if let Some(Err(e)) = self.credentials.lock().unwrap_or_else(PoisonError::into_inner).get(&provider) {
+            return Err(e.clone());
+        }
+        match self.upstreams.get(&provider).map(Upstream::breaker_state) {
+            Some(BreakerState::Open) => Err("circuit open: the vendor is failing; facts wait on the bus".to_owned()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks each provider's credentials now (at start and then periodically).
+    pub async fn check_credentials(&self) {
+        for (provider, tracker) in &self.trackers {
+            let result = match tracker.check().await {
+                Ok(()) => Ok(()),
+                Err(e) if e.class() == ErrorClass::Auth => Err(format!("credentials refused: {e}")),
+                // Unreachable is the breaker's business; keep the last verdict.
+                Err(_) => continue,
+            };
+            if let Err(e) = &result {
+                tracing::error!(provider = ?provider, reason = %e, "ticketing credentials refused");
+            }
+            self.credentials.lock().unwrap_or_else(PoisonError::into_inner).insert(*provider, result);
+        }
+    }
+
+    fn tracker(&self, provider: Provider) -> Result<(&Arc<dyn Tracker>, &Upstream), String> {
+        match (self.trackers.get(&provider), self.upstreams.get(&provider)) {
+            (Some(t), Some(u)) => Ok((t, u)),
+            _ => Err(format!("{provider:?} is not configured")),
+        }
+    }
+
+    async fn vendor<T, F>(&self, provider: Provider, op: impl Fn() -> F) -> Result<T, CallError<VendorError>>
+    where
+        F: std::future::Future<Output = Result<T, VendorError>>,
+    {
+        let Ok((_, upstream)) = self.tracker(provider) else {
+            return Err(CallError::Permanent(VendorError::Invalid(format!("{provider:?} is not configured"))));
+        };
+        let started = Instant::now();
+        let result = upstream.call(op).await;
+        self.metrics.vendor(provider, started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn new_ticket(&self, incident: &IncidentCreated, target: &Target) -> NewTicket {
+        let t = &self.config.templates;
+        NewTicket {
+            project: target.project.clone(),
+            title: clip(&render(&t.title, incident), TITLE_MAX),
+            body: render(&t.body, incident),
+            marker: marker(&incident.incident_id),
+            severity: Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified).config_name().to_owned(),
+        }
+    }
+
+    async fn on_created(&self, incident: IncidentCreated) -> Disposition {
+        let target = route(&self.config, &incident);
+        let provider = target.provider;
+        let count = |o| self.metrics.count(provider, Action::Create, o);
+        let now = Timestamp::now();
+        let claim = TicketRecord {
+            incident_id: incident.incident_id.clone(),
+            state: TicketState::Claimed,
+            target: target.clone(),
+            ticket: None,
+            claimed_at: Some(now),
+            resolve_commented: false,
+            close_commented: false,
+            note: None,
+            updated_at: now,
+        };
+        match self.tickets.create(&claim).await {
+            Ok(revision) => return self.create_ticket(&incident, Read { record: claim, revision }, false).await,
+            Err(KvError::AlreadyExists) => {}
+            Err(e) => return retry(format!("ticket records unavailable: {e}")),
+        }
+        let read = match self.tickets.get(&incident.incident_id).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return retry("ticket record vanished; trying again"),
+            Err(e) => return retry(format!("ticket records unavailable: {e}")),
+        };
+        if read.record.state != TicketState::Claimed {
+            count(Outcome::Duplicate);
+            return Disposition::Ack;
+        }
+        let stale = read
+            .record
+            .claimed_at
+            .is_none_or(|at| now.duration_since(at) >= jiff::SignedDuration::try_from(STALE_CLAIM).unwrap_or_default());
+        if !stale {
+            count(Outcome::Waiting);
+            return Disposition::Retry { after: RETRY, reason: "another delivery is creating the ticket".to_owned() };
+        }
+        // A crash (or a failed call) left the claim. Re-claim it, then look for the ticket
+        // by its marker before creating one.
+        let mut reclaimed = read.record.clone();
+        // A released claim (`claimed_at: None`) means the vendor answered with an error:
+        // nothing was created, nothing to look for.
+        let maybe_created = read.record.claimed_at.is_some();
+        let since = read.record.claimed_at.unwrap_or(read.record.updated_at);
+        reclaimed.claimed_at = Some(now);
+        reclaimed.updated_at = now;
+        let revision = match self.tickets.update(&reclaimed, read.revision).await {
+            Ok(r) => r,
+            Err(KvError::WrongRevision) => return retry("another delivery took over the claim"),
+            Err(e) => return retry(format!("ticket records unavailable: {e}")),
+        };
+        let read = Read { record: reclaimed, revision };
+        if maybe_created && !self.config.dry_run {
+            let target = &read.record.target;
+            let Ok((tracker, _)) = self.tracker(target.provider) else {
+                return Disposition::DeadLetter { reason: format!("{:?} is not configured", target.provider) };
+            };
+            let mark = marker(&incident.incident_id);
+            match self.vendor(target.provider, || tracker.find(&target.project, &mark, since)).await {
+                Ok(Some(found)) => {
+                    tracing::info!(incident_id = %incident.incident_id, ticket = %found.key, "ticket found by its marker after an interrupted create");
+                    return self.record_created(&read, found, Outcome::Recovered).await;
+                }
+                Ok(None) => {}
+                Err(CallError::Permanent(e)) => return Disposition::DeadLetter { reason: e.to_string() },
+                Err(e) => return Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() },
+            }
+        }
+        self.create_ticket(&incident, read, true).await
+    }
+
+    async fn create_ticket(&self, incident: &IncidentCreated, read: Read, after_recovery: bool) -> Disposition {
+        let target = read.record.target.clone();
+        let provider = target.provider;
+        let ticket = self.new_ticket(incident, &target);
+        if self.config.dry_run {
+            tracing::info!(incident_id = %incident.incident_id, provider = ?provider, project = %target.project,
+                title = %ticket.title, "dry run: would create a ticket");
+            let dry = TicketRef { key: "dry-run".to_owned(), url: String::new() };
+            return self.record_created(&read, dry, Outcome::DryRun).await;
+        }
+        let tracker = match self.tracker(provider) {
+            Ok((t, _)) => t.clone(),
+            Err(e) => return Disposition::DeadLetter { reason: e },
+        };
+        match self.vendor(provider, || tracker.create(&ticket)).await {
+            Ok(created) => {
+                tracing::info!(incident_id = %incident.incident_id, ticket = %created.key, provider = ?provider,
+                    recovered_claim = after_recovery, "ticket created");
+                self.record_created(&read, created, Outcome::Done).await
+            }
+            Err(CallError::Permanent(e)) => {
+                let mut failed = read.record.clone();
+                failed.state = TicketState::Failed;
+                failed.note = Some(e.to_string());
+                failed.updated_at = Timestamp::now();
+                let _ = self.tickets.update(&failed, read.revision).await;
+                tracing::error!(incident_id = %incident.incident_id, reason = %e, "the vendor refused the ticket");
+                self.metrics.count(provider, Action::Create, Outcome::Failed);
+                Disposition::DeadLetter { reason: e.to_string() }
+            }
+            Err(e) => {
+                // The vendor answered with an error, or the breaker is open: nothing was
+                // created, so the next delivery may create at once. After a timeout the
+                // create may have happened: the claim stays, to be recovered by marker.
+                let answered = matches!(&e, CallError::CircuitOpen { .. })
+                    || matches!(
+                        &e,
+                        CallError::Exhausted { last: VendorError::Status { .. } | VendorError::Throttled { .. }, .. }
+                    );
+                if answered {
+                    let mut released = read.record.clone();
+                    released.claimed_at = None;
+                    let _ = self.tickets.update(&released, read.revision).await;
+                }
+                self.metrics.count(provider, Action::Create, Outcome::Retried);
+                Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }
+            }
+        }
+    }
+
+    async fn record_created(&self, read: &Read, ticket: TicketRef, outcome: Outcome) -> Disposition {
+        let mut created = read.record.clone();
+        created.state = TicketState::Created;
+        created.ticket = Some(ticket);
+        created.claimed_at = None;
+        created.updated_at = Timestamp::now();
+        match self.tickets.update(&created, read.revision).await {
+            Ok(_) => {
+                self.metrics.count(read.record.target.provider, Action::Create, outcome);
+                Disposition::Ack
+            }
+            // Created but not recorded: the claim stays and the next delivery finds the
+            // ticket by its marker instead of creating another.
+            Err(e) => retry(format!("ticket created, mapping not saved: {e}")),
+        }
+    }
+
+    /// IncidentResolved and IncidentClosed: a comment, then the vendor's transition, each
+    /// step recorded so a redelivery does not repeat it.
+    async fn on_update(&self, incident_id: &str, action: Action, comment: String) -> Disposition {
+        for _ in 0..3 {
+            let read = match self.tickets.get(incident_id).await {
+                Ok(Some(read)) => read,
+                Ok(None) => {
+                    self.metrics.count(self.config.default_provider, action, Outcome::Waiting);
+                    return Disposition::Retry {
+                        after: WAIT_FOR_TICKET,
+                        reason: "the ticket does not exist yet".to_owned(),
+                    };
+                }
+                Err(e) => return retry(format!("ticket records unavailable: {e}")),
+            };
+            let provider = read.record.target.provider;
+            let (done_state, commented) = match action {
+                Action::Resolve => (TicketState::Resolved, read.record.resolve_commented),
+                _ => (TicketState::Closed, read.record.close_commented),
+            };
+            match (read.record.state, action) {
+                (TicketState::Claimed, _) => {
+                    self.metrics.count(provider, action, Outcome::Waiting);
+                    return Disposition::Retry {
+                        after: WAIT_FOR_TICKET,
+                        reason: "the ticket is being created".to_owned(),
+                    };
+                }
+                (TicketState::Failed, _) | (TicketState::Closed, _) | (TicketState::Resolved, Action::Resolve) => {
+                    self.metrics.count(provider, action, Outcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                _ => {}
+            }
+            let Some(ticket) = read.record.ticket.clone() else { return retry("ticket record without a ticket") };
+            let project = read.record.target.project.clone();
+            if self.config.dry_run {
+                tracing::info!(%incident_id, ticket = %ticket.key, action = ?action, "dry run: would update the ticket");
+            } else {
+                let tracker = match self.tracker(provider) {
+                    Ok((t, _)) => t.clone(),
+                    Err(e) => return Disposition::DeadLetter { reason: e },
+                };
+                let mut read = read.clone();
+                if !commented {
+                    if let Err(e) = self.vendor(provider, || tracker.comment(&project, &ticket, &comment)).await {
+                        return self.vendor_failed(provider, action, e);
+                    }
+                    let mut noted = read.record.clone();
+                    match action {
+                        Action::Resolve => noted.resolve_commented = true,
+                        _ => noted.close_commented = true,
+                    }
+                    match self.tickets.update(&noted, read.revision).await {
+                        Ok(revision) => read = Read { record: noted, revision },
+                        Err(KvError::WrongRevision) => continue,
+                        Err(e) => return retry(format!("comment posted, record not saved: {e}")),
+                    }
+                }
+                let step = match action {
+                    Action::Resolve => self.vendor(provider, || tracker.resolve(&project, &ticket)).await,
+                    _ => self.vendor(provider, || tracker.close(&project, &ticket)).await,
+                };
+                if let Err(e) = step {
+                    return self.vendor_failed(provider, action, e);
+                }
+                return self.record_state(&read, done_state, provider, action).await;
+            }
+            return self.record_state(&read, done_state, provider, action).await;
+        }
+        retry("ticket record contended")
+    }
+
+    async fn record_state(&self, read: &Read, state: TicketState, provider: Provider, action: Action) -> Disposition {
+        let mut next = read.record.clone();
+        next.state = state;
+        next.updated_at = Timestamp::now();
+        match self.tickets.update(&next, read.revision).await {
+            Ok(_) | Err(KvError::WrongRevision) => {
+                let outcome = if self.config.dry_run { Outcome::DryRun } else { Outcome::Done };
+                self.metrics.count(provider, action, outcome);
+                Disposition::Ack
+            }
+            // Done at the vendor, not recorded: transitions and labels are idempotent
+            // there, so doing them again is harmless.
+            Err(e) => retry(format!("ticket updated, record not saved: {e}")),
+        }
+    }
+
+    fn vendor_failed(&self, provider: Provider, action: Action, e: CallError<VendorError>) -> Disposition {
+        match e {
+            CallError::Permanent(e) => {
+                self.metrics.count(provider, action, Outcome::Failed);
+                Disposition::DeadLetter { reason: e.to_string() }
+            }
+            e => {
+                self.metrics.count(provider, action, Outcome::Retried);
+                Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }
+            }
+        }
+    }
+}
+
+/// The handler the fact consumer runs.
+#[derive(Debug, Clone)]
+pub struct Handler(pub Arc<Sink>);
+
+fn note(verb: &str, by: &str, reason: &str) -> String {
+    match (by.is_empty(), reason.is_empty()) {
+        (true, true) => format!("Incident {verb}."),
+        (false, true) => format!("Incident {verb} by {by}."),
+        (true, false) => format!("Incident {verb}: {reason}"),
+        (false, false) => format!("Incident {verb} by {by}: {reason}"),
+    }
+}
+
+impl FactHandler for Handler {
+    async fn handle(&self, fact: ReceivedFact) -> Disposition {
+        let undecodable = |e: prost::DecodeError| Disposition::DeadLetter { reason: format!("undecodable fact: {e}") };
+        if fact.is::<IncidentCreated>() {
+            match fact.decode::<IncidentCreated>() {
+                Ok(i) => self.0.on_created(i).await,
+                Err(e) => undecodable(e),
+            }
+        } else if fact.is::<IncidentResolved>() {
+            match fact.decode::<IncidentResolved>() {
+                Ok(r) => self.0.on_update(&r.incident_id, Action::Resolve, note("resolved", &r.by, &r.reason)).await,
+                Err(e) => undecodable(e),
+            }
+        } else if fact.is::<IncidentClosed>() {
+            match fact.decode::<IncidentClosed>() {
+                Ok(c) => self.0.on_update(&c.incident_id, Action::Close, note("closed", &c.by, &c.reason)).await,
+                Err(e) => undecodable(e),
+            }
+        } else {
+            Disposition::Ack
+        }
+    }
+}
