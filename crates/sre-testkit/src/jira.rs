@@ -43,7 +43,8 @@ pub struct Issue {
     pub status: String,
     /// Comment bodies as sent.
     pub comments: Vec<Value>,
-    created: Instant,
+    /// When it was created.
+    pub created: Instant,
 }
 
 #[derive(Debug, Default)]

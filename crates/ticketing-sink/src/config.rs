@@ -106,6 +106,13 @@ pub struct Jira {
     /// Labels added to every ticket (no spaces).
     #[serde(default = "default_labels")]
     pub labels: Vec<String>,
+    /// Requests per minute this sink sends (Jira Cloud's burst limits are per site).
+    #[serde(default = "default_jira_rate")]
+    pub requests_per_minute: u32,
+}
+
+fn default_jira_rate() -> u32 {
+    300
 }
 
 fn default_issue_type() -> String {
@@ -159,6 +166,13 @@ pub struct Github {
     /// Label added when the incident resolves.
     #[serde(default = "default_resolved_label")]
     pub resolved_label: String,
+    /// Requests per minute (GitHub's secondary limit on content creation is ~80/min).
+    #[serde(default = "default_github_rate")]
+    pub requests_per_minute: u32,
+}
+
+fn default_github_rate() -> u32 {
+    80
 }
 
 fn default_github_url() -> String {

@@ -68,10 +68,8 @@ impl Sink {
             .keys()
             .map(|p| {
                 let (name, per_minute) = match p {
-                    // Jira Cloud's burst limits are per tenant; GitHub's content creation
-                    // is ~80 per minute.
-                    Provider::Jira => ("jira", 300),
-                    Provider::Github => ("github", 80),
+                    Provider::Jira => ("jira", config.jira.as_ref().map_or(300, |j| j.requests_per_minute)),
+                    Provider::Github => ("github", config.github.as_ref().map_or(80, |g| g.requests_per_minute)),
                 };
                 let upstream = Upstream::new(UpstreamConfig {
                     name,
