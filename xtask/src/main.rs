@@ -341,6 +341,60 @@ fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Child> {
     cmd.process_group(0).spawn().with_context(|| format!("starting {what}"))
 }
 
+/// Secrets of the demo configurations (placeholders the stand-ins accept; loopback only).
+const DEMO_SECRETS: [(&str, &str); 5] = [
+    ("SECRET_DEMO_ARGOCD_TOKEN", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.ZGVtbw"),
+    ("SECRET_DEMO_JIRA_TOKEN", "demo-jira-pat"),
+    ("SECRET_DEMO_GITHUB_TOKEN", "demo-github-token"),
+    ("SECRET_DEMO_PAGERDUTY_ROUTING_KEY", "DEMOR0UT1NGKEY0123456789ABCDEFGH"),
+    ("SECRET_DEMO_OPSGENIE_API_KEY", "demo-opsgenie-key"),
+];
+
+/// One HTTP/1.1 request over loopback; the status, or `None` when nothing answered.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn demo_alert(ends_at: Option<&str>) -> String {
+    let mut alert = serde_json::json!({
+        "labels": {"alertname": "CheckoutErrorRate", "severity": "critical", "service": "checkout-api",
+                   "environment": "production", "team": "payments", "cluster": "demo-1"},
+        "annotations": {"summary": "checkout-api error rate above 5%", "description": "7.2% of checkout requests fail (threshold 5%).",
+                        "runbook_url": "https://runbooks.example.com/checkout/errors"},
+        "generatorURL": "http://prometheus.demo:9090/graph?g0.expr=errors",
+    });
+    if let Some(t) = ends_at {
+        alert["endsAt"] = serde_json::json!(t);
+    }
+    serde_json::json!([alert]).to_string()
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 fn run() -> anyhow::Result<()> {
     let tools = setup()?;
     status(cargo().args(["build", "--workspace", "--bins"]))?;
@@ -348,32 +402,110 @@ fn run() -> anyhow::Result<()> {
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     let state = root().join(".tools/run");
+    let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
     let mut stack = Stack(Vec::new());
     let nats = spawn(
         Command::new(&tools.nats_server)
             .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
-            .arg(state.join("jetstream")),
+            .arg(state.join("jetstream"))
+            .stderr(std::fs::File::create(state.join("nats-server.log"))?),
         "nats-server",
     )?;
     stack.0.push(("nats-server".to_owned(), nats));
-    let _ = tools.alertmanager;
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let standins = spawn(
+        Command::new(target.join("debug").join("sre-standins"))
+            .env("NATS_URL", "nats://127.0.0.1:4222")
+            .env("SRE_STANDINS_AUTO", "1"),
+        "sre-standins",
+    )?;
+    stack.0.push(("sre-standins".to_owned(), standins));
     for (i, adapter) in ADAPTERS.iter().enumerate() {
-        let config = root().join("deploy/config").join(format!("{adapter}.yaml"));
-        let child = spawn(
-            Command::new(target.join("debug").join(adapter))
-                .arg("--config")
-                .arg(&config)
-                .env("NATS_URL", "nats://127.0.0.1:4222")
-                .env("HTTP_ADDR", format!("127.0.0.1:{}", 8080 + i)),
-            adapter,
-        )?;
-        stack.0.push(((*adapter).to_owned(), child));
-        eprintln!("xtask: {adapter} on http://127.0.0.1:{}/readyz", 8080 + i);
+        let config = root().join("deploy/demo").join(format!("{adapter}.yaml"));
+        let mut cmd = Command::new(target.join("debug").join(adapter));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("NATS_URL", "nats://127.0.0.1:4222")
+            .env("HTTP_ADDR", format!("127.0.0.1:{}", 8080 + i))
+            .env("POD_NAME", format!("{adapter}-demo"));
+        let log = std::fs::File::create(state.join(format!("{adapter}.log")))?;
+        cmd.stdout(log.try_clone()?).stderr(log);
+        for (k, v) in DEMO_SECRETS {
+            cmd.env(k, v);
+        }
+        stack.0.push(((*adapter).to_owned(), spawn(&mut cmd, adapter)?));
     }
-    eprintln!("xtask: nats-server on nats://127.0.0.1:4222 (monitor http://127.0.0.1:8222); Ctrl-C stops everything");
+    for (i, adapter) in ADAPTERS.iter().enumerate() {
+        let port = 8080 + i as u16;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(port, "GET", "/readyz", "") != Some(200) {
+            if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+                anyhow::bail!("{adapter} did not become ready; see {}", state.join(format!("{adapter}.log")).display());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!(
+            "xtask: {adapter} ready on http://127.0.0.1:{port} (/healthz /readyz /metrics; logs in .tools/run/{adapter}.log)"
+        );
+    }
+    // The scenario: a critical alert through a real Alertmanager (or straight to the
+    // ingress when none is installed), then its resolution 30 s later.
+    let am_port = 9093;
+    let am = if tools.alertmanager.exists() {
+        let config = state.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: sre\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: sre\n    webhook_configs:\n      - url: http://127.0.0.1:8080/webhooks/alertmanager\n        send_resolved: true\n",
+        )?;
+        let child = spawn(
+            Command::new(&tools.alertmanager)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", state.join("alertmanager").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+                .arg("--cluster.listen-address=")
+                .stderr(std::fs::File::create(state.join("alertmanager.log"))?),
+            "alertmanager",
+        )?;
+        stack.0.push(("alertmanager".to_owned(), child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http(am_port, "GET", "/-/ready", "") != Some(200) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        true
+    } else {
+        eprintln!("xtask: no Alertmanager installed; sending the webhook directly");
+        false
+    };
+    let fire = |ends_at: Option<String>| -> Option<u16> {
+        if am {
+            http(am_port, "POST", "/api/v2/alerts", &demo_alert(ends_at.as_deref()))
+        } else {
+            let status = if ends_at.is_some() { "resolved" } else { "firing" };
+            let alerts: serde_json::Value = serde_json::from_str(&demo_alert(ends_at.as_deref())).unwrap_or_default();
+            let mut alert = alerts[0].clone();
+            alert["status"] = serde_json::json!(status);
+            alert["startsAt"] = serde_json::json!("2026-01-01T00:00:00Z");
+            alert["fingerprint"] = serde_json::json!("d3m0f1ngerpr1nt0");
+            let body = serde_json::json!({"version": "4", "groupKey": "{}:{alertname=\"CheckoutErrorRate\"}", "status": status,
+                "receiver": "sre", "groupLabels": {"alertname": "CheckoutErrorRate"}, "commonLabels": {}, "commonAnnotations": {},
+                "externalURL": "http://synthetic", "truncatedAlerts": 0, "alerts": [alert]});
+            http(8080, "POST", "/webhooks/alertmanager", &body.to_string())
+        }
+    };
+    eprintln!(
+        "xtask: firing CheckoutErrorRate (critical, checkout-api); it resolves in 30 s. The timeline follows; Ctrl-C stops everything."
+    );
+    let _ = fire(None);
+    let resolve_at = Instant::now() + Duration::from_secs(30);
+    let mut resolved = false;
     while !stop.load(Ordering::SeqCst) {
+        if !resolved && Instant::now() >= resolve_at {
+            eprintln!("xtask: resolving CheckoutErrorRate");
+            let _ = fire(Some(rfc3339(std::time::SystemTime::now())));
+            resolved = true;
+        }
         for (name, child) in stack.0.iter_mut() {
             if let Some(s) = child.try_wait()? {
                 eprintln!("xtask: {name} exited ({s}); stopping the rest");

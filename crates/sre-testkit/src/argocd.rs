@@ -285,7 +285,12 @@ impl FakeArgoCd {
 
     /// Starts on a free loopback port; requests must carry `Bearer <token>`.
     pub async fn start(token: &str, apps: Vec<App>) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(0, token, apps).await
+    }
+
+    /// Starts on `127.0.0.1:<port>` (0: a free one).
+    pub async fn start_on(port: u16, token: &str, apps: Vec<App>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (state, app) = Self::router(token, apps);
         let task = tokio::spawn(async move {

@@ -312,12 +312,17 @@ impl FakeGithub {
     /// Starts on a free loopback port serving these repositories; requests must carry
     /// `Bearer <token>` and a User-Agent.
     pub async fn start(token: &str, repos: &[&str]) -> std::io::Result<Self> {
+        Self::start_on(0, token, repos).await
+    }
+
+    /// Starts on `127.0.0.1:<port>` (0: a free one).
+    pub async fn start_on(port: u16, token: &str, repos: &[&str]) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(Inner {
             token: token.to_owned(),
             repos: repos.iter().map(|r| (*r).to_owned()).collect(),
             ..Inner::default()
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route("/repos/{o}/{r}", get(repo_get))

@@ -322,6 +322,11 @@ impl FakeJira {
     /// Starts on a free loopback port with these projects. `authorization` is the exact
     /// header value expected (`Basic …` for Cloud, `Bearer …` for DC).
     pub async fn start(flavor: Flavor, authorization: &str, projects: &[&str]) -> std::io::Result<Self> {
+        Self::start_on(0, flavor, authorization, projects).await
+    }
+
+    /// Starts on `127.0.0.1:<port>` (0: a free one).
+    pub async fn start_on(port: u16, flavor: Flavor, authorization: &str, projects: &[&str]) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(Inner {
             flavor: Some(flavor),
             auth: authorization.to_owned(),
@@ -336,7 +341,7 @@ impl FakeJira {
             Flavor::Cloud => format!("{api}/search/jql"),
             Flavor::DataCenter => format!("{api}/search"),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route(&format!("{api}/issue"), post(create))

@@ -169,8 +169,13 @@ async fn request_status(State(state): State<Shared>, Path(id): Path<String>, hea
 impl FakeOpsgenie {
     /// Starts on a free loopback port; requests must carry `GenieKey <key>`.
     pub async fn start(key: &str) -> std::io::Result<Self> {
+        Self::start_on(0, key).await
+    }
+
+    /// Starts on `127.0.0.1:<port>` (0: a free one).
+    pub async fn start_on(port: u16, key: &str) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(Inner { key: key.to_owned(), ..Inner::default() }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route("/v2/alerts", post(create))

@@ -201,8 +201,13 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
 impl FakePagerDuty {
     /// Starts on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(0).await
+    }
+
+    /// Starts on `127.0.0.1:<port>` (0: a free one).
+    pub async fn start_on(port: u16) -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(Inner::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new().route("/v2/enqueue", post(enqueue)).with_state(state.clone());
         let task = tokio::spawn(async move {
