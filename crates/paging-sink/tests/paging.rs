@@ -303,3 +303,20 @@ async fn follow_ups_go_to_the_routing_key_that_paged_even_after_the_routes_chang
     assert_eq!(ack.routing_key, ROUTING_KEY);
     assert!(ack.applied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_logs_what_it_would_page_and_sends_nothing() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s =
+        stack(&config(&pd, None, ALWAYS).replace("paging_integration:\n", "paging_integration:\n  dry_run: true\n"));
+    let sink = s.sink("paging-0");
+    s.created("inc-dry", Severity::Critical, "checkout-api", "f-dry").await;
+    s.resolved("inc-dry").await;
+    eventually("both facts handled", WAIT, || async {
+        metric(&sink, "paging_sink_pages_total", &["DryRun"]) >= 1.0
+            && metric(&sink, "paging_sink_follow_ups_total", &["DryRun"]) >= 1.0
+    })
+    .await;
+    assert_eq!(pd.requests(), 0, "nothing sent");
+    assert!(sink.logs().contains("dry run: would page"), "{}", sink.logs());
+}

@@ -300,3 +300,20 @@ async fn github_issues_with_two_replicas_and_a_rate_limit() {
     assert_eq!(issue.labels, ["sre-incident", "resolved"], "labels added, not replaced");
     assert_eq!(issue.comments.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_logs_what_it_would_send_and_sends_nothing() {
+    let jira = FakeJira::start(Flavor::Cloud, &basic(), &["OPS"]).await.expect("jira");
+    let s = stack(
+        &jira_config(&jira, "cloud").replace("ticketing_integration:\n", "ticketing_integration:\n  dry_run: true\n"),
+    );
+    let sink = s.sink("ticketing-0");
+    s.created("inc-dry", "checkout-api", "f-dry").await;
+    s.resolved("inc-dry").await;
+    eventually("both facts handled", WAIT, || async {
+        metric(&sink, "ticketing_sink_facts_total", &["DryRun"]) >= 2.0
+    })
+    .await;
+    assert_eq!(jira.calls(), 0, "nothing sent, not even the credentials check");
+    assert!(sink.logs().contains("dry run: would create a ticket"), "{}", sink.logs());
+}
