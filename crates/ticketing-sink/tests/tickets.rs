@@ -317,3 +317,30 @@ async fn dry_run_logs_what_it_would_send_and_sends_nothing() {
     assert_eq!(jira.calls(), 0, "nothing sent, not even the credentials check");
     assert!(sink.logs().contains("dry run: would create a ticket"), "{}", sink.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_fail_readiness_naming_the_provider() {
+    // The test Jira expects another token than the sink has.
+    let jira = FakeJira::start(Flavor::Cloud, "Basic c29tZW9uZS1lbHNl", &["OPS"]).await.expect("jira");
+    let s = stack(&jira_config(&jira, "cloud"));
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        &["--config", s.config.to_str().expect("utf-8")],
+        &[
+            ("NATS_URL", &s.nats.url()),
+            ("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN),
+            ("SECRET_PLATFORM_JIRA_EMAIL", JIRA_EMAIL),
+        ],
+    )
+    .expect("spawns");
+    let body = sink.wait_for_status("/readyz", 503, WAIT).expect("answers");
+    eventually("readiness names jira", WAIT, || async {
+        sink.get("/readyz").is_some_and(|(code, body)| {
+            code == 503 && body.contains("\"jira\"") && body.contains("credentials refused")
+        })
+    })
+    .await;
+    let (_, body2) = sink.get("/readyz").unwrap_or_default();
+    assert!(body2.contains("401"), "{body} {body2}");
+    assert!(!body2.contains(JIRA_TOKEN) && !sink.logs().contains(JIRA_TOKEN), "the token never appears");
+}
