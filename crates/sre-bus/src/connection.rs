@@ -39,6 +39,32 @@ pub struct Bus {
     topology_ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
+/// Splits `scheme://user:password@rest` into `scheme://rest` and the credentials
+/// (percent-decoded); any other URL comes back as it is.
+pub(crate) fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_owned(), None) };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return (url.to_owned(), None) };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    (format!("{scheme}://{host}"), Some((decode(user), decode(password))))
+}
+
 impl Bus {
     /// Connects with reconnect and backoff. Returns once the client exists, even while the
     /// server is unreachable: the client keeps trying, and [`Bus::is_ready`] says when it
@@ -73,7 +99,13 @@ impl Bus {
         if let Some(path) = &config.credentials_file {
             options = options.credentials_file(path).await?;
         }
-        let client = options.connect(config.url.as_str()).await?;
+        // `nats://user:password@host:port` (e.g. NATS_URL from a Kubernetes Secret): the
+        // credentials go into the CONNECT, the rest is the address.
+        let (url, user) = split_credentials(&config.url);
+        if let Some((user, password)) = user {
+            options = options.user_and_password(user, password);
+        }
+        let client = options.connect(url.as_str()).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .max_ack_inflight(5_000)
@@ -173,5 +205,18 @@ impl Bus {
     /// The configuration in force.
     pub fn config(&self) -> &BusConfig {
         &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_credentials;
+
+    #[test]
+    fn credentials_in_the_url_are_split_off() {
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".to_owned(), None));
+        let (url, creds) = split_credentials("nats://paging-sink:p%40ss:w@nats.sre.svc:4222");
+        assert_eq!(url, "nats://nats.sre.svc:4222");
+        assert_eq!(creds, Some(("paging-sink".to_owned(), "p@ss:w".to_owned())));
     }
 }

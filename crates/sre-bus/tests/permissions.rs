@@ -1,0 +1,147 @@
+//! Invariant 1 at the bus: with nats-server configured from `deploy/nats/sre.conf`, an
+//! adapter's user can publish its intents, a sink's user can consume facts and record dead
+//! letters, and neither can publish a fact. The type system already keeps adapters from
+//! writing it (see `tests/ui`); this shows the bus refuses it too.
+
+use std::path::Path;
+use std::time::Duration;
+
+use prost::Message;
+use sre_bus::{Bus, BusConfig, BusMetrics, ConsumerConfig, Disposition, FactConsumer, FactHandler, ReceivedFact};
+use sre_contracts::domain::v1::{IncidentCreated, IngestAlertRequested, MessageMeta, Source};
+use sre_contracts::{BusMessage, streams};
+use sre_testkit::NatsServer;
+
+const USERS: [(&str, &str); 5] = [
+    ("SRE_DOMAIN_PASSWORD", "domain-pw"),
+    ("ALERTMANAGER_INGRESS_PASSWORD", "ingress-pw"),
+    ("ARGOCD_SYNC_PASSWORD", "argocd-pw"),
+    ("TICKETING_SINK_PASSWORD", "ticketing-pw"),
+    ("PAGING_SINK_PASSWORD", "paging-pw"),
+];
+
+/// nats-server from the deploy file, with the passwords it reads from its environment
+/// defined in front of it (as a Kubernetes Secret would put them in the environment).
+fn server(dir: &Path) -> NatsServer {
+    let deploy = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/sre.conf"))
+        .expect("deploy/nats/sre.conf");
+    let vars: String = USERS.iter().map(|(k, v)| format!("{k}: \"{v}\"\n")).collect();
+    let config = dir.join("nats.conf");
+    std::fs::write(&config, format!("{vars}\n{deploy}")).expect("config");
+    NatsServer::start_with_config(&config).expect("nats-server with the deploy permissions")
+}
+
+fn url(server: &NatsServer, user: &str, password: &str) -> String {
+    format!("nats://{user}:{password}@127.0.0.1:{}", server.port())
+}
+
+async fn bus(url: String, who: &str) -> Bus {
+    let config = BusConfig { url, ack_timeout: Duration::from_secs(2), ..BusConfig::default() };
+    let bus = Bus::connect(config, Source { service: who.into(), instance: "test".into() }, BusMetrics::default())
+        .await
+        .expect("connects");
+    bus.ensure_topology(&tokio_util::sync::CancellationToken::new()).await.expect("streams");
+    bus
+}
+
+/// A plain client for `url` (`nats://user:password@host:port`).
+async fn client(url: &str) -> Result<async_nats::Client, String> {
+    let rest = url.trim_start_matches("nats://");
+    let (userinfo, host) = rest.rsplit_once('@').ok_or("no credentials")?;
+    let (user, password) = userinfo.split_once(':').ok_or("no password")?;
+    async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
+        .connect(format!("nats://{host}"))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn stored(url: String, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(client(&url).await.expect("client"));
+    js.get_stream(stream).await.expect("stream").get_info().await.expect("info").state.messages
+}
+
+async fn raw_publish(url: String, subject: &str, body: Vec<u8>) -> Result<(), String> {
+    let js = async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client(&url).await?);
+    let ack = js.publish(subject.to_owned(), body.into()).await.map_err(|e| e.to_string())?;
+    ack.await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Runs a step, failing the test with its name if it hangs.
+async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(15), f).await.unwrap_or_else(|_| panic!("step hung: {what}"))
+}
+
+fn fact() -> IncidentCreated {
+    IncidentCreated { incident_id: "inc-forged".into(), title: "forged".into(), ..Default::default() }
+}
+
+struct Ack;
+impl FactHandler for Ack {
+    async fn handle(&self, _fact: ReceivedFact) -> Disposition {
+        Disposition::DeadLetter { reason: "recorded as a dead letter by the sink's user".into() }
+    }
+}
+
+#[tokio::test]
+async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    let domain = url(&server, "sre-domain", "domain-pw");
+    let ingress = url(&server, "alertmanager-ingress", "ingress-pw");
+    let sink = url(&server, "ticketing-sink", "ticketing-pw");
+
+    // The ingress publishes its intent through the only publisher it has.
+    let ingress_bus = step("ingress connects", bus(ingress.clone(), "alertmanager-ingress")).await;
+    let intent = IngestAlertRequested {
+        meta: Some(MessageMeta { idempotency_key: "alert-1".into(), ..Default::default() }),
+        fingerprint: "abc".into(),
+        ..Default::default()
+    };
+    step("ingress publishes", ingress_bus.intent_publisher().publish(&intent)).await.expect("the intent is stored");
+    assert_eq!(step("count", stored(domain.clone(), streams::INTENTS)).await, 1);
+
+    // A fact published with the ingress's credentials by any other means is refused.
+    let refused =
+        step("forged fact", raw_publish(ingress.clone(), IncidentCreated::SUBJECT, fact().encode_to_vec())).await;
+    assert!(refused.is_err(), "the bus refused the forged fact");
+    // …and so is deleting the facts stream.
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client(&ingress).await.expect("client"));
+    assert!(step("delete", js.delete_stream(streams::FACTS)).await.is_err(), "no stream deletion");
+
+    // A sink cannot publish intents or facts either.
+    assert!(
+        step("sink intent", raw_publish(sink.clone(), IngestAlertRequested::SUBJECT, intent.encode_to_vec()))
+            .await
+            .is_err()
+    );
+    assert!(
+        step("sink fact", raw_publish(sink.clone(), IncidentCreated::SUBJECT, fact().encode_to_vec())).await.is_err()
+    );
+    assert_eq!(stored(domain.clone(), streams::FACTS).await, 0, "no fact got in");
+    assert_eq!(stored(domain.clone(), streams::INTENTS).await, 1, "no intent from the sink got in");
+
+    // The domain publishes a fact; the sink consumes it and may record a dead letter.
+    raw_publish(domain.clone(), IncidentCreated::SUBJECT, fact().encode_to_vec()).await.expect("the domain may");
+    let sink_bus = step("sink connects", bus(sink, "ticketing-sink")).await;
+    let consumer = FactConsumer::bind(
+        &sink_bus,
+        ConsumerConfig {
+            durable_name: "ticketing-sink".into(),
+            filter_subjects: vec![IncidentCreated::SUBJECT.into()],
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .expect("the sink binds its consumer");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(consumer.run(Ack, cancel.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stored(domain.clone(), streams::DEAD_LETTER).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "the sink's dead letter was not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    let _ = run.await;
+}
