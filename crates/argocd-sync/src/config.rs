@@ -37,7 +37,8 @@ pub struct Integration {
     /// Time between two polls (jitter is added).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// The Argo CD servers to read.
+    /// The Argo CD servers to read: one (a map) or several (a list).
+    #[serde(deserialize_with = "one_or_many")]
     pub argocd_server: Vec<ArgoServer>,
     /// Environments to report; applications outside them are ignored.
     pub environments: Vec<String>,
@@ -126,6 +127,24 @@ pub struct ArgoServer {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ArgoServer>, D::Error> {
+    // A visitor, not an untagged enum: the inner errors keep their field names.
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<ArgoServer>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a server (url, secret_ref, …) or a list of them")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            ArgoServer::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|s| vec![s])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<ArgoServer>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -184,5 +203,34 @@ impl ServiceConfig for Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        sre_runtime::load_config::<Config>(yaml, &sre_runtime::config::Vars::default())
+    }
+
+    #[test]
+    fn one_server_as_a_map_or_several_as_a_list() {
+        let one = load(
+            "argocd_integration:\n  argocd_server: {url: https://argocd.example.com}\n  environments: [production]\n",
+        )
+        .expect("a map");
+        assert_eq!(one.argocd_integration.argocd_server.len(), 1);
+        let two = load(
+            "argocd_integration:\n  argocd_server:\n    - url: https://a.example.com\n    - url: https://b.example.com\n  environments: [production]\n",
+        )
+        .expect("a list");
+        assert_eq!(two.argocd_integration.argocd_server.len(), 2);
+        let err =
+            load("argocd_integration:\n  argocd_server: {url: ftp://x}\n  environments: [p]\n").expect_err("scheme");
+        assert!(err.to_string().contains("argocd_server[0].url"), "{err}");
+        let err =
+            load("argocd_integration:\n  argocd_server: {urll: https://x}\n  environments: [p]\n").expect_err("typo");
+        assert!(err.to_string().contains("urll"), "the misspelt key is named: {err}");
     }
 }
