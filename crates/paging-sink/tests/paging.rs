@@ -320,3 +320,30 @@ async fn dry_run_logs_what_it_would_page_and_sends_nothing() {
     assert_eq!(pd.requests(), 0, "nothing sent");
     assert!(sink.logs().contains("dry run: would page"), "{}", sink.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_each_deferred_page_once() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hours, opening) = opening_in(8);
+    let s = stack(&config(&pd, None, &hours));
+    let a = s.sink("paging-a");
+    let b = s.sink("paging-b");
+    for i in 0..5 {
+        s.created(&format!("inc-deferred-{i}"), Severity::High, "checkout-api", &format!("f-d-{i}")).await;
+    }
+    eventually("all deferred", WAIT, || async {
+        metric(&a, "paging_sink_pages_total", &["Deferred"]) + metric(&b, "paging_sink_pages_total", &["Deferred"])
+            >= 5.0
+    })
+    .await;
+    assert!(pd.alerts().is_empty() && jiff::Timestamp::now() < opening, "nothing before the opening");
+    eventually("all fired", WAIT, || async { pd.alerts().len() >= 5 }).await;
+    let fired =
+        || metric(&a, "paging_sink_pages_total", &["Fired"]) + metric(&b, "paging_sink_pages_total", &["Fired"]);
+    eventually("every firing recorded", WAIT, || async { fired() >= 5.0 }).await;
+    // A second firing would show as a second trigger, merged by PagerDuty into the alert.
+    assert_eq!(pd.alerts().len(), 5, "one page each across two replicas");
+    assert!(pd.alerts().iter().all(|a| a.merged == 0), "no trigger sent twice: {:?}", pd.alerts());
+    assert_eq!(pd.events().len(), 5);
+    assert_eq!(fired(), 5.0);
+}
