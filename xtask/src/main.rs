@@ -47,8 +47,10 @@ enum Task {
     },
     /// Everything CI checks.
     Ci,
-    /// Run nats-server and the four adapters locally until Ctrl-C.
+    /// The demo stack: nats-server, the adapters, stand-ins, a scenario; until Ctrl-C.
     Run,
+    /// Every adapter's benchmark, then start-up time and idle RSS of each, in one report.
+    Bench,
     /// Fuzz the webhook payload parser (installs cargo-fuzz when missing).
     Fuzz {
         /// libFuzzer runs.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Ci => ci(),
         Task::Run => run(),
+        Task::Bench => bench(),
         Task::Fuzz { runs } => fuzz(runs),
     };
     match result {
@@ -339,6 +342,86 @@ impl Drop for Stack {
 /// xtask, which then stops the stack in order.
 fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Child> {
     cmd.process_group(0).spawn().with_context(|| format!("starting {what}"))
+}
+
+/// Runs each adapter's benchmark (release build), keeps the table lines it prints, then
+/// measures each release binary's start-up time (spawn to `/readyz` 200 with nats-server
+/// up) and idle RSS, and prints it all as one report.
+fn bench() -> anyhow::Result<()> {
+    let tools = setup()?;
+    let mut report = String::new();
+    for adapter in ADAPTERS {
+        eprintln!("xtask: benchmarking {adapter}");
+        let out = cargo().args(["bench", "-p", adapter]).stderr(std::process::Stdio::inherit()).output()?;
+        anyhow::ensure!(out.status.success(), "cargo bench -p {adapter} failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        report.push_str(&format!("\n## {adapter}\n\n"));
+        for line in text.lines().filter(|l| {
+            l.starts_with('|')
+                || l.contains("benchmark")
+                || l.contains("p99")
+                || l.contains("RSS")
+                || l.starts_with("fleet:")
+                || l.starts_with("group")
+                || l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+        }) {
+            report.push_str(line);
+            report.push('\n');
+        }
+    }
+    // Start-up and idle memory, each binary on its demo configuration.
+    let state = root().join(".tools/bench");
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state)?;
+    let mut stack = Stack(Vec::new());
+    let nats = spawn(
+        Command::new(&tools.nats_server)
+            .args(["-js", "-a", "127.0.0.1", "-p", "4299", "-sd"])
+            .arg(state.join("jetstream"))
+            .stderr(std::process::Stdio::null()),
+        "nats-server",
+    )?;
+    stack.0.push(("nats-server".to_owned(), nats));
+    std::thread::sleep(Duration::from_millis(500));
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    report.push_str("\n## start-up (spawn → /readyz 200) and idle RSS, release builds\n\n| adapter | start-up | idle RSS |\n|---|---|---|\n");
+    for (i, adapter) in ADAPTERS.iter().enumerate() {
+        let port = 8180 + i as u16;
+        let mut cmd = Command::new(target.join("release").join(adapter));
+        cmd.arg("--config")
+            .arg(root().join("deploy/demo").join(format!("{adapter}.yaml")))
+            .env("NATS_URL", "nats://127.0.0.1:4299")
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in DEMO_SECRETS {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let child = spawn(&mut cmd, adapter)?;
+        let pid = child.id();
+        stack.0.push(((*adapter).to_owned(), child));
+        while http(port, "GET", "/readyz", "") != Some(200) {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "{adapter} did not become ready");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let startup = started.elapsed();
+        std::thread::sleep(Duration::from_secs(2));
+        let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .map_or("?".to_owned(), |kb| format!("{:.1} MB", kb / 1024.0));
+        report.push_str(&format!("| {adapter} | {} ms | {rss} |\n", startup.as_millis()));
+    }
+    drop(stack);
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    println!("# sre-integration benchmarks ({cores} cores, {})\n{report}", rfc3339(std::time::SystemTime::now()));
+    Ok(())
 }
 
 /// Secrets of the demo configurations (placeholders the stand-ins accept; loopback only).
