@@ -161,7 +161,7 @@ impl ServerPoller {
         let key = event.application.key();
         let before = kept.apps.get(&key).copied();
         let previous: BTreeMap<String, Tracked> = before.map(|t| (key.clone(), t)).into_iter().collect();
-        let items = if event.kind == EventType::Deleted { Vec::new() } else { vec![event.application] };
+        let items = if event.kind == EventType::Deleted { Vec::new() } else { vec![Box::new(event.application)] };
         let correlation = correlation_id();
         let out = plan_cycle(
             &ApplicationList { items },
