@@ -15,6 +15,7 @@ pub struct ApplicationList {
     /// vector then grows by pointers, not by whole applications (at 10,000 items its
     /// doubling would otherwise hold two copies of a 5 MB array for a moment).
     #[serde(default, deserialize_with = "null_as_empty")]
+    #[allow(clippy::vec_box, reason = "measured: lowers the peak RSS of a 10,000-application cycle")]
     pub items: Vec<Box<Application>>,
 }
 
@@ -295,6 +296,7 @@ pub struct ListParser {
     skip_depth: u32,
     /// Bytes of an item begun in an earlier chunk.
     pending: Vec<u8>,
+    #[allow(clippy::vec_box, reason = "see ApplicationList::items")]
     items: Vec<Box<Application>>,
     bytes: u64,
 }
@@ -766,6 +768,7 @@ mod tests {
         ]}"#;
         #[derive(serde::Deserialize)]
         struct Whole {
+            #[allow(clippy::vec_box, reason = "the same shape as ApplicationList")]
             items: Vec<Box<Application>>,
         }
         let whole: Whole = serde_json::from_str(body).expect("serde reads it");
