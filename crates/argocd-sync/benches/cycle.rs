@@ -23,14 +23,6 @@ use sre_testkit::service::ServiceProcess;
 
 const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2ln";
 
-fn metric(p: &ServiceProcess, name: &str) -> f64 {
-    let (_, text) = p.get("/metrics").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
 fn ok_polls(p: &ServiceProcess) -> f64 {
     let (_, text) = p.get("/metrics").unwrap_or_default();
     text.lines()
@@ -154,15 +146,16 @@ async fn main() {
     let cpu0 = sre_testkit::cpu_time(pid).unwrap_or_default();
     eventually("the first cycle", Duration::from_secs(300), || async { ok_polls(&sync) >= 1.0 }).await;
     let first_cpu = sre_testkit::cpu_time(pid).unwrap_or_default() - cpu0;
-    let first_wall = metric(&sync, "argocd_sync_poll_seconds_sum");
+    let first_wall = sync.metric("argocd_sync_poll_seconds_sum", &[]);
     let first_peak = sync.peak_rss_bytes().unwrap_or(0) as f64 / 1e6;
 
-    let (cpu1, wall1) = (sre_testkit::cpu_time(pid).unwrap_or_default(), metric(&sync, "argocd_sync_poll_seconds_sum"));
+    let (cpu1, wall1) =
+        (sre_testkit::cpu_time(pid).unwrap_or_default(), sync.metric("argocd_sync_poll_seconds_sum", &[]));
     eventually("steady cycles", Duration::from_secs(600), || async { ok_polls(&sync) >= 1.0 + f64::from(cycles) })
         .await;
     let steady_cpu = (sre_testkit::cpu_time(pid).unwrap_or_default() - cpu1).as_secs_f64() / f64::from(cycles);
-    let steady_wall = (metric(&sync, "argocd_sync_poll_seconds_sum") - wall1) / f64::from(cycles);
-    let intents = metric(&sync, "argocd_sync_health_checks_total");
+    let steady_wall = (sync.metric("argocd_sync_poll_seconds_sum", &[]) - wall1) / f64::from(cycles);
+    let intents = sync.metric("argocd_sync_health_checks_total", &[]);
     let peak_rss = sync.peak_rss_bytes().unwrap_or(0) as f64 / 1e6;
     let _ = sync.terminate(Duration::from_secs(30));
 

@@ -102,15 +102,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             () = cancel.cancelled() => return,
             () = bus.wait_for_topology() => {}
         }
-        let (lease_kv, state_kv) = loop {
-            match state::open_buckets(&bus, lease_ttl).await {
-                Ok(b) => break b,
-                Err(e) => tracing::warn!(error = %e, "state buckets not available yet"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        let Some((lease_kv, state_kv)) =
+            sre_runtime::until_ok("state buckets", &cancel, || state::open_buckets(&bus, lease_ttl)).await
+        else {
+            return;
         };
         for (rules, client, upstream) in pollers {
             let id = state::server_id(&rules.server);

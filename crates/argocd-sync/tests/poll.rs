@@ -182,14 +182,7 @@ async fn a_refused_token_or_an_unreachable_argo_is_reported_not_silent() {
     let fleet = fleet_states(&nats).await;
     assert!(fleet.iter().all(|f| !f.observation_ok && f.failure_reason.contains("unauthorized")), "{fleet:?}");
     polls(&argo, 2).await;
-    let unauthorized_polls: f64 = sync
-        .get("/metrics")
-        .map(|(_, m)| m)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("argocd_sync_polls_total{") && l.contains("Unauthorized"))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum();
+    let unauthorized_polls = sync.metric("argocd_sync_polls_total{", &["Unauthorized"]);
     assert!(unauthorized_polls >= 2.0);
     assert!(argo.requests() as f64 <= unauthorized_polls + 1.0, "one request per poll: a 401 is not retried");
     assert!(health_checks(&nats).await.is_empty());

@@ -30,6 +30,16 @@ pub enum Provider {
     Opsgenie,
 }
 
+impl Provider {
+    /// The provider's name in logs, metrics, readiness and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Pagerduty => crate::provider::pagerduty::NAME,
+            Provider::Opsgenie => crate::provider::opsgenie::NAME,
+        }
+    }
+}
+
 /// When a severity pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -271,11 +281,11 @@ impl ServiceConfig for Config {
             Provider::Opsgenie => i.opsgenie.is_some(),
         };
         if !configured(i.default_provider) {
-            let (key, name) = match i.default_provider {
-                Provider::Pagerduty => ("paging_integration.pagerduty", "pagerduty"),
-                Provider::Opsgenie => ("paging_integration.opsgenie", "opsgenie"),
-            };
-            return Err(ConfigError::new(key, format!("required when default_provider is {name}")));
+            let name = i.default_provider.name();
+            return Err(ConfigError::new(
+                format!("paging_integration.{name}"),
+                format!("required when default_provider is {name}"),
+            ));
         }
         for (n, route) in i.routes.iter().enumerate() {
             let provider = route.provider.unwrap_or(i.default_provider);

@@ -77,15 +77,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             () = cancel.cancelled() => return,
             () = bus.wait_for_topology() => {}
         }
-        let pages = loop {
-            match state::Pages::open(&bus, RECORD_MAX_AGE).await {
-                Ok(p) => break p,
-                Err(e) => tracing::warn!(error = %e, "page records not available yet"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        let Some(pages) =
+            sre_runtime::until_ok("page records", &cancel, || state::Pages::open(&bus, RECORD_MAX_AGE)).await
+        else {
+            return;
         };
         let mut consumer_config = integration.consumer.clone();
         consumer_config.filter_subjects = vec![
@@ -96,22 +91,13 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         let sink = Arc::new(sink::Sink::new(integration, policy, pages, pagers, secrets, metrics));
         for provider in sink.pagers.keys().copied() {
             let s = sink.clone();
-            let name = match provider {
-                Provider::Pagerduty => "pagerduty",
-                Provider::Opsgenie => "opsgenie",
-            };
-            health.register(name, Arc::new(move || s.provider_ready(provider)));
+            health.register(provider.name(), Arc::new(move || s.provider_ready(provider)));
         }
         tasks.spawn(sink.clone().run_deferred(cancel.clone()));
-        let consumer = loop {
-            match FactConsumer::bind(&bus, consumer_config.clone()).await {
-                Ok(c) => break c,
-                Err(e) => tracing::warn!(error = %e, "fact consumer not bound yet"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        let Some(consumer) =
+            sre_runtime::until_ok("fact consumer", &cancel, || FactConsumer::bind(&bus, consumer_config.clone())).await
+        else {
+            return;
         };
         tracing::info!("consuming incident facts");
         if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {

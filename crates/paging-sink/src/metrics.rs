@@ -79,10 +79,7 @@ struct VendorLabels {
 impl EncodeLabelValue for Provider {
     fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> Result<(), std::fmt::Error> {
         use std::fmt::Write;
-        encoder.write_str(match self {
-            Provider::Pagerduty => "pagerduty",
-            Provider::Opsgenie => "opsgenie",
-        })
+        encoder.write_str(self.name())
     }
 }
 

@@ -80,13 +80,10 @@ impl Sink {
         upstreams
             .entry(key)
             .or_insert_with(|| {
-                let (name, per_minute) = match target.provider {
-                    Provider::Pagerduty => {
-                        ("pagerduty", self.config.pagerduty.as_ref().map_or(120, |p| p.events_per_minute))
-                    }
-                    Provider::Opsgenie => {
-                        ("opsgenie", self.config.opsgenie.as_ref().map_or(600, |o| o.requests_per_minute))
-                    }
+                let name = target.provider.name();
+                let per_minute = match target.provider {
+                    Provider::Pagerduty => self.config.pagerduty.as_ref().map_or(120, |p| p.events_per_minute),
+                    Provider::Opsgenie => self.config.opsgenie.as_ref().map_or(600, |o| o.requests_per_minute),
                 };
                 Upstream::new(UpstreamConfig {
                     name,

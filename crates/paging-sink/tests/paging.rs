@@ -83,14 +83,6 @@ impl Stack {
     }
 }
 
-fn metric(p: &ServiceProcess, name: &str, labels: &[&str]) -> f64 {
-    let (_, text) = p.get("/metrics").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
 fn config(pd: &FakePagerDuty, og: Option<&FakeOpsgenie>, hours: &str) -> String {
     let opsgenie = og.map_or(String::new(), |og| {
         format!("  opsgenie:\n    api_key_ref: platform/opsgenie\n    base_url: {}\n    default_team: sre\n", og.url())
@@ -147,10 +139,8 @@ async fn critical_pages_once_then_acknowledge_and_resolve_follow_to_the_same_rou
     s.created("inc-2", Severity::Medium, "checkout-api", "f-2").await; // below the threshold
     s.created("inc-3", Severity::High, "checkout-api", "f-3").await; // high, inside business hours
     eventually("inc-1 and inc-3 paged", WAIT, || async { pd.alerts().len() >= 2 }).await;
-    eventually("every fact handled", WAIT, || async {
-        metric(&sink, "sre_bus_facts_handled_total", &["Acked"]) >= 4.0
-    })
-    .await;
+    eventually("every fact handled", WAIT, || async { sink.metric("sre_bus_facts_handled_total", &["Acked"]) >= 4.0 })
+        .await;
     let alerts = pd.alerts();
     assert_eq!(alerts.len(), 2, "one page each for inc-1 and inc-3: {alerts:?}");
     let inc1 = alerts.iter().position(|a| a.dedup_key == "inc-1").expect("inc-1 paged");
@@ -167,7 +157,7 @@ async fn critical_pages_once_then_acknowledge_and_resolve_follow_to_the_same_rou
     s.resolved("inc-2").await; // never paged: nothing to resolve
     eventually("resolved", WAIT, || async { pd.alerts()[inc1].status == AlertStatus::Resolved }).await;
     eventually("inc-2's resolve handled", WAIT, || async {
-        metric(&sink, "paging_sink_follow_ups_total", &["NotPaged"]) >= 1.0
+        sink.metric("paging_sink_follow_ups_total", &["NotPaged"]) >= 1.0
     })
     .await;
     let events = pd.events();
@@ -186,12 +176,11 @@ async fn high_outside_hours_waits_for_the_opening_survives_a_restart_and_an_ackn
     s.created("inc-night", Severity::High, "checkout-api", "f-night").await;
     s.created("inc-acked", Severity::High, "checkout-api", "f-acked").await;
     s.created("inc-crit", Severity::Critical, "checkout-api", "f-crit").await;
-    eventually("both deferred", WAIT, || async { metric(&sink, "paging_sink_pages_total", &["Deferred"]) >= 2.0 })
-        .await;
+    eventually("both deferred", WAIT, || async { sink.metric("paging_sink_pages_total", &["Deferred"]) >= 2.0 }).await;
     eventually("critical paged at once", WAIT, || async { pd.alerts().len() == 1 }).await;
     s.acknowledged("inc-acked").await;
     eventually("deferred page cancelled", WAIT, || async {
-        metric(&sink, "paging_sink_follow_ups_total", &["Cancelled"]) >= 1.0
+        sink.metric("paging_sink_follow_ups_total", &["Cancelled"]) >= 1.0
     })
     .await;
     assert!(jiff::Timestamp::now() < opening, "the test's setup outran the opening; raise the delay");
@@ -232,7 +221,7 @@ async fn throttling_is_waited_out_and_a_refused_page_goes_to_the_dead_letter_str
     assert!(!reason.contains("too-short-a-key"), "never the key itself: {reason}");
     let decoded = IncidentCreated::decode(dead[0].2.clone()).expect("the original fact");
     assert_eq!(decoded.incident_id, "inc-legacy");
-    assert_eq!(metric(&sink, "paging_sink_pages_total", &["Failed"]), 1.0);
+    assert_eq!(sink.metric("paging_sink_pages_total", &["Failed"]), 1.0);
     assert_eq!(pd.alerts().len(), 1);
 }
 
@@ -248,15 +237,15 @@ async fn two_replicas_page_each_incident_once() {
     }
     eventually("twenty pages", WAIT, || async { pd.alerts().len() >= 20 }).await;
     eventually("every fact handled", WAIT, || async {
-        metric(&a, "sre_bus_facts_handled_total", &["Acked"]) + metric(&b, "sre_bus_facts_handled_total", &["Acked"])
+        a.metric("sre_bus_facts_handled_total", &["Acked"]) + b.metric("sre_bus_facts_handled_total", &["Acked"])
             >= 40.0
     })
     .await;
     let alerts = pd.alerts();
     assert_eq!(alerts.len(), 20, "one page per incident across two replicas");
     assert!(
-        metric(&a, "sre_bus_facts_handled_total", &["Acked"]) > 0.0
-            && metric(&b, "sre_bus_facts_handled_total", &["Acked"]) > 0.0,
+        a.metric("sre_bus_facts_handled_total", &["Acked"]) > 0.0
+            && b.metric("sre_bus_facts_handled_total", &["Acked"]) > 0.0,
         "both replicas worked"
     );
 }
@@ -313,8 +302,8 @@ async fn dry_run_logs_what_it_would_page_and_sends_nothing() {
     s.created("inc-dry", Severity::Critical, "checkout-api", "f-dry").await;
     s.resolved("inc-dry").await;
     eventually("both facts handled", WAIT, || async {
-        metric(&sink, "paging_sink_pages_total", &["DryRun"]) >= 1.0
-            && metric(&sink, "paging_sink_follow_ups_total", &["DryRun"]) >= 1.0
+        sink.metric("paging_sink_pages_total", &["DryRun"]) >= 1.0
+            && sink.metric("paging_sink_follow_ups_total", &["DryRun"]) >= 1.0
     })
     .await;
     assert_eq!(pd.requests(), 0, "nothing sent");
@@ -332,14 +321,12 @@ async fn two_replicas_fire_each_deferred_page_once() {
         s.created(&format!("inc-deferred-{i}"), Severity::High, "checkout-api", &format!("f-d-{i}")).await;
     }
     eventually("all deferred", WAIT, || async {
-        metric(&a, "paging_sink_pages_total", &["Deferred"]) + metric(&b, "paging_sink_pages_total", &["Deferred"])
-            >= 5.0
+        a.metric("paging_sink_pages_total", &["Deferred"]) + b.metric("paging_sink_pages_total", &["Deferred"]) >= 5.0
     })
     .await;
     assert!(pd.alerts().is_empty() && jiff::Timestamp::now() < opening, "nothing before the opening");
     eventually("all fired", WAIT, || async { pd.alerts().len() >= 5 }).await;
-    let fired =
-        || metric(&a, "paging_sink_pages_total", &["Fired"]) + metric(&b, "paging_sink_pages_total", &["Fired"]);
+    let fired = || a.metric("paging_sink_pages_total", &["Fired"]) + b.metric("paging_sink_pages_total", &["Fired"]);
     eventually("every firing recorded", WAIT, || async { fired() >= 5.0 }).await;
     // A second firing would show as a second trigger, merged by PagerDuty into the alert.
     assert_eq!(pd.alerts().len(), 5, "one page each across two replicas");

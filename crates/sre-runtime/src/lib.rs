@@ -26,7 +26,7 @@ pub use config::{
 pub use health::{Health, ReadinessCheck};
 pub use metrics::Metrics;
 pub use secrets::{SecretError, SecretRef, SecretStore};
-pub use service::{ServiceContext, ServiceSpec, router, run};
+pub use service::{ServiceContext, ServiceSpec, router, run, until_ok};
 pub use telemetry::{LogFormat, TelemetryGuard};
 
 /// Re-exported so adapters build routes with the same axum the runtime serves.

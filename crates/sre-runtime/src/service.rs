@@ -237,6 +237,27 @@ async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
 }
 
+/// Calls `attempt` every second until it succeeds, or until `cancel` fires (`None`). Each
+/// failure is logged as a warning naming `what`. For what a service needs once at start
+/// and may not have yet (a KV bucket, a durable consumer while the bus comes up).
+pub async fn until_ok<T, E, F, Fut>(what: &str, cancel: &CancellationToken, mut attempt: F) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        match attempt().await {
+            Ok(v) => return Some(v),
+            Err(e) => tracing::warn!(error = %e, "{what} not available yet; trying again"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ pub async fn publish(nats_url: &str, subject: &str, msg_id: &str, payload: Vec<u
     let client = async_nats::connect(nats_url).await.expect("nats client");
     let js = async_nats::jetstream::new(client);
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", msg_id);
+    headers.insert(sre_contracts::headers::MSG_ID, msg_id);
     js.publish_with_headers(subject.to_owned(), headers, payload.into()).await.expect("publish").await.expect("stored");
 }
 

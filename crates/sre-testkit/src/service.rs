@@ -92,6 +92,16 @@ impl ServiceProcess {
         self.port
     }
 
+    /// The sum of the samples of metric `name` whose lines contain every one of `labels`
+    /// (`0.0` when absent or when the service does not answer).
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (_, text) = self.get("/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    }
+
     /// `GET path`: status and body.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_request(self.port, "GET", path, &[], b"")

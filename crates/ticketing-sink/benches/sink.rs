@@ -57,7 +57,7 @@ async fn publish(js: &async_nats::jetstream::Context, ids: &[String], rate: Opti
             tokio::time::sleep_until(due.into()).await;
         }
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert(sre_contracts::headers::MSG_ID, id.as_str());
         sent.insert(id.clone(), Instant::now());
         acks.push(js.publish_with_headers(IncidentCreated::SUBJECT, headers, fact(id).into()).await.expect("publish"));
     }

@@ -28,6 +28,16 @@ pub enum Provider {
     Github,
 }
 
+impl Provider {
+    /// The provider's name in logs, metrics, readiness and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Jira => crate::provider::jira::NAME,
+            Provider::Github => crate::provider::github::NAME,
+        }
+    }
+}
+
 /// `ticketing_integration:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -299,11 +309,11 @@ impl ServiceConfig for Config {
             Provider::Github => i.github.is_some(),
         };
         if !configured(i.default_provider) {
-            let (key, name) = match i.default_provider {
-                Provider::Jira => ("ticketing_integration.jira", "jira"),
-                Provider::Github => ("ticketing_integration.github", "github"),
-            };
-            return Err(ConfigError::new(key, format!("required when default_provider is {name}")));
+            let name = i.default_provider.name();
+            return Err(ConfigError::new(
+                format!("ticketing_integration.{name}"),
+                format!("required when default_provider is {name}"),
+            ));
         }
         for (n, r) in i.routes.iter().enumerate() {
             let provider = r.provider.unwrap_or(i.default_provider);

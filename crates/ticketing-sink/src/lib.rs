@@ -97,15 +97,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             () = cancel.cancelled() => return,
             () = bus.wait_for_topology() => {}
         }
-        let tickets = loop {
-            match state::Tickets::open(&bus, RECORD_MAX_AGE).await {
-                Ok(t) => break t,
-                Err(e) => tracing::warn!(error = %e, "ticket records not available yet"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        let Some(tickets) =
+            sre_runtime::until_ok("ticket records", &cancel, || state::Tickets::open(&bus, RECORD_MAX_AGE)).await
+        else {
+            return;
         };
         let mut consumer_config = integration.consumer.clone();
         consumer_config.filter_subjects = vec![
@@ -117,11 +112,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
         for provider in sink.providers() {
             let s = sink.clone();
-            let name = match provider {
-                Provider::Jira => "jira",
-                Provider::Github => "github",
-            };
-            health.register(name, Arc::new(move || s.provider_ready(provider)));
+            health.register(provider.name(), Arc::new(move || s.provider_ready(provider)));
         }
         if !dry_run {
             let (s, stop) = (sink.clone(), cancel.clone());
@@ -135,15 +126,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
                 }
             });
         }
-        let consumer = loop {
-            match FactConsumer::bind(&bus, consumer_config.clone()).await {
-                Ok(c) => break c,
-                Err(e) => tracing::warn!(error = %e, "fact consumer not bound yet"),
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+        let Some(consumer) =
+            sre_runtime::until_ok("fact consumer", &cancel, || FactConsumer::bind(&bus, consumer_config.clone())).await
+        else {
+            return;
         };
         tracing::info!("consuming incident facts");
         if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {

@@ -41,10 +41,7 @@ pub enum Outcome {
 impl EncodeLabelValue for Provider {
     fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> Result<(), std::fmt::Error> {
         use std::fmt::Write;
-        encoder.write_str(match self {
-            Provider::Jira => "jira",
-            Provider::Github => "github",
-        })
+        encoder.write_str(self.name())
     }
 }
 

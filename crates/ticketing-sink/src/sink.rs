@@ -67,9 +67,10 @@ impl Sink {
         let upstreams = trackers
             .keys()
             .map(|p| {
-                let (name, per_minute) = match p {
-                    Provider::Jira => ("jira", config.jira.as_ref().map_or(300, |j| j.requests_per_minute)),
-                    Provider::Github => ("github", config.github.as_ref().map_or(80, |g| g.requests_per_minute)),
+                let name = p.name();
+                let per_minute = match p {
+                    Provider::Jira => config.jira.as_ref().map_or(300, |j| j.requests_per_minute),
+                    Provider::Github => config.github.as_ref().map_or(80, |g| g.requests_per_minute),
                 };
                 let upstream = Upstream::new(UpstreamConfig {
                     name,

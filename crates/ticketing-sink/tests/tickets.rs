@@ -100,14 +100,6 @@ fn jira_config(jira: &FakeJira, deployment: &str) -> String {
     )
 }
 
-fn metric(p: &ServiceProcess, name: &str, labels: &[&str]) -> f64 {
-    let (_, text) = p.get("/metrics").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jira_cloud_ticket_is_created_once_resolved_and_closed_and_routed_by_service() {
     let jira = FakeJira::start(Flavor::Cloud, &basic(), &["OPS", "PAY"]).await.expect("jira");
@@ -118,10 +110,8 @@ async fn jira_cloud_ticket_is_created_once_resolved_and_closed_and_routed_by_ser
     s.created("inc-1", "checkout-api", "f-1-again").await; // the same fact twice
     s.created("inc-2", "payments-api", "f-2").await;
     eventually("two tickets", WAIT, || async { jira.issues().len() >= 2 }).await;
-    eventually("every fact handled", WAIT, || async {
-        metric(&sink, "sre_bus_facts_handled_total", &["Acked"]) >= 3.0
-    })
-    .await;
+    eventually("every fact handled", WAIT, || async { sink.metric("sre_bus_facts_handled_total", &["Acked"]) >= 3.0 })
+        .await;
     let issues = jira.issues();
     assert_eq!(issues.len(), 2, "one ticket per incident: {issues:?}");
     let ops = issues.iter().find(|i| i.project == "OPS").expect("OPS ticket");
@@ -170,10 +160,8 @@ async fn a_resolve_before_its_ticket_waits_and_a_refused_ticket_is_dead_lettered
     let sink = s.sink("ticketing-0");
 
     s.resolved("inc-early").await;
-    eventually("the resolve waits", WAIT, || async {
-        metric(&sink, "ticketing_sink_facts_total", &["Waiting"]) >= 1.0
-    })
-    .await;
+    eventually("the resolve waits", WAIT, || async { sink.metric("ticketing_sink_facts_total", &["Waiting"]) >= 1.0 })
+        .await;
     s.created("inc-early", "checkout-api", "f-early").await;
     eventually("created, then resolved", WAIT, || async {
         jira.issues().first().is_some_and(|i| i.status == "Resolved")
@@ -277,7 +265,7 @@ async fn github_issues_with_two_replicas_and_a_rate_limit() {
     }
     eventually("ten issues", Duration::from_secs(60), || async { gh.issues().len() >= 10 }).await;
     eventually("every fact handled", WAIT, || async {
-        metric(&a, "sre_bus_facts_handled_total", &["Acked"]) + metric(&b, "sre_bus_facts_handled_total", &["Acked"])
+        a.metric("sre_bus_facts_handled_total", &["Acked"]) + b.metric("sre_bus_facts_handled_total", &["Acked"])
             >= 20.0
     })
     .await;
@@ -310,10 +298,8 @@ async fn dry_run_logs_what_it_would_send_and_sends_nothing() {
     let sink = s.sink("ticketing-0");
     s.created("inc-dry", "checkout-api", "f-dry").await;
     s.resolved("inc-dry").await;
-    eventually("both facts handled", WAIT, || async {
-        metric(&sink, "ticketing_sink_facts_total", &["DryRun"]) >= 2.0
-    })
-    .await;
+    eventually("both facts handled", WAIT, || async { sink.metric("ticketing_sink_facts_total", &["DryRun"]) >= 2.0 })
+        .await;
     assert_eq!(jira.calls(), 0, "nothing sent, not even the credentials check");
     assert!(sink.logs().contains("dry run: would create a ticket"), "{}", sink.logs());
 }

@@ -53,7 +53,7 @@ fn meta(key: String, correlation: &str) -> Option<MessageMeta> {
 /// Publishes a fact (only this stand-in does; adapters cannot).
 async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, msg_id: &str, body: Vec<u8>) {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", msg_id);
+    headers.insert(sre_contracts::headers::MSG_ID, msg_id);
     match js.publish_with_headers(subject, headers, body.into()).await {
         Ok(ack) => {
             if let Err(e) = ack.await {
@@ -110,8 +110,12 @@ async fn domain(js: async_nats::jetstream::Context, state: Arc<Mutex<Domain>>) {
     };
     let Ok(mut messages) = consumer.messages().await else { return };
     while let Some(Ok(m)) = messages.next().await {
-        let correlation =
-            m.headers.as_ref().and_then(|h| h.get("Sre-Correlation-Id")).map(|v| v.to_string()).unwrap_or_default();
+        let correlation = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(sre_contracts::headers::CORRELATION_ID))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         if m.subject.as_str() == RecordHealthCheckRequested::SUBJECT {
             if let Ok(h) = RecordHealthCheckRequested::decode(m.payload.clone()) {
                 let name = |v: i32| match AppHealth::try_from(v) {
