@@ -11,3 +11,12 @@ fn starts_serves_health_and_stops_cleanly() {
         "alertmanager_integration",
     );
 }
+
+#[test]
+fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
+    sre_testkit::chart::assert_chart(
+        Path::new(env!("CARGO_BIN_EXE_alertmanager-ingress")),
+        "alertmanager-ingress",
+        env!("CARGO_PKG_VERSION"),
+    );
+}

@@ -12,3 +12,12 @@ fn starts_serves_health_and_stops_cleanly() {
         &[("SECRET_PLATFORM_ARGOCD_TOKEN_TOKEN", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln")],
     );
 }
+
+#[test]
+fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
+    sre_testkit::chart::assert_chart(
+        Path::new(env!("CARGO_BIN_EXE_argocd-sync")),
+        "argocd-sync",
+        env!("CARGO_PKG_VERSION"),
+    );
+}

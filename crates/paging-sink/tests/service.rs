@@ -12,3 +12,12 @@ fn starts_serves_health_and_stops_cleanly() {
         &[("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY_ROUTING_KEY", "R0UT1NGKEY0123456789ABCDEFGHIJKL")],
     );
 }
+
+#[test]
+fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
+    sre_testkit::chart::assert_chart(
+        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
+        "paging-sink",
+        env!("CARGO_PKG_VERSION"),
+    );
+}

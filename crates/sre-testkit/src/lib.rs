@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod argocd;
 pub mod bus;
+pub mod chart;
 pub mod github;
 pub mod jira;
 pub mod opsgenie;

@@ -12,3 +12,12 @@ fn starts_serves_health_and_stops_cleanly() {
         &[("SECRET_PLATFORM_JIRA_CREDENTIALS_TOKEN", "t0ken"), ("SECRET_PLATFORM_GITHUB_TOKEN_TOKEN", "ghs_t0ken")],
     );
 }
+
+#[test]
+fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
+    sre_testkit::chart::assert_chart(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        "ticketing-sink",
+        env!("CARGO_PKG_VERSION"),
+    );
+}
