@@ -33,6 +33,18 @@ pub const SPEC: sre_runtime::ServiceSpec =
 /// How long page records are kept (follow-ups come long before).
 const RECORD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The durable consumer on the facts stream: the configured one, filtered to the facts this
+/// sink acts on (`deploy/nats/jetstream/consumers/` holds it as JSON, checked by a test).
+pub fn consumer_config(integration: &config::Integration) -> sre_bus::ConsumerConfig {
+    let mut consumer = integration.consumer.clone();
+    consumer.filter_subjects = vec![
+        IncidentCreated::SUBJECT.to_owned(),
+        IncidentAcknowledged::SUBJECT.to_owned(),
+        IncidentResolved::SUBJECT.to_owned(),
+    ];
+    consumer
+}
+
 /// Starts the service: the fact consumer and the deferred-page scanner. Returns no routes
 /// beyond health and metrics.
 pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
@@ -82,12 +94,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         else {
             return;
         };
-        let mut consumer_config = integration.consumer.clone();
-        consumer_config.filter_subjects = vec![
-            IncidentCreated::SUBJECT.to_owned(),
-            IncidentAcknowledged::SUBJECT.to_owned(),
-            IncidentResolved::SUBJECT.to_owned(),
-        ];
+        let consumer_config = consumer_config(&integration);
         let sink = Arc::new(sink::Sink::new(integration, policy, pages, pagers, secrets, metrics));
         for provider in sink.pagers.keys().copied() {
             let s = sink.clone();

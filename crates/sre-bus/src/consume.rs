@@ -128,6 +128,31 @@ fn lane_of(key: &str, lanes: usize) -> usize {
     (h.finish() % lanes.max(1) as u64) as usize
 }
 
+/// The durable consumer `bind` creates for `config`.
+fn pull_config(config: &ConsumerConfig) -> pull::Config {
+    let filter_subjects = if config.filter_subjects.is_empty() {
+        vec![subjects::FACTS_ALL.to_owned()]
+    } else {
+        config.filter_subjects.clone()
+    };
+    pull::Config {
+        durable_name: Some(config.durable_name.clone()),
+        description: Some("fact consumer shared by the replicas of one sink".to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: config.ack_wait,
+        max_deliver: config.max_deliver,
+        max_ack_pending: config.max_ack_pending,
+        filter_subjects,
+        ..Default::default()
+    }
+}
+
+/// The durable consumer a sink creates on the facts stream, as JetStream API JSON (`nats
+/// consumer add SRE_DOMAIN_FACTS --config FILE`): what `deploy/nats/jetstream/` documents.
+pub fn consumer_definition(config: &ConsumerConfig) -> serde_json::Value {
+    serde_json::to_value(pull_config(config)).expect("a consumer config serializes")
+}
+
 /// A durable pull consumer on the facts stream, shared by a sink's replicas.
 #[derive(Debug)]
 pub struct FactConsumer {
@@ -144,21 +169,7 @@ impl FactConsumer {
             return Err(ConsumeError::NoName);
         }
         let setup = |message: String| ConsumeError::Setup { name: config.durable_name.clone(), message };
-        let filter_subjects = if config.filter_subjects.is_empty() {
-            vec![subjects::FACTS_ALL.to_owned()]
-        } else {
-            config.filter_subjects.clone()
-        };
-        let pull_config = pull::Config {
-            durable_name: Some(config.durable_name.clone()),
-            description: Some("fact consumer shared by the replicas of one sink".to_owned()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: config.ack_wait,
-            max_deliver: config.max_deliver,
-            max_ack_pending: config.max_ack_pending,
-            filter_subjects,
-            ..Default::default()
-        };
+        let pull_config = pull_config(&config);
         let js = bus.jetstream();
         let stream = js.get_stream(streams::FACTS).await.map_err(|e| setup(e.to_string()))?;
         let consumer = match stream.create_consumer(pull_config.clone()).await {

@@ -25,11 +25,11 @@ mod trace;
 
 pub use config::{BusConfig, ConsumerConfig, StreamSettings};
 pub use connection::{Bus, ConnectError};
-pub use consume::{ConsumeError, Disposition, FactConsumer, FactHandler, ReceivedFact};
+pub use consume::{ConsumeError, Disposition, FactConsumer, FactHandler, ReceivedFact, consumer_definition};
 pub use kv::{Kv, KvConfig, KvEntry, KvError};
 pub use metrics::{BusMetrics, FactOutcome, PublishOutcome};
 pub use publish::{Envelope, IntentPublisher, PublishError, Published};
-pub use topology::TopologyError;
+pub use topology::{TopologyError, stream_definitions};
 pub use trace::{extract_context, inject_context};
 
 /// Re-exported so callers can name header maps without depending on the NATS client.

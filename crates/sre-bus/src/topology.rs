@@ -44,6 +44,17 @@ pub(crate) fn stream_configs(settings: &StreamSettings) -> [stream::Config; 3] {
     ]
 }
 
+/// The domain streams as JetStream API JSON (`nats stream add --config FILE`), named: what
+/// `deploy/nats/jetstream/` provisions where adapters may not manage streams.
+pub fn stream_definitions(settings: &StreamSettings) -> Vec<(&'static str, serde_json::Value)> {
+    let names = [streams::INTENTS, streams::FACTS, streams::DEAD_LETTER];
+    names
+        .into_iter()
+        .zip(stream_configs(settings))
+        .map(|(name, config)| (name, serde_json::to_value(config).expect("a stream config serializes")))
+        .collect()
+}
+
 /// Creates each stream, or updates it to the wanted settings. Safe when many replicas run
 /// it at once: creating an existing stream with the same settings succeeds, and a lost
 /// race to create ends in an update.

@@ -35,12 +35,17 @@ fn url(server: &NatsServer, user: &str, password: &str) -> String {
     format!("nats://{user}:{password}@127.0.0.1:{}", server.port())
 }
 
+/// A bus client; only the domain manages the streams (adapters' users may not).
 async fn bus(url: String, who: &str) -> Bus {
-    let config = BusConfig { url, ack_timeout: Duration::from_secs(2), ..BusConfig::default() };
+    let manage_streams = who == "sre-domain";
+    let config = BusConfig { url, ack_timeout: Duration::from_secs(2), manage_streams, ..BusConfig::default() };
     let bus = Bus::connect(config, Source { service: who.into(), instance: "test".into() }, BusMetrics::default())
         .await
         .expect("connects");
     bus.ensure_topology(&tokio_util::sync::CancellationToken::new()).await.expect("streams");
+    while !bus.is_connected() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     bus
 }
 
@@ -90,6 +95,14 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
     let ingress = url(&server, "alertmanager-ingress", "ingress-pw");
     let sink = url(&server, "ticketing-sink", "ticketing-pw");
 
+    // The domain provisions the streams; an adapter's user may not.
+    let _domain_bus = step("domain provisions", bus(domain.clone(), "sre-domain")).await;
+    let js = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(client(&ingress).await.expect("client"));
+    let stream = async_nats::jetstream::stream::Config { name: "SRE_ROGUE".into(), ..Default::default() };
+    assert!(step("create stream", js.create_stream(stream)).await.is_err(), "no stream creation");
+
     // The ingress publishes its intent through the only publisher it has.
     let ingress_bus = step("ingress connects", bus(ingress.clone(), "alertmanager-ingress")).await;
     let intent = IngestAlertRequested {
@@ -97,18 +110,24 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
         fingerprint: "abc".into(),
         ..Default::default()
     };
-    step("ingress publishes", ingress_bus.intent_publisher().publish(&intent)).await.expect("the intent is stored");
+    let published = step("ingress publishes", ingress_bus.intent_publisher().publish(&intent)).await;
+    assert!(published.is_ok(), "the intent is stored: {published:?}\n{}", server.log());
     assert_eq!(step("count", stored(domain.clone(), streams::INTENTS)).await, 1);
 
     // A fact published with the ingress's credentials by any other means is refused.
     let refused =
         step("forged fact", raw_publish(ingress.clone(), IncidentCreated::SUBJECT, fact().encode_to_vec())).await;
     assert!(refused.is_err(), "the bus refused the forged fact");
-    // …and so is deleting the facts stream.
-    let js = async_nats::jetstream::ContextBuilder::new()
-        .timeout(Duration::from_secs(2))
-        .build(client(&ingress).await.expect("client"));
+    // …and so is deleting the facts stream…
     assert!(step("delete", js.delete_stream(streams::FACTS)).await.is_err(), "no stream deletion");
+    // …and another adapter's intent: argocd-sync records fleet state, it does not ingest alerts.
+    let argocd = url(&server, "argocd-sync", "argocd-pw");
+    assert!(
+        step("argocd ingests", raw_publish(argocd, IngestAlertRequested::SUBJECT, intent.encode_to_vec()))
+            .await
+            .is_err(),
+        "argocd-sync may publish only its own intents"
+    );
 
     // A sink cannot publish intents or facts either.
     assert!(
@@ -124,7 +143,13 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
 
     // The domain publishes a fact; the sink consumes it and may record a dead letter.
     raw_publish(domain.clone(), IncidentCreated::SUBJECT, fact().encode_to_vec()).await.expect("the domain may");
-    let sink_bus = step("sink connects", bus(sink, "ticketing-sink")).await;
+    let sink_bus = step("sink connects", bus(sink.clone(), "ticketing-sink")).await;
+    // A sink cannot read facts through a consumer other than its own.
+    let other = FactConsumer::bind(
+        &sink_bus,
+        ConsumerConfig { durable_name: "paging-sink".into(), ..ConsumerConfig::default() },
+    );
+    assert!(step("other consumer", other).await.is_err(), "only its own durable consumer");
     let consumer = FactConsumer::bind(
         &sink_bus,
         ConsumerConfig {
@@ -144,4 +169,21 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
     }
     cancel.cancel();
     let _ = run.await;
+
+    // Each refusal above was the server's permission check, not a timeout or a typo.
+    let log = server.log();
+    for (user, subject) in [
+        ("alertmanager-ingress", "$JS.API.STREAM.CREATE.SRE_ROGUE"),
+        ("alertmanager-ingress", IncidentCreated::SUBJECT),
+        ("alertmanager-ingress", "$JS.API.STREAM.DELETE.SRE_DOMAIN_FACTS"),
+        ("argocd-sync", IngestAlertRequested::SUBJECT),
+        ("ticketing-sink", IngestAlertRequested::SUBJECT),
+        ("ticketing-sink", IncidentCreated::SUBJECT),
+        ("ticketing-sink", "$JS.API.CONSUMER.CREATE.SRE_DOMAIN_FACTS.paging-sink"),
+    ] {
+        let line = format!("\"SRE/user:{user}\" - Publish Violation - Subject \"{subject}");
+        assert!(log.contains(&line), "no refusal of {subject} for {user} in the server log:\n{log}");
+    }
+    // (binding the other consumer is tried twice: a lost creation race is retried once)
+    assert_eq!(log.matches("Violation").count(), 8, "nothing else was refused:\n{log}");
 }

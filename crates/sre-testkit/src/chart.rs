@@ -136,3 +136,20 @@ fn list(dir: &Path) -> BTreeSet<String> {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// Asserts that `path` (relative to the workspace root) holds `expected` as JSON. With
+/// `SRE_BLESS=1` it writes the file instead: generated deploy files stay checked in and
+/// reviewable, and cannot drift from the code that generates them.
+pub fn assert_json_file(path: &str, expected: &serde_json::Value) {
+    let file = crate::workspace_root().join(path);
+    if std::env::var_os("SRE_BLESS").is_some() {
+        let text = serde_json::to_string_pretty(expected).expect("json") + "\n";
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, text).expect("write");
+        return;
+    }
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{path}: {e} (generate it with SRE_BLESS=1 cargo test)"));
+    let actual: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(&actual, expected, "{path} differs from what the code creates (regenerate with SRE_BLESS=1 cargo test)");
+}

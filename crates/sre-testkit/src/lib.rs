@@ -20,6 +20,7 @@ pub mod jira;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod service;
+pub mod vendor;
 
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,19 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// A plain HTTP/1.0 GET on loopback returning the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut all = String::new();
+    stream.read_to_string(&mut all).ok()?;
+    let status = all.get(9..12)?.parse().ok()?;
+    let body = all.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
 fn wait_ready(what: &'static str, child: &mut Child, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
@@ -178,6 +192,8 @@ impl NatsServer {
             .args(["-m", &self.monitor_port.to_string()])
             .arg("-sd")
             .arg(self.store.path())
+            .arg("-l")
+            .arg(self.store.path().join("nats-server.log"))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().map_err(|source| Error::Io { what: "spawning nats-server", source })?;
@@ -221,6 +237,11 @@ impl NatsServer {
     pub fn restart(&mut self) -> Result<(), Error> {
         self.kill();
         self.spawn()
+    }
+
+    /// The server's log so far (connections, permission violations, JetStream events).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.store.path().join("nats-server.log")).unwrap_or_default()
     }
 
     /// Whether the server process is running.

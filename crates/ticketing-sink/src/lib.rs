@@ -34,6 +34,18 @@ const RECORD_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often credentials are checked again for readiness.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
 
+/// The durable consumer on the facts stream: the configured one, filtered to the facts this
+/// sink acts on (`deploy/nats/jetstream/consumers/` holds it as JSON, checked by a test).
+pub fn consumer_config(integration: &config::Integration) -> sre_bus::ConsumerConfig {
+    let mut consumer = integration.consumer.clone();
+    consumer.filter_subjects = vec![
+        IncidentCreated::SUBJECT.to_owned(),
+        IncidentResolved::SUBJECT.to_owned(),
+        IncidentClosed::SUBJECT.to_owned(),
+    ];
+    consumer
+}
+
 /// Starts the service: the fact consumer and the credentials check. Returns no routes
 /// beyond health and metrics.
 pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
@@ -102,12 +114,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         else {
             return;
         };
-        let mut consumer_config = integration.consumer.clone();
-        consumer_config.filter_subjects = vec![
-            IncidentCreated::SUBJECT.to_owned(),
-            IncidentResolved::SUBJECT.to_owned(),
-            IncidentClosed::SUBJECT.to_owned(),
-        ];
+        let consumer_config = consumer_config(&integration);
         let dry_run = integration.dry_run;
         let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
         for provider in sink.providers() {

@@ -21,3 +21,20 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
         env!("CARGO_PKG_VERSION"),
     );
 }
+
+#[test]
+fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
+    let values: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(sre_testkit::chart::charts_dir().join("ticketing-sink/values.yaml"))
+            .expect("values.yaml"),
+    )
+    .expect("yaml");
+    let text = serde_norway::to_string(&values["config"]).expect("yaml");
+    let config: ticketing_sink::Config =
+        sre_runtime::load_config(&text, &Default::default()).expect("the chart's config");
+    let consumer = ticketing_sink::consumer_config(&config.ticketing_integration);
+    sre_testkit::chart::assert_json_file(
+        "deploy/nats/jetstream/consumers/ticketing-sink.json",
+        &sre_bus::consumer_definition(&consumer),
+    );
+}
