@@ -232,6 +232,17 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<String> {
+    let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let rows: Vec<Vec<String>> = s
+        .apps
+        .iter()
+        .map(|a| vec![a.name.clone(), a.project.clone(), a.health.clone(), a.sync.clone(), a.message.clone()])
+        .collect();
+    let note = format!("Applications served; {} list requests and {} watch streams so far.", s.requests, s.watches);
+    crate::vendor::page("Test Argo CD", &note, &["application", "project", "health", "sync", "message"], &rows)
+}
+
 impl FakeArgoCd {
     /// Starts over HTTPS with a certificate for `127.0.0.1` issued by a fresh private CA;
     /// returns the CA certificate (PEM) a client must trust.
@@ -279,6 +290,7 @@ impl FakeArgoCd {
         let app = Router::new()
             .route("/api/v1/applications", get(list))
             .route("/api/v1/stream/applications", get(watch))
+            .route("/", get(page))
             .with_state(state.clone());
         (state, app)
     }

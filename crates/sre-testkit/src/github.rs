@@ -308,6 +308,16 @@ async fn update(
     ok(StatusCode::OK, json)
 }
 
+async fn page(State(state): State<Shared>) -> axum::response::Html<String> {
+    let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let rows: Vec<Vec<String>> = s
+        .issues
+        .iter()
+        .map(|i| vec![format!("{}#{}", i.repo, i.number), i.state.clone(), i.title.clone(), i.labels.join(", ")])
+        .collect();
+    crate::vendor::page("Test GitHub", "Issues opened.", &["issue", "state", "title", "labels"], &rows)
+}
+
 impl FakeGithub {
     /// Starts on a free loopback port serving these repositories; requests must carry
     /// `Bearer <token>` and a User-Agent.
@@ -330,6 +340,7 @@ impl FakeGithub {
             .route("/repos/{o}/{r}/issues/{n}", axum::routing::patch(update))
             .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
             .route("/repos/{o}/{r}/issues/{n}/labels", post(add_labels))
+            .route("/", get(page))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

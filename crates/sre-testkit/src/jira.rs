@@ -64,6 +64,7 @@ type Shared = Arc<Mutex<Inner>>;
 #[derive(Debug)]
 pub struct FakeJira {
     state: Shared,
+    latency: crate::vendor::Latency,
     url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -115,6 +116,18 @@ fn rich_text(flavor: Flavor, field: &str, v: &Value) -> Result<(), Response> {
         }
         _ => Ok(()),
     }
+}
+
+async fn page(State(state): State<Shared>) -> axum::response::Html<String> {
+    let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let rows: Vec<Vec<String>> = s
+        .issues
+        .iter()
+        .map(|i| {
+            vec![i.key.clone(), i.status.clone(), i.summary.clone(), i.labels.join(", "), i.comments.len().to_string()]
+        })
+        .collect();
+    crate::vendor::page("Test Jira", "Issues created.", &["key", "status", "summary", "labels", "comments"], &rows)
 }
 
 async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -349,11 +362,19 @@ impl FakeJira {
             .route(&format!("{api}/issue/{{key}}/transitions"), get(transitions).post(transition))
             .route(&format!("{api}/issue/{{key}}/comment"), post(comment))
             .route(&format!("{api}/myself"), get(myself))
+            .route("/", get(page))
             .with_state(state.clone());
+        let latency = crate::vendor::Latency::default();
+        let app = latency.wrap(app);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { state, url, task })
+        Ok(Self { state, latency, url, task })
+    }
+
+    /// Every answer from now on takes `delay` longer (a slow Jira).
+    pub fn set_latency(&self, delay: Duration) {
+        self.latency.set(delay);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {

@@ -166,6 +166,23 @@ async fn request_status(State(state): State<Shared>, Path(id): Path<String>, hea
     }
 }
 
+async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<String> {
+    let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let rows: Vec<Vec<String>> = s
+        .alerts
+        .iter()
+        .map(|a| {
+            vec![
+                a.alias.clone(),
+                a.status.clone(),
+                a.create["message"].as_str().unwrap_or_default().to_owned(),
+                a.merged.to_string(),
+            ]
+        })
+        .collect();
+    crate::vendor::page("Test Opsgenie", "Alerts created.", &["alias", "status", "message", "merged"], &rows)
+}
+
 impl FakeOpsgenie {
     /// Starts on a free loopback port; requests must carry `GenieKey <key>`.
     pub async fn start(key: &str) -> std::io::Result<Self> {
@@ -181,6 +198,7 @@ impl FakeOpsgenie {
             .route("/v2/alerts", post(create))
             .route("/v2/alerts/requests/{id}", get(request_status))
             .route("/v2/alerts/{identifier}/{verb}", post(act))
+            .route("/", get(page))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -71,6 +71,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct FakePagerDuty {
     state: Arc<Mutex<Inner>>,
+    latency: crate::vendor::Latency,
     url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -198,6 +199,28 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
         .into_response()
 }
 
+async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<String> {
+    let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let rows: Vec<Vec<String>> = s
+        .events
+        .iter()
+        .map(|e| {
+            vec![
+                e.action.clone(),
+                e.dedup_key.clone(),
+                e.routing_key.chars().take(6).collect::<String>() + "…",
+                e.applied.to_string(),
+            ]
+        })
+        .collect();
+    crate::vendor::page(
+        "Test PagerDuty",
+        "Events API v2 events accepted.",
+        &["action", "dedup_key", "routing key", "applied"],
+        &rows,
+    )
+}
+
 impl FakePagerDuty {
     /// Starts on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
@@ -209,11 +232,21 @@ impl FakePagerDuty {
         let state = Arc::new(Mutex::new(Inner::default()));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let app = Router::new().route("/v2/enqueue", post(enqueue)).with_state(state.clone());
+        let app = Router::new()
+            .route("/v2/enqueue", post(enqueue))
+            .route("/", axum::routing::get(page))
+            .with_state(state.clone());
+        let latency = crate::vendor::Latency::default();
+        let app = latency.wrap(app);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { state, url, task })
+        Ok(Self { state, latency, url, task })
+    }
+
+    /// Every answer from now on takes `delay` longer (a slow PagerDuty).
+    pub fn set_latency(&self, delay: std::time::Duration) {
+        self.latency.set(delay);
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {

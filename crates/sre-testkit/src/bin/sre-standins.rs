@@ -269,7 +269,9 @@ async fn main() -> std::io::Result<()> {
     let github = FakeGithub::start_on(8091, GITHUB_TOKEN, &["example/incidents"]).await?;
     let pagerduty = FakePagerDuty::start_on(8092).await?;
     let opsgenie = FakeOpsgenie::start_on(8093, OPSGENIE_KEY).await?;
-    say("stand-ins: Argo CD :8089, Jira DC :8090, GitHub :8091, PagerDuty :8092, Opsgenie :8093, domain control :8094");
+    say(
+        "stand-ins: Argo CD :8089, Jira DC :8090, GitHub :8091, PagerDuty :8092, Opsgenie :8093 (each lists what it received at http://127.0.0.1:<port>/), domain control :8094",
+    );
     let client = loop {
         match async_nats::connect(&nats).await {
             Ok(c) => break c,
