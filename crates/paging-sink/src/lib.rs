@@ -35,8 +35,12 @@ const RECORD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The durable consumer on the facts stream: the configured one, filtered to the facts this
 /// sink acts on (`deploy/nats/jetstream/consumers/` holds it as JSON, checked by a test).
+/// A `consumer:` section without `durable_name` keeps the sink's own name.
 pub fn consumer_config(integration: &config::Integration) -> sre_bus::ConsumerConfig {
     let mut consumer = integration.consumer.clone();
+    if consumer.durable_name.trim().is_empty() {
+        SPEC.name.clone_into(&mut consumer.durable_name);
+    }
     consumer.filter_subjects = vec![
         IncidentCreated::SUBJECT.to_owned(),
         IncidentAcknowledged::SUBJECT.to_owned(),

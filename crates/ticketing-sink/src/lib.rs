@@ -36,8 +36,12 @@ const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
 
 /// The durable consumer on the facts stream: the configured one, filtered to the facts this
 /// sink acts on (`deploy/nats/jetstream/consumers/` holds it as JSON, checked by a test).
+/// A `consumer:` section without `durable_name` keeps the sink's own name.
 pub fn consumer_config(integration: &config::Integration) -> sre_bus::ConsumerConfig {
     let mut consumer = integration.consumer.clone();
+    if consumer.durable_name.trim().is_empty() {
+        SPEC.name.clone_into(&mut consumer.durable_name);
+    }
     consumer.filter_subjects = vec![
         IncidentCreated::SUBJECT.to_owned(),
         IncidentResolved::SUBJECT.to_owned(),

@@ -38,3 +38,18 @@ fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
         &sre_bus::consumer_definition(&consumer),
     );
 }
+
+#[test]
+fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
+    let mut values: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(sre_testkit::chart::charts_dir().join("ticketing-sink/values.yaml"))
+            .expect("values.yaml"),
+    )
+    .expect("yaml");
+    values["config"]["ticketing_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
+    let text = serde_norway::to_string(&values["config"]).expect("yaml");
+    let config: ticketing_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("parses");
+    let consumer = ticketing_sink::consumer_config(&config.ticketing_integration);
+    assert_eq!(consumer.durable_name, "ticketing-sink");
+    assert_eq!(consumer.ack_wait, std::time::Duration::from_secs(10));
+}
