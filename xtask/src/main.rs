@@ -8,6 +8,8 @@
 //!   and the tests. `.ci/run` runs exactly this.
 //! - `run`: setup, then a local nats-server and the four adapters on local defaults until
 //!   Ctrl-C.
+//! - `faults`: the whole-system fault test alone, printing its counts (sent, accepted,
+//!   intents, incidents, tickets, pages, duplicates, lost, dead letters).
 //! - `fuzz`: the webhook payload fuzz target (cargo-fuzz, installed when missing).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -51,6 +53,8 @@ enum Task {
     Run,
     /// Every adapter's benchmark, then start-up time and idle RSS of each, in one report.
     Bench,
+    /// The whole-system fault test, with its counts printed.
+    Faults,
     /// Fuzz the webhook payload parser (installs cargo-fuzz when missing).
     Fuzz {
         /// libFuzzer runs.
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Task::Ci => ci(),
         Task::Run => run(),
         Task::Bench => bench(),
+        Task::Faults => setup().and_then(|_| faults()),
         Task::Fuzz { runs } => fuzz(runs),
     };
     match result {
@@ -297,6 +302,17 @@ fn check_proto_compatibility() -> anyhow::Result<()> {
 }
 
 /// cargo-fuzz needs nightly features; `RUSTC_BOOTSTRAP=1` lets the stable toolchain build it.
+/// The adapters are processes in the fault test: build them, then run it with its output.
+fn faults() -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--bins"]);
+    for adapter in ADAPTERS {
+        build.args(["-p", adapter]);
+    }
+    status(&mut build)?;
+    status(cargo().args(["test", "-p", "sre-testkit", "--test", "system", "--", "--nocapture"]))
+}
+
 fn fuzz(runs: u64) -> anyhow::Result<()> {
     let installed = cargo().args(["fuzz", "--version"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     if !installed.is_ok_and(|s| s.success()) {

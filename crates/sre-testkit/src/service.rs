@@ -57,7 +57,11 @@ impl ServiceProcess {
     /// Starts `bin` with `args` and `envs`; `HTTP_ADDR` is set to a free loopback port.
     /// Standard output (the JSON log) and standard error go to a file read by [`Self::logs`].
     pub fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Self, Error> {
-        let port = free_port()?;
+        Self::spawn_on(free_port()?, bin, args, envs)
+    }
+
+    /// As [`Self::spawn`], on `127.0.0.1:<port>` (e.g. the port a killed instance had).
+    pub fn spawn_on(port: u16, bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Self, Error> {
         let log =
             tempfile::NamedTempFile::new().map_err(|source| Error::Io { what: "creating the log file", source })?;
         let out = log.reopen().map_err(|source| Error::Io { what: "opening the log file", source })?;
@@ -127,6 +131,14 @@ impl ServiceProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(Error::NotReady("service", deadline))
+    }
+
+    /// SIGKILL: a crash, with no chance to drain or ack anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM without waiting.

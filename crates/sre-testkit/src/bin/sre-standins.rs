@@ -2,28 +2,20 @@
 //!
 //! - The test vendors of this kit on fixed loopback ports: Argo CD 8089 (a few demo
 //!   applications), Jira Data Center 8090, GitHub 8091, PagerDuty 8092, Opsgenie 8093.
-//! - A **reference SRE domain stand-in**: it turns intents into facts, idempotently, the
-//!   way the real domain would be expected to: `IngestAlertRequested` → `AlertIngested`,
-//!   `CreateIncidentRequested` → `IncidentCreated`, an incident resolves when its alert
-//!   resolves (`IncidentResolved`), and `POST /incidents/<id>/acknowledge` or `/close` on
-//!   127.0.0.1:8094 publishes `IncidentAcknowledged` / `IncidentClosed`. It is not the SRE
-//!   domain; it only lets the adapters be seen working end to end.
+//! - The **reference SRE domain stand-in** ([`sre_testkit::domain`]): it turns intents into
+//!   facts, idempotently, the way the real domain would be expected to, and `POST
+//!   /incidents/<id>/acknowledge` or `/close` on 127.0.0.1:8094 publishes
+//!   `IncidentAcknowledged` / `IncidentClosed`. It is not the SRE domain; it only lets the
+//!   adapters be seen working end to end.
 //!
 //! Prints a timeline of what each part received. Ctrl-C or SIGTERM stops it.
 #![allow(clippy::print_stdout)]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use prost::Message;
-use sre_contracts::BusMessage;
-use sre_contracts::domain::v1::{
-    AlertIngested, AlertStatus, AppHealth, CreateIncidentRequested, IncidentAcknowledged, IncidentClosed,
-    IncidentCreated, IncidentResolved, IngestAlertRequested, MessageMeta, RecordHealthCheckRequested, Source,
-};
 use sre_testkit::argocd::{App, FakeArgoCd};
+use sre_testkit::domain::Domain;
 use sre_testkit::github::FakeGithub;
 use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::opsgenie::FakeOpsgenie;
@@ -40,220 +32,18 @@ fn say(what: &str) {
     println!("{now}  {what}");
 }
 
-fn meta(key: String, correlation: &str) -> Option<MessageMeta> {
-    Some(MessageMeta {
-        idempotency_key: key,
-        correlation_id: correlation.to_owned(),
-        causation_id: String::new(),
-        source: Some(Source { service: "sre-domain-standin".into(), instance: "dev".into() }),
-        occurred_at: None,
-    })
-}
-
-/// Publishes a fact (only this stand-in does; adapters cannot).
-async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, msg_id: &str, body: Vec<u8>) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(sre_contracts::headers::MSG_ID, msg_id);
-    match js.publish_with_headers(subject, headers, body.into()).await {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                say(&format!("domain: fact not stored: {e}"));
-            }
-        }
-        Err(e) => say(&format!("domain: fact not published: {e}")),
-    }
-}
-
-#[derive(Default)]
-struct Domain {
-    /// Alert fingerprint → open incident.
-    open: HashMap<String, String>,
-    /// Acknowledge each incident 5 s after it opens, close it 5 s after it resolves (the
-    /// demo's on-call, `SRE_STANDINS_AUTO=1`).
-    auto: bool,
-}
-
-/// Publishes a follow-up fact after a pause (the demo's on-call at work).
-fn later(js: &async_nats::jetstream::Context, subject: &'static str, msg_id: String, body: Vec<u8>, what: String) {
-    let js = js.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        publish(&js, subject, &msg_id, body).await;
-        say(&what);
-    });
-}
-
-async fn domain(js: async_nats::jetstream::Context, state: Arc<Mutex<Domain>>) {
-    let stream = loop {
-        match js.get_stream(sre_contracts::streams::INTENTS).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
-    };
-    let consumer = match stream
-        .get_or_create_consumer(
-            "sre-domain-standin",
-            async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some("sre-domain-standin".into()),
-                filter_subjects: vec![
-                    IngestAlertRequested::SUBJECT.into(),
-                    CreateIncidentRequested::SUBJECT.into(),
-                    RecordHealthCheckRequested::SUBJECT.into(),
-                ],
-                ..Default::default()
-            },
-        )
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return say(&format!("domain: no consumer: {e}")),
-    };
-    let Ok(mut messages) = consumer.messages().await else { return };
-    while let Some(Ok(m)) = messages.next().await {
-        let correlation = m
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(sre_contracts::headers::CORRELATION_ID))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        if m.subject.as_str() == RecordHealthCheckRequested::SUBJECT {
-            if let Ok(h) = RecordHealthCheckRequested::decode(m.payload.clone()) {
-                let name = |v: i32| match AppHealth::try_from(v) {
-                    Ok(AppHealth::Unspecified) | Err(_) => "(new)".to_owned(),
-                    Ok(h) => h.as_str_name().trim_start_matches("APP_HEALTH_").to_owned(),
-                };
-                say(&format!(
-                    "domain: RecordHealthCheckRequested {} {}: {} → {}",
-                    h.environment,
-                    h.app,
-                    name(h.previous_health),
-                    name(h.health)
-                ));
-            }
-        } else if m.subject.as_str() == CreateIncidentRequested::SUBJECT {
-            if let Ok(req) = CreateIncidentRequested::decode(m.payload.clone()) {
-                let key = req.meta.as_ref().map(|x| x.idempotency_key.clone()).unwrap_or_default();
-                let id = format!("inc-{}", &sre_resilience::idempotency::derive_key("i", &[&key])[2..14]);
-                for f in &req.alert_fingerprints {
-                    state.lock().unwrap_or_else(PoisonError::into_inner).open.insert(f.clone(), id.clone());
-                }
-                let fact = IncidentCreated {
-                    meta: meta(format!("created:{id}"), &correlation),
-                    incident_id: id.clone(),
-                    title: req.title.clone(),
-                    description: req.description.clone(),
-                    severity: req.severity,
-                    service: req.service.clone(),
-                    environment: req.environment.clone(),
-                    labels: req.labels.clone(),
-                    alert_fingerprints: req.alert_fingerprints.clone(),
-                    runbook_url: req.runbook_url.clone(),
-                    team: req.labels.get("team").cloned().unwrap_or_default(),
-                    ..Default::default()
-                };
-                publish(&js, IncidentCreated::SUBJECT, &format!("created:{id}"), fact.encode_to_vec()).await;
-                say(&format!("domain: CreateIncidentRequested → IncidentCreated {id} \"{}\"", req.title));
-                if state.lock().unwrap_or_else(PoisonError::into_inner).auto {
-                    let ack = IncidentAcknowledged {
-                        meta: meta(format!("ack:{id}"), &correlation),
-                        incident_id: id.clone(),
-                        by: "demo-oncall".into(),
-                        ..Default::default()
-                    };
-                    later(
-                        &js,
-                        IncidentAcknowledged::SUBJECT,
-                        format!("ack:{id}"),
-                        ack.encode_to_vec(),
-                        format!("domain: demo-oncall acknowledged → IncidentAcknowledged {id}"),
-                    );
-                }
-            }
-        } else if let Ok(alert) = IngestAlertRequested::decode(m.payload.clone()) {
-            let key = alert.meta.as_ref().map(|x| x.idempotency_key.clone()).unwrap_or_default();
-            let incident = state.lock().unwrap_or_else(PoisonError::into_inner).open.get(&alert.fingerprint).cloned();
-            let fact = AlertIngested {
-                meta: meta(format!("ingested:{key}"), &correlation),
-                fingerprint: alert.fingerprint.clone(),
-                incident_id: incident.clone().unwrap_or_default(),
-                duplicate: false,
-            };
-            publish(&js, AlertIngested::SUBJECT, &format!("ingested:{key}"), fact.encode_to_vec()).await;
-            let status = if alert.status == AlertStatus::Resolved as i32 { "resolved" } else { "firing" };
-            say(&format!(
-                "domain: IngestAlertRequested ({status}, {}) → AlertIngested",
-                alert.labels.get("alertname").cloned().unwrap_or_default()
-            ));
-            if alert.status == AlertStatus::Resolved as i32
-                && let Some(id) = incident
-            {
-                state.lock().unwrap_or_else(PoisonError::into_inner).open.remove(&alert.fingerprint);
-                let fact = IncidentResolved {
-                    meta: meta(format!("resolved:{id}"), &correlation),
-                    incident_id: id.clone(),
-                    by: "auto".into(),
-                    reason: "its alert resolved".into(),
-                    ..Default::default()
-                };
-                publish(&js, IncidentResolved::SUBJECT, &format!("resolved:{id}"), fact.encode_to_vec()).await;
-                say(&format!("domain: alert resolved → IncidentResolved {id}"));
-                if state.lock().unwrap_or_else(PoisonError::into_inner).auto {
-                    let close = IncidentClosed {
-                        meta: meta(format!("close:{id}"), &correlation),
-                        incident_id: id.clone(),
-                        by: "demo-oncall".into(),
-                        reason: "postmortem done".into(),
-                        ..Default::default()
-                    };
-                    later(
-                        &js,
-                        IncidentClosed::SUBJECT,
-                        format!("close:{id}"),
-                        close.encode_to_vec(),
-                        format!("domain: demo-oncall closed → IncidentClosed {id}"),
-                    );
-                }
-            }
-        }
-        let _ = m.ack().await;
-    }
-}
-
 /// `POST /incidents/{id}/acknowledge` and `/close`.
-async fn control(js: async_nats::jetstream::Context) -> std::io::Result<()> {
+async fn control(domain: Arc<Domain>) -> std::io::Result<()> {
     use axum::extract::{Path, State};
-    async fn act(
-        State(js): State<async_nats::jetstream::Context>,
-        Path((id, action)): Path<(String, String)>,
-    ) -> String {
+    async fn act(State(domain): State<Arc<Domain>>, Path((id, action)): Path<(String, String)>) -> String {
         match action.as_str() {
-            "acknowledge" => {
-                let fact = IncidentAcknowledged {
-                    meta: meta(format!("ack:{id}"), ""),
-                    incident_id: id.clone(),
-                    by: "demo-user".into(),
-                    ..Default::default()
-                };
-                publish(&js, IncidentAcknowledged::SUBJECT, &format!("ack:{id}"), fact.encode_to_vec()).await;
-                say(&format!("domain: acknowledged by demo-user → IncidentAcknowledged {id}"));
-                format!("acknowledged {id}\n")
-            }
-            "close" => {
-                let fact = IncidentClosed {
-                    meta: meta(format!("close:{id}"), ""),
-                    incident_id: id.clone(),
-                    by: "demo-user".into(),
-                    reason: "follow-up done".into(),
-                    ..Default::default()
-                };
-                publish(&js, IncidentClosed::SUBJECT, &format!("close:{id}"), fact.encode_to_vec()).await;
-                say(&format!("domain: closed by demo-user → IncidentClosed {id}"));
-                format!("closed {id}\n")
-            }
+            "acknowledge" if domain.acknowledge(&id, "demo-user").await => format!("acknowledged {id}\n"),
+            "close" if domain.close(&id, "demo-user").await => format!("closed {id}\n"),
+            "acknowledge" | "close" => format!("{action} {id}: the bus did not store the fact\n"),
             other => format!("unknown action {other}\n"),
         }
     }
-    let app = axum::Router::new().route("/incidents/{id}/{action}", axum::routing::post(act)).with_state(js);
+    let app = axum::Router::new().route("/incidents/{id}/{action}", axum::routing::post(act)).with_state(domain);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 8094)).await?;
     axum::serve(listener, app).await
 }
@@ -280,8 +70,8 @@ async fn main() -> std::io::Result<()> {
     };
     let js = async_nats::jetstream::new(client);
     let auto = std::env::var("SRE_STANDINS_AUTO").is_ok_and(|v| v == "1");
-    tokio::spawn(domain(js.clone(), Arc::new(Mutex::new(Domain { auto, ..Domain::default() }))));
-    tokio::spawn(control(js));
+    let domain = Arc::new(Domain::start(js, auto, Arc::new(say)));
+    tokio::spawn(control(domain.clone()));
 
     // The timeline of what the vendors received.
     let mut seen = (0usize, 0usize, 0usize, 0usize, String::new());
