@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use clap::Parser;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -79,7 +78,12 @@ where
     F: FnOnce(ServiceContext<C>) -> Fut,
     Fut: Future<Output = anyhow::Result<Router>>,
 {
-    let cli = Cli::parse();
+    // The adapter's own name and version in `--help` and `--version`.
+    let matches = <Cli as clap::CommandFactory>::command().name(spec.name).version(spec.version).get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     let vars: Vars = std::env::vars().collect();
     let loaded = config::read_file(cli.config.as_deref()).and_then(|text| load_config::<C>(&text, &vars));
     let config = match loaded {

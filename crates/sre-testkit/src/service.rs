@@ -200,6 +200,10 @@ pub fn assert_service_lifecycle(bin: &Path, example_config: &Path, section: &str
 pub fn assert_service_lifecycle_with_env(bin: &Path, example_config: &Path, section: &str, envs: &[(&str, &str)]) {
     let (status, stderr) = check_config(bin, example_config).expect("runs --check-config");
     assert!(status.success(), "example config must be valid: {stderr}");
+    let version = Command::new(bin).arg("--version").output().expect("runs --version");
+    let name = bin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let said = String::from_utf8_lossy(&version.stdout);
+    assert!(version.status.success() && said.starts_with(&format!("{name} ")), "--version: {said}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
