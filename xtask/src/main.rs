@@ -471,6 +471,7 @@ fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Child> {
 fn bench() -> anyhow::Result<()> {
     let tools = setup()?;
     let mut report = String::new();
+    let mut summaries: Vec<std::collections::BTreeMap<String, String>> = Vec::new();
     for adapter in ADAPTERS {
         eprintln!("xtask: benchmarking {adapter}");
         let out = cargo().args(["bench", "-p", adapter]).stderr(std::process::Stdio::inherit()).output()?;
@@ -489,6 +490,18 @@ fn bench() -> anyhow::Result<()> {
             report.push_str(line);
             report.push('\n');
         }
+        // `summary: key=value …`, the figures of the one table.
+        let summary = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        summaries.push(summary);
     }
     // Start-up and idle memory, each binary on its demo configuration.
     let state = root().join(".tools/bench");
@@ -505,7 +518,7 @@ fn bench() -> anyhow::Result<()> {
     stack.0.push(("nats-server".to_owned(), nats));
     std::thread::sleep(Duration::from_millis(500));
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
-    report.push_str("\n## start-up (spawn → /readyz 200) and idle RSS, release builds\n\n| adapter | start-up | idle RSS |\n|---|---|---|\n");
+    let mut startup_idle = Vec::new();
     for (i, adapter) in ADAPTERS.iter().enumerate() {
         let port = 8180 + i as u16;
         let mut cmd = Command::new(target.join("release").join(adapter));
@@ -537,12 +550,60 @@ fn bench() -> anyhow::Result<()> {
                     .and_then(|v| v.parse::<f64>().ok())
             })
             .map_or("?".to_owned(), |kb| format!("{:.1} MB", kb / 1024.0));
-        report.push_str(&format!("| {adapter} | {} ms | {rss} |\n", startup.as_millis()));
+        startup_idle.push((format!("{} ms", startup.as_millis()), rss));
     }
     drop(stack);
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    println!("# sre-integration benchmarks ({cores} cores, {})\n{report}", rfc3339(std::time::SystemTime::now()));
+    let table = bench_table(&summaries, &startup_idle);
+    println!(
+        "# sre-integration benchmarks ({cores} cores, {})\n\n{table}\nDetails of each benchmark:\n{report}",
+        rfc3339(std::time::SystemTime::now())
+    );
     Ok(())
+}
+
+/// The one table: each adapter's headline figure against its baseline measured in the same
+/// run, latency, memory and start-up.
+fn bench_table(summaries: &[std::collections::BTreeMap<String, String>], startup_idle: &[(String, String)]) -> String {
+    let get = |i: usize, k: &str| summaries.get(i).and_then(|m| m.get(k)).cloned().unwrap_or_else(|| "?".to_owned());
+    let ratio = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(a), Ok(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "?".to_owned(),
+    };
+    let mut t = String::from(
+        "| adapter | measure | adapter | baseline (same run) | ratio | latency | peak RSS | start-up | idle RSS |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (i, adapter) in ADAPTERS.iter().enumerate() {
+        let (startup, idle) = startup_idle.get(i).cloned().unwrap_or_default();
+        let peak = format!("{} MB", get(i, "peak_rss_mb"));
+        let row = match *adapter {
+            "alertmanager-ingress" => format!(
+                "alerts/s, webhooks of 100 | {} | raw JetStream publish {} | {} | p50 {} ms, p99 {} ms at 1,000 alerts/s",
+                get(i, "rate"),
+                get(i, "baseline"),
+                ratio(&get(i, "rate"), &get(i, "baseline")),
+                get(i, "p50_ms"),
+                get(i, "p99_ms")
+            ),
+            "argocd-sync" => format!(
+                "CPU per cycle, 10,000 apps | {} ms | serde_json skip-only parse {} ms | {} | (poll every 30 s)",
+                get(i, "cycle_cpu_ms"),
+                get(i, "baseline_cpu_ms"),
+                ratio(&get(i, "cycle_cpu_ms"), &get(i, "baseline_cpu_ms"))
+            ),
+            _ => format!(
+                "facts/s (1 replica) | {} | bare JetStream consumer {} | {} | overhead per fact p50 {} ms, p99 {} ms",
+                get(i, "rate"),
+                get(i, "baseline"),
+                ratio(&get(i, "rate"), &get(i, "baseline")),
+                get(i, "p50_overhead_ms"),
+                get(i, "p99_overhead_ms")
+            ),
+        };
+        t.push_str(&format!("| {adapter} | {row} | {peak} | {startup} | {idle} |\n"));
+    }
+    t
 }
 
 /// Secrets of the demo configurations (placeholders the stand-ins accept; loopback only).
@@ -756,5 +817,31 @@ mod tests {
 
         assert!(scaffold_adapter(root, "servicenow-sink").is_err(), "never overwrites");
         assert!(scaffold_adapter(root, "Bad_Name").is_err());
+    }
+
+    #[test]
+    fn the_bench_table_puts_each_adapter_against_its_own_baseline() {
+        let parse = |l: &str| -> std::collections::BTreeMap<String, String> {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        let summaries = vec![
+            parse("rate=80000 baseline=100000 p50_ms=1.10 p99_ms=3.00 peak_rss_mb=30.0"),
+            parse("cycle_cpu_ms=200 baseline_cpu_ms=100 peak_rss_mb=48.0"),
+            parse("rate=2000 baseline=8000 p50_overhead_ms=0.50 p99_overhead_ms=0.80 peak_rss_mb=14.0"),
+        ];
+        let table = bench_table(&summaries, &[("70 ms".into(), "9.0 MB".into())]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + ADAPTERS.len(), "{table}");
+        assert!(
+            lines[2].contains("| 0.80x |")
+                && lines[2].contains("p99 3.00 ms")
+                && lines[2].contains("| 70 ms | 9.0 MB |")
+        );
+        assert!(lines[3].contains("| 200 ms |") && lines[3].contains("| 2.00x |"), "{table}");
+        assert!(lines[4].contains("| 0.25x |") && lines[4].contains("p99 0.80 ms"), "{table}");
+        assert!(lines[5].contains("| ? |"), "a missing summary shows as unknown, not as zero: {table}");
     }
 }

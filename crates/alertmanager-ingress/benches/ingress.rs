@@ -185,6 +185,7 @@ async fn main() {
     let ingress_pid = ingress.pid().expect("ingress runs");
     let nats_pid = nats.pid().expect("nats runs");
     let cpu = |pid| sre_testkit::cpu_time(pid).unwrap_or_default();
+    let mut largest_groups = (0.0, 0.0);
     for (run, group) in [1usize, 10, 100].into_iter().enumerate() {
         // Warm-up of connections and code paths, not counted.
         let _ = post_all(&client, &webhook_url, webhooks(200, group, &format!("warm{run}"))).await;
@@ -226,6 +227,7 @@ async fn main() {
             nats_cpu,
         );
         println!("       ingress peak RSS so far {:.1} MB", ingress.peak_rss_bytes().unwrap_or(0) as f64 / 1e6);
+        largest_groups = (ingress_rate, raw_rate);
     }
 
     // Latency at a fixed, moderate rate: 1,000 alerts/s as 100 requests/s of 10 alerts.
@@ -259,4 +261,13 @@ async fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3
     );
     println!("ingress RSS: idle {:.1} MB, peak {:.1} MB", idle_rss as f64 / 1e6, peak_rss as f64 / 1e6);
+    // One line for `cargo xtask bench`'s table (groups of 100 alerts).
+    println!(
+        "summary: rate={:.0} baseline={:.0} p50_ms={:.2} p99_ms={:.2} peak_rss_mb={:.1}",
+        largest_groups.0,
+        largest_groups.1,
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        peak_rss as f64 / 1e6
+    );
 }

@@ -189,6 +189,12 @@ async fn main() {
     println!(
         "| RSS idle / peak after the first cycle / peak | {idle_rss:.1} MB / {first_peak:.1} MB / {peak_rss:.1} MB | target < 50 MB |"
     );
+    // One line for `cargo xtask bench`'s table.
+    println!(
+        "summary: cycle_cpu_ms={:.0} baseline_cpu_ms={:.0} peak_rss_mb={peak_rss:.1}",
+        steady_cpu * 1e3,
+        skip_cpu * 1e3
+    );
 }
 
 /// The raw list body, read once for the in-process baselines.
