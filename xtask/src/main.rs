@@ -510,13 +510,18 @@ fn bench() -> anyhow::Result<()> {
     let mut stack = Stack(Vec::new());
     let nats = spawn(
         Command::new(&tools.nats_server)
-            .args(["-js", "-a", "127.0.0.1", "-p", "4299", "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", "4299", "-m", "8299", "-sd"])
             .arg(state.join("jetstream"))
             .stderr(std::process::Stdio::null()),
         "nats-server",
     )?;
     stack.0.push(("nats-server".to_owned(), nats));
-    std::thread::sleep(Duration::from_millis(500));
+    // Start-up is measured from a ready bus, not from a bus still starting.
+    let waited = Instant::now();
+    while http(8299, "GET", "/healthz?js-enabled-only=true", "") != Some(200) {
+        anyhow::ensure!(waited.elapsed() < Duration::from_secs(10), "nats-server did not become ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
     let mut startup_idle = Vec::new();
     for (i, adapter) in ADAPTERS.iter().enumerate() {

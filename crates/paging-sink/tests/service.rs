@@ -24,12 +24,7 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
 
 #[test]
 fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
-    let values: serde_json::Value = serde_norway::from_str(
-        &std::fs::read_to_string(sre_testkit::chart::charts_dir().join("paging-sink/values.yaml"))
-            .expect("values.yaml"),
-    )
-    .expect("yaml");
-    let text = serde_norway::to_string(&values["config"]).expect("yaml");
+    let text = sre_testkit::chart::values_config("paging-sink", |_| {});
     let config: paging_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("the chart's config");
     let consumer = paging_sink::consumer_config(&config.paging_integration);
     sre_testkit::chart::assert_json_file(
@@ -40,13 +35,9 @@ fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
 
 #[test]
 fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
-    let mut values: serde_norway::Value = serde_norway::from_str(
-        &std::fs::read_to_string(sre_testkit::chart::charts_dir().join("paging-sink/values.yaml"))
-            .expect("values.yaml"),
-    )
-    .expect("yaml");
-    values["config"]["paging_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
-    let text = serde_norway::to_string(&values["config"]).expect("yaml");
+    let text = sre_testkit::chart::values_config("paging-sink", |c| {
+        c["paging_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
+    });
     let config: paging_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("parses");
     let consumer = paging_sink::consumer_config(&config.paging_integration);
     assert_eq!(consumer.durable_name, "paging-sink");

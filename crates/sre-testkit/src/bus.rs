@@ -5,23 +5,20 @@ use std::time::{Duration, Instant};
 
 /// Every message still in `stream`, in order, as `(subject, payload)`.
 pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<(String, bytes::Bytes)> {
-    let Ok(client) = async_nats::connect(nats_url).await else { return Vec::new() };
-    let js = async_nats::jetstream::new(client);
-    let Ok(stream) = js.get_stream(stream).await else { return Vec::new() };
-    let Ok(info) = stream.get_info().await else { return Vec::new() };
-    let mut out = Vec::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        if let Ok(m) = stream.get_raw_message(seq).await {
-            out.push((m.subject.to_string(), m.payload));
-        }
-    }
-    out
+    stream_records(nats_url, stream).await.into_iter().map(|(subject, _, payload)| (subject, payload)).collect()
 }
 
 /// Every message still in `stream`, with its headers: `(subject, headers, payload)`.
 pub async fn stream_records(nats_url: &str, stream: &str) -> Vec<(String, async_nats::HeaderMap, bytes::Bytes)> {
     let Ok(client) = async_nats::connect(nats_url).await else { return Vec::new() };
-    let js = async_nats::jetstream::new(client);
+    read_stream(&async_nats::jetstream::new(client), stream).await
+}
+
+/// Every message still in `stream`, read with `js` (e.g. a client with credentials).
+pub async fn read_stream(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<(String, async_nats::HeaderMap, bytes::Bytes)> {
     let Ok(stream) = js.get_stream(stream).await else { return Vec::new() };
     let Ok(info) = stream.get_info().await else { return Vec::new() };
     let mut out = Vec::new();

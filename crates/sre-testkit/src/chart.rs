@@ -17,6 +17,15 @@ pub fn charts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm")
 }
 
+/// The configuration in the chart's default values, as the ConfigMap carries it (YAML),
+/// with `edit` applied to it first (e.g. to leave out a key).
+pub fn values_config(name: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut values = read_yaml(&charts_dir().join(name).join("values.yaml"));
+    let config = values.get_mut("config").unwrap_or_else(|| panic!("{name}: values.yaml has no `config:`"));
+    edit(config);
+    serde_norway::to_string(config).expect("yaml")
+}
+
 /// Asserts everything this module promises about the chart of the adapter `bin` (whose
 /// crate version is `version`); panics with the reason otherwise.
 pub fn assert_chart(bin: &Path, name: &str, version: &str) {

@@ -210,16 +210,8 @@ async fn system() -> System {
 
 /// Every message in `stream`, read as the domain.
 async fn stream(nats: &NatsServer, name: &str) -> Vec<(String, bytes::Bytes)> {
-    let js = domain_client(nats).await;
-    let Ok(stream) = js.get_stream(name).await else { return Vec::new() };
-    let Ok(info) = stream.get_info().await else { return Vec::new() };
-    let mut out = Vec::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        if let Ok(m) = stream.get_raw_message(seq).await {
-            out.push((m.subject.to_string(), m.payload));
-        }
-    }
-    out
+    let records = sre_testkit::bus::read_stream(&domain_client(nats).await, name).await;
+    records.into_iter().map(|(subject, _, payload)| (subject, payload)).collect()
 }
 
 async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
@@ -401,6 +393,16 @@ async fn until_accepted(sent: &Mutex<Sent>, n: usize) {
     eventually(&format!("{n} alerts accepted"), Duration::from_secs(120), || async { accepted(sent) >= n }).await;
 }
 
+/// SIGKILL and restart, off the async threads (it waits for readiness).
+async fn crash(adapter: Adapter) -> Adapter {
+    blocking(move || {
+        let mut a = adapter;
+        a.crash_and_restart();
+        a
+    })
+    .await
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("join")
 }
@@ -422,12 +424,7 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     let mut faults = Vec::new();
 
     until_accepted(&sent, 30).await;
-    s.ingress = blocking(move || {
-        let mut a = s.ingress;
-        a.crash_and_restart();
-        a
-    })
-    .await;
+    s.ingress = crash(s.ingress).await;
     faults.push("ingress SIGKILL + restart");
 
     until_accepted(&sent, 60).await;
@@ -445,21 +442,11 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
         s.domain.incidents().len() >= before + 2
     })
     .await;
-    s.ticketing = blocking(move || {
-        let mut a = s.ticketing;
-        a.crash_and_restart();
-        a
-    })
-    .await;
+    s.ticketing = crash(s.ticketing).await;
     faults.push("Jira answers in 1.5 s, PagerDuty in 0.8 s; ticketing-sink SIGKILL (creates in flight) + restart");
 
     until_accepted(&sent, 130).await;
-    s.paging = blocking(move || {
-        let mut a = s.paging;
-        a.crash_and_restart();
-        a
-    })
-    .await;
+    s.paging = crash(s.paging).await;
     faults.push("paging-sink SIGKILL + restart");
 
     until_accepted(&sent, 180).await;
@@ -479,22 +466,12 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     let bus_down = cut.elapsed();
 
     until_accepted(&sent, 220).await;
-    s.argocd = blocking(move || {
-        let mut a = s.argocd;
-        a.crash_and_restart();
-        a
-    })
-    .await;
+    s.argocd = crash(s.argocd).await;
     s.argo.set_health("payments", "Healthy", "");
     faults.push("argocd-sync SIGKILL + restart; payments back to Healthy");
 
     until_accepted(&sent, 260).await;
-    s.ingress = blocking(move || {
-        let mut a = s.ingress;
-        a.crash_and_restart();
-        a
-    })
-    .await;
+    s.ingress = crash(s.ingress).await;
     faults.push("ingress SIGKILL + restart");
 
     blocking(move || sender.join().expect("sender")).await;

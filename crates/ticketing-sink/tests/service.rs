@@ -24,12 +24,7 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
 
 #[test]
 fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
-    let values: serde_json::Value = serde_norway::from_str(
-        &std::fs::read_to_string(sre_testkit::chart::charts_dir().join("ticketing-sink/values.yaml"))
-            .expect("values.yaml"),
-    )
-    .expect("yaml");
-    let text = serde_norway::to_string(&values["config"]).expect("yaml");
+    let text = sre_testkit::chart::values_config("ticketing-sink", |_| {});
     let config: ticketing_sink::Config =
         sre_runtime::load_config(&text, &Default::default()).expect("the chart's config");
     let consumer = ticketing_sink::consumer_config(&config.ticketing_integration);
@@ -41,13 +36,9 @@ fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
 
 #[test]
 fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
-    let mut values: serde_norway::Value = serde_norway::from_str(
-        &std::fs::read_to_string(sre_testkit::chart::charts_dir().join("ticketing-sink/values.yaml"))
-            .expect("values.yaml"),
-    )
-    .expect("yaml");
-    values["config"]["ticketing_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
-    let text = serde_norway::to_string(&values["config"]).expect("yaml");
+    let text = sre_testkit::chart::values_config("ticketing-sink", |c| {
+        c["ticketing_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
+    });
     let config: ticketing_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("parses");
     let consumer = ticketing_sink::consumer_config(&config.ticketing_integration);
     assert_eq!(consumer.durable_name, "ticketing-sink");
