@@ -598,12 +598,14 @@ fn bench_table(summaries: &[std::collections::BTreeMap<String, String>], startup
                 ratio(&get(i, "cycle_cpu_ms"), &get(i, "baseline_cpu_ms"))
             ),
             _ => format!(
-                "facts/s (1 replica) | {} | bare JetStream consumer {} | {} | overhead per fact p50 {} ms, p99 {} ms",
+                "facts/s (1 replica) | {} | bare JetStream consumer {} | {} | publish → vendor at 100/s: p50 {} ms (bare {}), p99 {} ms (bare {})",
                 get(i, "rate"),
                 get(i, "baseline"),
                 ratio(&get(i, "rate"), &get(i, "baseline")),
-                get(i, "p50_overhead_ms"),
-                get(i, "p99_overhead_ms")
+                get(i, "p50_ms"),
+                get(i, "base_p50_ms"),
+                get(i, "p99_ms"),
+                get(i, "base_p99_ms")
             ),
         };
         t.push_str(&format!("| {adapter} | {row} | {peak} | {startup} | {idle} |\n"));
@@ -835,7 +837,7 @@ mod tests {
         let summaries = vec![
             parse("rate=80000 baseline=100000 p50_ms=1.10 p99_ms=3.00 peak_rss_mb=30.0"),
             parse("cycle_cpu_ms=200 baseline_cpu_ms=100 peak_rss_mb=48.0"),
-            parse("rate=2000 baseline=8000 p50_overhead_ms=0.50 p99_overhead_ms=0.80 peak_rss_mb=14.0"),
+            parse("rate=2000 baseline=8000 p50_ms=1.30 p99_ms=2.20 base_p50_ms=0.80 base_p99_ms=1.40 peak_rss_mb=14.0"),
         ];
         let table = bench_table(&summaries, &[("70 ms".into(), "9.0 MB".into())]);
         let lines: Vec<&str> = table.lines().collect();
@@ -846,7 +848,7 @@ mod tests {
                 && lines[2].contains("| 70 ms | 9.0 MB |")
         );
         assert!(lines[3].contains("| 200 ms |") && lines[3].contains("| 2.00x |"), "{table}");
-        assert!(lines[4].contains("| 0.25x |") && lines[4].contains("p99 0.80 ms"), "{table}");
+        assert!(lines[4].contains("| 0.25x |") && lines[4].contains("p99 2.20 ms (bare 1.40)"), "{table}");
         assert!(lines[5].contains("| ? |"), "a missing summary shows as unknown, not as zero: {table}");
     }
 }

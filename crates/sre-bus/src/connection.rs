@@ -37,6 +37,8 @@ pub struct Bus {
     source: Source,
     metrics: BusMetrics,
     topology_ready: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The last operation the server refused to this user (a permissions violation).
+    refused: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Splits `scheme://user:password@rest` into `scheme://rest` and the credentials
@@ -71,6 +73,8 @@ impl Bus {
     /// is connected. `source` names this service instance in every message it sends.
     pub async fn connect(config: BusConfig, source: Source, metrics: BusMetrics) -> Result<Self, ConnectError> {
         let events = metrics.clone();
+        let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let refusals = refused.clone();
         let mut options = ConnectOptions::new()
             .name(format!("{}/{}", source.service, source.instance))
             .connection_timeout(config.connect_timeout)
@@ -81,6 +85,7 @@ impl Bus {
             })
             .event_callback(move |event| {
                 let metrics = events.clone();
+                let refusals = refusals.clone();
                 async move {
                     match event {
                         Event::Connected => {
@@ -91,6 +96,16 @@ impl Bus {
                             metrics.connected.set(0);
                             metrics.reconnects.inc();
                             tracing::warn!("disconnected from nats");
+                        }
+                        // The server refused an operation to this service's bus user: the
+                        // operator's to fix (deploy/nats), so a warning, kept for readiness.
+                        other if other.to_string().contains("Permissions Violation") => {
+                            tracing::warn!(event = %other, "the bus refused an operation to this user");
+                            // `… Permissions Violation for Publish to "<subject>"`
+                            let text = other.to_string();
+                            let detail = text.split("Permissions Violation for ").nth(1).unwrap_or(&text);
+                            *refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                                Some(format!("refused {detail}"));
                         }
                         other => tracing::info!(event = %other, "nats event"),
                     }
@@ -115,6 +130,7 @@ impl Bus {
             client,
             js,
             topology_ready: Arc::new(tokio::sync::watch::Sender::new(!config.manage_streams)),
+            refused,
             config: Arc::new(config),
             source,
             metrics,
@@ -126,13 +142,21 @@ impl Bus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Ready: connected, and the streams are in place.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    /// Ready: connected, and the streams are in place. While they are not, says what the
+    /// server refused, if it did (e.g. a user without the right to manage streams).
+    pub fn readiness(&self) -> Result<(), String> {
         if !self.is_connected() {
-            return Err("not connected to nats");
+            return Err("not connected to nats".to_owned());
         }
         if !*self.topology_ready.borrow() {
-            return Err("streams not yet in place");
+            let refused = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            return Err(match refused {
+                Some(r) => format!(
+                    "streams not yet in place: the bus {r}; give this user that right, or provision \
+                     the streams (deploy/nats/jetstream) and set runtime.bus.manage_streams: false"
+                ),
+                None => "streams not yet in place".to_owned(),
+            });
         }
         Ok(())
     }

@@ -123,7 +123,7 @@ async fn while_the_bus_is_down_publishes_fail_fast_and_readiness_says_so() {
     assert!(bus.readiness().is_ok());
     server.kill();
     wait_until("the client notices", || !bus.is_connected()).await;
-    assert_eq!(bus.readiness(), Err("not connected to nats"));
+    assert_eq!(bus.readiness(), Err("not connected to nats".to_owned()));
     let err = bus.intent_publisher().publish(&alert("am:down")).await.expect_err("unavailable");
     assert!(err.is_retryable(), "{err}");
 

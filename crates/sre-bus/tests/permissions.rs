@@ -186,4 +186,26 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
     }
     // (binding the other consumer is tried twice: a lost creation race is retried once)
     assert_eq!(log.matches("Violation").count(), 8, "nothing else was refused:\n{log}");
+
+    // An adapter left to manage streams it may not: readiness says what the bus refused and
+    // what to do, instead of only "not ready".
+    let config = BusConfig { url: ingress, ack_timeout: Duration::from_secs(1), ..BusConfig::default() };
+    let source = Source { service: "alertmanager-ingress".into(), instance: "test".into() };
+    let managing = Bus::connect(config, source, BusMetrics::default()).await.expect("connects");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let topology = tokio::spawn({
+        let (bus, cancel) = (managing.clone(), cancel.clone());
+        async move { bus.ensure_topology(&cancel).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let said = loop {
+        match managing.readiness() {
+            Err(e) if e.contains("refused") => break e,
+            other => assert!(std::time::Instant::now() < deadline, "readiness never named the refusal: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(said.contains("refused Publish to \"$JS.API.STREAM.") && said.contains("manage_streams: false"), "{said}");
+    cancel.cancel();
+    let _ = topology.await;
 }

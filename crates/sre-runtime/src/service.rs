@@ -137,7 +137,7 @@ where
     let bus = Bus::connect(rt.bus.clone(), source, bus_metrics).await?;
     let health = Health::default();
     let bus_check = bus.clone();
-    health.register("bus", Arc::new(move || bus_check.readiness().map_err(str::to_owned)));
+    health.register("bus", Arc::new(move || bus_check.readiness()));
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
