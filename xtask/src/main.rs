@@ -625,6 +625,15 @@ fn bench_table(summaries: &[std::collections::BTreeMap<String, String>], startup
     t
 }
 
+/// The bus users of `deploy/nats/sre.conf` the demo runs as.
+const DEMO_BUS_USERS: [&str; 5] =
+    ["sre-domain", "alertmanager-ingress", "argocd-sync", "ticketing-sink", "paging-sink"];
+
+/// The variable `deploy/nats/sre.conf` reads a user's password from (`$ARGOCD_SYNC_PASSWORD`).
+fn password_var(user: &str) -> String {
+    format!("{}_PASSWORD", user.to_uppercase().replace('-', "_"))
+}
+
 /// Secrets of the demo configurations (placeholders the stand-ins accept; loopback only).
 const DEMO_SECRETS: [(&str, &str); 5] = [
     ("SECRET_DEMO_ARGOCD_TOKEN", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.ZGVtbw"),
@@ -689,18 +698,28 @@ fn run() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
     let mut stack = Stack(Vec::new());
+    // The bus as deployed: deploy/nats/sre.conf's users and allow-lists, with the demo's
+    // passwords (loopback only). The domain stand-in provisions the streams; each adapter
+    // connects as its own user and may publish only what it should.
+    let passwords: String =
+        DEMO_BUS_USERS.iter().map(|user| format!("{}: \"demo-{user}\"\n", password_var(user))).collect();
+    let deploy = std::fs::read_to_string(root().join("deploy/nats/sre.conf")).context("deploy/nats/sre.conf")?;
+    std::fs::write(state.join("nats.conf"), format!("{passwords}\n{deploy}"))?;
     let nats = spawn(
         Command::new(&tools.nats_server)
+            .arg("-c")
+            .arg(state.join("nats.conf"))
             .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
             .arg(state.join("jetstream"))
             .stderr(std::fs::File::create(state.join("nats-server.log"))?),
         "nats-server",
     )?;
     stack.0.push(("nats-server".to_owned(), nats));
+    let bus_url = |user: &str| format!("nats://{user}:demo-{user}@127.0.0.1:4222");
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
     let standins = spawn(
         Command::new(target.join("debug").join("sre-standins"))
-            .env("NATS_URL", "nats://127.0.0.1:4222")
+            .env("NATS_URL", bus_url("sre-domain"))
             .env("SRE_STANDINS_AUTO", "1"),
         "sre-standins",
     )?;
@@ -710,7 +729,7 @@ fn run() -> anyhow::Result<()> {
         let mut cmd = Command::new(target.join("debug").join(adapter));
         cmd.arg("--config")
             .arg(&config)
-            .env("NATS_URL", "nats://127.0.0.1:4222")
+            .env("NATS_URL", bus_url(adapter))
             .env("HTTP_ADDR", format!("127.0.0.1:{}", 8080 + i))
             .env("POD_NAME", format!("{adapter}-demo"));
         let log = std::fs::File::create(state.join(format!("{adapter}.log")))?;

@@ -29,6 +29,24 @@ use tokio_util::sync::CancellationToken;
 /// The durable consumer the stand-in reads intents with.
 pub const CONSUMER: &str = "sre-domain-standin";
 
+/// Provisions the domain streams from `deploy/nats/jetstream/streams/` as an operator (or
+/// the SRE domain, whose bus user may) would, with one replica for a single server. Returns
+/// how many streams are in place.
+pub async fn provision(js: &async_nats::jetstream::Context) -> Result<usize, String> {
+    let dir = crate::workspace_root().join("deploy/nats/jetstream/streams");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config: async_nats::jetstream::stream::Config =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.num_replicas = 1;
+        js.create_or_update_stream(config).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 /// Where the stand-in reports what it did (one readable line per step).
 pub type Say = Arc<dyn Fn(&str) + Send + Sync>;
 

@@ -131,17 +131,6 @@ async fn domain_client(nats: &NatsServer) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(client)
 }
 
-/// The streams, provisioned from the deploy files as an operator would (one replica here).
-async fn provision(js: &async_nats::jetstream::Context) {
-    let dir = sre_testkit::workspace_root().join("deploy/nats/jetstream/streams");
-    for entry in std::fs::read_dir(dir).expect("stream definitions") {
-        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
-        let mut config: async_nats::jetstream::stream::Config = serde_json::from_str(&text).expect("a stream");
-        config.num_replicas = 1;
-        js.create_stream(config).await.expect("the domain provisions the stream");
-    }
-}
-
 async fn system() -> System {
     let dir = tempfile::tempdir().expect("tempdir");
     let deploy = std::fs::read_to_string(sre_testkit::workspace_root().join("deploy/nats/sre.conf")).expect("sre.conf");
@@ -150,7 +139,7 @@ async fn system() -> System {
     std::fs::write(&conf, format!("{vars}\n{deploy}")).expect("nats.conf");
     let nats = NatsServer::start_with_config(&conf).expect("nats-server from deploy/nats");
     let js = domain_client(&nats).await;
-    provision(&js).await;
+    assert_eq!(sre_testkit::domain::provision(&js).await, Ok(3), "the domain provisions the streams");
     let domain = Domain::start(js, false, Arc::new(|_: &str| {}));
 
     let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");

@@ -62,13 +62,37 @@ async fn main() -> std::io::Result<()> {
     say(
         "stand-ins: Argo CD :8089, Jira DC :8090, GitHub :8091, PagerDuty :8092, Opsgenie :8093 (each lists what it received at http://127.0.0.1:<port>/), domain control :8094",
     );
+    // `nats://user:password@host:port`: the domain's own bus user (deploy/nats).
+    let (address, user) = match nats.split_once("://").and_then(|(scheme, rest)| {
+        rest.rsplit_once('@').map(|(userinfo, host)| (format!("{scheme}://{host}"), userinfo.to_owned()))
+    }) {
+        Some((address, userinfo)) => (address, userinfo.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))),
+        None => (nats.clone(), None),
+    };
     let client = loop {
-        match async_nats::connect(&nats).await {
+        let options = match &user {
+            Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone()),
+            None => async_nats::ConnectOptions::new(),
+        };
+        match options.connect(&address).await {
             Ok(c) => break c,
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
     let js = async_nats::jetstream::new(client);
+    // The domain provisions the streams (adapters' bus users may not: deploy/nats).
+    loop {
+        match sre_testkit::domain::provision(&js).await {
+            Ok(n) => {
+                say(&format!("domain: {n} streams in place (deploy/nats/jetstream)"));
+                break;
+            }
+            Err(e) => {
+                say(&format!("domain: streams not provisioned yet: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
     let auto = std::env::var("SRE_STANDINS_AUTO").is_ok_and(|v| v == "1");
     let domain = Arc::new(Domain::start(js, auto, Arc::new(say)));
     tokio::spawn(control(domain.clone()));
