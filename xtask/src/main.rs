@@ -645,6 +645,11 @@ const DEMO_SECRETS: [(&str, &str); 5] = [
 
 /// One HTTP/1.1 request over loopback; the status, or `None` when nothing answered.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
+    http_answer(port, method, path, body).map(|(status, _)| status)
+}
+
+/// A plain HTTP/1.1 request on loopback: the status and the raw answer.
+fn http_answer(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -655,7 +660,8 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
     s.write_all(req.as_bytes()).ok()?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split_whitespace().nth(1)?.parse().ok()
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, out))
 }
 
 fn demo_alert(ends_at: Option<&str>) -> String {
@@ -724,6 +730,20 @@ fn run() -> anyhow::Result<()> {
         "sre-standins",
     )?;
     stack.0.push(("sre-standins".to_owned(), standins));
+    // Adapters start once the domain has provisioned the streams (nats-server's monitor
+    // counts them), so none of them starts by retrying against missing streams.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let streams = || {
+        let (_, body) = http_answer(8222, "GET", "/jsz", "")?;
+        let n = body.split("\"streams\": ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?;
+        n.parse::<u32>().ok()
+    };
+    while streams().unwrap_or(0) < 3 {
+        if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+            anyhow::bail!("the domain stand-in did not provision the streams; see its output above");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     for (i, adapter) in ADAPTERS.iter().enumerate() {
         let config = root().join("deploy/demo").join(format!("{adapter}.yaml"));
         let mut cmd = Command::new(target.join("debug").join(adapter));
