@@ -377,6 +377,17 @@ impl FakeJira {
         self.latency.set(delay);
     }
 
+    /// Every request from now on is carried out at once and answered `delay` later: a
+    /// caller that dies meanwhile leaves work done that it never heard about.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.latency.set_after(delay);
+    }
+
+    /// Requests carried out whose answers [`Self::set_answer_delay`] still holds back.
+    pub fn answers_held(&self) -> u64 {
+        self.latency.held()
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }

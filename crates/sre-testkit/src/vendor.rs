@@ -6,28 +6,61 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 
-/// Extra time every answer takes; zero by default.
+/// Extra time answers take; zero by default. `before` delays the handling (the vendor is
+/// slow to act), `after` delays only the answer (the vendor acted, the caller waits).
 #[derive(Debug, Clone, Default)]
-pub struct Latency(Arc<AtomicU64>);
+pub struct Latency {
+    before: Arc<AtomicU64>,
+    after: Arc<AtomicU64>,
+    /// Requests carried out whose answers are still held back.
+    held: Arc<AtomicU64>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 impl Latency {
     /// Every request from now on waits `delay` before it is handled.
     pub fn set(&self, delay: Duration) {
-        self.0.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.before.store(millis(delay), Ordering::Relaxed);
     }
 
-    /// Wraps `router` so its answers wait for the current latency.
+    /// Every request from now on is handled at once, and answered `delay` later.
+    pub fn set_after(&self, delay: Duration) {
+        self.after.store(millis(delay), Ordering::Relaxed);
+    }
+
+    /// Requests already carried out whose answers [`Self::set_after`] still holds back.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Wraps `router` so its answers wait for the current latencies.
     pub(crate) fn wrap(&self, router: Router) -> Router {
-        let millis = self.0.clone();
+        let (before, after, held) = (self.before.clone(), self.after.clone(), self.held.clone());
         router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let delay = Duration::from_millis(millis.load(Ordering::Relaxed));
+            let wait_before = Duration::from_millis(before.load(Ordering::Relaxed));
+            let wait_after = Duration::from_millis(after.load(Ordering::Relaxed));
+            let held = held.clone();
             async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+                if !wait_before.is_zero() {
+                    tokio::time::sleep(wait_before).await;
                 }
-                next.run(req).await
+                // Handled in its own task: the vendor finishes what it started even when the
+                // caller goes away (a killed client does not undo a created ticket).
+                let answer = tokio::spawn(next.run(req)).await;
+                if !wait_after.is_zero() {
+                    held.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(wait_after).await;
+                    held.fetch_sub(1, Ordering::Relaxed);
+                }
+                match answer {
+                    Ok(answer) => answer,
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
             }
         }))
     }
