@@ -278,8 +278,18 @@ impl Sink {
                     }
                 }
                 PageState::Claimed => {
-                    self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
-                    return Disposition::Retry { after: Duration::from_secs(1), reason: "page in flight".to_owned() };
+                    // The trigger is in flight, or the delivery sending it died mid-call; its
+                    // IncidentCreated comes back only after ack_wait, and waiting for that
+                    // could use up this fact's max_deliver (the acknowledge would be lost
+                    // and the on-call escalated). Sending the trigger again is safe (the
+                    // vendor dedups on the incident id), so finish the page, then follow up.
+                    match self.settle_trigger(provider, &read, PageOutcome::Paged).await {
+                        Disposition::Ack => continue,
+                        other => {
+                            self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
+                            return other;
+                        }
+                    }
                 }
                 PageState::Paged => {}
                 PageState::Acknowledged if action == FollowUp::Resolve => {}

@@ -334,3 +334,31 @@ async fn two_replicas_fire_each_deferred_page_once() {
     assert_eq!(pd.events().len(), 5);
     assert_eq!(fired(), 5.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledge_after_a_crash_mid_trigger_finishes_the_page_and_acknowledges_it() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    // A short ack_wait would hide the bug: the acknowledge must not depend on the
+    // IncidentCreated being redelivered first.
+    let yaml = config(&pd, None, ALWAYS) + "  consumer:\n    ack_wait: 60s\n";
+    let s = stack(&yaml);
+    let mut sink = s.sink("paging-0");
+    // PagerDuty takes the trigger but the sink dies before it hears back: the record stays
+    // Claimed and the IncidentCreated unacked (it comes back only after ack_wait).
+    pd.set_answer_delay(Duration::from_secs(5));
+    s.created("inc-crash", Severity::Critical, "checkout-api", "f-crash").await;
+    eventually("the trigger is at PagerDuty, its answer held", WAIT, || async { pd.answers_held() >= 1 }).await;
+    sink.kill();
+    pd.set_answer_delay(Duration::ZERO);
+    let sink = s.sink("paging-0b");
+
+    s.acknowledged("inc-crash").await;
+    eventually("acknowledged well before the IncidentCreated comes back", Duration::from_secs(20), || async {
+        pd.alerts().first().is_some_and(|a| a.status == AlertStatus::Acknowledged)
+    })
+    .await;
+    let dead = stream_records(&s.nats.url(), streams::DEAD_LETTER).await;
+    assert!(dead.is_empty(), "nothing given up on: {}", dead.len());
+    assert_eq!(pd.alerts().len(), 1, "one page");
+    let _ = sink;
+}

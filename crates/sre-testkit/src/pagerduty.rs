@@ -249,6 +249,17 @@ impl FakePagerDuty {
         self.latency.set(delay);
     }
 
+    /// Every event from now on is applied at once and answered `delay` later: a caller
+    /// that dies meanwhile paged someone without hearing about it.
+    pub fn set_answer_delay(&self, delay: std::time::Duration) {
+        self.latency.set_after(delay);
+    }
+
+    /// Events applied whose answers [`Self::set_answer_delay`] still holds back.
+    pub fn answers_held(&self) -> u64 {
+        self.latency.held()
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
