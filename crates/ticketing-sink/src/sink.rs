@@ -62,6 +62,14 @@ fn until_stale(age: jiff::SignedDuration) -> Option<Duration> {
     Some(if age < RETRY * 2 { RETRY.min(left) } else { left + Duration::from_millis(100) })
 }
 
+/// How long a resolve or close waits on a ticket still being created. A claim left by a
+/// crash is recovered only when it goes stale (and its IncidentCreated is redelivered), so
+/// looking every 5 s meanwhile would spend `max_deliver` for nothing: the next look is at
+/// the earliest moment the ticket can exist, then every 5 s.
+fn wait_for_claimed(age: Option<jiff::SignedDuration>) -> Duration {
+    age.and_then(until_stale).map_or(WAIT_FOR_TICKET, |d| d.max(WAIT_FOR_TICKET))
+}
+
 /// The marker of an incident: a Jira label, a hidden line in a GitHub issue.
 pub fn marker(incident_id: &str) -> String {
     format!("sre-incident-{}", token(incident_id))
@@ -317,8 +325,9 @@ impl Sink {
             match (read.record.state, action) {
                 (TicketState::Claimed, _) => {
                     self.metrics.count(provider, action, Outcome::Waiting);
+                    let age = read.record.claimed_at.map(|at| jiff::Timestamp::now().duration_since(at));
                     return Disposition::Retry {
-                        after: WAIT_FOR_TICKET,
+                        after: wait_for_claimed(age),
                         reason: "the ticket is being created".to_owned(),
                     };
                 }
@@ -451,5 +460,17 @@ mod tests {
         assert_eq!(until_stale(secs(600)), None);
         // A clock behind the claim's: treated as just claimed.
         assert_eq!(until_stale(secs(-5)), Some(RETRY));
+    }
+
+    #[test]
+    fn a_resolve_waits_on_a_crashed_claim_until_the_ticket_can_exist() {
+        let secs = |s: i64| Some(jiff::SignedDuration::from_secs(s));
+        // A live create: look again soon.
+        assert_eq!(wait_for_claimed(secs(0)), WAIT_FOR_TICKET);
+        // A claim 10 s old (its holder died): the next look when it is stale, not 10 of them.
+        assert_eq!(wait_for_claimed(secs(10)), Duration::from_millis(50_100));
+        // Stale already (the IncidentCreated has yet to come back), or unknown: every 5 s.
+        assert_eq!(wait_for_claimed(secs(90)), WAIT_FOR_TICKET);
+        assert_eq!(wait_for_claimed(None), WAIT_FOR_TICKET);
     }
 }
