@@ -253,8 +253,23 @@ impl Sink {
             let read = match self.pages.get(incident_id).await {
                 Err(e) => return retry(format!("page records unavailable: {e}")),
                 Ok(None) => {
-                    self.metrics.follow_up(self.config.default_provider, label, FollowUpOutcome::NotPaged);
-                    return Disposition::Ack;
+                    // Never paged: below the threshold, or its IncidentCreated has not been
+                    // handled yet (after a crash it returns only after ack_wait, behind this
+                    // fact). Record that it was acknowledged or resolved first, so that a
+                    // later IncidentCreated does not page someone for it.
+                    let stub = IncidentCreated { incident_id: incident_id.to_owned(), ..Default::default() };
+                    let mut record =
+                        PageRecord::new(&stub, PageState::Cancelled, route(&self.config, &stub), Timestamp::now());
+                    record.incident = None;
+                    record.note = Some(format!("{label:?} before it was paged"));
+                    match self.pages.create(&record).await {
+                        Ok(_) => {
+                            self.metrics.follow_up(self.config.default_provider, label, FollowUpOutcome::NotPaged);
+                            return Disposition::Ack;
+                        }
+                        Err(KvError::AlreadyExists) => continue,
+                        Err(e) => return retry(format!("page record not created: {e}")),
+                    }
                 }
                 Ok(Some(read)) => read,
             };

@@ -362,3 +362,26 @@ async fn an_acknowledge_after_a_crash_mid_trigger_finishes_the_page_and_acknowle
     assert_eq!(pd.alerts().len(), 1, "one page");
     let _ = sink;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_acknowledged_before_its_page_was_sent_never_pages() {
+    // After a crash, an IncidentCreated delivered but not handled returns only after
+    // ack_wait, behind the acknowledge: the on-call is already on it, so no page follows.
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let sink = s.sink("paging-0");
+    s.acknowledged("inc-early").await;
+    eventually("the acknowledge recorded", WAIT, || async {
+        sink.metric("paging_sink_follow_ups_total", &["NotPaged"]) >= 1.0
+    })
+    .await;
+    s.created("inc-early", Severity::Critical, "checkout-api", "f-early").await;
+    s.created("inc-other", Severity::Critical, "checkout-api", "f-other").await;
+    eventually("both facts handled", WAIT, || async {
+        sink.metric("sre_bus_facts_handled_total", &["IncidentCreated", "Acked"]) >= 2.0
+    })
+    .await;
+    let alerts = pd.alerts();
+    assert_eq!(alerts.len(), 1, "only inc-other pages: {alerts:?}");
+    assert_eq!(alerts[0].dedup_key, "inc-other");
+}
