@@ -177,7 +177,7 @@ async fn system() -> System {
         &format!(
             "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: sys/pagerduty\n    \
              base_url: {}\n    events_per_minute: 60000\n  escalation: {{critical: immediate, high: immediate}}\n  \
-             consumer:\n    ack_wait: 10s\n{no_streams}",
+             consumer:\n    ack_wait: 60s\n{no_streams}",
             pagerduty.url()
         ),
         port,
@@ -440,8 +440,40 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     );
 
     until_accepted(&sent, 130).await;
+    // The paging sink killed after PagerDuty took triggers it never heard back about: those
+    // pages stay claimed, and their IncidentCreated returns only after ack_wait (60 s here).
+    s.pagerduty.set_answer_delay(Duration::from_millis(1500));
+    eventually("triggers at PagerDuty whose answers are still on their way", Duration::from_secs(30), || async {
+        s.pagerduty.answers_held() >= 1
+    })
+    .await;
+    let pages_held_at_kill = s.pagerduty.answers_held();
     s.paging = crash(s.paging).await;
-    faults.push("paging-sink SIGKILL + restart");
+    s.pagerduty.set_answer_delay(Duration::ZERO);
+    s.pagerduty.set_latency(Duration::ZERO);
+    faults.push(
+        "PagerDuty answers 1.5 s after paging; paging-sink SIGKILL with those answers in flight + restart; \
+         PagerDuty fast again",
+    );
+    // The on-call acknowledges everything open so far, at once: the pages left claimed are
+    // acknowledged long before their IncidentCreated could come back (60 s).
+    let early = s.domain.incidents();
+    for id in &early {
+        assert!(s.domain.acknowledge(id, "oncall").await);
+    }
+    // Each is acknowledged at PagerDuty, or was acknowledged before its page went out (its
+    // IncidentCreated was delivered to the killed sink and comes back only after ack_wait):
+    // then it is never paged, and the sink counts it.
+    let (pagerduty, paging, early_ref) = (&s.pagerduty, &s.paging, &early);
+    converges(&s, "the open pages acknowledged, claimed ones included", Duration::from_secs(20), || async move {
+        let alerts = pagerduty.alerts();
+        let status = |id: &String| alerts.iter().find(|a| &a.dedup_key == id).map(|a| a.status);
+        let triggered = early_ref.iter().filter(|id| status(id) == Some(AlertStatus::Triggered)).count();
+        let unpaged = early_ref.iter().filter(|id| status(id).is_none()).count();
+        triggered == 0 && unpaged as f64 == paging.process.metric("paging_sink_follow_ups_total", &["NotPaged"])
+    })
+    .await;
+    let acked_before_paged = s.paging.process.metric("paging_sink_follow_ups_total", &["NotPaged"]) as usize;
 
     until_accepted(&sent, 180).await;
     s.nats.kill();
@@ -479,7 +511,7 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     converges(&s, "every incident has its ticket and its page", Duration::from_secs(150), || async move {
         domain.incidents().len() == first_incidents + critical
             && jira.issues().len() == first_incidents + critical
-            && pagerduty.alerts().len() == first_incidents + critical
+            && pagerduty.alerts().len() + acked_before_paged == first_incidents + critical
             && ticketing.process.metric("ticketing_sink_facts_total", &["Recovered"]) as u64 >= held_at_kill
     })
     .await;
@@ -511,7 +543,8 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     let lost_tickets = incidents.iter().filter(|i| !tickets.contains_key(*i)).count();
     let duplicate_tickets = tickets.values().filter(|n| **n > 1).count();
     let pages: HashMap<String, u32> = s.pagerduty.alerts().into_iter().map(|a| (a.dedup_key, a.merged)).collect();
-    let lost_pages = incidents.iter().filter(|i| !pages.contains_key(*i)).count();
+    // Unpaged incidents beyond those acknowledged before their page went out.
+    let lost_pages = incidents.iter().filter(|i| !pages.contains_key(*i)).count().saturating_sub(acked_before_paged);
     let triggers = s.pagerduty.events().iter().filter(|e| e.action == "trigger").count();
     let dead_letters = stream(&s.nats, streams::DEAD_LETTER).await.len();
     // The successor's view of the claims the killed ticketing-sink left.
@@ -536,7 +569,7 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     println!(
         "accepted {} | intents: {} IngestAlertRequested for {} alerts (the end-to-end one fired and resolved), {} CreateIncidentRequested | incidents {} | \
          tickets {} | pages {} ({} trigger events; the rest deduplicated by PagerDuty) | duplicates: {} intents, \
-         {} tickets | lost: {} intents, {} tickets, {} pages | dead letters {}",
+         {} tickets | lost: {} intents, {} tickets, {} pages (acknowledged before paged, so never paged: {}) | dead letters {}",
         accepted.len(),
         ingest.values().sum::<u32>(),
         ingest.len(),
@@ -550,6 +583,7 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
         lost_intents,
         lost_tickets,
         lost_pages,
+        acked_before_paged,
         dead_letters
     );
 
@@ -558,10 +592,45 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     assert_eq!(creates, critical + 1, "one CreateIncidentRequested per critical alert (+ the end-to-end one)");
     assert_eq!(incidents.len(), first_incidents + critical);
     assert_eq!((lost_tickets, duplicate_tickets), (0, 0), "exactly one ticket per incident");
-    assert_eq!(lost_pages, 0, "a page for every critical incident");
-    assert_eq!(pages.len(), incidents.len(), "at most one page (PagerDuty alert) per incident");
+    assert_eq!(lost_pages, 0, "a page for every critical incident not acknowledged before it");
+    assert_eq!(pages.len() + acked_before_paged, incidents.len(), "at most one page (PagerDuty alert) per incident");
     assert_eq!(dead_letters, 0, "no fact was given up on: every fault was transient");
     assert!(held_at_kill >= 1);
     assert_eq!(found_by_marker, held_at_kill, "each ticket Jira created for the killed sink was adopted by its marker");
     assert!(sent.refused > 0 || sent.unavailable > 0, "the faults were felt by the sender");
+    assert!(pages_held_at_kill >= 1);
+
+    // The on-call acknowledges every incident and closes it, at once: the acknowledges of
+    // pages the killed paging sink left claimed land without waiting for ack_wait.
+    let lifecycle = Instant::now();
+    for id in &incidents {
+        assert!(s.domain.acknowledge(id, "oncall").await && s.domain.close(id, "oncall").await);
+    }
+    let (jira, pagerduty) = (&s.jira, &s.pagerduty);
+    converges(&s, "every page acknowledged and every ticket closed", Duration::from_secs(45), || async move {
+        // (the end-to-end incident was resolved before: it stays resolved)
+        pagerduty.alerts().iter().all(|a| a.status != AlertStatus::Triggered)
+            && jira.issues().iter().all(|i| i.status == "Closed")
+    })
+    .await;
+    let settled = lifecycle.elapsed();
+    let dead_letters = stream(&s.nats, streams::DEAD_LETTER).await.len();
+    println!(
+        "acknowledged right after the paging-sink restart: {} open incidents, {} of their pages left claimed by the kill, \
+         {} acknowledged before their page went out (never paged); all settled within 20 s",
+        early.len(),
+        pages_held_at_kill,
+        acked_before_paged
+    );
+    println!(
+        "then {} incidents acknowledged and closed, settled in {:.1?} ({} pages were left claimed by the killed paging-sink); \
+         pages acknowledged (or resolved before) {}, tickets closed {}, dead letters {}",
+        incidents.len(),
+        settled,
+        pages_held_at_kill,
+        s.pagerduty.alerts().iter().filter(|a| a.status != AlertStatus::Triggered).count(),
+        s.jira.issues().iter().filter(|i| i.status == "Closed").count(),
+        dead_letters
+    );
+    assert_eq!(dead_letters, 0, "no acknowledge or close was given up on");
 }
