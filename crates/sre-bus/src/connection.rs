@@ -41,6 +41,9 @@ pub struct Bus {
     refused: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// How nats-server words a refusal of this user's permissions (in its `-ERR`).
+const PERMISSIONS_VIOLATION: &str = "Permissions Violation";
+
 /// Splits `scheme://user:password@rest` into `scheme://rest` and the credentials
 /// (percent-decoded); any other URL comes back as it is.
 pub(crate) fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
@@ -99,11 +102,12 @@ impl Bus {
                         }
                         // The server refused an operation to this service's bus user: the
                         // operator's to fix (deploy/nats), so a warning, kept for readiness.
-                        other if other.to_string().contains("Permissions Violation") => {
+                        other if other.to_string().contains(PERMISSIONS_VIOLATION) => {
                             tracing::warn!(event = %other, "the bus refused an operation to this user");
                             // `… Permissions Violation for Publish to "<subject>"`
                             let text = other.to_string();
-                            let detail = text.split("Permissions Violation for ").nth(1).unwrap_or(&text);
+                            let detail = text.split(PERMISSIONS_VIOLATION).nth(1).unwrap_or(&text);
+                            let detail = detail.trim_start().strip_prefix("for ").unwrap_or(detail);
                             *refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                                 Some(format!("refused {detail}"));
                         }

@@ -162,11 +162,10 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
     .expect("the sink binds its consumer");
     let cancel = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(consumer.run(Ack, cancel.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stored(domain.clone(), streams::DEAD_LETTER).await == 0 {
-        assert!(std::time::Instant::now() < deadline, "the sink's dead letter was not stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sre_testkit::bus::eventually("the sink's dead letter is stored", Duration::from_secs(20), || async {
+        stored(domain.clone(), streams::DEAD_LETTER).await > 0
+    })
+    .await;
     cancel.cancel();
     let _ = run.await;
 
@@ -197,14 +196,11 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
         let (bus, cancel) = (managing.clone(), cancel.clone());
         async move { bus.ensure_topology(&cancel).await }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let said = loop {
-        match managing.readiness() {
-            Err(e) if e.contains("refused") => break e,
-            other => assert!(std::time::Instant::now() < deadline, "readiness never named the refusal: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    sre_testkit::bus::eventually("readiness names the refusal", Duration::from_secs(20), || async {
+        managing.readiness().is_err_and(|e| e.contains("refused"))
+    })
+    .await;
+    let said = managing.readiness().expect_err("not ready");
     assert!(said.contains("refused Publish to \"$JS.API.STREAM.") && said.contains("manage_streams: false"), "{said}");
     cancel.cancel();
     let _ = topology.await;

@@ -29,6 +29,7 @@ use serde_json::json;
 use sre_contracts::domain::v1::{CreateIncidentRequested, IngestAlertRequested, RecordHealthCheckRequested};
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::argocd::{App, FakeArgoCd};
+use sre_testkit::bus::eventually;
 use sre_testkit::domain::Domain;
 use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::pagerduty::{AlertStatus, FakePagerDuty};
@@ -201,14 +202,6 @@ async fn system() -> System {
 async fn stream(nats: &NatsServer, name: &str) -> Vec<(String, bytes::Bytes)> {
     let records = sre_testkit::bus::read_stream(&domain_client(nats).await, name).await;
     records.into_iter().map(|(subject, _, payload)| (subject, payload)).collect()
-}
-
-async fn eventually<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    sre_testkit::bus::eventually(what, within, &mut cond).await;
 }
 
 /// What each part said, for a failure message.
