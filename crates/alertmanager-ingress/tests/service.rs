@@ -20,3 +20,15 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
         env!("CARGO_PKG_VERSION"),
     );
 }
+
+/// The specification's `alertmanager_integration` block, verbatim (`tests/fixtures/spec/`): accepted
+/// by `--check-config`, and the adapter starts on it against a real nats-server.
+#[test]
+fn the_specification_block_works_as_written() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_alertmanager-ingress"));
+    let block = std::fs::read_to_string(
+        sre_testkit::workspace_root().join("tests/fixtures/spec/alertmanager_integration.yaml"),
+    )
+    .expect("the spec's block");
+    sre_testkit::service::assert_starts_on_block(bin, &block, &[]);
+}

@@ -19,10 +19,13 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// List every application every `poll_interval`.
+    /// List every application every `poll_interval` (`polling`, as the specification
+    /// writes it, or `poll`).
+    #[serde(alias = "polling")]
     Poll,
     /// Watch the application stream for changes within seconds; the poll is kept as
-    /// reconciliation.
+    /// reconciliation (`watch` or `watching`).
+    #[serde(alias = "watching")]
     Watch,
 }
 
@@ -37,10 +40,16 @@ pub struct Integration {
     /// Time between two polls (jitter is added).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// The Argo CD servers to read: one (a map) or several (a list).
+    /// The Argo CD servers to read: one (a map, or a `host:port` / URL string as the
+    /// specification writes it) or several (a list of either).
     #[serde(deserialize_with = "one_or_many")]
     pub argocd_server: Vec<ArgoServer>,
-    /// Environments to report; applications outside them are ignored.
+    /// The token (key `token`) for servers that name no `secret_ref` of their own.
+    /// Default: `argocd-token` (`$SECRETS_DIR/argocd-token/token`, else the variable
+    /// `SECRET_ARGOCD_TOKEN_TOKEN`), then the Argo CD CLI's own `ARGOCD_AUTH_TOKEN`.
+    pub secret_ref: Option<SecretRef>,
+    /// Environments to report; applications outside them are ignored. Empty: every
+    /// environment the applications name is reported.
     pub environments: Vec<String>,
     /// How an application's environment is read.
     pub environment_from: EnvironmentFrom,
@@ -101,6 +110,7 @@ impl Default for Integration {
             mode: Mode::Poll,
             poll_interval: Duration::from_secs(30),
             argocd_server: Vec::new(),
+            secret_ref: None,
             environments: Vec::new(),
             environment_from: EnvironmentFrom::Label,
             environment_label: "environment".to_owned(),
@@ -127,22 +137,116 @@ pub struct ArgoServer {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+impl ArgoServer {
+    /// A server written as a string: a URL (`https://argocd.example.com`), or `host:port`
+    /// as the specification writes it (`argocd-server.argocd.svc.cluster.local:443`),
+    /// which means HTTPS, except on port 80 (Argo CD's plain-HTTP port with `--insecure`).
+    pub fn from_address(address: &str) -> Result<Self, String> {
+        let address = address.trim();
+        let url = if address.starts_with("https://") || address.starts_with("http://") {
+            address.to_owned()
+        } else if address.contains("://") {
+            return Err(format!("`{address}`: only https:// and http:// are supported"));
+        } else {
+            let (host, port) = match address.rsplit_once(':') {
+                Some((host, port)) if !host.contains(']') || host.ends_with(']') => {
+                    let port: u16 = port.parse().map_err(|_| format!("`{address}`: the port is not a number"))?;
+                    (host, Some(port))
+                }
+                _ => (address, None),
+            };
+            if host.is_empty() || host.contains('/') || host.contains('@') {
+                return Err(format!("`{address}`: expected host:port or a URL"));
+            }
+            match port {
+                Some(80) => format!("http://{host}"),
+                Some(443) | None => format!("https://{host}"),
+                Some(p) => format!("https://{host}:{p}"),
+            }
+        };
+        Ok(Self { url, secret_ref: None, request_timeout: default_timeout(), ca_file: None })
+    }
+}
+
+/// One server: a map, or a string (see [`ArgoServer::from_address`]).
+struct OneServer(ArgoServer);
+
+impl<'de> Deserialize<'de> for OneServer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OneServer;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a server: host:port, a URL, or a map (url, secret_ref, …)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                ArgoServer::from_address(v).map(OneServer).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ArgoServer::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(OneServer)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ArgoServer>, D::Error> {
     // A visitor, not an untagged enum: the inner errors keep their field names.
     struct V;
     impl<'de> serde::de::Visitor<'de> for V {
         type Value = Vec<ArgoServer>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a server (url, secret_ref, …) or a list of them")
+            f.write_str("a server (host:port, a URL, or a map of url, secret_ref, …) or a list of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            ArgoServer::from_address(v).map(|s| vec![s]).map_err(E::custom)
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
             ArgoServer::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|s| vec![s])
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-            Vec::<ArgoServer>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+            Vec::<OneServer>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                .map(|v| v.into_iter().map(|s| s.0).collect())
         }
     }
     d.deserialize_any(V)
+}
+
+/// The Argo CD CLI's token variable, read when no secret holds the token.
+pub const ARGOCD_AUTH_TOKEN: &str = "ARGOCD_AUTH_TOKEN";
+/// The secret read for servers with no `secret_ref`, when `argocd_integration.secret_ref`
+/// is not set either.
+pub const DEFAULT_TOKEN_REF: &str = "argocd-token";
+
+/// Where a server's token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A `secret_ref` the configuration names: it must resolve.
+    Secret(SecretRef),
+    /// Nothing named: the default ref, then `ARGOCD_AUTH_TOKEN`, else anonymous.
+    Default(SecretRef),
+}
+
+/// The token source of `server`: its own `secret_ref`, else the section's, else the default.
+pub fn token_source(integration: &Integration, server: &ArgoServer) -> TokenSource {
+    match server.secret_ref.as_ref().or(integration.secret_ref.as_ref()) {
+        Some(r) => TokenSource::Secret(r.clone()),
+        None => TokenSource::Default(
+            SecretRef::try_from(DEFAULT_TOKEN_REF.to_owned())
+                .unwrap_or_else(|_| unreachable!("the default token ref is a valid ref")),
+        ),
+    }
+}
+
+/// Where a token is looked for when none is configured, for the operator.
+pub fn missing_token_hint(default: &SecretRef) -> String {
+    format!(
+        "put the API token in the secret `{}` (key `token`: $SECRETS_DIR/{}/token, or the variable {}), or in \
+         {ARGOCD_AUTH_TOKEN}, or name another with argocd_integration.secret_ref",
+        default.as_str(),
+        default.as_str(),
+        default.env_var("token")
+    )
 }
 
 fn default_timeout() -> Duration {
@@ -156,6 +260,38 @@ impl ServiceConfig for Config {
     fn runtime_mut(&mut self) -> &mut RuntimeConfig {
         &mut self.runtime
     }
+    fn notices(&self, secrets: &sre_runtime::SecretStore) -> Vec<String> {
+        let i = &self.argocd_integration;
+        if !i.enabled {
+            return Vec::new();
+        }
+        let mut notes = Vec::new();
+        for (n, server) in i.argocd_server.iter().enumerate() {
+            match token_source(i, server) {
+                TokenSource::Secret(r) => {
+                    if let Err(e) = secrets.resolve(&r, "token") {
+                        notes.push(format!(
+                            "argocd_integration.argocd_server[{n}] ({}): token not readable here ({e}); the adapter \
+                             will not start until it is",
+                            server.url
+                        ));
+                    }
+                }
+                TokenSource::Default(r) => {
+                    if secrets.resolve(&r, "token").is_err() && secrets.variable(ARGOCD_AUTH_TOKEN).is_none() {
+                        notes.push(format!(
+                            "argocd_integration.argocd_server[{n}] ({}): no token found, so it is polled anonymously \
+                             and Argo CD answers 401 unless anonymous access is enabled; {}",
+                            server.url,
+                            missing_token_hint(&r)
+                        ));
+                    }
+                }
+            }
+        }
+        notes
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let i = &self.argocd_integration;
         if i.poll_interval < Duration::from_secs(1) {
@@ -169,12 +305,6 @@ impl ServiceConfig for Config {
         }
         if i.argocd_server.is_empty() {
             return Err(ConfigError::new("argocd_integration.argocd_server", "list at least one Argo CD server"));
-        }
-        if i.environments.is_empty() {
-            return Err(ConfigError::new(
-                "argocd_integration.environments",
-                "list at least one environment (applications outside the list are ignored)",
-            ));
         }
         for (n, server) in i.argocd_server.iter().enumerate() {
             if !server.url.starts_with("https://") && !server.url.starts_with("http://") {
@@ -232,5 +362,90 @@ mod tests {
         let err =
             load("argocd_integration:\n  argocd_server: {urll: https://x}\n  environments: [p]\n").expect_err("typo");
         assert!(err.to_string().contains("urll"), "the misspelt key is named: {err}");
+    }
+
+    /// The specification's block, verbatim.
+    const SPEC: &str = "argocd_integration:
+  enabled: true
+  mode: polling
+  poll_interval: 30s
+  argocd_server: argocd-server.argocd.svc.cluster.local:443
+  environments:
+    - local
+    - dev
+    - staging
+    - production
+";
+
+    #[test]
+    fn the_specification_block_as_written() {
+        let c = load(SPEC).expect("the spec's own block");
+        let i = &c.argocd_integration;
+        assert_eq!(i.mode, Mode::Poll);
+        assert_eq!(i.argocd_server.len(), 1);
+        assert_eq!(i.argocd_server[0].url, "https://argocd-server.argocd.svc.cluster.local");
+        assert_eq!(i.environments, ["local", "dev", "staging", "production"]);
+        // Its shorter form, without environments, reports every environment seen.
+        let short = SPEC.split("  environments:").next().unwrap_or_default();
+        assert!(load(short).expect("without environments").argocd_integration.environments.is_empty());
+        assert_eq!(load(&SPEC.replace("polling", "poll")).expect("poll").argocd_integration.mode, Mode::Poll);
+        assert_eq!(load(&SPEC.replace("polling", "watch")).expect("watch").argocd_integration.mode, Mode::Watch);
+        let err = load(&SPEC.replace("polling", "pulling")).expect_err("a wrong mode");
+        assert!(err.to_string().contains("argocd_integration.mode"), "{err}");
+    }
+
+    #[test]
+    fn servers_written_as_addresses() {
+        let url = |a: &str| ArgoServer::from_address(a).map(|s| s.url);
+        assert_eq!(url("argocd.example.com:443").as_deref(), Ok("https://argocd.example.com"));
+        assert_eq!(url("argocd.example.com").as_deref(), Ok("https://argocd.example.com"));
+        assert_eq!(url("argocd.example.com:8443").as_deref(), Ok("https://argocd.example.com:8443"));
+        assert_eq!(url("argocd-server.argocd:80").as_deref(), Ok("http://argocd-server.argocd"));
+        assert_eq!(url("http://127.0.0.1:8089").as_deref(), Ok("http://127.0.0.1:8089"));
+        assert_eq!(url("[::1]:443").as_deref(), Ok("https://[::1]"));
+        assert!(url("argocd.example.com:https").is_err());
+        assert!(url("ftp://argocd.example.com").is_err());
+        assert!(url("user@argocd.example.com:443").is_err());
+        // A list may mix strings and maps; a bad address names the key.
+        let both = load(
+            "argocd_integration:\n  argocd_server:\n    - a.example.com:443\n    - {url: https://b.example.com, secret_ref: platform/b}\n",
+        )
+        .expect("a mixed list");
+        assert_eq!(both.argocd_integration.argocd_server.len(), 2);
+        let err = load("argocd_integration:\n  argocd_server: a.example.com:http\n").expect_err("bad port");
+        assert!(
+            err.to_string().contains("argocd_integration.argocd_server") && err.to_string().contains("port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn check_config_says_where_a_missing_token_is_looked_for() {
+        let c = load(SPEC).expect("spec");
+        let none = sre_runtime::SecretStore::new(None, sre_runtime::config::Vars::default());
+        let notes = c.notices(&none);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].contains("argocd_server[0]")
+                && notes[0].contains("anonymously")
+                && notes[0].contains("argocd-token")
+                && notes[0].contains("SECRET_ARGOCD_TOKEN_TOKEN")
+                && notes[0].contains("ARGOCD_AUTH_TOKEN"),
+            "{}",
+            notes[0]
+        );
+        let cli: sre_runtime::config::Vars =
+            [("ARGOCD_AUTH_TOKEN".to_owned(), "t0k3n".to_owned())].into_iter().collect();
+        assert!(c.notices(&sre_runtime::SecretStore::new(None, cli)).is_empty(), "the CLI's variable is a token");
+        let named = load(&format!("{SPEC}  secret_ref: platform/argocd\n")).expect("a named ref");
+        let notes = named.notices(&none);
+        assert!(notes[0].contains("platform/argocd") && notes[0].contains("will not start"), "{notes:?}");
+        let token = |n: &str| {
+            let v: sre_runtime::config::Vars = [(n.to_owned(), "t".to_owned())].into_iter().collect();
+            sre_runtime::SecretStore::new(None, v)
+        };
+        assert!(named.notices(&token("SECRET_PLATFORM_ARGOCD_TOKEN")).is_empty());
+        assert!(c.notices(&token("SECRET_ARGOCD_TOKEN_TOKEN")).is_empty());
+        assert!(!c.notices(&token("SECRET_PLATFORM_ARGOCD_TOKEN")).is_empty(), "the default ref is not another");
     }
 }

@@ -21,3 +21,19 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
         env!("CARGO_PKG_VERSION"),
     );
 }
+
+/// The specification's `argocd_integration` block, verbatim (`tests/fixtures/spec/`): accepted
+/// by `--check-config`, and the adapter starts on it against a real nats-server.
+#[test]
+fn the_specification_block_works_as_written() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_argocd-sync"));
+    let block =
+        std::fs::read_to_string(sre_testkit::workspace_root().join("tests/fixtures/spec/argocd_integration.yaml"))
+            .expect("the spec's block");
+    let run = sre_testkit::service::assert_starts_on_block(bin, &block, &[]);
+    // No token is configured in the block: --check-config and the service say where it is
+    // looked for, instead of failing or polling silently.
+    assert!(run.check_config.contains("note:") && run.check_config.contains("argocd-token"), "{}", run.check_config);
+    assert!(run.logs.contains("ARGOCD_AUTH_TOKEN"), "{}", run.logs);
+    assert!(run.logs.contains("https://argocd-server.argocd.svc.cluster.local"), "{}", run.logs);
+}

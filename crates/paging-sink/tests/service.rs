@@ -43,3 +43,18 @@ fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
     assert_eq!(consumer.durable_name, "paging-sink");
     assert_eq!(consumer.ack_wait, std::time::Duration::from_secs(10));
 }
+
+/// The specification's `paging_integration` block, verbatim (`tests/fixtures/spec/`): accepted
+/// by `--check-config`, and the adapter starts on it against a real nats-server.
+#[test]
+fn the_specification_block_works_as_written() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_paging-sink"));
+    let block =
+        std::fs::read_to_string(sre_testkit::workspace_root().join("tests/fixtures/spec/paging_integration.yaml"))
+            .expect("the spec's block");
+    sre_testkit::service::assert_starts_on_block(
+        bin,
+        &block,
+        &[("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY_ROUTING_KEY", "R0UT1NGKEY0123456789ABCDEFGHIJKL")],
+    );
+}

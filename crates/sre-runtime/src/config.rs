@@ -48,6 +48,12 @@ pub trait ServiceConfig: DeserializeOwned + Default + Send + Sync + 'static {
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
     }
+    /// What `--check-config` tells the operator beyond errors: a valid file that will not
+    /// do what they may expect (e.g. a token that is not where it is looked for), each
+    /// line naming the key and what to do.
+    fn notices(&self, _secrets: &crate::SecretStore) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The `runtime:` section every adapter shares.

@@ -71,6 +71,12 @@ impl SecretStore {
         Self { dir, vars }
     }
 
+    /// An environment variable holding a secret under a name another tool made standard
+    /// (e.g. the Argo CD CLI's `ARGOCD_AUTH_TOKEN`); `None` when unset or empty.
+    pub fn variable(&self, name: &str) -> Option<SecretString> {
+        self.vars.get(name).filter(|v| !v.is_empty()).map(|v| SecretString::from(v.clone()))
+    }
+
     /// The value of `key` in `secret_ref`. A trailing newline in a file is dropped.
     pub fn resolve(&self, secret_ref: &SecretRef, key: &str) -> Result<SecretString, SecretError> {
         let err = |reason: String| SecretError { secret_ref: secret_ref.0.clone(), key: key.to_owned(), reason };

@@ -94,6 +94,10 @@ where
         }
     };
     if cli.check_config {
+        let secrets = SecretStore::new(config.runtime().secrets_dir.clone(), vars.clone());
+        for notice in config.notices(&secrets) {
+            eprintln!("{}: note: {notice}", spec.name);
+        }
         eprintln!("{}: configuration ok", spec.name);
         return ExitCode::SUCCESS;
     }

@@ -239,3 +239,53 @@ pub fn assert_service_lifecycle_with_env(bin: &Path, example_config: &Path, sect
     }
     assert!(logs.contains("\"message\":\"stopped\""), "{logs}");
 }
+
+/// What [`assert_starts_on_block`] saw: `--check-config`'s words and the service's logs.
+#[derive(Debug)]
+pub struct BlockRun {
+    /// `--check-config`'s standard error (its notes among them).
+    pub check_config: String,
+    /// The service's JSON log lines.
+    pub logs: String,
+}
+
+/// A configuration block as a platform team copies it from the specification: fed
+/// verbatim (nothing added, no `runtime:` section) to `--check-config`, which must accept
+/// it, then to the adapter itself against a real nats-server, which must start on it,
+/// connect to the bus, serve `/healthz` and `/metrics`, and exit 0 on SIGTERM. `envs`
+/// carries what the cluster would (secrets, `NATS_URL` is added).
+pub fn assert_starts_on_block(bin: &Path, block: &str, envs: &[(&str, &str)]) -> BlockRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spec.yaml");
+    std::fs::write(&file, block).expect("write the block");
+    let out = Command::new(bin)
+        .args(["--check-config", "--config"])
+        .arg(&file)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("runs --check-config");
+    let check = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the specification's block must be accepted as written:\n{block}\n{check}");
+    let nats = crate::NatsServer::start().expect("nats-server");
+    let url = nats.url();
+    let mut all = vec![("NATS_URL", url.as_str()), ("POD_NAME", "spec-0")];
+    all.extend_from_slice(envs);
+    let path = file.to_str().expect("utf-8 path");
+    let mut service = ServiceProcess::spawn(bin, &["--config", path], &all).expect("spawns");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match service.get("/readyz") {
+            Some((_, body)) if body.contains("\"bus\":\"ok\"") => break,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("never connected to the bus on the specification's block:\n{}", service.logs())
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    assert_eq!(service.get("/healthz").map(|(s, _)| s), Some(200), "{}", service.logs());
+    let (status, metrics) = service.get("/metrics").expect("metrics");
+    assert!(status == 200 && metrics.contains("sre_bus_connected 1"), "{metrics}");
+    let exit = service.terminate(Duration::from_secs(30)).expect("stops");
+    assert!(exit.success(), "exit 0 after SIGTERM: {exit}\n{}", service.logs());
+    BlockRun { check_config: check, logs: service.logs() }
+}

@@ -44,3 +44,22 @@ fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
     assert_eq!(consumer.durable_name, "ticketing-sink");
     assert_eq!(consumer.ack_wait, std::time::Duration::from_secs(10));
 }
+
+/// The specification's `ticketing_integration` block, verbatim (`tests/fixtures/spec/`): accepted
+/// by `--check-config`, and the adapter starts on it against a real nats-server.
+#[test]
+fn the_specification_block_works_as_written() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_ticketing-sink"));
+    let block =
+        std::fs::read_to_string(sre_testkit::workspace_root().join("tests/fixtures/spec/ticketing_integration.yaml"))
+            .expect("the spec's block");
+    sre_testkit::service::assert_starts_on_block(
+        bin,
+        &block,
+        &[
+            ("SECRET_PLATFORM_JIRA_CREDENTIALS_EMAIL", "sre-bot@company.example"),
+            ("SECRET_PLATFORM_JIRA_CREDENTIALS_TOKEN", "t0ken"),
+            ("SECRET_PLATFORM_GITHUB_TOKEN_TOKEN", "ghs_t0ken"),
+        ],
+    );
+}
