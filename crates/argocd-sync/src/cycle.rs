@@ -8,8 +8,12 @@
 //!   so a leader that crashed after publishing and before saving the state, and its
 //!   successor re-planning from the same state, derive the same key: the bus stores the
 //!   change once (within its duplicate window, which must exceed the lease TTL);
-//! - a fleet state: server, environment and the poll slot (`now` divided by the poll
-//!   interval), so two replicas polling within one interval report the fleet once.
+//! - a fleet state: server, environment and the cycle's id, which the poller takes from
+//!   the lease it renews at the start of every cycle (its holder and the KV revision of
+//!   the renewal, unique on the bus). Every cycle reports once, however close two cycles
+//!   fall (jitter once made two cycles share a time slot and the second was dropped as a
+//!   duplicate); a retried publish of one cycle is one report; two replicas never both
+//!   hold the lease, so they never report one cycle twice.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,8 +39,15 @@ pub struct CycleRules {
     pub environment_label: String,
     /// How long a new status must hold.
     pub hysteresis: Hysteresis,
-    /// The poll interval (for the fleet state's poll slot).
+    /// The poll interval.
     pub poll_interval: Duration,
+}
+
+impl CycleRules {
+    /// Whether `environment` is reported: a configured one, or any when none are.
+    fn reports(&self, environment: &str) -> bool {
+        self.environments.is_empty() || self.environments.iter().any(|e| e == environment)
+    }
 }
 
 /// What a cycle produced.
@@ -64,11 +75,6 @@ fn meta(key: String, correlation_id: &str, source: &Source, now: Timestamp) -> O
     })
 }
 
-fn slot(now: Timestamp, interval: Duration) -> String {
-    let secs = interval.as_secs().max(1) as i64;
-    now.as_second().div_euclid(secs).to_string()
-}
-
 /// FNV-1a: a stable 64-bit hash (the standard library's hasher is seeded per process).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
@@ -78,20 +84,22 @@ fn status_str(s: Option<AppStatus>) -> String {
     s.map_or_else(|| "none".to_owned(), |s| format!("{:?}/{:?}", s.health, s.sync))
 }
 
-/// Runs one cycle over a successfully read list.
+/// Runs one cycle over a successfully read list. `cycle` identifies this cycle on the bus
+/// (see the module header); watch events, which report no fleet state, pass any.
 pub fn plan_cycle(
     list: &ApplicationList,
     previous: &BTreeMap<String, Tracked>,
     rules: &CycleRules,
     now: Timestamp,
     source: &Source,
-    correlation_id: &str,
+    cycle: &CycleId,
 ) -> CycleOutput {
+    let correlation_id = cycle.correlation_id.as_str();
     // The applications of the configured environments, by key.
     let mut seen: BTreeMap<String, (&crate::argocd::Application, String)> = BTreeMap::new();
     for app in &list.items {
         if let Some(env) = environment_of(app, rules.environment_from, &rules.environment_label)
-            && rules.environments.contains(&env)
+            && rules.reports(&env)
         {
             seen.insert(app.key(), (app, env));
         }
@@ -156,8 +164,14 @@ pub fn plan_cycle(
             message: &app.status.health.message,
         })
         .collect();
-    for (environment, counts) in fleet_counts(&rules.environments, &observed) {
-        let id = derive_key("argocd-fleet", &[&rules.server, &environment, &slot(now, rules.poll_interval)]);
+    let environments: Vec<String> = if rules.environments.is_empty() {
+        let seen: std::collections::BTreeSet<&str> = observed.iter().map(|o| o.environment).collect();
+        seen.into_iter().map(str::to_owned).collect()
+    } else {
+        rules.environments.clone()
+    };
+    for (environment, counts) in fleet_counts(&environments, &observed) {
+        let id = derive_key("argocd-fleet", &[&rules.server, &environment, &cycle.id]);
         out.fleet.push(RecordFleetStateRequested {
             meta: meta(id, correlation_id, source, now),
             environment,
@@ -174,22 +188,34 @@ pub fn plan_cycle(
     out
 }
 
+/// One cycle's identity: its id on the bus (for the fleet states' keys) and its
+/// correlation id (for logs and the intents' metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleId {
+    /// Unique per cycle on the bus: the lease holder and the revision of its renewal.
+    pub id: String,
+    /// Carried in every intent of the cycle and its log lines.
+    pub correlation_id: String,
+}
+
 /// The fleet states of a cycle whose list could not be read: each environment reports the
-/// failure instead of going silent. The kept state is unchanged (nothing is known).
+/// failure instead of going silent (with no environments configured, one report with an
+/// empty environment: all of them). The kept state is unchanged (nothing is known).
 pub fn failed_cycle(
     rules: &CycleRules,
     reason: &str,
     now: Timestamp,
     source: &Source,
-    correlation_id: &str,
+    cycle: &CycleId,
 ) -> Vec<RecordFleetStateRequested> {
-    rules
-        .environments
+    let all = [String::new()];
+    let environments: &[String] = if rules.environments.is_empty() { &all } else { &rules.environments };
+    environments
         .iter()
         .map(|environment| RecordFleetStateRequested {
             meta: meta(
-                derive_key("argocd-fleet", &[&rules.server, environment, &slot(now, rules.poll_interval)]),
-                correlation_id,
+                derive_key("argocd-fleet", &[&rules.server, environment, &cycle.id]),
+                &cycle.correlation_id,
                 source,
                 now,
             ),
@@ -208,6 +234,10 @@ mod tests {
     use super::*;
     use crate::argocd::parse_list;
     use sre_contracts::domain::v1::{AppHealth, HealthChange};
+
+    fn cid(id: &str) -> CycleId {
+        CycleId { id: id.to_owned(), correlation_id: format!("corr-{id}") }
+    }
 
     fn rules(observations: u32) -> CycleRules {
         CycleRules {
@@ -249,7 +279,7 @@ mod tests {
             &rules(1),
             t(0),
             &src("a"),
-            "cycle-1",
+            &cid("cycle-1"),
         );
         assert_eq!(out.health_checks.len(), 2, "dev is not a configured environment");
         assert!(out.health_checks.iter().all(|h| h.change == HealthChange::Appeared as i32));
@@ -263,15 +293,27 @@ mod tests {
 
     #[test]
     fn only_changes_are_reported_and_the_same_change_has_the_same_key_everywhere() {
-        let first =
-            plan_cycle(&list(&[("web", "production", "Healthy")]), &BTreeMap::new(), &rules(1), t(0), &src("a"), "c1");
-        let same =
-            plan_cycle(&list(&[("web", "production", "Healthy")]), &first.next, &rules(1), t(30), &src("a"), "c2");
+        let first = plan_cycle(
+            &list(&[("web", "production", "Healthy")]),
+            &BTreeMap::new(),
+            &rules(1),
+            t(0),
+            &src("a"),
+            &cid("c1"),
+        );
+        let same = plan_cycle(
+            &list(&[("web", "production", "Healthy")]),
+            &first.next,
+            &rules(1),
+            t(30),
+            &src("a"),
+            &cid("c2"),
+        );
         assert!(same.health_checks.is_empty(), "no change, no health check");
         let degraded = list(&[("web", "production", "Degraded")]);
-        let a = plan_cycle(&degraded, &same.next, &rules(1), t(60), &src("a"), "c3");
+        let a = plan_cycle(&degraded, &same.next, &rules(1), t(60), &src("a"), &cid("c3"));
         // A second replica with the same kept state (read from the KV bucket), a moment later.
-        let b = plan_cycle(&degraded, &same.next, &rules(1), t(61), &src("b"), "c9");
+        let b = plan_cycle(&degraded, &same.next, &rules(1), t(61), &src("b"), &cid("c9"));
         assert_eq!(a.health_checks.len(), 1);
         let h = &a.health_checks[0];
         assert_eq!((h.previous_health, h.health), (AppHealth::Healthy as i32, AppHealth::Degraded as i32));
@@ -279,10 +321,10 @@ mod tests {
         let key = |o: &CycleOutput| o.health_checks[0].meta.as_ref().map(|m| m.idempotency_key.clone());
         assert_eq!(key(&a), key(&b), "two replicas seeing one change within an interval: one intent");
         // With hysteresis the change is dated by its first observation, kept in the state:
-        let pending = plan_cycle(&degraded, &same.next, &rules(2), t(60), &src("a"), "c3");
+        let pending = plan_cycle(&degraded, &same.next, &rules(2), t(60), &src("a"), &cid("c3"));
         assert!(pending.health_checks.is_empty());
-        let a2 = plan_cycle(&degraded, &pending.next, &rules(2), t(90), &src("a"), "c4");
-        let b2 = plan_cycle(&degraded, &pending.next, &rules(2), t(95), &src("b"), "c8");
+        let a2 = plan_cycle(&degraded, &pending.next, &rules(2), t(90), &src("a"), &cid("c4"));
+        let b2 = plan_cycle(&degraded, &pending.next, &rules(2), t(95), &src("b"), &cid("c8"));
         assert_eq!(key(&a2), key(&b2), "same kept state, same change: the bus stores it once");
     }
 
@@ -291,47 +333,72 @@ mod tests {
         let key = |o: &CycleOutput| o.health_checks[0].meta.as_ref().map(|m| m.idempotency_key.clone());
         let healthy = list(&[("web", "production", "Healthy")]);
         let degraded = list(&[("web", "production", "Degraded")]);
-        let s0 = plan_cycle(&healthy, &BTreeMap::new(), &rules(1), t(0), &src("a"), "c").next;
+        let s0 = plan_cycle(&healthy, &BTreeMap::new(), &rules(1), t(0), &src("a"), &cid("c")).next;
         // The leader publishes the change and dies before saving; its successor re-plans
         // from the same kept state three intervals later: same key, stored once.
-        let first = plan_cycle(&degraded, &s0, &rules(1), t(30), &src("a"), "c");
-        let again = plan_cycle(&degraded, &s0, &rules(1), t(120), &src("b"), "c");
+        let first = plan_cycle(&degraded, &s0, &rules(1), t(30), &src("a"), &cid("c"));
+        let again = plan_cycle(&degraded, &s0, &rules(1), t(120), &src("b"), &cid("c"));
         assert_eq!(key(&first), key(&again));
         // Back to Healthy and Degraded again: a new change, a new key.
-        let back = plan_cycle(&healthy, &first.next, &rules(1), t(150), &src("a"), "c");
-        let flip = plan_cycle(&degraded, &back.next, &rules(1), t(180), &src("a"), "c");
+        let back = plan_cycle(&healthy, &first.next, &rules(1), t(150), &src("a"), &cid("c"));
+        let flip = plan_cycle(&degraded, &back.next, &rules(1), t(180), &src("a"), &cid("c"));
         assert_ne!(key(&flip), key(&first));
         // Deleted and created again (a new uid): a new incarnation, a new key.
         let mut recreated = healthy.clone();
         recreated.items[0].metadata.uid = "new-uid".into();
-        let gone = plan_cycle(&list(&[]), &s0, &rules(1), t(30), &src("a"), "c");
-        let back_again = plan_cycle(&recreated, &gone.next, &rules(1), t(60), &src("a"), "c");
-        let first_seen = plan_cycle(&healthy, &BTreeMap::new(), &rules(1), t(0), &src("a"), "c");
+        let gone = plan_cycle(&list(&[]), &s0, &rules(1), t(30), &src("a"), &cid("c"));
+        let back_again = plan_cycle(&recreated, &gone.next, &rules(1), t(60), &src("a"), &cid("c"));
+        let first_seen = plan_cycle(&healthy, &BTreeMap::new(), &rules(1), t(0), &src("a"), &cid("c"));
         assert_ne!(key(&back_again), key(&first_seen));
     }
 
     #[test]
-    fn fleet_keys_are_per_poll_slot() {
+    fn every_cycle_reports_once_however_close_in_time() {
         let l = list(&[("web", "production", "Healthy")]);
-        let key = |now, who: &str| {
-            plan_cycle(&l, &BTreeMap::new(), &rules(1), now, &src(who), "c").fleet[0]
+        let key = |now, cycle: &str| {
+            plan_cycle(&l, &BTreeMap::new(), &rules(1), now, &src("a"), &cid(cycle)).fleet[0]
                 .meta
                 .as_ref()
                 .map(|m| m.idempotency_key.clone())
         };
-        assert_eq!(key(t(1), "a"), key(t(20), "b"), "two replicas in one interval: one fleet state");
-        assert_ne!(key(t(1), "a"), key(t(31), "a"), "the next interval is a new report");
+        // Two cycles 1 s apart (jitter, a recovery right after a failed cycle) are two
+        // reports; a time slot once made them one and the bus dropped the second.
+        assert_ne!(key(t(29), "holder/7"), key(t(30), "holder/8"));
+        // The same cycle published again (a retry, a re-plan) is one report.
+        assert_eq!(key(t(30), "holder/8"), key(t(31), "holder/8"));
+        let failed = |cycle: &str| failed_cycle(&rules(1), "timeout", t(60), &src("a"), &cid(cycle));
+        assert_ne!(failed("holder/9")[0].meta, failed("holder/10")[0].meta);
+    }
+
+    #[test]
+    fn no_environments_configured_reports_every_environment_seen() {
+        let l = list(&[("web", "production", "Healthy"), ("api", "staging", "Degraded"), ("db", "staging", "Healthy")]);
+        let mut all = rules(1);
+        all.environments.clear();
+        let out = plan_cycle(&l, &BTreeMap::new(), &all, t(0), &src("a"), &cid("c"));
+        let envs: Vec<(&str, u32)> = out.fleet.iter().map(|f| (f.environment.as_str(), f.total)).collect();
+        assert_eq!(envs, [("production", 1), ("staging", 2)]);
+        assert_eq!(out.health_checks.len(), 3);
+        let failed = failed_cycle(&all, "timeout", t(30), &src("a"), &cid("d"));
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].environment.is_empty() && !failed[0].observation_ok);
     }
 
     #[test]
     fn vanished_apps_and_failed_cycles() {
-        let first =
-            plan_cycle(&list(&[("web", "production", "Healthy")]), &BTreeMap::new(), &rules(1), t(0), &src("a"), "c");
-        let gone = plan_cycle(&list(&[]), &first.next, &rules(1), t(30), &src("a"), "c");
+        let first = plan_cycle(
+            &list(&[("web", "production", "Healthy")]),
+            &BTreeMap::new(),
+            &rules(1),
+            t(0),
+            &src("a"),
+            &cid("c"),
+        );
+        let gone = plan_cycle(&list(&[]), &first.next, &rules(1), t(30), &src("a"), &cid("c"));
         assert_eq!(gone.health_checks.len(), 1);
         assert_eq!(gone.health_checks[0].change, HealthChange::Vanished as i32);
         assert!(gone.next.is_empty());
-        let failed = failed_cycle(&rules(1), "unauthorized: no session information", t(60), &src("a"), "c");
+        let failed = failed_cycle(&rules(1), "unauthorized: no session information", t(60), &src("a"), &cid("c"));
         assert_eq!(failed.len(), 2);
         assert!(failed.iter().all(|f| !f.observation_ok && f.failure_reason.contains("unauthorized") && f.total == 0));
     }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::argocd::{ApplicationList, EventType, WatchEvent};
 use crate::client::{ArgoClient, ArgoError};
 use crate::core::Tracked;
-use crate::cycle::{CycleRules, failed_cycle, plan_cycle};
+use crate::cycle::{CycleId, CycleRules, failed_cycle, plan_cycle};
 use crate::metrics::{ChangeLabel, PollOutcome, SyncMetrics};
 use crate::state::{Kept, Lease, SaveError, StateStore};
 
@@ -64,6 +64,12 @@ fn correlation_id() -> String {
     format!("argocd-{:016x}", rand::rng().random::<u64>())
 }
 
+/// A watch event's identity (it reports no fleet state, so only its correlation id counts).
+fn event_id() -> CycleId {
+    let correlation_id = correlation_id();
+    CycleId { id: correlation_id.clone(), correlation_id }
+}
+
 /// The poll interval with up to ±10% jitter, so replicas and servers do not poll in step.
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.9..1.1))
@@ -95,7 +101,7 @@ impl ServerPoller {
             }
             next_tick = tokio::time::Instant::now() + jittered(self.rules.poll_interval);
             match self.lease.acquire().await {
-                Ok(true) => {
+                Ok(Some(cycle)) => {
                     self.metrics.set_leader(&server, true);
                     if kept.is_none() {
                         match self.store.load().await {
@@ -107,12 +113,12 @@ impl ServerPoller {
                         }
                     }
                     if let Some(k) = kept.as_mut()
-                        && !self.cycle(k).await
+                        && !self.cycle(k, cycle).await
                     {
                         kept = None;
                     }
                 }
-                Ok(false) => {
+                Ok(None) => {
                     if kept.take().is_some() {
                         tracing::info!(%server, "another replica holds the lease: standing by");
                     }
@@ -162,15 +168,10 @@ impl ServerPoller {
         let before = kept.apps.get(&key).copied();
         let previous: BTreeMap<String, Tracked> = before.map(|t| (key.clone(), t)).into_iter().collect();
         let items = if event.kind == EventType::Deleted { Vec::new() } else { vec![Box::new(event.application)] };
-        let correlation = correlation_id();
-        let out = plan_cycle(
-            &ApplicationList { items },
-            &previous,
-            &self.rules,
-            Timestamp::now(),
-            &self.source,
-            &correlation,
-        );
+        let event = event_id();
+        let correlation = &event.correlation_id;
+        let out =
+            plan_cycle(&ApplicationList { items }, &previous, &self.rules, Timestamp::now(), &self.source, &event);
         let after = out.next.get(&key).copied();
         if out.health_checks.is_empty() && after == before {
             return true;
@@ -210,11 +211,13 @@ impl ServerPoller {
         self.status.lock().unwrap_or_else(PoisonError::into_inner).insert(self.rules.server.clone(), status);
     }
 
-    /// One cycle; `false` when this replica must reload the state (another one wrote it).
-    async fn cycle(&self, kept: &mut Kept) -> bool {
+    /// One cycle, named `id` by the lease renewal that started it; `false` when this
+    /// replica must reload the state (another one wrote it).
+    async fn cycle(&self, kept: &mut Kept, id: String) -> bool {
         let server = &self.rules.server;
         let started = std::time::Instant::now();
-        let correlation = correlation_id();
+        let cycle = CycleId { id, correlation_id: correlation_id() };
+        let correlation = &cycle.correlation_id;
         let listed = self.upstream.call(|| self.client.list_applications()).await;
         let now = Timestamp::now();
         let listed = match listed {
@@ -231,7 +234,7 @@ impl ServerPoller {
                     (CallError::CircuitOpen { .. }, _) => Err(reason.clone()),
                     _ => Ok(()),
                 });
-                let fleet = failed_cycle(&self.rules, &reason, now, &self.source, &correlation);
+                let fleet = failed_cycle(&self.rules, &reason, now, &self.source, &cycle);
                 let envelopes: Vec<Envelope> = fleet.iter().filter_map(|f| Envelope::intent(f).ok()).collect();
                 let _stored = self.publish(&envelopes).await;
                 self.metrics.poll(server, outcome, Some(started.elapsed().as_secs_f64()));
@@ -240,7 +243,7 @@ impl ServerPoller {
         };
         self.set_status(Ok(()));
         self.metrics.listed(server, listed.list.items.len(), listed.bytes);
-        let out = plan_cycle(&listed.list, &kept.apps, &self.rules, now, &self.source, &correlation);
+        let out = plan_cycle(&listed.list, &kept.apps, &self.rules, now, &self.source, &cycle);
         drop(listed);
         let mut stored = true;
         for batch in out.health_checks.chunks(BATCH) {

@@ -69,24 +69,27 @@ impl Lease {
         Self { kv, key: server_id.to_owned(), holder: Bytes::from(holder) }
     }
 
-    /// Takes the lease when it is free, renews it when held: `true` while this process
-    /// holds it. Compare-and-set on both paths, so two replicas never both win.
-    pub async fn acquire(&self) -> Result<bool, KvError> {
-        match self.kv.get(&self.key).await? {
+    /// Takes the lease when it is free, renews it when held: `Some(id)` while this process
+    /// holds it. Compare-and-set on both paths, so two replicas never both win. The id
+    /// (holder and the revision the bucket gave this write) names the cycle this renewal
+    /// starts: no other write, by any replica, gets it.
+    pub async fn acquire(&self) -> Result<Option<String>, KvError> {
+        let written = match self.kv.get(&self.key).await? {
             None => match self.kv.create(&self.key, self.holder.clone()).await {
-                Ok(_) => Ok(true),
-                Err(KvError::AlreadyExists) => Ok(false),
-                Err(e) => Err(e),
+                Ok(revision) => revision,
+                Err(KvError::AlreadyExists) => return Ok(None),
+                Err(e) => return Err(e),
             },
             Some(entry) if entry.value == self.holder => {
                 match self.kv.update(&self.key, self.holder.clone(), entry.revision).await {
-                    Ok(_) => Ok(true),
-                    Err(KvError::WrongRevision) => Ok(false),
-                    Err(e) => Err(e),
+                    Ok(revision) => revision,
+                    Err(KvError::WrongRevision) => return Ok(None),
+                    Err(e) => return Err(e),
                 }
             }
-            Some(_) => Ok(false),
-        }
+            Some(_) => return Ok(None),
+        };
+        Ok(Some(format!("{}/{written}", String::from_utf8_lossy(&self.holder))))
     }
 
     /// Gives the lease up at shutdown so another replica takes over at its next tick.
