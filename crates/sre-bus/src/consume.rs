@@ -272,7 +272,7 @@ async fn lane<H: FactHandler>(mut rx: mpsc::Receiver<Message>, handler: Arc<H>, 
         let _ = span.set_parent(crate::extract_context(&fact.headers));
         async {
             let started = Instant::now();
-            let disposition = handler.handle(fact.clone()).await;
+            let disposition = working(handler.handle(fact.clone()), &message, config.ack_wait).await;
             let outcome = settle(&bus, &config, &message, &fact, disposition).await;
             bus.metrics().fact_seconds.observe(started.elapsed().as_secs_f64());
             bus.metrics()
@@ -282,6 +282,30 @@ async fn lane<H: FactHandler>(mut rx: mpsc::Receiver<Message>, handler: Arc<H>, 
         }
         .instrument(span)
         .await;
+    }
+}
+
+/// Runs a handler while telling JetStream the fact is still being worked on (`+WPI`
+/// every third of `ack_wait`), so a handler that waits on a vendor's rate limit or a slow
+/// answer is not redelivered to another replica meanwhile; a crashed one stops telling,
+/// and its fact comes back after `ack_wait` as before.
+async fn working<F: std::future::Future<Output = Disposition>>(
+    handle: F,
+    message: &Message,
+    ack_wait: Duration,
+) -> Disposition {
+    let every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut handle = std::pin::pin!(handle);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            disposition = &mut handle => return disposition,
+            _ = tick.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "in-progress ack not sent");
+                }
+            }
+        }
     }
 }
 

@@ -1,38 +1,108 @@
-//! Rate limits per upstream, with governor's GCRA (a leaky bucket without a timer task).
+//! Rate limits per upstream, held in every rolling window.
+//!
+//! Vendors count requests per *rolling* window (PagerDuty: events per routing key per
+//! rolling minute; Jira and GitHub alike). A token bucket with a burst of `n` refilling
+//! `n` per minute lets up to ~2n through in the first minute of a storm (the burst, then
+//! the refill), and the excess comes back as 429s. So the limit here is a sliding log of
+//! the last `n` grants: a request goes at once while fewer than `n` went in the last
+//! period, else at the moment the oldest of them leaves it. The first `n` requests of a
+//! storm go out at once; no window of one period ever holds more than `n`.
+//!
+//! Grants are reserved in order (each caller is given its own moment, then sleeps until
+//! it), so waiters do not race and nobody waits longer than the limit requires. A caller
+//! that gives up after reserving leaves its slot unused: the limit only errs on the safe
+//! side. When `burst` is set below the rate, governor's GCRA also spaces the requests out.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use governor::{Jitter, Quota, clock::Clock, clock::DefaultClock};
+use governor::{Jitter, Quota};
+use tokio::time::Instant;
 
-/// A rate: `per_period` requests every `period`, with bursts up to `burst`.
+/// A rate: `per_period` requests in any window of `period`, with bursts up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
-    /// Requests allowed per period.
+    /// Requests allowed in any window of one period.
     pub per_period: NonZeroU32,
     /// The period.
     pub period: Duration,
-    /// Largest burst.
+    /// Largest burst; below `per_period` the requests are also spaced out.
     pub burst: NonZeroU32,
 }
 
 impl RateLimit {
-    /// `n` requests per minute, burst `n`.
+    /// `n` requests in any rolling minute, the first `n` at once.
     pub fn per_minute(n: NonZeroU32) -> Self {
         Self { per_period: n, period: Duration::from_secs(60), burst: n }
     }
 
-    /// `n` requests per second, burst `n`.
+    /// `n` requests in any rolling second, the first `n` at once.
     pub fn per_second(n: NonZeroU32) -> Self {
         Self { per_period: n, period: Duration::from_secs(1), burst: n }
+    }
+
+    /// The window as counted here: the period plus 1%, so that two requests a period
+    /// apart by our clock are still apart by the vendor's, after network jitter.
+    fn window(&self) -> Duration {
+        self.period + self.period / 100
+    }
+}
+
+/// The sliding log: the moments of the last `per_period` grants, oldest first (pure, so
+/// property tests drive it with any clock).
+#[derive(Debug, Clone)]
+pub struct Window {
+    limit: usize,
+    window: Duration,
+    grants: VecDeque<Instant>,
+}
+
+impl Window {
+    /// An empty log for `limit`.
+    pub fn new(limit: RateLimit) -> Self {
+        let n = limit.per_period.get() as usize;
+        Self { limit: n, window: limit.window(), grants: VecDeque::with_capacity(n.min(4096)) }
+    }
+
+    /// Reserves the earliest moment at or after `now` when one more request keeps every
+    /// window within the limit, and records it.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let at = if self.grants.len() < self.limit {
+            // Fewer than `limit` ever granted: at once (after any reserved one, to stay in order).
+            self.grants.back().map_or(now, |last| (*last).max(now))
+        } else {
+            let oldest = self.grants.pop_front().unwrap_or(now);
+            (oldest + self.window).max(now)
+        };
+        self.grants.push_back(at);
+        at
+    }
+
+    /// Takes a grant only if it is free at `now`; else how long until one is.
+    pub fn try_reserve(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.grants.len() < self.limit && self.grants.back().is_none_or(|last| *last <= now) {
+            self.grants.push_back(now);
+            return Ok(());
+        }
+        match self.grants.front() {
+            Some(oldest) if *oldest + self.window <= now => {
+                self.grants.pop_front();
+                self.grants.push_back(now);
+                Ok(())
+            }
+            Some(oldest) => Err(*oldest + self.window - now),
+            None => Ok(()),
+        }
     }
 }
 
 /// A shared limiter for one upstream.
 #[derive(Clone)]
 pub struct RateLimiter {
-    inner: Arc<governor::DefaultDirectRateLimiter>,
+    window: Arc<Mutex<Window>>,
+    spacing: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -44,35 +114,104 @@ impl std::fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// A limiter allowing `limit`.
     pub fn new(limit: RateLimit) -> Self {
-        let replenish = limit.period / limit.per_period.get();
-        let quota = Quota::with_period(replenish.max(Duration::from_nanos(1)))
-            .unwrap_or_else(|| Quota::per_second(limit.per_period))
-            .allow_burst(limit.burst);
-        Self { inner: Arc::new(governor::RateLimiter::direct(quota)) }
+        let spacing = (limit.burst < limit.per_period).then(|| {
+            let replenish = limit.period / limit.per_period.get();
+            let quota = Quota::with_period(replenish.max(Duration::from_nanos(1)))
+                .unwrap_or_else(|| Quota::per_second(limit.per_period))
+                .allow_burst(limit.burst);
+            Arc::new(governor::RateLimiter::direct(quota))
+        });
+        Self { window: Arc::new(Mutex::new(Window::new(limit))), spacing }
     }
 
-    /// Takes one cell now, or says how long until one is free.
+    /// Takes a grant now, or says how long until one is free.
     pub fn check(&self) -> Result<(), Duration> {
-        self.inner.check().map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        self.window.lock().unwrap_or_else(PoisonError::into_inner).try_reserve(Instant::now())
     }
 
-    /// Waits for a cell, with a little jitter so waiters do not wake together.
+    /// Waits for this caller's grant.
     pub async fn acquire(&self) {
-        self.inner.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(20))).await;
+        let at = self.window.lock().unwrap_or_else(PoisonError::into_inner).reserve(Instant::now());
+        tokio::time::sleep_until(at).await;
+        if let Some(spacing) = &self.spacing {
+            spacing.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(20))).await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    #[test]
-    fn burst_then_refusal_with_a_wait() {
-        let n = NonZeroU32::new(2).expect("non-zero");
-        let limiter = RateLimiter::new(RateLimit::per_minute(n));
+    fn n(v: u32) -> NonZeroU32 {
+        NonZeroU32::new(v).expect("non-zero")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_refusal_with_a_wait() {
+        let limiter = RateLimiter::new(RateLimit::per_minute(n(2)));
         assert!(limiter.check().is_ok());
         assert!(limiter.check().is_ok());
         let wait = limiter.check().expect_err("third call in the same minute is refused");
-        assert!(wait > Duration::from_secs(20) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(wait > Duration::from_secs(60) && wait <= Duration::from_millis(60_600), "{wait:?}");
+        tokio::time::advance(wait).await;
+        assert!(limiter.check().is_ok(), "free once the oldest left the window");
+    }
+
+    /// The most grants any window of `window` holds.
+    fn busiest(grants: &[Instant], window: Duration) -> usize {
+        (0..grants.len())
+            .map(|i| grants[i..].iter().take_while(|g| **g < grants[i] + window).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    proptest! {
+        /// Whatever the arrivals: grants are in order, none before its request, no window
+        /// of one period holds more than the limit, and a storm's first `n` go at once.
+        #[test]
+        fn every_rolling_window_holds_the_limit(
+            limit in 1u32..50,
+            gaps_ms in proptest::collection::vec(0u64..3_000, 1..300),
+        ) {
+            let rate = RateLimit::per_minute(n(limit));
+            let mut w = Window::new(rate);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut grants = Vec::new();
+            for gap in &gaps_ms {
+                now += Duration::from_millis(*gap);
+                let at = w.reserve(now);
+                prop_assert!(at >= now);
+                if let Some(last) = grants.last() { prop_assert!(at >= *last); }
+                grants.push(at);
+            }
+            prop_assert!(busiest(&grants, Duration::from_secs(60)) <= limit as usize);
+            // Requests arriving together at the start are granted at once, up to the limit.
+            let mut storm = Window::new(rate);
+            let at_once = (0..limit * 3).map(|_| storm.reserve(t0)).filter(|at| *at == t0).count();
+            prop_assert_eq!(at_once, limit as usize);
+        }
+
+        /// Nobody waits longer than needed: each grant is at its request, or exactly one
+        /// window after the grant `limit` places earlier.
+        #[test]
+        fn no_wait_beyond_the_limit(limit in 1u32..20, gaps_ms in proptest::collection::vec(0u64..5_000, 1..200)) {
+            let rate = RateLimit::per_minute(n(limit));
+            let mut w = Window::new(rate);
+            let mut now = Instant::now();
+            let mut grants: Vec<Instant> = Vec::new();
+            for gap in &gaps_ms {
+                now += Duration::from_millis(*gap);
+                let at = w.reserve(now);
+                let k = grants.len();
+                let l = limit as usize;
+                let expected =
+                    if k >= l { (grants[k - l] + rate.window()).max(now) } else { grants.last().map_or(now, |g| (*g).max(now)) };
+                prop_assert_eq!(at, expected);
+                grants.push(at);
+            }
+        }
     }
 }

@@ -208,6 +208,43 @@ mod tests {
         )
     }
 
+    /// A storm of 3n calls at once through a limit of n per minute (PagerDuty's 120 per
+    /// routing key): the first n go out at once, and no rolling minute ever sees more
+    /// than n (a token bucket let ~2n through in the first minute).
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_holds_the_limit_in_every_rolling_minute() {
+        let n = 120;
+        let up = Upstream::new(UpstreamConfig {
+            rate_limit: std::num::NonZeroU32::new(n).map(RateLimit::per_minute),
+            ..upstream(1).config.clone()
+        });
+        let start = tokio::time::Instant::now();
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..3 * n {
+            let (up, sent) = (up.clone(), sent.clone());
+            calls.spawn(async move {
+                up.call(|| {
+                    sent.lock().expect("lock").push(start.elapsed());
+                    async { Ok::<_, E>(()) }
+                })
+                .await
+            });
+        }
+        while let Some(result) = calls.join_next().await {
+            assert!(result.expect("joined").is_ok());
+        }
+        let mut at = sent.lock().expect("lock").clone();
+        at.sort();
+        assert_eq!(at.iter().filter(|t| **t < Duration::from_millis(100)).count(), n as usize, "the first n at once");
+        let most = (0..at.len())
+            .map(|i| at[i..].iter().take_while(|t| **t < at[i] + Duration::from_secs(60)).count())
+            .max()
+            .unwrap_or(0);
+        assert_eq!(most, n as usize, "no rolling minute holds more than the limit");
+        assert!(at[at.len() - 1] < Duration::from_secs(125), "and no later than needed: {:?}", at[at.len() - 1]);
+    }
+
     /// Runs `call` with scripted results, returning the outcome and when each attempt ran.
     async fn script(up: &Upstream, results: Vec<Result<u32, E>>) -> (Result<u32, CallError<E>>, Vec<Duration>) {
         let start = Instant::now();
