@@ -130,6 +130,19 @@ pub fn decide(severity: Severity, policy: &Policy, now: Timestamp) -> Decision {
     }
 }
 
+/// When a page deferred at `deferred_at` is due under `policy`, the configuration in
+/// force now (not the one that deferred it): the first moment at or after `deferred_at`
+/// its severity may page. A fixed time zone or window applies to pages already waiting:
+/// an opening already passed under the new hours means due now, a later one means wait.
+/// `None`: the policy no longer pages this severity at all.
+pub fn due_under(severity: Severity, policy: &Policy, deferred_at: Timestamp) -> Option<Timestamp> {
+    match decide(severity, policy, deferred_at) {
+        Decision::PageNow => Some(deferred_at),
+        Decision::DeferUntil(due) => Some(due),
+        Decision::Never => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +277,34 @@ mod tests {
                 proptest::prop_assert!(h.is_open(now));
             }
         }
+    }
+
+    #[test]
+    fn pages_already_waiting_follow_the_hours_in_force() {
+        let at = |s: &str| s.parse::<Timestamp>().expect("timestamp");
+        let policy = |start: &str, end: &str, tz: &str| Policy {
+            critical: When::Immediate,
+            high: When::BusinessHoursOnly,
+            hours: hours(tz, start, end, &[Mon, Tue, Wed, Thu, Fri]),
+        };
+        // Deferred on Tuesday 2026-12-01 at 20:00 UTC under 09:00-17:00 UTC: due Wednesday 09:00.
+        let deferred = at("2026-12-01T20:00:00Z");
+        let old = policy("09:00", "17:00", "UTC");
+        assert_eq!(due_under(Severity::High, &old, deferred), Some(at("2026-12-02T09:00:00Z")));
+        // The zone was wrong: the team is in Tokyo (UTC+9). Its next opening after the
+        // deferral, 09:00 JST, is 00:00 UTC: due then, not at 09:00 UTC.
+        let tokyo = policy("09:00", "17:00", "Asia/Tokyo");
+        assert_eq!(due_under(Severity::High, &tokyo, deferred), Some(at("2026-12-02T00:00:00Z")));
+        // Hours that open later than before: the page waits for the new opening.
+        let later = policy("10:00", "18:00", "UTC");
+        assert_eq!(due_under(Severity::High, &later, deferred), Some(at("2026-12-02T10:00:00Z")));
+        // Hours open at the moment it was deferred: due at once.
+        let evening = policy("18:00", "23:00", "UTC");
+        assert_eq!(due_under(Severity::High, &evening, deferred), Some(deferred));
+        // High made immediate: due at once; high no longer paged: nothing is due.
+        let immediate = Policy { high: When::Immediate, ..old.clone() };
+        assert_eq!(due_under(Severity::High, &immediate, deferred), Some(deferred));
+        let never = Policy { high: When::Never, ..old };
+        assert_eq!(due_under(Severity::High, &never, deferred), None);
     }
 }

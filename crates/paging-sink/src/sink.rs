@@ -17,7 +17,7 @@ use crate::config::{Integration, Provider};
 use crate::metrics::{ActionLabel, FollowUpOutcome, PageOutcome, PagingMetrics};
 use crate::provider::{Destination, FollowUp, Pager};
 use crate::routing::{Target, route};
-use crate::schedule::{Decision, Policy, decide};
+use crate::schedule::{Decision, Policy, decide, due_under};
 use crate::state::{PageRecord, PageState, Pages, Read};
 
 /// A claim older than this, still not paged, was left by a replica that died mid-call.
@@ -372,17 +372,36 @@ impl Sink {
             let stale = now.duration_since(read.record.updated_at)
                 > jiff::SignedDuration::try_from(STALE_CLAIM).unwrap_or_default();
             let claimed = match read.record.state {
-                PageState::Deferred if read.record.due.is_some_and(|d| d <= now) => {
-                    let claimed = read.record.moved(PageState::Claimed, now);
-                    match self.pages.update(&claimed, read.revision).await {
-                        Ok(revision) => Read { record: claimed, revision },
-                        Err(_) => continue, // another replica claimed it, or the bus is away
+                PageState::Deferred => match self.due_in_force(&read.record) {
+                    Some(due) if due <= now => {
+                        let claimed = read.record.moved(PageState::Claimed, now);
+                        match self.pages.update(&claimed, read.revision).await {
+                            Ok(revision) => Read { record: claimed, revision },
+                            Err(_) => continue, // another replica claimed it, or the bus is away
+                        }
                     }
-                }
-                PageState::Deferred => {
-                    waiting += 1;
-                    continue;
-                }
+                    Some(due) => {
+                        if read.record.due != Some(due) {
+                            // The schedule changed since it was deferred: keep the record true.
+                            tracing::info!(incident_id = %read.record.incident_id, was = ?read.record.due, due = %due,
+                                "deferred page follows the business hours in force");
+                            let mut moved = read.record.clone();
+                            moved.due = Some(due);
+                            let _ = self.pages.update(&moved, read.revision).await;
+                        }
+                        waiting += 1;
+                        continue;
+                    }
+                    None => {
+                        let mut cancelled = read.record.moved(PageState::Cancelled, now);
+                        cancelled.note = Some("the escalation in force no longer pages this severity".to_owned());
+                        if self.pages.update(&cancelled, read.revision).await.is_ok() {
+                            tracing::info!(incident_id = %read.record.incident_id,
+                                "deferred page dropped: the escalation in force no longer pages it");
+                        }
+                        continue;
+                    }
+                },
                 PageState::Claimed if stale => read,
                 PageState::Claimed => continue,
                 _ => {
@@ -401,6 +420,7 @@ impl Sink {
                     // Back to deferred, due again after the vendor's delay.
                     let mut again = claimed.record.moved(PageState::Deferred, now);
                     again.due = Some(now + jiff::SignedDuration::try_from(after).unwrap_or_default());
+                    again.not_before = again.due;
                     tracing::warn!(incident_id = %claimed.record.incident_id, reason = %reason, "deferred page not accepted yet");
                     let _ = self.pages.update(&again, claimed.revision).await;
                     self.metrics.page(provider, PageOutcome::Retried);
@@ -411,6 +431,15 @@ impl Sink {
         }
         self.metrics.deferred.set(waiting);
         fired
+    }
+
+    /// When a deferred page is due under the escalation in force (see
+    /// [`due_under`]), never before the vendor's own delay; `None` when it no longer pages.
+    fn due_in_force(&self, record: &PageRecord) -> Option<Timestamp> {
+        let Some(incident) = record.incident() else { return record.due };
+        let severity = Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified);
+        let due = due_under(severity, &self.policy, record.deferred_at.unwrap_or(record.updated_at))?;
+        Some(record.not_before.map_or(due, |nb| nb.max(due)))
     }
 
     /// Scans for due deferred pages every `deferred_check_interval` (±10%) until `cancel`.

@@ -67,6 +67,13 @@ pub struct PageRecord {
     /// Whether it was ever deferred (and so has, or had, a `due.` marker to clean up).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
+    /// When it was first deferred: its due time is recomputed from this under the
+    /// escalation in force, so a corrected schedule applies to pages already waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_at: Option<Timestamp>,
+    /// Not before this, whatever the schedule: the vendor asked to wait (throttled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
 }
 
 impl PageRecord {
@@ -82,6 +89,8 @@ impl PageRecord {
             note: None,
             updated_at: now,
             deferred: state == PageState::Deferred,
+            deferred_at: (state == PageState::Deferred).then_some(now),
+            not_before: None,
         }
     }
 

@@ -385,3 +385,36 @@ async fn an_incident_acknowledged_before_its_page_was_sent_never_pages() {
     assert_eq!(alerts.len(), 1, "only inc-other pages: {alerts:?}");
     assert_eq!(alerts[0].dedup_key, "inc-other");
 }
+
+/// A deferred page follows the business hours in force, not the ones that deferred it:
+/// after a restart with hours that open later it waits for the new opening, and after a
+/// restart with hours open now it pages at once (it kept its stored due time before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_page_follows_the_hours_in_force_after_a_restart() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (in_two_hours, _) = opening_in(2 * 3600);
+    let s = stack(&config(&pd, None, &in_two_hours));
+    let mut sink = s.sink("paging-0");
+    s.created("inc-waiting", Severity::High, "checkout-api", "f-waiting").await;
+    eventually("deferred", WAIT, || async { sink.metric("paging_sink_pages_total", &["Deferred"]) >= 1.0 }).await;
+    assert!(sink.terminate(WAIT).expect("stops").success());
+
+    // Hours that open an hour later still: the page waits, its due time moved.
+    let (in_three_hours, _) = opening_in(3 * 3600);
+    std::fs::write(&s.config, config(&pd, None, &in_three_hours)).expect("config");
+    let mut later = s.sink("paging-1");
+    eventually("the due time follows the new hours", WAIT, || async {
+        later.logs().contains("deferred page follows the business hours in force")
+    })
+    .await;
+    assert!(pd.events().is_empty(), "not paged before the new opening: {:?}", pd.events());
+    assert!(later.terminate(WAIT).expect("stops").success());
+
+    // The window was wrong and is open now: the waiting page goes out at once.
+    std::fs::write(&s.config, config(&pd, None, ALWAYS)).expect("config");
+    let now_open = s.sink("paging-2");
+    eventually("paged under the hours in force", WAIT, || async { pd.alerts().len() == 1 }).await;
+    assert_eq!(pd.alerts()[0].dedup_key, "inc-waiting");
+    eventually("counted as fired", WAIT, || async { now_open.metric("paging_sink_pages_total", &["Fired"]) >= 1.0 })
+        .await;
+}
