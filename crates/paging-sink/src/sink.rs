@@ -20,8 +20,11 @@ use crate::routing::{Target, route};
 use crate::schedule::{Decision, Policy, decide, due_under};
 use crate::state::{PageRecord, PageState, Pages, Read};
 
-/// A claim older than this, still not paged, was left by a replica that died mid-call.
-const STALE_CLAIM: Duration = Duration::from_secs(120);
+/// A claim not renewed for this long, still not paged, was left by a replica that died
+/// mid-call. A live holder renews every [`RENEW_CLAIM`] while the vendor works.
+const STALE_CLAIM: Duration = Duration::from_secs(10);
+/// How often a holder renews its claim while the vendor works.
+const RENEW_CLAIM: Duration = Duration::from_secs(2);
 /// Wait before retrying when the bus's KV did not answer.
 const KV_RETRY: Duration = Duration::from_secs(2);
 
@@ -51,7 +54,8 @@ impl std::fmt::Debug for Sink {
 /// How a trigger ended.
 enum Triggered {
     Paged,
-    Retry(Duration, String),
+    /// Try again after the delay; the record's revision as the renewals left it.
+    Retry(Duration, String, u64),
     Failed(String),
 }
 
@@ -120,9 +124,33 @@ impl Sink {
         self.pagers.get(&provider).ok_or_else(|| format!("{provider:?} is not configured"))
     }
 
+    /// Runs `work` (a vendor call made under a claim) while renewing the claim every
+    /// [`RENEW_CLAIM`], so other replicas tell it from one a crash left; returns its
+    /// output with the record as it now stands.
+    async fn renewing<T>(&self, read: Read, work: impl std::future::Future<Output = T>) -> (T, Read) {
+        let mut read = read;
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_CLAIM, RENEW_CLAIM);
+        loop {
+            tokio::select! {
+                out = &mut work => return (out, read),
+                _ = tick.tick() => {
+                    let mut renewed = read.record.clone();
+                    renewed.updated_at = Timestamp::now();
+                    match self.pages.update(&renewed, read.revision).await {
+                        Ok(revision) => read = Read { record: renewed, revision },
+                        Err(e) => tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends the trigger of a claimed record and records the outcome.
     async fn trigger(&self, read: &Read) -> Triggered {
-        let record = &read.record;
+        let mut read = read.clone();
+        let record = read.record.clone();
+        let record = &record;
         let target = &record.target;
         let Some(incident) = record.incident() else {
             return Triggered::Failed("the page record lost its incident".to_owned());
@@ -135,17 +163,20 @@ impl Sink {
         } else {
             let (pager, destination) = match (self.pager(target.provider), self.destination(target)) {
                 (Ok(p), Ok(d)) => (p, d),
-                (Err(e), _) | (_, Err(e)) => return self.fail(read, e).await,
+                (Err(e), _) | (_, Err(e)) => return self.fail(&read, e).await,
             };
             let started = Instant::now();
-            let result = self.upstream(target).call(|| pager.trigger(&destination, &incident)).await;
+            let upstream = self.upstream(target);
+            let (result, renewed) =
+                self.renewing(read.clone(), upstream.call(|| pager.trigger(&destination, &incident))).await;
+            read = renewed;
             self.metrics.vendor(target.provider, started.elapsed().as_secs_f64());
             match result {
                 Ok(accepted) => accepted.reference,
-                Err(CallError::Permanent(e)) => return self.fail(read, e.to_string()).await,
+                Err(CallError::Permanent(e)) => return self.fail(&read, e.to_string()).await,
                 Err(e) => {
                     let after = e.retry_in().unwrap_or(KV_RETRY);
-                    return Triggered::Retry(after, e.to_string());
+                    return Triggered::Retry(after, e.to_string(), read.revision);
                 }
             }
         };
@@ -159,7 +190,7 @@ impl Sink {
             }
             // Paged but not recorded: a retry sends the trigger again, which the vendor
             // merges into the open alert (same dedup key).
-            Err(e) => Triggered::Retry(KV_RETRY, format!("paged, but the record was not saved: {e}")),
+            Err(e) => Triggered::Retry(KV_RETRY, format!("paged, but the record was not saved: {e}"), read.revision),
         }
     }
 
@@ -233,7 +264,7 @@ impl Sink {
                 self.metrics.page(provider, if self.config.dry_run { PageOutcome::DryRun } else { success });
                 Disposition::Ack
             }
-            Triggered::Retry(after, reason) => {
+            Triggered::Retry(after, reason, _) => {
                 self.metrics.page(provider, PageOutcome::Retried);
                 Disposition::Retry { after, reason }
             }
@@ -416,13 +447,13 @@ impl Sink {
                     self.metrics
                         .page(provider, if self.config.dry_run { PageOutcome::DryRun } else { PageOutcome::Fired });
                 }
-                Triggered::Retry(after, reason) => {
+                Triggered::Retry(after, reason, revision) => {
                     // Back to deferred, due again after the vendor's delay.
                     let mut again = claimed.record.moved(PageState::Deferred, now);
                     again.due = Some(now + jiff::SignedDuration::try_from(after).unwrap_or_default());
                     again.not_before = again.due;
                     tracing::warn!(incident_id = %claimed.record.incident_id, reason = %reason, "deferred page not accepted yet");
-                    let _ = self.pages.update(&again, claimed.revision).await;
+                    let _ = self.pages.update(&again, revision).await;
                     self.metrics.page(provider, PageOutcome::Retried);
                     waiting += 1;
                 }

@@ -418,3 +418,34 @@ async fn a_deferred_page_follows_the_hours_in_force_after_a_restart() {
     eventually("counted as fired", WAIT, || async { now_open.metric("paging_sink_pages_total", &["Fired"]) >= 1.0 })
         .await;
 }
+
+/// A deferred page whose firing replica died mid-call is fired by the next scan once its
+/// claim has gone unrenewed for seconds (it waited two minutes before claims were renewed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_page_left_claimed_by_a_crash_is_fired_in_seconds() {
+    use base64::Engine;
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let sink = s.sink("paging-0");
+    // What a replica killed while firing a deferred page leaves: the claim, last renewed
+    // 15 s ago, and the due marker.
+    let incident = IncidentCreated {
+        incident_id: "inc-left".into(),
+        title: "checkout-api: error rate above 5%".into(),
+        severity: Severity::High as i32,
+        service: "checkout-api".into(),
+        ..Default::default()
+    };
+    let at = (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(15)).to_string();
+    let record = serde_json::json!({"incident_id": "inc-left", "state": "claimed",
+        "target": {"provider": "pagerduty", "route": "default", "routing_key_ref": "platform/pagerduty"},
+        "incident": base64::engine::general_purpose::STANDARD.encode(incident.encode_to_vec()),
+        "updated_at": at, "deferred": true, "deferred_at": at});
+    let js = async_nats::jetstream::new(async_nats::connect(s.nats.url()).await.expect("client"));
+    let kv = js.get_key_value("sre_paging_sink_pages").await.expect("bucket");
+    kv.put("page.inc-left", record.to_string().into()).await.expect("claim");
+    kv.put("due.inc-left", at.into()).await.expect("marker");
+    eventually("the left claim is fired", Duration::from_secs(10), || async { pd.alerts().len() == 1 }).await;
+    assert_eq!(pd.alerts()[0].dedup_key, "inc-left");
+    eventually("counted", WAIT, || async { sink.metric("paging_sink_pages_total", &["Fired"]) >= 1.0 }).await;
+}

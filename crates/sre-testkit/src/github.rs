@@ -61,6 +61,7 @@ type Shared = Arc<Mutex<Inner>>;
 #[derive(Debug)]
 pub struct FakeGithub {
     state: Shared,
+    latency: crate::vendor::Latency,
     url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -342,10 +343,23 @@ impl FakeGithub {
             .route("/repos/{o}/{r}/issues/{n}/labels", post(add_labels))
             .route("/", get(page))
             .with_state(state.clone());
+        let latency = crate::vendor::Latency::default();
+        let app = latency.wrap(app);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { state, url, task })
+        Ok(Self { state, latency, url, task })
+    }
+
+    /// Holds every answer back for `delay` after the request was carried out (the issue
+    /// exists, the caller has not heard): what a caller killed mid-call leaves behind.
+    pub fn set_answer_delay(&self, delay: std::time::Duration) {
+        self.latency.set_after(delay);
+    }
+
+    /// Requests carried out whose answers [`Self::set_answer_delay`] still holds back.
+    pub fn answers_held(&self) -> u64 {
+        self.latency.held()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {

@@ -21,9 +21,13 @@ use crate::routing::{Target, route};
 use crate::state::{Read, TicketRecord, TicketState, Tickets, token};
 use crate::template::render;
 
-/// A create call started this long ago without being recorded was cut short by a crash:
-/// the ticket is looked for by its marker, then created if absent.
-pub const STALE_CLAIM: Duration = Duration::from_secs(60);
+/// A claim whose holder has not renewed it for this long was left by a crash: the ticket
+/// is looked for by its marker, then created if absent. A live holder renews every
+/// [`RENEW_CLAIM`] while its vendor call runs, so this only has to outlast a few missed
+/// renewals, not the longest call.
+pub const STALE_CLAIM: Duration = Duration::from_secs(10);
+/// How often a holder renews its claim while the vendor works.
+pub const RENEW_CLAIM: Duration = Duration::from_secs(2);
 /// Wait before retrying when the KV bucket did not answer, or another delivery holds the claim.
 const RETRY: Duration = Duration::from_secs(2);
 /// Wait for a ticket that does not exist yet (a Resolved before its Created).
@@ -178,6 +182,7 @@ impl Sink {
             target: target.clone(),
             ticket: None,
             claimed_at: Some(now),
+            renewed_at: None,
             resolve_commented: false,
             close_commented: false,
             note: None,
@@ -197,42 +202,90 @@ impl Sink {
             count(Outcome::Duplicate);
             return Disposition::Ack;
         }
-        if let Some(after) = read.record.claimed_at.and_then(|at| until_stale(now.duration_since(at))) {
+        if let Some(after) = read.record.last_alive().and_then(|at| until_stale(now.duration_since(at))) {
             count(Outcome::Waiting);
             return Disposition::Retry { after, reason: "another delivery is creating the ticket".to_owned() };
         }
         // A crash (or a failed call) left the claim. Re-claim it, then look for the ticket
-        // by its marker before creating one.
-        let mut reclaimed = read.record.clone();
-        // A released claim (`claimed_at: None`) means the vendor answered with an error:
-        // nothing was created, nothing to look for.
+        // by its marker before creating one. A released claim (`claimed_at: None`) means
+        // the vendor answered with an error: nothing was created, nothing to look for.
         let maybe_created = read.record.claimed_at.is_some();
-        let since = read.record.claimed_at.unwrap_or(read.record.updated_at);
-        reclaimed.claimed_at = Some(now);
-        reclaimed.updated_at = now;
-        let revision = match self.tickets.update(&reclaimed, read.revision).await {
-            Ok(r) => r,
-            Err(KvError::WrongRevision) => return retry("another delivery took over the claim"),
-            Err(e) => return retry(format!("ticket records unavailable: {e}")),
+        let read = match self.reclaim(&read).await {
+            Ok(read) => read,
+            Err(disposition) => return disposition,
         };
-        let read = Read { record: reclaimed, revision };
         if maybe_created && !self.config.dry_run {
-            let target = &read.record.target;
-            let Ok((tracker, _)) = self.tracker(target.provider) else {
-                return Disposition::DeadLetter { reason: format!("{:?} is not configured", target.provider) };
-            };
-            let mark = marker(&incident.incident_id);
-            match self.vendor(target.provider, || tracker.find(&target.project, &mark, since)).await {
-                Ok(Some(found)) => {
-                    tracing::info!(incident_id = %incident.incident_id, ticket = %found.key, "ticket found by its marker after an interrupted create");
-                    return self.record_created(&read, found, Outcome::Recovered).await;
-                }
-                Ok(None) => {}
-                Err(CallError::Permanent(e)) => return Disposition::DeadLetter { reason: e.to_string() },
-                Err(e) => return Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() },
+            let (found, read) = self.find_by_marker(read, &incident.incident_id).await;
+            match found {
+                Ok(Some(found)) => return self.record_created(&read, found, Outcome::Recovered).await,
+                Ok(None) => return self.create_ticket(&incident, read, true).await,
+                Err(disposition) => return disposition,
             }
         }
         self.create_ticket(&incident, read, true).await
+    }
+
+    /// Takes over a stale claim: renewed now, its first create time kept (the ticket a
+    /// crashed holder made is no older than that, whatever happened since).
+    async fn reclaim(&self, read: &Read) -> Result<Read, Disposition> {
+        let now = Timestamp::now();
+        let mut reclaimed = read.record.clone();
+        reclaimed.claimed_at = Some(read.record.claimed_at.unwrap_or(now));
+        reclaimed.renewed_at = Some(now);
+        reclaimed.updated_at = now;
+        match self.tickets.update(&reclaimed, read.revision).await {
+            Ok(revision) => Ok(Read { record: reclaimed, revision }),
+            Err(KvError::WrongRevision) => Err(retry("another delivery took over the claim")),
+            Err(e) => Err(retry(format!("ticket records unavailable: {e}"))),
+        }
+    }
+
+    /// Looks for the ticket a crashed holder may have made, by its marker, renewing the
+    /// claim meanwhile. Returns the claim as it now stands.
+    async fn find_by_marker(&self, read: Read, incident_id: &str) -> (Result<Option<TicketRef>, Disposition>, Read) {
+        let target = read.record.target.clone();
+        let Ok((tracker, _)) = self.tracker(target.provider) else {
+            let reason = format!("{:?} is not configured", target.provider);
+            return (Err(Disposition::DeadLetter { reason }), read);
+        };
+        let tracker = tracker.clone();
+        let mark = marker(incident_id);
+        let since = read.record.claimed_at.unwrap_or(read.record.updated_at);
+        let (result, read) =
+            self.renewing(read, self.vendor(target.provider, || tracker.find(&target.project, &mark, since))).await;
+        let found = match result {
+            Ok(Some(found)) => {
+                tracing::info!(%incident_id, ticket = %found.key, "ticket found by its marker after an interrupted create");
+                Ok(Some(found))
+            }
+            Ok(None) => Ok(None),
+            Err(CallError::Permanent(e)) => Err(Disposition::DeadLetter { reason: e.to_string() }),
+            Err(e) => Err(Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }),
+        };
+        (found, read)
+    }
+
+    /// Runs `work` (a vendor call made under the claim) while renewing the claim every
+    /// [`RENEW_CLAIM`], and returns its output with the claim as it now stands (the
+    /// revision the caller must write on). A renewal that fails is logged; the final
+    /// compare-and-set tells whether the claim was lost meanwhile.
+    async fn renewing<T>(&self, read: Read, work: impl std::future::Future<Output = T>) -> (T, Read) {
+        let mut read = read;
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_CLAIM, RENEW_CLAIM);
+        loop {
+            tokio::select! {
+                out = &mut work => return (out, read),
+                _ = tick.tick() => {
+                    let mut renewed = read.record.clone();
+                    renewed.renewed_at = Some(Timestamp::now());
+                    match self.tickets.update(&renewed, read.revision).await {
+                        Ok(revision) => read = Read { record: renewed, revision },
+                        Err(e) => tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed"),
+                    }
+                }
+            }
+        }
     }
 
     async fn create_ticket(&self, incident: &IncidentCreated, read: Read, after_recovery: bool) -> Disposition {
@@ -249,7 +302,8 @@ impl Sink {
             Ok((t, _)) => t.clone(),
             Err(e) => return Disposition::DeadLetter { reason: e },
         };
-        match self.vendor(provider, || tracker.create(&ticket)).await {
+        let (result, read) = self.renewing(read, self.vendor(provider, || tracker.create(&ticket))).await;
+        match result {
             Ok(created) => {
                 tracing::info!(incident_id = %incident.incident_id, ticket = %created.key, provider = ?provider,
                     recovered_claim = after_recovery, "ticket created");
@@ -277,6 +331,7 @@ impl Sink {
                 if answered {
                     let mut released = read.record.clone();
                     released.claimed_at = None;
+                    released.renewed_at = None;
                     let _ = self.tickets.update(&released, read.revision).await;
                 }
                 self.metrics.count(provider, Action::Create, Outcome::Retried);
@@ -290,6 +345,7 @@ impl Sink {
         created.state = TicketState::Created;
         created.ticket = Some(ticket);
         created.claimed_at = None;
+        created.renewed_at = None;
         created.updated_at = Timestamp::now();
         match self.tickets.update(&created, read.revision).await {
             Ok(_) => {
@@ -324,12 +380,42 @@ impl Sink {
             };
             match (read.record.state, action) {
                 (TicketState::Claimed, _) => {
-                    self.metrics.count(provider, action, Outcome::Waiting);
-                    let age = read.record.claimed_at.map(|at| jiff::Timestamp::now().duration_since(at));
-                    return Disposition::Retry {
-                        after: wait_for_claimed(age),
-                        reason: "the ticket is being created".to_owned(),
+                    let age = read.record.last_alive().map(|at| Timestamp::now().duration_since(at));
+                    if age.and_then(until_stale).is_some() || read.record.claimed_at.is_none() || self.config.dry_run {
+                        // A live holder is creating it (or nothing was created and its
+                        // IncidentCreated is on its way back): look again soon.
+                        self.metrics.count(provider, action, Outcome::Waiting);
+                        return Disposition::Retry {
+                            after: wait_for_claimed(age),
+                            reason: "the ticket is being created".to_owned(),
+                        };
+                    }
+                    // Its holder crashed. The ticket may exist: find it by its marker now,
+                    // instead of waiting for the IncidentCreated to come back (ack_wait).
+                    let claim = match self.reclaim(&read).await {
+                        Ok(claim) => claim,
+                        Err(disposition) => return disposition,
                     };
+                    let (found, claim) = self.find_by_marker(claim, incident_id).await;
+                    match found {
+                        Ok(Some(ticket)) => match self.record_created(&claim, ticket, Outcome::Recovered).await {
+                            Disposition::Ack => continue,
+                            other => return other,
+                        },
+                        Ok(None) => {
+                            // Never created: only the IncidentCreated can create it. Leave the
+                            // claim stale, so its redelivery creates at once.
+                            let mut stale = claim.record.clone();
+                            stale.renewed_at = None;
+                            let _ = self.tickets.update(&stale, claim.revision).await;
+                            self.metrics.count(provider, action, Outcome::Waiting);
+                            return Disposition::Retry {
+                                after: WAIT_FOR_TICKET,
+                                reason: "the ticket was never created; waiting for its IncidentCreated".to_owned(),
+                            };
+                        }
+                        Err(disposition) => return disposition,
+                    }
                 }
                 (TicketState::Failed, _) | (TicketState::Closed, _) | (TicketState::Resolved, Action::Resolve) => {
                     self.metrics.count(provider, action, Outcome::Duplicate);
@@ -450,26 +536,27 @@ mod tests {
     #[test]
     fn a_live_claim_is_looked_at_again_soon_and_a_crashed_one_when_it_goes_stale() {
         let secs = |s: i64| jiff::SignedDuration::from_secs(s);
-        // A holder that just started: look again in RETRY.
+        // A holder that just renewed: look again in RETRY.
         assert_eq!(until_stale(secs(0)), Some(RETRY));
-        // Redelivered after ack_wait (the holder crashed): next look when it is stale, so the
-        // recovery needs one more delivery, not max_deliver of them.
-        assert_eq!(until_stale(secs(30)), Some(Duration::from_millis(30_100)));
-        assert_eq!(until_stale(secs(59)), Some(Duration::from_millis(1_100)));
-        assert_eq!(until_stale(secs(60)), None);
+        // Not renewed for 5 s (the holder crashed): next look when it is stale.
+        assert_eq!(until_stale(secs(5)), Some(Duration::from_millis(5_100)));
+        assert_eq!(until_stale(secs(9)), Some(Duration::from_millis(1_100)));
+        assert_eq!(until_stale(secs(10)), None);
         assert_eq!(until_stale(secs(600)), None);
         // A clock behind the claim's: treated as just claimed.
         assert_eq!(until_stale(secs(-5)), Some(RETRY));
+        // Staleness is seconds, and a live holder renews well within it.
+        assert!(STALE_CLAIM <= Duration::from_secs(10) && RENEW_CLAIM * 4 <= STALE_CLAIM);
     }
 
     #[test]
-    fn a_resolve_waits_on_a_crashed_claim_until_the_ticket_can_exist() {
+    fn a_resolve_waits_on_a_live_claim_until_it_could_go_stale() {
         let secs = |s: i64| Some(jiff::SignedDuration::from_secs(s));
         // A live create: look again soon.
         assert_eq!(wait_for_claimed(secs(0)), WAIT_FOR_TICKET);
-        // A claim 10 s old (its holder died): the next look when it is stale, not 10 of them.
-        assert_eq!(wait_for_claimed(secs(10)), Duration::from_millis(50_100));
-        // Stale already (the IncidentCreated has yet to come back), or unknown: every 5 s.
+        // Not renewed for 4 s: the next look when it would be stale.
+        assert_eq!(wait_for_claimed(secs(4)), Duration::from_millis(6_100));
+        // Stale already, or unknown: every 5 s.
         assert_eq!(wait_for_claimed(secs(90)), WAIT_FOR_TICKET);
         assert_eq!(wait_for_claimed(None), WAIT_FOR_TICKET);
     }

@@ -41,10 +41,16 @@ pub struct TicketRecord {
     /// The ticket, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<TicketRef>,
-    /// When a create call was last started; `None` when none can be in flight (the vendor
-    /// answered with an error, so nothing was created).
+    /// When the first create call of this claim was started (the ticket, if it was made,
+    /// is no older); `None` when none can be in flight (the vendor answered with an
+    /// error, so nothing was created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_at: Option<Timestamp>,
+    /// When the replica holding the claim last said it is alive: it renews the claim every
+    /// few seconds while its vendor call runs, so a claim left by a crash is told from a
+    /// live one in seconds (see `sink::STALE_CLAIM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<Timestamp>,
     /// Whether the resolve comment was posted (so a retry does not post it twice).
     #[serde(default)]
     pub resolve_commented: bool,
@@ -56,6 +62,16 @@ pub struct TicketRecord {
     pub note: Option<String>,
     /// Last change.
     pub updated_at: Timestamp,
+}
+
+impl TicketRecord {
+    /// The last sign of life of the claim's holder.
+    pub fn last_alive(&self) -> Option<Timestamp> {
+        match (self.claimed_at, self.renewed_at) {
+            (Some(c), Some(r)) => Some(c.max(r)),
+            (c, r) => c.or(r),
+        }
+    }
 }
 
 /// A record as read, with its revision.
