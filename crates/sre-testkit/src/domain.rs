@@ -33,6 +33,11 @@ pub const CONSUMER: &str = "sre-domain-standin";
 /// the SRE domain, whose bus user may) would, with one replica for a single server. Returns
 /// how many streams are in place.
 pub async fn provision(js: &async_nats::jetstream::Context) -> Result<usize, String> {
+    provision_replicated(js, 1).await
+}
+
+/// [`provision`] with `replicas` (3 on a three-node cluster, as the files say).
+pub async fn provision_replicated(js: &async_nats::jetstream::Context, replicas: usize) -> Result<usize, String> {
     let dir = crate::workspace_root().join("deploy/nats/jetstream/streams");
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
@@ -40,7 +45,7 @@ pub async fn provision(js: &async_nats::jetstream::Context) -> Result<usize, Str
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut config: async_nats::jetstream::stream::Config =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config.num_replicas = 1;
+        config.num_replicas = replicas;
         js.create_or_update_stream(config).await.map_err(|e| format!("{}: {e}", path.display()))?;
         count += 1;
     }

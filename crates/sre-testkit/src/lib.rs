@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod argocd;
 pub mod bus;
 pub mod chart;
+pub mod cluster;
 pub mod domain;
 pub mod github;
 pub mod jira;
