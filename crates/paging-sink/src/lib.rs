@@ -31,6 +31,8 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "paging-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8083 };
 
 /// How long page records are kept (follow-ups come long before).
+/// How often the KV bucket is asked whether it answers, for readiness.
+const KV_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const RECORD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The durable consumer on the facts stream: the configured one, filtered to the facts this
@@ -88,16 +90,39 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
 
     let (bus, cancel, tasks, secrets, health) =
         (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.secrets.clone(), ctx.health.clone());
+    // Readiness tells the truth about the bus resources the sink works through: its KV
+    // bucket and its durable consumer, failing for more than a few seconds (no leader, a
+    // node away) or not open yet.
+    let kv_reach = sre_bus::Reachability::new(format!("KV bucket {}", state::BUCKET));
+    let consumer_reach: Arc<std::sync::Mutex<Option<sre_bus::Reachability>>> = Arc::default();
+    {
+        let r = kv_reach.clone();
+        ctx.health.register("kv", Arc::new(move || r.readiness()));
+        let c = consumer_reach.clone();
+        ctx.health.register(
+            "consumer",
+            Arc::new(move || match &*c.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                Some(r) => r.readiness(),
+                None => Err("fact consumer not bound yet".to_owned()),
+            }),
+        );
+    }
     ctx.tasks.spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = bus.wait_for_topology() => {}
         }
-        let Some(pages) =
-            sre_runtime::until_ok("page records", &cancel, || state::Pages::open(&bus, RECORD_MAX_AGE)).await
+        let Some(pages) = sre_runtime::until_ok("page records", &cancel, || {
+            state::Pages::open(&bus, RECORD_MAX_AGE, kv_reach.clone())
+        })
+        .await
         else {
             return;
         };
+        tasks.spawn({
+            let (pages, stop) = (pages.clone(), cancel.clone());
+            async move { pages.probe(KV_PROBE_EVERY, stop).await }
+        });
         let consumer_config = consumer_config(&integration);
         let sink = Arc::new(sink::Sink::new(integration, policy, pages, pagers, secrets, metrics));
         for provider in sink.pagers.keys().copied() {
@@ -110,6 +135,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         else {
             return;
         };
+        *consumer_reach.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(consumer.reachability());
         tracing::info!("consuming incident facts");
         if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {
             tracing::error!(error = %e, "fact consumer stopped");

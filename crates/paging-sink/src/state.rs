@@ -152,8 +152,8 @@ fn encode(record: &PageRecord) -> Bytes {
 
 impl Pages {
     /// Opens the bucket (records expire after `max_age`, long after any follow-up).
-    pub async fn open(bus: &Bus, max_age: std::time::Duration) -> Result<Self, KvError> {
-        let kv = Kv::open(
+    pub async fn open(bus: &Bus, max_age: std::time::Duration, reach: sre_bus::Reachability) -> Result<Self, KvError> {
+        let kv = Kv::open_watched(
             bus,
             KvConfig {
                 bucket: BUCKET.to_owned(),
@@ -162,9 +162,15 @@ impl Pages {
                 history: 1,
                 replicas: bus.config().streams.replicas,
             },
+            reach,
         )
         .await?;
         Ok(Self { kv })
+    }
+
+    /// Asks the bucket for its status every `every` until `cancel` (readiness).
+    pub async fn probe(&self, every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
+        self.kv.probe(every, cancel).await;
     }
 
     /// The record of `incident_id`.

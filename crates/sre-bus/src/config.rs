@@ -9,8 +9,21 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// NATS URL(s), comma-separated. The `NATS_URL` environment variable overrides it.
+    /// The seeds: one NATS URL or several, comma-separated (`nats://nats-0:4222,
+    /// nats://nats-1:4222,nats://nats-2:4222`; `nats://` may be left out). The client
+    /// starts on any seed that is up and learns the rest of the cluster from it.
+    /// Credentials may be in the URLs (in the first only, or the same in every one) or
+    /// given separately (`user` and `password_file`, or `NATS_USER`/`NATS_PASSWORD`),
+    /// once. The `NATS_URL` environment variable overrides it.
     pub url: String,
+    /// The bus user, when the password is given separately (`NATS_USER` overrides it).
+    pub user: Option<String>,
+    /// A file holding the bus user's password (e.g. a mounted Kubernetes Secret key).
+    /// `NATS_PASSWORD` overrides it.
+    pub password_file: Option<PathBuf>,
+    /// The password from `NATS_PASSWORD` (never in a file, never printed).
+    #[serde(skip)]
+    pub password: Option<Password>,
     /// NATS credentials file (`.creds`, JWT and NKey seed) for a server with accounts and
     /// per-adapter permissions (see `deploy/nats`). None for a local server without auth.
     pub credentials_file: Option<PathBuf>,
@@ -31,11 +44,138 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".to_owned(),
+            user: None,
+            password_file: None,
+            password: None,
             credentials_file: None,
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
             manage_streams: true,
             streams: StreamSettings::default(),
+        }
+    }
+}
+
+/// A bus password: compared, never printed.
+#[derive(Clone)]
+pub struct Password(pub secrecy::SecretString);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+impl PartialEq for Password {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+/// A bus user and its password.
+pub type Login = (String, Password);
+
+/// The seeds of [`BusConfig::url`], credentials split off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seeds {
+    /// Each seed as `nats://host:port` (or its own scheme), without credentials.
+    pub urls: Vec<String>,
+    /// The user and password found in the URLs, the same for every seed that had them.
+    pub credentials: Option<Login>,
+}
+
+/// Splits a seed list. Errors name the seed by position and never show a password.
+pub fn parse_seeds(list: &str) -> Result<Seeds, String> {
+    let mut urls = Vec::new();
+    let mut credentials: Option<Login> = None;
+    for (n, seed) in list.split(',').map(str::trim).enumerate() {
+        if seed.is_empty() {
+            continue;
+        }
+        let (scheme, rest) = seed.split_once("://").unwrap_or(("nats", seed));
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        if !path.is_empty() {
+            return Err(format!("seed {}: a NATS URL has no path", n + 1));
+        }
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let port_ok = match host.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+            }
+            _ => true,
+        };
+        if host.is_empty() || !port_ok || host.contains(['@', ' ']) {
+            return Err(format!("seed {}: expected [nats://][user:password@]host[:port]", n + 1));
+        }
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            let found = (percent_decode(user), Password(secrecy::SecretString::from(percent_decode(password))));
+            match &credentials {
+                Some(seen) if *seen != found => {
+                    return Err(format!(
+                        "seed {}: its credentials differ from an earlier seed's; give them once (in the first URL, \
+                         or as NATS_USER/NATS_PASSWORD)",
+                        n + 1
+                    ));
+                }
+                _ => credentials = Some(found),
+            }
+        }
+        urls.push(format!("{scheme}://{host}"));
+    }
+    if urls.is_empty() {
+        return Err("no seed given".to_owned());
+    }
+    Ok(Seeds { urls, credentials })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl BusConfig {
+    /// The seeds and the credentials to log in with, from wherever they were given.
+    pub fn login(&self) -> Result<(Vec<String>, Option<Login>), String> {
+        let seeds = parse_seeds(&self.url)?;
+        let separate = match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (Some(user), None) => match &self.password_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("password_file {}: {}", path.display(), e.kind()))?;
+                    Some((
+                        user.clone(),
+                        Password(secrecy::SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned())),
+                    ))
+                }
+                None => return Err("a user is given without a password (NATS_PASSWORD or password_file)".to_owned()),
+            },
+            (None, Some(_)) => return Err("a password is given without a user (NATS_USER or user)".to_owned()),
+            (None, None) => None,
+        };
+        match (seeds.credentials, separate) {
+            (Some(_), Some(_)) => {
+                Err("credentials are given twice, in the URL and as a user and password; give them once".to_owned())
+            }
+            (a, b) => Ok((seeds.urls, a.or(b))),
         }
     }
 }
@@ -53,8 +193,67 @@ pub struct StreamSettings {
     /// How long dead letters are kept.
     #[serde(with = "humantime_serde")]
     pub dead_letter_max_age: Duration,
-    /// Replicas per stream (1 for a single server, 3 for a cluster).
-    pub replicas: usize,
+    /// Replicas of every stream and KV bucket this service creates: `auto` (the default)
+    /// is 3 on a JetStream cluster and 1 on a single server, or a number. Existing streams
+    /// and buckets are never lowered below what they have.
+    pub replicas: Replicas,
+}
+
+/// `runtime.bus.streams.replicas`: `auto` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replicas {
+    /// 3 on a JetStream cluster, 1 on a single server. Three, not "as many nodes as are
+    /// up": JetStream places an R3 stream with one of three nodes down (quorum), while a
+    /// smaller count asked for then may be placed on the missing node and never answer.
+    /// A two-node cluster (which loses its quorum with either node) sets `2`.
+    #[default]
+    Auto,
+    /// Exactly this many (1 to 5).
+    Fixed(usize),
+}
+
+impl Replicas {
+    /// The count on a bus that is (or is not) a JetStream cluster.
+    pub fn resolve(self, clustered: bool) -> usize {
+        match self {
+            Replicas::Auto if clustered => 3,
+            Replicas::Auto => 1,
+            Replicas::Fixed(n) => n,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Replicas;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`auto` or a number of replicas from 1 to 5")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Replicas, E> {
+                match v {
+                    "auto" => Ok(Replicas::Auto),
+                    other => other
+                        .parse::<u64>()
+                        .map_err(|_| E::custom("expected `auto` or 1 to 5"))
+                        .and_then(|n| self.visit_u64(n)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Replicas, E> {
+                match v {
+                    1..=5 => Ok(Replicas::Fixed(v as usize)),
+                    _ => Err(E::custom("JetStream takes 1 to 5 replicas")),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Replicas, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("JetStream takes 1 to 5 replicas"))
+                    .and_then(|n| self.visit_u64(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for StreamSettings {
@@ -63,7 +262,7 @@ impl Default for StreamSettings {
             duplicate_window: Duration::from_secs(300),
             max_age: Duration::from_secs(7 * 24 * 3600),
             dead_letter_max_age: Duration::from_secs(30 * 24 * 3600),
-            replicas: 1,
+            replicas: Replicas::Auto,
         }
     }
 }
@@ -97,5 +296,75 @@ impl Default for ConsumerConfig {
             max_ack_pending: 256,
             parallelism: 8,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn creds(s: &Seeds) -> Option<(String, String)> {
+        s.credentials.as_ref().map(|(u, p)| (u.clone(), p.0.expose_secret().to_owned()))
+    }
+
+    #[test]
+    fn seed_lists_as_platform_teams_write_them() {
+        let three = "nats://nats-0.nats:4222,nats://nats-1.nats:4222,nats://nats-2.nats:4222";
+        let s = parse_seeds(three).expect("plain list");
+        assert_eq!(s.urls, ["nats://nats-0.nats:4222", "nats://nats-1.nats:4222", "nats://nats-2.nats:4222"]);
+        assert_eq!(s.credentials, None);
+        // Credentials in the first URL only, with spaces and a seed without a scheme.
+        let s = parse_seeds("nats://paging-sink:p%40ss:w@nats-0:4222, nats-1:4222 ,tls://nats-2:4222").expect("first");
+        assert_eq!(s.urls, ["nats://nats-0:4222", "nats://nats-1:4222", "tls://nats-2:4222"]);
+        assert_eq!(creds(&s), Some(("paging-sink".into(), "p@ss:w".into())));
+        // The same credentials in every URL.
+        let s = parse_seeds("nats://u:pw@a:4222,nats://u:pw@b:4222").expect("every");
+        assert_eq!(s.urls, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(creds(&s), Some(("u".into(), "pw".into())));
+        // Different credentials, a bad port, nothing: errors that name the seed, never the password.
+        let e = parse_seeds("nats://u:secret1@a:4222,nats://u:secret2@b:4222").expect_err("differ");
+        assert!(e.contains("seed 2") && !e.contains("secret"), "{e}");
+        let e = parse_seeds("nats://a:4222,nats://b:42x2").expect_err("port");
+        assert!(e.contains("seed 2"), "{e}");
+        assert!(parse_seeds(" , ").is_err());
+        assert_eq!(parse_seeds("nats://127.0.0.1:4222").expect("one").urls, ["nats://127.0.0.1:4222"]);
+    }
+
+    #[test]
+    fn replicas_are_auto_or_a_number() {
+        #[derive(Deserialize)]
+        struct S {
+            replicas: Replicas,
+        }
+        let read = |y: &str| serde_norway::from_str::<S>(y).map(|s| s.replicas).map_err(|e| e.to_string());
+        assert_eq!(read("replicas: auto"), Ok(Replicas::Auto));
+        assert_eq!(read("replicas: 3"), Ok(Replicas::Fixed(3)));
+        assert_eq!(read("replicas: \"1\""), Ok(Replicas::Fixed(1)));
+        assert!(read("replicas: 0").is_err() && read("replicas: 6").is_err() && read("replicas: all").is_err());
+        assert_eq!(StreamSettings::default().replicas, Replicas::Auto);
+        assert_eq!(Replicas::Auto.resolve(true), 3, "a cluster");
+        assert_eq!(Replicas::Auto.resolve(false), 1, "a single server");
+        assert_eq!(Replicas::Fixed(2).resolve(true), 2);
+    }
+
+    #[test]
+    fn credentials_given_separately_once() {
+        let pw = |p: &str| Some(Password(secrecy::SecretString::from(p.to_owned())));
+        let separate =
+            BusConfig { url: "a:4222,b:4222".into(), user: Some("u".into()), password: pw("pw"), ..Default::default() };
+        let (urls, login) = separate.login().expect("separate");
+        assert_eq!(urls, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(login.map(|(u, p)| (u, p.0.expose_secret().to_owned())), Some(("u".into(), "pw".into())));
+        let twice = BusConfig { url: "nats://u:pw@a:4222".into(), ..separate.clone() };
+        assert!(twice.login().expect_err("twice").contains("once"));
+        let no_password = BusConfig { password: None, ..separate.clone() };
+        assert!(no_password.login().is_err());
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("password"), "from-file\n").expect("write");
+        let file = BusConfig { password: None, password_file: Some(dir.path().join("password")), ..separate };
+        let (_, login) = file.login().expect("file");
+        assert_eq!(login.map(|(_, p)| p.0.expose_secret().to_owned()).as_deref(), Some("from-file"));
+        assert!(!format!("{file:?}").contains("from-file"));
     }
 }

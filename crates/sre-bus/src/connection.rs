@@ -17,6 +17,10 @@ pub enum ConnectError {
     /// The client could not be set up (bad URL, unreadable credentials file).
     #[error("connecting to nats: {0}")]
     Connect(#[from] async_nats::ConnectError),
+    /// The seed list or its credentials are not usable (the reason names the seed, never
+    /// a password).
+    #[error("runtime.bus.url: {0}")]
+    Seeds(String),
     /// Reading the credentials file failed.
     #[error("reading nats credentials file: {0}")]
     Credentials(#[from] std::io::Error),
@@ -43,32 +47,6 @@ pub struct Bus {
 
 /// How nats-server words a refusal of this user's permissions (in its `-ERR`).
 const PERMISSIONS_VIOLATION: &str = "Permissions Violation";
-
-/// Splits `scheme://user:password@rest` into `scheme://rest` and the credentials
-/// (percent-decoded); any other URL comes back as it is.
-pub(crate) fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
-    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_owned(), None) };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return (url.to_owned(), None) };
-    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-    let decode = |s: &str| {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%'
-                && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    (format!("{scheme}://{host}"), Some((decode(user), decode(password))))
-}
 
 impl Bus {
     /// Connects with reconnect and backoff. Returns once the client exists, even while the
@@ -118,13 +96,14 @@ impl Bus {
         if let Some(path) = &config.credentials_file {
             options = options.credentials_file(path).await?;
         }
-        // `nats://user:password@host:port` (e.g. NATS_URL from a Kubernetes Secret): the
-        // credentials go into the CONNECT, the rest is the address.
-        let (url, user) = split_credentials(&config.url);
-        if let Some((user, password)) = user {
-            options = options.user_and_password(user, password);
+        // Every seed, credentials given once (in the URLs or separately): they go into the
+        // CONNECT, the seeds are the addresses; the client starts on any seed that is up.
+        let (seeds, login) = config.login().map_err(ConnectError::Seeds)?;
+        if let Some((user, password)) = login {
+            use secrecy::ExposeSecret;
+            options = options.user_and_password(user, password.0.expose_secret().to_owned());
         }
-        let client = options.connect(url.as_str()).await?;
+        let client = options.connect(seeds).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.ack_timeout)
             .max_ack_inflight(5_000)
@@ -165,8 +144,47 @@ impl Bus {
         Ok(())
     }
 
-    /// Creates or updates the streams (when `manage_streams`), retrying with backoff until
-    /// it succeeds or `cancel` fires. Safe to run from many replicas at once.
+    /// Whether the server this client is connected to is part of a cluster (it names one
+    /// in its INFO); `None` until a server's INFO has arrived (the client connects in the
+    /// background), when nothing can be decided from it.
+    pub fn is_clustered(&self) -> Option<bool> {
+        let info = self.client.server_info();
+        if info.server_id.is_empty() {
+            return None;
+        }
+        Some(info.cluster.as_deref().is_some_and(|c| !c.is_empty()))
+    }
+
+    /// How many servers the cluster advertises right now (its `connect_urls`, itself among
+    /// them; fewer while nodes are down, none when it does not advertise), for logs.
+    pub fn servers_seen(&self) -> usize {
+        let mut urls = self.client.server_info().connect_urls;
+        urls.sort();
+        urls.dedup();
+        urls.len().max(1)
+    }
+
+    /// The replicas a stream or bucket this service creates gets: the configuration's
+    /// `runtime.bus.streams.replicas`, `auto` meaning 3 on a cluster, 1 on a single server.
+    /// `None` while `auto` cannot be decided yet (no server's INFO yet): creating then
+    /// would make a cluster's streams R1.
+    pub fn replicas(&self) -> Option<usize> {
+        match self.config.streams.replicas {
+            crate::Replicas::Fixed(n) => Some(n),
+            auto => self.is_clustered().map(|clustered| auto.resolve(clustered)),
+        }
+    }
+
+    /// Notes one more stream or bucket found with fewer replicas than it should have.
+    pub(crate) fn under_replicated(&self, name: &str, has: usize, wanted: usize) {
+        self.metrics.under_replicated.inc();
+        tracing::warn!(stream = %name, replicas = has, wanted, servers_seen = self.servers_seen(),
+            "under-replicated: losing one bus node may lose this state; raise its replicas (nats stream edit --replicas) or give this user the right to");
+    }
+
+    /// Creates or raises the streams (when `manage_streams`), retrying with backoff until
+    /// it succeeds or `cancel` fires. Safe to run from many replicas at once. Never lowers
+    /// what an operator configured (replicas, retention, dedup window).
     pub async fn ensure_topology(&self, cancel: &CancellationToken) -> Result<(), ConnectError> {
         if !self.config.manage_streams {
             return Ok(());
@@ -176,8 +194,17 @@ impl Bus {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match topology::ensure_streams(&self.js, &self.config.streams).await {
-                Ok(()) => {
+            let result = match self.replicas() {
+                Some(replicas) => topology::ensure_streams(&self.js, &self.config.streams, replicas)
+                    .await
+                    .map(|under| (under, replicas)),
+                None => Err(TopologyError { stream: "*", message: "not connected to a server yet".to_owned() }),
+            };
+            match result {
+                Ok((under, replicas)) => {
+                    for (name, has) in under {
+                        self.under_replicated(name, has, replicas);
+                    }
                     self.topology_ready.send_replace(true);
                     tracing::info!("streams in place");
                     return Ok(());
@@ -233,18 +260,5 @@ impl Bus {
     /// The configuration in force.
     pub fn config(&self) -> &BusConfig {
         &self.config
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_credentials;
-
-    #[test]
-    fn credentials_in_the_url_are_split_off() {
-        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".to_owned(), None));
-        let (url, creds) = split_credentials("nats://paging-sink:p%40ss:w@nats.sre.svc:4222");
-        assert_eq!(url, "nats://nats.sre.svc:4222");
-        assert_eq!(creds, Some(("paging-sink".to_owned(), "p@ss:w".to_owned())));
     }
 }

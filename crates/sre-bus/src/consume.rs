@@ -17,7 +17,6 @@ use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCr
 use sre_contracts::{BusMessage, Fact, headers, streams, subjects};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -159,6 +158,23 @@ pub struct FactConsumer {
     bus: Bus,
     config: ConsumerConfig,
     consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
+    reach: crate::Reachability,
+}
+
+/// Heartbeat asked of the server on every pull: a pull cut short (no consumer leader, a
+/// leader change, a dead node) is noticed within two of them.
+const PULL_HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long one pull request lasts before the client issues the next.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
+/// Backoff between failed pulls: short, so a sink resumes within moments of a leader
+/// change, with jitter, so replicas do not hammer a recovering server together.
+fn pull_backoff() -> sre_resilience::Backoff {
+    sre_resilience::Backoff {
+        initial: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        ..sre_resilience::Backoff::default()
+    }
 }
 
 impl FactConsumer {
@@ -179,7 +195,38 @@ impl FactConsumer {
                 stream.create_consumer(pull_config).await.map_err(|e| setup(e.to_string()))?
             }
         };
-        Ok(Self { bus: bus.clone(), config, consumer })
+        let reach = crate::Reachability::new(format!("fact consumer {}", config.durable_name));
+        reach.answered();
+        Ok(Self { bus: bus.clone(), config, consumer, reach })
+    }
+
+    /// Whether pulls get through, as readiness reads it: failing for more than a few
+    /// seconds (no consumer leader, the bus away) is not ready, with the reason.
+    pub fn reachability(&self) -> crate::Reachability {
+        self.reach.clone()
+    }
+
+    /// A failed pull: counted, logged once per episode, then a backoff wait. `false`
+    /// when `cancel` fired meanwhile.
+    async fn pull_failed(&self, attempt: &mut u32, reason: String, cancel: &CancellationToken) -> bool {
+        self.bus.metrics().pull_errors.inc();
+        if self.reach.failed(reason.clone()) {
+            tracing::warn!(error = %reason, consumer = %self.config.durable_name,
+                "pulling facts failed; retrying with backoff (logged once until pulls get through)");
+        }
+        *attempt = attempt.saturating_add(1);
+        let wait = pull_backoff().delay(*attempt, rand::random::<f64>());
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(wait) => true,
+        }
+    }
+
+    fn pull_recovered(&self, attempt: &mut u32) {
+        *attempt = 0;
+        if let Some(down) = self.reach.answered() {
+            tracing::info!(consumer = %self.config.durable_name, after_ms = down.as_millis() as u64, "pulling facts again");
+        }
     }
 
     /// Delivers facts to `handler` until `cancel` fires, then stops pulling, lets the
@@ -188,38 +235,50 @@ impl FactConsumer {
     pub async fn run<H: FactHandler>(self, handler: H, cancel: CancellationToken) -> Result<(), ConsumeError> {
         let handler = Arc::new(handler);
         let lanes = self.config.parallelism.max(1);
-        let tracker = TaskTracker::new();
+        // A JoinSet, not a detached tracker: if this future is dropped (the task running
+        // it aborted), its lanes go with it, as they would with the process; their facts
+        // then stop being marked in progress and come back after ack_wait.
+        let mut lanes_running = tokio::task::JoinSet::new();
         let mut senders = Vec::with_capacity(lanes);
         for _ in 0..lanes {
             let (tx, rx) = mpsc::channel::<Message>(1);
             senders.push(tx);
-            tracker.spawn(lane(rx, handler.clone(), self.bus.clone(), self.config.clone()));
+            lanes_running.spawn(lane(rx, handler.clone(), self.bus.clone(), self.config.clone()));
         }
-        tracker.close();
 
-        let mut backoff_attempt = 0u32;
+        let mut attempt = 0u32;
         'outer: while !cancel.is_cancelled() {
             let messages = self
                 .consumer
                 .stream()
                 .max_messages_per_batch(lanes * 2)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+                .heartbeat(PULL_HEARTBEAT)
+                .expires(PULL_EXPIRES)
                 .messages()
                 .await;
             let mut messages = match messages {
                 Ok(m) => m,
                 Err(err) => {
-                    backoff_attempt += 1;
-                    tracing::warn!(error = %err, "pulling facts failed, retrying");
-                    let wait = sre_resilience::Backoff::default().delay(backoff_attempt, rand::random::<f64>());
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(wait) => continue,
+                    if self.pull_failed(&mut attempt, err.to_string(), &cancel).await {
+                        continue;
                     }
+                    break;
                 }
             };
-            backoff_attempt = 0;
+            // After failures, the consumer's leader answering its info is what tells a pull
+            // gets through (a pull request is accepted even while there is no leader).
+            if attempt > 0 {
+                let mut probe = self.consumer.clone();
+                match probe.info().await {
+                    Ok(_) => self.pull_recovered(&mut attempt),
+                    Err(err) => {
+                        if self.pull_failed(&mut attempt, err.to_string(), &cancel).await {
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
             loop {
                 let next = tokio::select! {
                     () = cancel.cancelled() => break 'outer,
@@ -228,12 +287,19 @@ impl FactConsumer {
                 let message = match next {
                     Some(Ok(m)) => m,
                     Some(Err(err)) => {
-                        // Heartbeats missed or the connection dropped: pull again.
-                        tracing::warn!(error = %err, "fact stream interrupted");
+                        // Heartbeats missed, a consumer leader change, the connection
+                        // dropped: pull again, after a backoff if it keeps happening.
+                        self.bus.metrics().pull_interruptions.inc();
+                        if !self.pull_failed(&mut attempt, err.to_string(), &cancel).await {
+                            break 'outer;
+                        }
                         break;
                     }
                     None => break,
                 };
+                if attempt > 0 {
+                    self.pull_recovered(&mut attempt);
+                }
                 let fact = received(&message);
                 let idx = lane_of(&ordering_key(&fact), lanes);
                 if senders[idx].send(message).await.is_err() {
@@ -242,7 +308,7 @@ impl FactConsumer {
             }
         }
         drop(senders);
-        tracker.wait().await;
+        while lanes_running.join_next().await.is_some() {}
         Ok(())
     }
 }

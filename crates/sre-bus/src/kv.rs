@@ -19,8 +19,9 @@ pub struct KvConfig {
     pub max_age: Duration,
     /// Revisions kept per key (1 to 64).
     pub history: i64,
-    /// Replicas (1 for a single server, 3 for a cluster).
-    pub replicas: usize,
+    /// Replicas: `auto` is 3 on a cluster, 1 on a single server. An existing bucket is
+    /// never lowered.
+    pub replicas: crate::Replicas,
 }
 
 /// A key-value operation failed.
@@ -50,30 +51,122 @@ pub struct KvEntry {
 #[derive(Debug, Clone)]
 pub struct Kv {
     store: kv::Store,
+    reach: crate::Reachability,
+    js: async_nats::jetstream::Context,
+    stream: String,
 }
 
 impl Kv {
-    /// Opens the bucket, creating or updating it to `config` (idempotent).
+    /// Opens the bucket, creating it, or updating it to `config` (idempotent). Its
+    /// replicas are raised to what `config` asks, never lowered: a bucket an operator
+    /// scaled up stays so, and one found below the cluster's replicas that cannot be
+    /// raised is reported (logs, `sre_bus_under_replicated_streams`).
     pub async fn open(bus: &Bus, config: KvConfig) -> Result<Self, KvError> {
-        let store = bus
+        let reach = crate::Reachability::new(format!("KV bucket {}", config.bucket));
+        Self::open_watched(bus, config, reach).await
+    }
+
+    /// [`Kv::open`], telling `reach` whether the bucket answers: every operation from now
+    /// on, and the failed opens before (readiness reads it; see [`Kv::probe`]).
+    pub async fn open_watched(bus: &Bus, config: KvConfig, reach: crate::Reachability) -> Result<Self, KvError> {
+        let stream = format!("KV_{}", config.bucket);
+        let opened = Self::open_inner(bus, config).await;
+        match &opened {
+            Ok(_) => {
+                reach.answered();
+            }
+            Err(e) => {
+                reach.failed(e.to_string());
+            }
+        }
+        opened.map(|store| Self { store, reach, js: bus.jetstream().clone(), stream })
+    }
+
+    async fn open_inner(bus: &Bus, config: KvConfig) -> Result<kv::Store, KvError> {
+        let wanted = match config.replicas {
+            crate::Replicas::Fixed(n) => n.max(1),
+            auto => auto.resolve(
+                bus.is_clustered().ok_or_else(|| KvError::Unavailable("not connected to a server yet".to_owned()))?,
+            ),
+        };
+        let stream = format!("KV_{}", config.bucket);
+        let existing = match bus.jetstream().get_stream(&stream).await {
+            Ok(mut s) => Some(s.info().await.map_err(|e| KvError::Unavailable(e.to_string()))?.config.num_replicas),
+            Err(e) if crate::topology::not_found(&e) => None,
+            // No answer: do not guess (creating on a guess could lower an existing bucket).
+            Err(e) => return Err(KvError::Unavailable(e.to_string())),
+        };
+        let replicas = existing.map_or(wanted, |has| has.max(wanted));
+        let result = bus
             .jetstream()
             .create_or_update_key_value(kv::Config {
-                bucket: config.bucket,
-                description: config.description,
+                bucket: config.bucket.clone(),
+                description: config.description.clone(),
                 max_age: config.max_age,
                 history: config.history.clamp(1, 64),
-                num_replicas: config.replicas.max(1),
+                num_replicas: replicas,
                 storage: async_nats::jetstream::stream::StorageType::File,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| KvError::Unavailable(e.to_string()))?;
-        Ok(Self { store })
+            .await;
+        match (result, existing) {
+            (Ok(store), _) => {
+                if existing.is_some_and(|has| has < wanted) {
+                    tracing::info!(bucket = %config.bucket, from = existing, to = replicas, "bucket replicas raised");
+                }
+                Ok(store)
+            }
+            // Not ours to change (a user without the right, a cluster short of nodes for
+            // more replicas): use it as it is, and say it is under-replicated.
+            (Err(e), Some(has)) if has < wanted => {
+                bus.under_replicated(&stream, has, wanted);
+                tracing::warn!(bucket = %config.bucket, error = %e, "bucket replicas not raised; using it as it is");
+                bus.jetstream().get_key_value(&config.bucket).await.map_err(|e| KvError::Unavailable(e.to_string()))
+            }
+            (Err(e), _) => Err(KvError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Records whether the bucket answered, for readiness.
+    fn seen<T>(&self, result: Result<T, KvError>) -> Result<T, KvError> {
+        match &result {
+            Err(KvError::Unavailable(reason)) => {
+                if self.reach.failed(reason.clone()) {
+                    tracing::warn!(error = %reason, "KV bucket not answering; retrying (logged once until it answers)");
+                }
+            }
+            _ => {
+                if let Some(down) = self.reach.answered() {
+                    tracing::info!(after_ms = down.as_millis() as u64, "KV bucket answering again");
+                }
+            }
+        }
+        result
+    }
+
+    /// Whether the bucket answers, as readiness reads it.
+    pub fn reachability(&self) -> &crate::Reachability {
+        &self.reach
+    }
+
+    /// Asks the bucket's stream leader for its info every `every` until `cancel`, so
+    /// readiness knows it answers even while nothing else uses it (a replica can serve
+    /// reads without a leader; the leader is what writes need).
+    pub async fn probe(&self, every: Duration, cancel: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let status =
+                self.js.get_stream(&self.stream).await.map(|_| ()).map_err(|e| KvError::Unavailable(e.to_string()));
+            let _ = self.seen(status);
+        }
     }
 
     /// Reads a key; deleted and purged keys read as absent.
     pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
-        let entry = self.store.entry(key).await.map_err(|e| KvError::Unavailable(e.to_string()))?;
+        let entry = self.seen(self.store.entry(key).await.map_err(|e| KvError::Unavailable(e.to_string())))?;
         Ok(entry.and_then(|e| match e.operation {
             kv::Operation::Put => Some(KvEntry { value: e.value, revision: e.revision }),
             kv::Operation::Delete | kv::Operation::Purge => None,
@@ -82,27 +175,32 @@ impl Kv {
 
     /// Writes a key only if it does not exist: the claim of compare-and-set.
     pub async fn create(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
-        self.store.create(key, value).await.map_err(|e| match e.kind() {
+        self.seen(self.store.create(key, value).await.map_err(|e| match e.kind() {
             kv::CreateErrorKind::AlreadyExists => KvError::AlreadyExists,
             _ => KvError::Unavailable(e.to_string()),
-        })
+        }))
     }
 
     /// Writes a key only if its revision is still `revision`.
     pub async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, KvError> {
-        self.store.update(key, value, revision).await.map_err(|e| match e.kind() {
+        self.seen(self.store.update(key, value, revision).await.map_err(|e| match e.kind() {
             kv::UpdateErrorKind::WrongLastRevision => KvError::WrongRevision,
             _ => KvError::Unavailable(e.to_string()),
-        })
+        }))
     }
 
     /// Writes a key unconditionally.
     pub async fn put(&self, key: &str, value: Bytes) -> Result<u64, KvError> {
-        self.store.put(key, value).await.map_err(|e| KvError::Unavailable(e.to_string()))
+        self.seen(self.store.put(key, value).await.map_err(|e| KvError::Unavailable(e.to_string())))
     }
 
     /// The keys starting with `prefix` (deleted keys excluded).
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let keys = self.keys_inner(prefix).await;
+        self.seen(keys)
+    }
+
+    async fn keys_inner(&self, prefix: &str) -> Result<Vec<String>, KvError> {
         use futures::StreamExt;
         let mut keys = self.store.keys().await.map_err(|e| KvError::Unavailable(e.to_string()))?;
         let mut out = Vec::new();
@@ -117,6 +215,6 @@ impl Kv {
 
     /// Deletes a key.
     pub async fn delete(&self, key: &str) -> Result<(), KvError> {
-        self.store.delete(key).await.map_err(|e| KvError::Unavailable(e.to_string()))
+        self.seen(self.store.delete(key).await.map_err(|e| KvError::Unavailable(e.to_string())))
     }
 }

@@ -20,15 +20,17 @@ mod consume;
 mod kv;
 mod metrics;
 mod publish;
+mod reach;
 mod topology;
 mod trace;
 
-pub use config::{BusConfig, ConsumerConfig, StreamSettings};
+pub use config::{BusConfig, ConsumerConfig, Password, Replicas, Seeds, StreamSettings, parse_seeds};
 pub use connection::{Bus, ConnectError};
 pub use consume::{ConsumeError, Disposition, FactConsumer, FactHandler, ReceivedFact, consumer_definition};
 pub use kv::{Kv, KvConfig, KvEntry, KvError};
 pub use metrics::{BusMetrics, FactOutcome, PublishOutcome};
 pub use publish::{Envelope, IntentPublisher, PublishError, Published};
+pub use reach::{Reachability, UNREACHABLE_GRACE};
 pub use topology::{TopologyError, stream_definitions};
 pub use trace::{extract_context, inject_context};
 

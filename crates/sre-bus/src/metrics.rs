@@ -68,6 +68,9 @@ pub struct BusMetrics {
     pub(crate) fact_seconds: Histogram,
     pub(crate) connected: Gauge,
     pub(crate) reconnects: Counter,
+    pub(crate) under_replicated: Gauge,
+    pub(crate) pull_errors: Counter,
+    pub(crate) pull_interruptions: Counter,
 }
 
 impl Default for BusMetrics {
@@ -79,6 +82,9 @@ impl Default for BusMetrics {
             fact_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             connected: Gauge::default(),
             reconnects: Counter::default(),
+            under_replicated: Gauge::default(),
+            pull_errors: Counter::default(),
+            pull_interruptions: Counter::default(),
         }
     }
 }
@@ -93,6 +99,21 @@ impl BusMetrics {
         r.register("fact_handling_duration_seconds", "Time spent handling one fact", self.fact_seconds.clone());
         r.register("connected", "1 while connected to NATS", self.connected.clone());
         r.register("reconnects", "Reconnections to NATS", self.reconnects.clone());
+        r.register(
+            "under_replicated_streams",
+            "Streams and KV buckets this service uses that have fewer replicas than the cluster calls for",
+            self.under_replicated.clone(),
+        );
+        r.register(
+            "pull_errors",
+            "Failed attempts to pull facts (no consumer leader, bus unreachable); retried with backoff",
+            self.pull_errors.clone(),
+        );
+        r.register(
+            "pull_interruptions",
+            "Fact streams cut short (missed heartbeats, a consumer leader change); pulled again",
+            self.pull_interruptions.clone(),
+        );
     }
 
     /// Facts of `message_type` (e.g. `IncidentCreated`) handled with `outcome`.

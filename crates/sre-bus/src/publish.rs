@@ -96,10 +96,17 @@ impl PublishError {
 
 fn classify(err: &async_nats::jetstream::context::PublishError) -> PublishError {
     match err.kind() {
-        PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::StreamNotFound
-        | PublishErrorKind::MaxAckPending => PublishError::Unavailable(err.to_string()),
+        // JetStream answers "no responders" both when no stream takes the subject and when
+        // the stream has no leader (an election, a node down on a cluster): on a bus whose
+        // streams are in place it is the latter, and it passes within seconds.
+        PublishErrorKind::StreamNotFound => PublishError::Unavailable(
+            "no stream leader answered for the subject (a leader election or a bus node down; it passes within \
+             seconds, or the stream is missing)"
+                .to_owned(),
+        ),
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending => {
+            PublishError::Unavailable(err.to_string())
+        }
         PublishErrorKind::Other => PublishError::Unavailable(err.to_string()),
         _ => PublishError::Rejected(err.to_string()),
     }

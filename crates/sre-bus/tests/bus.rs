@@ -386,7 +386,7 @@ async fn kv_compare_and_set() {
         description: "incident to ticket".into(),
         max_age: Duration::ZERO,
         history: 1,
-        replicas: 1,
+        replicas: sre_bus::Replicas::Auto,
     };
     let kv = Kv::open(&bus, config.clone()).await.expect("bucket");
     let again = Kv::open(&bus, config).await.expect("opening twice is fine");

@@ -6,8 +6,8 @@ use sre_bus::{StreamSettings, stream_definitions};
 
 #[test]
 fn the_cluster_stream_definitions_are_the_streams_the_bus_creates() {
-    let cluster = StreamSettings { replicas: 3, ..StreamSettings::default() };
-    let definitions = stream_definitions(&cluster);
+    // The default (`auto`) on the three-node cluster the charts are made for.
+    let definitions = stream_definitions(&StreamSettings::default(), true);
     assert_eq!(definitions.len(), 3);
     for (name, definition) in definitions {
         assert_eq!(definition["num_replicas"], 3, "{name}");

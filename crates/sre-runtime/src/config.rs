@@ -162,8 +162,22 @@ fn apply_overrides(runtime: &mut RuntimeConfig, vars: &Vars) -> Result<(), Confi
     if runtime.instance.is_none() {
         runtime.instance = var("POD_NAME").or_else(|| var("HOSTNAME")).map(str::to_owned);
     }
+    if let Some(user) = var("NATS_USER") {
+        runtime.bus.user = Some(user.to_owned());
+    }
+    if let Some(password) = vars.get("NATS_PASSWORD").filter(|p| !p.is_empty()) {
+        runtime.bus.password = Some(sre_bus::Password(secrecy::SecretString::from(password.clone())));
+    }
     if runtime.bus.url.trim().is_empty() {
         return Err(ConfigError::new("runtime.bus.url", "must not be empty"));
+    }
+    let url_key = if var("NATS_URL").is_some() { "NATS_URL" } else { "runtime.bus.url" };
+    sre_bus::parse_seeds(&runtime.bus.url).map_err(|reason| ConfigError::new(url_key, reason))?;
+    if runtime.bus.user.is_some() != (runtime.bus.password.is_some() || runtime.bus.password_file.is_some()) {
+        return Err(ConfigError::new(
+            "runtime.bus.user",
+            "a bus user and its password come together (NATS_USER with NATS_PASSWORD, or user with password_file)",
+        ));
     }
     tracing_subscriber::EnvFilter::try_new(&runtime.telemetry.log_level)
         .map_err(|e| ConfigError::new("runtime.telemetry.log_level", e.to_string()))?;

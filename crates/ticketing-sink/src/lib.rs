@@ -30,6 +30,8 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "ticketing-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8082 };
 
 /// How long incident-to-ticket records are kept.
+/// How often the KV bucket is asked whether it answers, for readiness.
+const KV_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const RECORD_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often credentials are checked again for readiness.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
@@ -108,16 +110,39 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 
     let (bus, cancel, tasks, health) = (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.health.clone());
+    // Readiness tells the truth about the bus resources the sink works through: its KV
+    // bucket and its durable consumer, failing for more than a few seconds (no leader, a
+    // node away) or not open yet.
+    let kv_reach = sre_bus::Reachability::new(format!("KV bucket {}", state::BUCKET));
+    let consumer_reach: Arc<std::sync::Mutex<Option<sre_bus::Reachability>>> = Arc::default();
+    {
+        let r = kv_reach.clone();
+        ctx.health.register("kv", Arc::new(move || r.readiness()));
+        let c = consumer_reach.clone();
+        ctx.health.register(
+            "consumer",
+            Arc::new(move || match &*c.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+                Some(r) => r.readiness(),
+                None => Err("fact consumer not bound yet".to_owned()),
+            }),
+        );
+    }
     ctx.tasks.spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = bus.wait_for_topology() => {}
         }
-        let Some(tickets) =
-            sre_runtime::until_ok("ticket records", &cancel, || state::Tickets::open(&bus, RECORD_MAX_AGE)).await
+        let Some(tickets) = sre_runtime::until_ok("ticket records", &cancel, || {
+            state::Tickets::open(&bus, RECORD_MAX_AGE, kv_reach.clone())
+        })
+        .await
         else {
             return;
         };
+        tasks.spawn({
+            let (tickets, stop) = (tickets.clone(), cancel.clone());
+            async move { tickets.probe(KV_PROBE_EVERY, stop).await }
+        });
         let consumer_config = consumer_config(&integration);
         let dry_run = integration.dry_run;
         let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
@@ -142,6 +167,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         else {
             return;
         };
+        *consumer_reach.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(consumer.reachability());
         tracing::info!("consuming incident facts");
         if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {
             tracing::error!(error = %e, "fact consumer stopped");

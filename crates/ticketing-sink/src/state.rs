@@ -104,8 +104,8 @@ pub struct Tickets {
 
 impl Tickets {
     /// Opens the bucket.
-    pub async fn open(bus: &Bus, max_age: std::time::Duration) -> Result<Self, KvError> {
-        let kv = Kv::open(
+    pub async fn open(bus: &Bus, max_age: std::time::Duration, reach: sre_bus::Reachability) -> Result<Self, KvError> {
+        let kv = Kv::open_watched(
             bus,
             KvConfig {
                 bucket: BUCKET.to_owned(),
@@ -114,9 +114,15 @@ impl Tickets {
                 history: 1,
                 replicas: bus.config().streams.replicas,
             },
+            reach,
         )
         .await?;
         Ok(Self { kv })
+    }
+
+    /// Asks the bucket for its status every `every` until `cancel` (readiness).
+    pub async fn probe(&self, every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
+        self.kv.probe(every, cancel).await;
     }
 
     fn key(incident_id: &str) -> String {
