@@ -136,6 +136,16 @@ pub fn assert_chart(bin: &Path, name: &str, version: &str) {
     let env = &with_user.objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"];
     let nats = env.as_sequence().into_iter().flatten().find(|e| e["name"] == "NATS_URL").expect("NATS_URL set");
     assert_eq!(nats["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("bus-user"));
+    // Or the user and password from their own Secret, beside a seed list in the config.
+    let with_auth = render(name, &serde_json::json!({"nats": {"auth": {"secretName": "bus-login"}}}));
+    let env = &with_auth.objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"];
+    for (var, key) in [("NATS_USER", "user"), ("NATS_PASSWORD", "password")] {
+        let e = env.as_sequence().into_iter().flatten().find(|e| e["name"] == var).expect("bus login set");
+        assert_eq!(e["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("bus-login"), "{var}");
+        assert_eq!(e["valueFrom"]["secretKeyRef"]["key"].as_str(), Some(key), "{var}");
+    }
+    // The bus settings say how state is replicated on the cluster the chart is for.
+    assert_eq!(values["config"]["runtime"]["bus"]["streams"]["replicas"].as_str(), Some("auto"), "{name}");
 
     // Every secret the configuration names is mounted, and nothing else is.
     let mut used = BTreeSet::new();
