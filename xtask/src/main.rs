@@ -8,8 +8,9 @@
 //!   and the tests. `.ci/run` runs exactly this.
 //! - `run`: setup, then a local nats-server and the four adapters on local defaults until
 //!   Ctrl-C.
-//! - `faults`: the whole-system fault test alone, printing its counts (sent, accepted,
-//!   intents, incidents, tickets, pages, duplicates, lost, dead letters).
+//! - `faults [--alerts N] [--cluster-only]`: the whole-system fault tests alone (one
+//!   nats-server; a three-node cluster with N alerts), printing their counts (sent,
+//!   accepted, intents, incidents, tickets, pages, duplicates, lost, dead letters, timings).
 //! - `scaffold adapter NAME`: a new adapter crate, configuration, chart and tests from the
 //!   house template (`xtask/templates/adapter/`).
 //! - `fuzz`: the webhook payload fuzz target (cargo-fuzz, installed when missing).
@@ -67,8 +68,17 @@ enum Task {
     Run,
     /// Every adapter's benchmark, then start-up time and idle RSS of each, in one report.
     Bench,
-    /// The whole-system fault test, with its counts printed.
-    Faults,
+    /// The whole-system fault tests, with their counts printed: on one nats-server
+    /// (adapter crashes, a bus outage, vendor faults) and on a three-node cluster (a
+    /// rolling restart, a stream-leader SIGKILL, a node down 20 s, a lost disk).
+    Faults {
+        /// Alerts sent through the cluster run (CI runs 200).
+        #[arg(long, default_value_t = 200)]
+        alerts: usize,
+        /// Only the cluster run.
+        #[arg(long)]
+        cluster_only: bool,
+    },
     /// Generate from the house template.
     Scaffold {
         /// What to generate.
@@ -91,7 +101,7 @@ fn main() -> ExitCode {
         Task::Ci => ci(),
         Task::Run => run(),
         Task::Bench => bench(),
-        Task::Faults => setup().and_then(|_| faults()),
+        Task::Faults { alerts, cluster_only } => setup().and_then(|_| faults(alerts, cluster_only)),
         Task::Scaffold { what: Scaffold::Adapter { name } } => scaffold_adapter(&root(), &name).map(|files| {
             for f in &files {
                 println!("created {}", f.display());
@@ -420,14 +430,25 @@ fn scaffold_adapter(root: &Path, name: &str) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// The adapters are processes in the fault test: build them, then run it with its output.
-fn faults() -> anyhow::Result<()> {
+fn faults(alerts: usize, cluster_only: bool) -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "--bins"]);
     for adapter in ADAPTERS {
         build.args(["-p", adapter]);
     }
     status(&mut build)?;
-    status(cargo().args(["test", "-p", "sre-testkit", "--test", "system", "--", "--nocapture"]))
+    if !cluster_only {
+        status(cargo().args(["test", "-p", "sre-testkit", "--test", "system", "--", "--nocapture"]))?;
+    }
+    status(cargo().env("SRE_FAULT_ALERTS", alerts.to_string()).args([
+        "test",
+        "-p",
+        "sre-testkit",
+        "--test",
+        "cluster_faults",
+        "--",
+        "--nocapture",
+    ]))
 }
 
 fn fuzz(runs: u64) -> anyhow::Result<()> {

@@ -22,6 +22,7 @@ pub mod jira;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod service;
+pub mod stack;
 pub mod vendor;
 
 /// Why a test server could not be started.

@@ -41,6 +41,8 @@ pub struct Alert {
     pub trigger: Value,
     /// Triggers merged into it after the first.
     pub merged: u32,
+    /// When its first trigger arrived.
+    pub created: std::time::Instant,
 }
 
 /// One accepted event, as received.
@@ -178,6 +180,7 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
                 status: AlertStatus::Triggered,
                 trigger: event.clone(),
                 merged: 0,
+                created: std::time::Instant::now(),
             });
             true
         }

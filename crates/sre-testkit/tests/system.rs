@@ -19,8 +19,7 @@
 //! `cargo test` / `cargo nextest run` of the workspace.
 #![allow(clippy::print_stdout)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,83 +32,12 @@ use sre_testkit::bus::eventually;
 use sre_testkit::domain::Domain;
 use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::pagerduty::{AlertStatus, FakePagerDuty};
-use sre_testkit::service::{ServiceProcess, http_request};
+use sre_testkit::stack::{Adapter, Sent, password, send_alerts};
 use sre_testkit::{Alertmanager, NatsServer};
 
-const USERS: [(&str, &str, &str); 5] = [
-    ("sre-domain", "SRE_DOMAIN_PASSWORD", "pw-domain"),
-    ("alertmanager-ingress", "ALERTMANAGER_INGRESS_PASSWORD", "pw-ingress"),
-    ("argocd-sync", "ARGOCD_SYNC_PASSWORD", "pw-argocd"),
-    ("ticketing-sink", "TICKETING_SINK_PASSWORD", "pw-ticketing"),
-    ("paging-sink", "PAGING_SINK_PASSWORD", "pw-paging"),
-];
 const JIRA_TOKEN: &str = "jira-pat-0123456789";
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 const ARGOCD_TOKEN: &str = "argocd-token-0123456789";
-const SINGLE: &str = include_str!("../../../tests/fixtures/alertmanager/webhook-v4-firing-single.json");
-
-fn password(user: &str) -> &'static str {
-    USERS.iter().find(|(u, _, _)| *u == user).map(|(_, _, p)| *p).expect("a deploy/nats user")
-}
-
-/// An adapter binary of this workspace, next to this test's own directory.
-fn adapter_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let bin = dir.join(name);
-    assert!(bin.exists(), "{} is not built: run the workspace's tests (cargo test --workspace)", bin.display());
-    bin
-}
-
-/// One adapter process with everything needed to start it again on the same port.
-struct Adapter {
-    name: &'static str,
-    bin: PathBuf,
-    config: PathBuf,
-    envs: Vec<(String, String)>,
-    process: ServiceProcess,
-}
-
-impl Adapter {
-    fn start(name: &'static str, dir: &Path, config: &str, nats_port: u16, secrets: &[(&str, &str)]) -> Self {
-        let path = dir.join(format!("{name}.yaml"));
-        std::fs::write(&path, config).expect("config");
-        let mut envs = vec![
-            ("NATS_URL".to_owned(), format!("nats://{name}:{}@127.0.0.1:{nats_port}", password(name))),
-            ("POD_NAME".to_owned(), format!("{name}-0")),
-            ("LOG_LEVEL".to_owned(), "info".to_owned()),
-        ];
-        envs.extend(secrets.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let bin = adapter_bin(name);
-        let process = Self::spawn(&bin, &path, &envs, None);
-        let mut adapter = Self { name, bin, config: path, envs, process };
-        adapter.wait_ready();
-        adapter
-    }
-
-    fn spawn(bin: &Path, config: &Path, envs: &[(String, String)], port: Option<u16>) -> ServiceProcess {
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let args = ["--config", config.to_str().expect("utf-8")];
-        match port {
-            Some(port) => ServiceProcess::spawn_on(port, bin, &args, &envs),
-            None => ServiceProcess::spawn(bin, &args, &envs),
-        }
-        .expect("spawns")
-    }
-
-    fn wait_ready(&mut self) {
-        if let Err(e) = self.process.wait_for_status("/readyz", 200, Duration::from_secs(30)) {
-            panic!("{} not ready: {e}\n{}", self.name, self.process.logs());
-        }
-    }
-
-    /// SIGKILL, then the same binary, configuration and port again.
-    fn crash_and_restart(&mut self) {
-        self.process.kill();
-        self.process = Self::spawn(&self.bin, &self.config, &self.envs, Some(self.process.port()));
-        self.wait_ready();
-    }
-}
 
 struct System {
     _dir: tempfile::TempDir,
@@ -134,10 +62,8 @@ async fn domain_client(nats: &NatsServer) -> async_nats::jetstream::Context {
 
 async fn system() -> System {
     let dir = tempfile::tempdir().expect("tempdir");
-    let deploy = std::fs::read_to_string(sre_testkit::workspace_root().join("deploy/nats/sre.conf")).expect("sre.conf");
-    let vars: String = USERS.iter().map(|(_, var, pw)| format!("{var}: \"{pw}\"\n")).collect();
     let conf = dir.path().join("nats.conf");
-    std::fs::write(&conf, format!("{vars}\n{deploy}")).expect("nats.conf");
+    std::fs::write(&conf, sre_testkit::stack::deploy_accounts()).expect("nats.conf");
     let nats = NatsServer::start_with_config(&conf).expect("nats-server from deploy/nats");
     let js = domain_client(&nats).await;
     assert_eq!(sre_testkit::domain::provision(&js).await, Ok(3), "the domain provisions the streams");
@@ -149,31 +75,34 @@ async fn system() -> System {
         FakeArgoCd::start(ARGOCD_TOKEN, vec![App::new("checkout", "production"), App::new("payments", "production")])
             .await
             .expect("argo cd");
-    let port = nats.port();
+    let seeds = nats.url();
     let d = dir.path();
     let no_streams = "runtime:\n  bus:\n    manage_streams: false\n";
     let ingress = Adapter::start(
         "alertmanager-ingress",
+        "alertmanager-ingress-0",
         d,
         &format!(
             "alertmanager_integration:\n  auto_create_incident: {{enabled: true, min_severity: high}}\n{no_streams}"
         ),
-        port,
+        &seeds,
         &[],
     );
     let ticketing = Adapter::start(
         "ticketing-sink",
+        "ticketing-sink-0",
         d,
         &format!(
             "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
              project_key: OPS\n    secret_ref: sys/jira\n    requests_per_minute: 60000\n  consumer:\n    ack_wait: 10s\n{no_streams}",
             jira.url()
         ),
-        port,
+        &seeds,
         &[("SECRET_SYS_JIRA_TOKEN", JIRA_TOKEN)],
     );
     let paging = Adapter::start(
         "paging-sink",
+        "paging-sink-0",
         d,
         &format!(
             "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: sys/pagerduty\n    \
@@ -181,18 +110,19 @@ async fn system() -> System {
              consumer:\n    ack_wait: 60s\n{no_streams}",
             pagerduty.url()
         ),
-        port,
+        &seeds,
         &[("SECRET_SYS_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)],
     );
     let argocd = Adapter::start(
         "argocd-sync",
+        "argocd-sync-0",
         d,
         &format!(
             "argocd_integration:\n  poll_interval: 1s\n  argocd_server:\n    - url: {}\n      secret_ref: sys/argocd\n  \
              environments: [production]\n{no_streams}",
             argo.url()
         ),
-        port,
+        &seeds,
         &[("SECRET_SYS_ARGOCD_TOKEN", ARGOCD_TOKEN)],
     );
     System { _dir: dir, nats, domain, jira, pagerduty, argo, ingress, ticketing, paging, argocd }
@@ -307,68 +237,8 @@ async fn end_to_end(s: &System) {
     );
 }
 
-/// The alert sender: each alert in its own v4 webhook, retried on 5xx and refused
-/// connections until answered 2xx, as Alertmanager does.
-#[derive(Default)]
-struct Sent {
-    /// Fingerprint → (critical, accepted).
-    alerts: BTreeMap<String, (bool, bool)>,
-    attempts: u64,
-    unavailable: u64,
-    refused: u64,
-}
-
-fn webhook(i: usize, critical: bool) -> (String, String) {
-    let mut body: serde_json::Value = serde_json::from_str(SINGLE).expect("fixture");
-    let fingerprint = format!("{:016x}", 0x5eed_0000_0000_u64 + i as u64);
-    let alert = &mut body["alerts"][0];
-    alert["fingerprint"] = json!(fingerprint);
-    alert["labels"]["alertname"] = json!(format!("Load{i}"));
-    alert["labels"]["severity"] = json!(if critical { "critical" } else { "warning" });
-    alert["annotations"]["summary"] = json!(format!("load alert {i}"));
-    let labels = alert["labels"].clone();
-    body["groupKey"] = json!(format!("{{}}:{{alertname=\"Load{i}\"}}"));
-    body["commonLabels"] = labels;
-    (fingerprint, body.to_string())
-}
-
-fn send_all(port: u16, total: usize, sent: Arc<Mutex<Sent>>) {
-    for i in 0..total {
-        let critical = i % 5 == 0;
-        let (fingerprint, body) = webhook(i, critical);
-        sent.lock().unwrap_or_else(PoisonError::into_inner).alerts.insert(fingerprint.clone(), (critical, false));
-        loop {
-            let answer = http_request(
-                port,
-                "POST",
-                "/webhooks/alertmanager",
-                &[("Content-Type", "application/json")],
-                body.as_bytes(),
-            );
-            let mut s = sent.lock().unwrap_or_else(PoisonError::into_inner);
-            s.attempts += 1;
-            match answer {
-                Some((status, _)) if (200..300).contains(&status) => {
-                    s.alerts.insert(fingerprint.clone(), (critical, true));
-                    break;
-                }
-                Some((status, body)) => {
-                    assert!(status >= 500, "alert {i} answered {status} (Alertmanager would drop it): {body}");
-                    s.unavailable += 1;
-                }
-                None => s.refused += 1,
-            }
-            drop(s);
-            // Alertmanager's own retry pause (it backs off from about this).
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // The stream's pace: about 25 alerts a second, so the faults below land while it flows.
-        std::thread::sleep(Duration::from_millis(40));
-    }
-}
-
 fn accepted(sent: &Mutex<Sent>) -> usize {
-    sent.lock().unwrap_or_else(PoisonError::into_inner).alerts.values().filter(|(_, ok)| *ok).count()
+    sent.lock().unwrap_or_else(PoisonError::into_inner).accepted()
 }
 
 async fn until_accepted(sent: &Mutex<Sent>, n: usize) {
@@ -400,7 +270,7 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     let sent = Arc::new(Mutex::new(Sent::default()));
     let sender = {
         let (sent, port) = (sent.clone(), s.ingress.process.port());
-        std::thread::spawn(move || send_all(port, TOTAL, sent))
+        std::thread::spawn(move || send_alerts(&[port], TOTAL, Duration::from_millis(40), sent))
     };
     let started = Instant::now();
     let mut faults = Vec::new();
