@@ -65,7 +65,12 @@ enum Task {
     /// Everything CI checks.
     Ci,
     /// The demo stack: nats-server, the adapters, stand-ins, a scenario; until Ctrl-C.
-    Run,
+    Run {
+        /// A local three-node JetStream cluster (ports 4222-4224) instead of one server,
+        /// with the streams and the adapters' state at three replicas.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Every adapter's benchmark, then start-up time and idle RSS of each, in one report.
     Bench,
     /// The whole-system fault tests, with their counts printed: on one nats-server
@@ -99,7 +104,7 @@ fn main() -> ExitCode {
         Task::Setup => setup().map(|_| ()),
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Ci => ci(),
-        Task::Run => run(),
+        Task::Run { cluster } => run(cluster),
         Task::Bench => bench(),
         Task::Faults { alerts, cluster_only } => setup().and_then(|_| faults(alerts, cluster_only)),
         Task::Scaffold { what: Scaffold::Adapter { name } } => scaffold_adapter(&root(), &name).map(|files| {
@@ -715,7 +720,7 @@ fn rfc3339(t: std::time::SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn run() -> anyhow::Result<()> {
+fn run(cluster: bool) -> anyhow::Result<()> {
     let tools = setup()?;
     status(cargo().args(["build", "--workspace", "--bins"]))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -732,17 +737,43 @@ fn run() -> anyhow::Result<()> {
         DEMO_BUS_USERS.iter().map(|user| format!("{}: \"demo-{user}\"\n", password_var(user))).collect();
     let deploy = std::fs::read_to_string(root().join("deploy/nats/sre.conf")).context("deploy/nats/sre.conf")?;
     std::fs::write(state.join("nats.conf"), format!("{passwords}\n{deploy}"))?;
-    let nats = spawn(
-        Command::new(&tools.nats_server)
-            .arg("-c")
-            .arg(state.join("nats.conf"))
-            .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
-            .arg(state.join("jetstream"))
-            .stderr(std::fs::File::create(state.join("nats-server.log"))?),
-        "nats-server",
-    )?;
-    stack.0.push(("nats-server".to_owned(), nats));
-    let bus_url = |user: &str| format!("nats://{user}:demo-{user}@127.0.0.1:4222");
+    let nodes: u16 = if cluster { 3 } else { 1 };
+    for i in 0..nodes {
+        let mut cmd = Command::new(&tools.nats_server);
+        if cluster {
+            // One node of the cluster deploy/nats/cluster.conf describes, on loopback.
+            let routes: Vec<String> = (0..nodes).map(|n| format!("nats-route://127.0.0.1:{}", 6222 + n)).collect();
+            let conf = state.join(format!("node-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: demo-{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{ name: sre-demo, listen: 127.0.0.1:{}, routes: [{}] }}\ninclude ./nats.conf\n",
+                    4222 + i,
+                    8222 + i,
+                    state.join(format!("jetstream-{i}")).display(),
+                    6222 + i,
+                    routes.join(", ")
+                ),
+            )?;
+            cmd.arg("-c").arg(conf);
+        } else {
+            cmd.arg("-c")
+                .arg(state.join("nats.conf"))
+                .args(["-js", "-a", "127.0.0.1", "-p", "4222", "-m", "8222", "-sd"])
+                .arg(state.join("jetstream"));
+        }
+        cmd.stderr(std::fs::File::create(state.join(format!("nats-server-{i}.log")))?);
+        let name = if cluster { format!("nats-server demo-{i}") } else { "nats-server".to_owned() };
+        let child = spawn(&mut cmd, &name)?;
+        stack.0.push((name, child));
+    }
+    // Credentials once, in the first seed; the other seeds are there for when it is down.
+    let bus_url = |user: &str| {
+        let mut seeds = vec![format!("nats://{user}:demo-{user}@127.0.0.1:4222")];
+        seeds.extend((1..nodes).map(|i| format!("nats://127.0.0.1:{}", 4222 + i)));
+        seeds.join(",")
+    };
     let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
     let standins = spawn(
         Command::new(target.join("debug").join("sre-standins"))

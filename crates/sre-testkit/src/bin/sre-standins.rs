@@ -62,29 +62,40 @@ async fn main() -> std::io::Result<()> {
     say(
         "stand-ins: Argo CD :8089, Jira DC :8090, GitHub :8091, PagerDuty :8092, Opsgenie :8093 (each lists what it received at http://127.0.0.1:<port>/), domain control :8094",
     );
-    // `nats://user:password@host:port`: the domain's own bus user (deploy/nats).
-    let (address, user) = match nats.split_once("://").and_then(|(scheme, rest)| {
-        rest.rsplit_once('@').map(|(userinfo, host)| (format!("{scheme}://{host}"), userinfo.to_owned()))
-    }) {
-        Some((address, userinfo)) => (address, userinfo.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))),
-        None => (nats.clone(), None),
-    };
+    // `nats://user:password@host:port[,nats://host:port…]`: the domain's own bus user
+    // (deploy/nats), on one server or a cluster's seed list.
+    let mut user = None;
+    let seeds: Vec<String> = nats
+        .split(',')
+        .map(|seed| {
+            let (scheme, rest) = seed.trim().split_once("://").unwrap_or(("nats", seed.trim()));
+            match rest.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    user = userinfo.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()));
+                    format!("{scheme}://{host}")
+                }
+                None => format!("{scheme}://{rest}"),
+            }
+        })
+        .collect();
     let client = loop {
         let options = match &user {
             Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone()),
             None => async_nats::ConnectOptions::new(),
         };
-        match options.connect(&address).await {
+        match options.connect(seeds.clone()).await {
             Ok(c) => break c,
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
+    // Three replicas on a cluster, as deploy/nats/jetstream says; one on a single server.
+    let replicas = if client.server_info().cluster.is_some_and(|c| !c.is_empty()) { 3 } else { 1 };
     let js = async_nats::jetstream::new(client);
     // The domain provisions the streams (adapters' bus users may not: deploy/nats).
     loop {
-        match sre_testkit::domain::provision(&js).await {
+        match sre_testkit::domain::provision_replicated(&js, replicas).await {
             Ok(n) => {
-                say(&format!("domain: {n} streams in place (deploy/nats/jetstream)"));
+                say(&format!("domain: {n} streams in place (deploy/nats/jetstream, {replicas} replicas)"));
                 break;
             }
             Err(e) => {
