@@ -361,9 +361,11 @@ mod tests {
                 .as_ref()
                 .map(|m| m.idempotency_key.clone())
         };
-        // Two cycles 1 s apart (jitter, a recovery right after a failed cycle) are two
-        // reports; a time slot once made them one and the bus dropped the second.
-        assert_ne!(key(t(29), "holder/7"), key(t(30), "holder/8"));
+        // Two cycles 27 s apart with a 30 s interval (jitter of -10%) fell in one time slot
+        // (now / interval), and the bus dropped the second as a duplicate: two reports now.
+        assert_ne!(key(t(31), "holder/7"), key(t(58), "holder/8"));
+        // As do two cycles 1 s apart (a recovery right after a failed cycle).
+        assert_ne!(key(t(29), "holder/8"), key(t(30), "holder/9"));
         // The same cycle published again (a retry, a re-plan) is one report.
         assert_eq!(key(t(30), "holder/8"), key(t(31), "holder/8"));
         let failed = |cycle: &str| failed_cycle(&rules(1), "timeout", t(60), &src("a"), &cid(cycle));
