@@ -128,22 +128,18 @@ impl Sink {
     /// [`RENEW_CLAIM`], so other replicas tell it from one a crash left; returns its
     /// output with the record as it now stands.
     async fn renewing<T>(&self, read: Read, work: impl std::future::Future<Output = T>) -> (T, Read) {
-        let mut read = read;
-        let mut work = std::pin::pin!(work);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_CLAIM, RENEW_CLAIM);
-        loop {
-            tokio::select! {
-                out = &mut work => return (out, read),
-                _ = tick.tick() => {
-                    let mut renewed = read.record.clone();
-                    renewed.updated_at = Timestamp::now();
-                    match self.pages.update(&renewed, read.revision).await {
-                        Ok(revision) => read = Read { record: renewed, revision },
-                        Err(e) => tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed"),
-                    }
+        sre_bus::renewing(read, RENEW_CLAIM, work, |read: Read| async move {
+            let mut renewed = read.record.clone();
+            renewed.updated_at = Timestamp::now();
+            match self.pages.update(&renewed, read.revision).await {
+                Ok(revision) => Read { record: renewed, revision },
+                Err(e) => {
+                    tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed");
+                    read
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Sends the trigger of a claimed record and records the outcome.

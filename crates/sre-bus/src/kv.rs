@@ -24,6 +24,33 @@ pub struct KvConfig {
     pub replicas: crate::Replicas,
 }
 
+/// Runs `work` (a call made while holding a claim) and, every `every` until it ends, calls
+/// `renew` with the claim as it stands to get it as it stands after renewing (a renewal
+/// that fails keeps the old one; the holder's final compare-and-set tells whether the
+/// claim was lost meanwhile). Returns `work`'s output and the claim as it now stands, so
+/// the holder writes its outcome on the right revision. Other replicas tell a renewed
+/// claim from one a crash left.
+pub async fn renewing<T, C, F, R>(
+    claim: C,
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+    mut renew: F,
+) -> (T, C)
+where
+    F: FnMut(C) -> R,
+    R: std::future::Future<Output = C>,
+{
+    let mut claim = claim;
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut work => return (out, claim),
+            _ = tick.tick() => claim = renew(claim).await,
+        }
+    }
+}
+
 /// A key-value operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {

@@ -27,10 +27,10 @@ mod trace;
 pub use config::{BusConfig, ConsumerConfig, Password, Replicas, Seeds, StreamSettings, parse_seeds};
 pub use connection::{Bus, ConnectError};
 pub use consume::{ConsumeError, Disposition, FactConsumer, FactHandler, ReceivedFact, consumer_definition};
-pub use kv::{Kv, KvConfig, KvEntry, KvError};
+pub use kv::{Kv, KvConfig, KvEntry, KvError, renewing};
 pub use metrics::{BusMetrics, FactOutcome, PublishOutcome};
 pub use publish::{Envelope, IntentPublisher, PublishError, Published};
-pub use reach::{Reachability, UNREACHABLE_GRACE};
+pub use reach::{Reachability, ReachabilitySlot, UNREACHABLE_GRACE};
 pub use topology::{TopologyError, stream_definitions};
 pub use trace::{extract_context, inject_context};
 

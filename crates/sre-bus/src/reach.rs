@@ -70,6 +70,35 @@ impl Reachability {
     }
 }
 
+/// A resource's reachability once it exists (a consumer is bound after start): not
+/// ready, "not bound yet", until [`ReachabilitySlot::set`]; then as the resource says.
+#[derive(Debug, Clone)]
+pub struct ReachabilitySlot {
+    what: Arc<str>,
+    inner: Arc<Mutex<Option<Reachability>>>,
+}
+
+impl ReachabilitySlot {
+    /// An empty slot for `what` (e.g. `fact consumer`).
+    pub fn new(what: impl Into<String>) -> Self {
+        let what: String = what.into();
+        Self { what: Arc::from(what), inner: Arc::default() }
+    }
+
+    /// The resource now exists.
+    pub fn set(&self, reach: Reachability) {
+        *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = Some(reach);
+    }
+
+    /// Readiness: the resource's, or not ready while it does not exist yet.
+    pub fn readiness(&self) -> Result<(), String> {
+        match &*self.inner.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(r) => r.readiness(),
+            None => Err(format!("{} not bound yet", self.what)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

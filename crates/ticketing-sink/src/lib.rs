@@ -114,19 +114,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     // bucket and its durable consumer, failing for more than a few seconds (no leader, a
     // node away) or not open yet.
     let kv_reach = sre_bus::Reachability::new(format!("KV bucket {}", state::BUCKET));
-    let consumer_reach: Arc<std::sync::Mutex<Option<sre_bus::Reachability>>> = Arc::default();
-    {
-        let r = kv_reach.clone();
-        ctx.health.register("kv", Arc::new(move || r.readiness()));
-        let c = consumer_reach.clone();
-        ctx.health.register(
-            "consumer",
-            Arc::new(move || match &*c.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-                Some(r) => r.readiness(),
-                None => Err("fact consumer not bound yet".to_owned()),
-            }),
-        );
-    }
+    let consumer_reach = sre_bus::ReachabilitySlot::new("fact consumer");
+    let (k, c) = (kv_reach.clone(), consumer_reach.clone());
+    ctx.health.register("kv", Arc::new(move || k.readiness()));
+    ctx.health.register("consumer", Arc::new(move || c.readiness()));
     ctx.tasks.spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -167,7 +158,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         else {
             return;
         };
-        *consumer_reach.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(consumer.reachability());
+        consumer_reach.set(consumer.reachability());
         tracing::info!("consuming incident facts");
         if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {
             tracing::error!(error = %e, "fact consumer stopped");

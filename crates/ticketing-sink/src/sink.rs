@@ -267,25 +267,20 @@ impl Sink {
 
     /// Runs `work` (a vendor call made under the claim) while renewing the claim every
     /// [`RENEW_CLAIM`], and returns its output with the claim as it now stands (the
-    /// revision the caller must write on). A renewal that fails is logged; the final
-    /// compare-and-set tells whether the claim was lost meanwhile.
+    /// revision the caller must write on).
     async fn renewing<T>(&self, read: Read, work: impl std::future::Future<Output = T>) -> (T, Read) {
-        let mut read = read;
-        let mut work = std::pin::pin!(work);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_CLAIM, RENEW_CLAIM);
-        loop {
-            tokio::select! {
-                out = &mut work => return (out, read),
-                _ = tick.tick() => {
-                    let mut renewed = read.record.clone();
-                    renewed.renewed_at = Some(Timestamp::now());
-                    match self.tickets.update(&renewed, read.revision).await {
-                        Ok(revision) => read = Read { record: renewed, revision },
-                        Err(e) => tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed"),
-                    }
+        sre_bus::renewing(read, RENEW_CLAIM, work, |read: Read| async move {
+            let mut renewed = read.record.clone();
+            renewed.renewed_at = Some(Timestamp::now());
+            match self.tickets.update(&renewed, read.revision).await {
+                Ok(revision) => Read { record: renewed, revision },
+                Err(e) => {
+                    tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed");
+                    read
                 }
             }
-        }
+        })
+        .await
     }
 
     async fn create_ticket(&self, incident: &IncidentCreated, read: Read, after_recovery: bool) -> Disposition {
