@@ -131,8 +131,13 @@ impl RateLimiter {
 
     /// Waits for this caller's grant.
     pub async fn acquire(&self) {
-        let at = self.window.lock().unwrap_or_else(PoisonError::into_inner).reserve(Instant::now());
-        tokio::time::sleep_until(at).await;
+        let now = Instant::now();
+        let at = self.window.lock().unwrap_or_else(PoisonError::into_inner).reserve(now);
+        // A grant free now goes at once: even an elapsed sleep waits for the timer's next
+        // tick (about a millisecond), which every call would pay.
+        if at > now {
+            tokio::time::sleep_until(at).await;
+        }
         if let Some(spacing) = &self.spacing {
             spacing.until_ready_with_jitter(Jitter::up_to(Duration::from_millis(20))).await;
         }
