@@ -31,6 +31,8 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "paging-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8083 };
 
 /// How long page records are kept (follow-ups come long before).
+/// How often the circuit breakers' states are copied into the metrics.
+const BREAKERS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often the KV bucket is asked whether it answers, for readiness.
 const KV_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const RECORD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -93,6 +95,8 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     // Readiness tells the truth about the bus resources the sink works through: its KV
     // bucket and its durable consumer, failing for more than a few seconds (no leader, a
     // node away) or not open yet.
+    let breakers = sre_runtime::BreakerMetrics::default();
+    breakers.register(&ctx.metrics);
     let kv_reach = sre_bus::Reachability::new(format!("KV bucket {}", state::BUCKET));
     let consumer_reach = sre_bus::ReachabilitySlot::new("fact consumer");
     let (k, c) = (kv_reach.clone(), consumer_reach.clone());
@@ -116,6 +120,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         });
         let consumer_config = consumer_config(&integration);
         let sink = Arc::new(sink::Sink::new(integration, policy, pages, pagers, secrets, metrics));
+        tasks.spawn({
+            let (s, stop) = (sink.clone(), cancel.clone());
+            breakers.watch(BREAKERS_EVERY, stop, move || s.breaker_states())
+        });
         for provider in sink.pagers.keys().copied() {
             let s = sink.clone();
             health.register(provider.name(), Arc::new(move || s.provider_ready(provider)));

@@ -99,6 +99,29 @@ impl Sink {
             .clone()
     }
 
+    /// Each configured provider's circuit breaker, for the metrics: the worst of its
+    /// destinations' (PagerDuty has one per routing key), closed before any call.
+    pub fn breaker_states(&self) -> Vec<(&'static str, BreakerState)> {
+        let upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        let rank = |s: BreakerState| match s {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        self.pagers
+            .keys()
+            .map(|provider| {
+                let worst = upstreams
+                    .iter()
+                    .filter(|((p, _), _)| p == provider)
+                    .map(|(_, u)| u.breaker_state())
+                    .max_by_key(|s| rank(*s))
+                    .unwrap_or(BreakerState::Closed);
+                (provider.name(), worst)
+            })
+            .collect()
+    }
+
     /// Readiness of `provider`: not ready while one of its breakers is open.
     pub fn provider_ready(&self, provider: Provider) -> Result<(), String> {
         let upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);

@@ -164,6 +164,9 @@ pub struct FactConsumer {
 /// Heartbeat asked of the server on every pull: a pull cut short (no consumer leader, a
 /// leader change, a dead node) is noticed within two of them.
 const PULL_HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often the consumer's own counts (pending, awaiting ack, redelivered) are read for
+/// the metrics.
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 /// How long one pull request lasts before the client issues the next.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 
@@ -222,6 +225,18 @@ impl FactConsumer {
         }
     }
 
+    /// Reads the durable consumer's counts into the metrics (shared by every replica of
+    /// the sink: the same figures on each). Its answer also says pulls can get through.
+    async fn observe(&self) {
+        let mut consumer = self.consumer.clone();
+        if let Ok(info) = consumer.info().await {
+            let m = self.bus.metrics();
+            m.consumer_pending.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+            m.consumer_ack_pending.set(i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX));
+            m.consumer_redelivered.set(i64::try_from(info.num_redelivered).unwrap_or(i64::MAX));
+        }
+    }
+
     fn pull_recovered(&self, attempt: &mut u32) {
         *attempt = 0;
         if let Some(down) = self.reach.answered() {
@@ -247,6 +262,8 @@ impl FactConsumer {
         }
 
         let mut attempt = 0u32;
+        let mut observe = tokio::time::interval(OBSERVE_EVERY);
+        observe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: while !cancel.is_cancelled() {
             let messages = self
                 .consumer
@@ -282,6 +299,10 @@ impl FactConsumer {
             loop {
                 let next = tokio::select! {
                     () = cancel.cancelled() => break 'outer,
+                    _ = observe.tick() => {
+                        self.observe().await;
+                        continue;
+                    }
                     next = messages.next() => next,
                 };
                 let message = match next {

@@ -71,6 +71,9 @@ pub struct BusMetrics {
     pub(crate) under_replicated: Gauge,
     pub(crate) pull_errors: Counter,
     pub(crate) pull_interruptions: Counter,
+    pub(crate) consumer_pending: Gauge,
+    pub(crate) consumer_ack_pending: Gauge,
+    pub(crate) consumer_redelivered: Gauge,
 }
 
 impl Default for BusMetrics {
@@ -85,6 +88,9 @@ impl Default for BusMetrics {
             under_replicated: Gauge::default(),
             pull_errors: Counter::default(),
             pull_interruptions: Counter::default(),
+            consumer_pending: Gauge::default(),
+            consumer_ack_pending: Gauge::default(),
+            consumer_redelivered: Gauge::default(),
         }
     }
 }
@@ -108,6 +114,21 @@ impl BusMetrics {
             "pull_errors",
             "Failed attempts to pull facts (no consumer leader, bus unreachable); retried with backoff",
             self.pull_errors.clone(),
+        );
+        r.register(
+            "consumer_pending_facts",
+            "Facts on the stream not yet delivered to this sink's durable consumer (its lag)",
+            self.consumer_pending.clone(),
+        );
+        r.register(
+            "consumer_ack_pending_facts",
+            "Facts delivered to this sink's durable consumer and not yet acknowledged",
+            self.consumer_ack_pending.clone(),
+        );
+        r.register(
+            "consumer_redelivered_facts",
+            "Facts delivered more than once and not yet acknowledged",
+            self.consumer_redelivered.clone(),
         );
         r.register(
             "pull_interruptions",

@@ -24,7 +24,7 @@ pub use config::{
     ConfigError, HttpConfig, RuntimeConfig, ServiceConfig, SeverityName, TelemetryConfig, Vars, load_config,
 };
 pub use health::{Health, ReadinessCheck};
-pub use metrics::Metrics;
+pub use metrics::{BreakerMetrics, Metrics};
 pub use secrets::{SecretError, SecretRef, SecretStore};
 pub use service::{ServiceContext, ServiceSpec, router, run, until_ok};
 pub use telemetry::{LogFormat, TelemetryGuard};

@@ -32,3 +32,59 @@ impl Metrics {
         out
     }
 }
+
+/// The circuit breaker of each upstream a service calls, as
+/// `sre_upstream_breaker_state{upstream}`: 0 closed, 1 half-open, 2 open (alert on 2).
+/// Label values are vendor names from the code (`Provider::name()`), never URLs.
+#[derive(Debug, Clone, Default)]
+pub struct BreakerMetrics {
+    family: prometheus_client::metrics::family::Family<UpstreamLabels, prometheus_client::metrics::gauge::Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: &'static str,
+}
+
+impl BreakerMetrics {
+    /// Registers the family in `metrics`.
+    pub fn register(&self, metrics: &Metrics) {
+        let family = self.family.clone();
+        metrics.register(|r| {
+            r.register(
+                "sre_upstream_breaker_state",
+                "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open (calls refused)",
+                family,
+            );
+        });
+    }
+
+    /// Records `upstream`'s state.
+    pub fn set(&self, upstream: &'static str, state: sre_resilience::BreakerState) {
+        let value = match state {
+            sre_resilience::BreakerState::Closed => 0,
+            sre_resilience::BreakerState::HalfOpen => 1,
+            sre_resilience::BreakerState::Open => 2,
+        };
+        self.family.get_or_create(&UpstreamLabels { upstream }).set(value);
+    }
+
+    /// Records `states()` every `every` until `cancel` (the breakers change on calls, the
+    /// gauge follows within `every`).
+    pub async fn watch(
+        self,
+        every: std::time::Duration,
+        cancel: tokio_util::sync::CancellationToken,
+        states: impl Fn() -> Vec<(&'static str, sre_resilience::BreakerState)>,
+    ) {
+        loop {
+            for (upstream, state) in states() {
+                self.set(upstream, state);
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}

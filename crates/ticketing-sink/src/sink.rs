@@ -124,6 +124,11 @@ impl Sink {
         }
     }
 
+    /// Each provider's circuit breaker, for the metrics.
+    pub fn breaker_states(&self) -> Vec<(&'static str, BreakerState)> {
+        self.upstreams.iter().map(|(p, u)| (p.name(), u.breaker_state())).collect()
+    }
+
     /// Checks each provider's credentials now (at start and then periodically).
     pub async fn check_credentials(&self) {
         for (provider, tracker) in &self.trackers {

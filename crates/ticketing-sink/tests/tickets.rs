@@ -202,6 +202,15 @@ async fn throttling_and_a_5xx_storm_delay_tickets_but_lose_none() {
         sink.get("/readyz").is_some_and(|(code, body)| code == 503 && body.contains("circuit open"))
     })
     .await;
+    // …and the metric an alert reads says so (2: open), then 0 once it closes.
+    let breaker = |value: &'static str| {
+        let line = format!("sre_upstream_breaker_state{{upstream=\"jira\"}} {value}");
+        move |(_, body): (u16, String)| body.lines().any(|l| l == line)
+    };
+    eventually("sre_upstream_breaker_state shows the breaker open", WAIT, || async {
+        sink.get("/metrics").is_some_and(breaker("2"))
+    })
+    .await;
     let done = tokio::time::timeout(Duration::from_secs(60), async {
         while jira.issues().len() < 4 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -210,6 +219,21 @@ async fn throttling_and_a_5xx_storm_delay_tickets_but_lose_none() {
     .await;
     assert!(done.is_ok(), "every ticket after the storm: {} of 4\n{}", jira.issues().len(), sink.logs());
     eventually("ready again", WAIT, || async { sink.get("/readyz").is_some_and(|(code, _)| code == 200) }).await;
+    eventually("the breaker metric closed again", WAIT, || async { sink.get("/metrics").is_some_and(breaker("0")) })
+        .await;
+    // Nothing waits on the consumer any more: lag and redeliveries back to zero.
+    eventually("consumer lag and redeliveries read zero", WAIT, || async {
+        sink.get("/metrics").is_some_and(|(_, body)| {
+            [
+                "sre_bus_consumer_pending_facts 0",
+                "sre_bus_consumer_ack_pending_facts 0",
+                "sre_bus_consumer_redelivered_facts 0",
+            ]
+            .iter()
+            .all(|want| body.lines().any(|l| l == *want))
+        })
+    })
+    .await;
     let mut keys: Vec<String> =
         jira.issues().iter().flat_map(|i| i.labels.clone()).filter(|l| l.starts_with("sre-incident-")).collect();
     keys.sort();
