@@ -218,34 +218,46 @@ pub const ARGOCD_AUTH_TOKEN: &str = "ARGOCD_AUTH_TOKEN";
 /// is not set either.
 pub const DEFAULT_TOKEN_REF: &str = "argocd-token";
 
-/// Where a server's token comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// A `secret_ref` the configuration names: it must resolve.
-    Secret(SecretRef),
-    /// Nothing named: the default ref, then `ARGOCD_AUTH_TOKEN`, else anonymous.
-    Default(SecretRef),
+/// A server's token, as [`resolve_token`] found it.
+#[derive(Debug)]
+pub enum Token {
+    /// Found (a named `secret_ref`, the default secret, or `ARGOCD_AUTH_TOKEN`).
+    Found(secrecy::SecretString),
+    /// A `secret_ref` the configuration names does not resolve: the adapter must not start.
+    Unreadable(sre_runtime::SecretError),
+    /// None named and none in the default places: polled anonymously; `hint` says where
+    /// a token is looked for.
+    Anonymous {
+        /// Where it was looked for.
+        hint: String,
+    },
 }
 
-/// The token source of `server`: its own `secret_ref`, else the section's, else the default.
-pub fn token_source(integration: &Integration, server: &ArgoServer) -> TokenSource {
-    match server.secret_ref.as_ref().or(integration.secret_ref.as_ref()) {
-        Some(r) => TokenSource::Secret(r.clone()),
-        None => TokenSource::Default(
-            SecretRef::try_from(DEFAULT_TOKEN_REF.to_owned())
-                .unwrap_or_else(|_| unreachable!("the default token ref is a valid ref")),
-        ),
+/// The token of `server`: its own `secret_ref`, else the section's (either must resolve),
+/// else the secret [`DEFAULT_TOKEN_REF`], else [`ARGOCD_AUTH_TOKEN`], else none.
+pub fn resolve_token(integration: &Integration, server: &ArgoServer, secrets: &sre_runtime::SecretStore) -> Token {
+    if let Some(named) = server.secret_ref.as_ref().or(integration.secret_ref.as_ref()) {
+        return match secrets.resolve(named, "token") {
+            Ok(token) => Token::Found(token),
+            Err(e) => Token::Unreadable(e),
+        };
+    }
+    let default = SecretRef::try_from(DEFAULT_TOKEN_REF.to_owned()).ok();
+    if let Some(token) = default.as_ref().and_then(|r| secrets.resolve(r, "token").ok()) {
+        return Token::Found(token);
+    }
+    match secrets.variable(ARGOCD_AUTH_TOKEN) {
+        Some(token) => Token::Found(token),
+        None => Token::Anonymous { hint: missing_token_hint(DEFAULT_TOKEN_REF) },
     }
 }
 
 /// Where a token is looked for when none is configured, for the operator.
-pub fn missing_token_hint(default: &SecretRef) -> String {
+pub fn missing_token_hint(default: &str) -> String {
+    let var = SecretRef::try_from(default.to_owned()).map(|r| r.env_var("token")).unwrap_or_default();
     format!(
-        "put the API token in the secret `{}` (key `token`: $SECRETS_DIR/{}/token, or the variable {}), or in \
-         {ARGOCD_AUTH_TOKEN}, or name another with argocd_integration.secret_ref",
-        default.as_str(),
-        default.as_str(),
-        default.env_var("token")
+        "put the API token in the secret `{default}` (key `token`: $SECRETS_DIR/{default}/token, or the variable \
+         {var}), or in {ARGOCD_AUTH_TOKEN}, or name another with argocd_integration.secret_ref"
     )
 }
 
@@ -267,26 +279,18 @@ impl ServiceConfig for Config {
         }
         let mut notes = Vec::new();
         for (n, server) in i.argocd_server.iter().enumerate() {
-            match token_source(i, server) {
-                TokenSource::Secret(r) => {
-                    if let Err(e) = secrets.resolve(&r, "token") {
-                        notes.push(format!(
-                            "argocd_integration.argocd_server[{n}] ({}): token not readable here ({e}); the adapter \
-                             will not start until it is",
-                            server.url
-                        ));
-                    }
-                }
-                TokenSource::Default(r) => {
-                    if secrets.resolve(&r, "token").is_err() && secrets.variable(ARGOCD_AUTH_TOKEN).is_none() {
-                        notes.push(format!(
-                            "argocd_integration.argocd_server[{n}] ({}): no token found, so it is polled anonymously \
-                             and Argo CD answers 401 unless anonymous access is enabled; {}",
-                            server.url,
-                            missing_token_hint(&r)
-                        ));
-                    }
-                }
+            match resolve_token(i, server, secrets) {
+                Token::Found(_) => {}
+                Token::Unreadable(e) => notes.push(format!(
+                    "argocd_integration.argocd_server[{n}] ({}): token not readable here ({e}); the adapter will not \
+                     start until it is",
+                    server.url
+                )),
+                Token::Anonymous { hint } => notes.push(format!(
+                    "argocd_integration.argocd_server[{n}] ({}): no token found, so it is polled anonymously and Argo \
+                     CD answers 401 unless anonymous access is enabled; {hint}",
+                    server.url
+                )),
             }
         }
         notes

@@ -52,19 +52,14 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     let holder = format!("{}/{:08x}", ctx.bus.source().instance, rand::random::<u32>());
     let mut pollers = Vec::new();
     for server in &integration.argocd_server {
-        let token = match config::token_source(integration, server) {
-            config::TokenSource::Secret(r) => Some(ctx.secrets.resolve(&r, "token")?),
-            config::TokenSource::Default(r) => match ctx.secrets.resolve(&r, "token") {
-                Ok(token) => Some(token),
-                Err(_) => match ctx.secrets.variable(config::ARGOCD_AUTH_TOKEN) {
-                    Some(t) => Some(t),
-                    None => {
-                        tracing::warn!(server = %server.url, hint = %config::missing_token_hint(&r),
-                            "no Argo CD token: polling anonymously (Argo CD answers 401 unless anonymous access is on)");
-                        None
-                    }
-                },
-            },
+        let token = match config::resolve_token(integration, server, &ctx.secrets) {
+            config::Token::Found(token) => Some(token),
+            config::Token::Unreadable(e) => return Err(e.into()),
+            config::Token::Anonymous { hint } => {
+                tracing::warn!(server = %server.url, hint = %hint,
+                    "no Argo CD token: polling anonymously (Argo CD answers 401 unless anonymous access is on)");
+                None
+            }
         };
         let ca = match &server.ca_file {
             Some(path) => Some(

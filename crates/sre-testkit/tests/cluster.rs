@@ -6,7 +6,7 @@
 //! The adapter binaries are the workspace's own (`target/<profile>/`), built by the same
 //! test run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use prost::Message;
@@ -17,6 +17,7 @@ use sre_testkit::bus::eventually;
 use sre_testkit::cluster::NatsCluster;
 use sre_testkit::pagerduty::FakePagerDuty;
 use sre_testkit::service::{ServiceProcess, http_exchange};
+use sre_testkit::stack::adapter_bin;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,14 +25,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// on threads; nextest runs them one by one through `.config/nextest.toml`).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
-
-fn adapter_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let bin = dir.join(name);
-    assert!(bin.exists(), "{} is not built: run the workspace's tests (cargo test --workspace)", bin.display());
-    bin
-}
 
 fn spawn(name: &str, dir: &Path, config: &str, envs: &[(&str, &str)]) -> ServiceProcess {
     let path = dir.join(format!("{name}-{}.yaml", sre_testkit::free_port().expect("port")));
@@ -43,6 +36,17 @@ fn ready(p: &mut ServiceProcess, what: &str) {
     if let Err(e) = p.wait_for_status("/readyz", 200, WAIT) {
         panic!("{what} not ready: {e}\n{}", p.logs());
     }
+}
+
+/// A paging-sink on the seed list `urls` as pod `pod`, with `extra` configuration after
+/// its section, started (not yet ready).
+fn paging_sink(dir: &Path, pd: &FakePagerDuty, urls: &str, pod: &str, extra: &str) -> ServiceProcess {
+    spawn(
+        "paging-sink",
+        dir,
+        &format!("{}{extra}", paging_config(pd)),
+        &[("NATS_URL", urls), ("POD_NAME", pod), ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)],
+    )
 }
 
 fn paging_config(pd: &FakePagerDuty) -> String {
@@ -150,12 +154,7 @@ async fn buckets_are_replicated_by_default_and_existing_streams_never_lowered() 
 
     let urls = cluster.urls();
     // No runtime section at all: manage_streams and replicas on their defaults.
-    let mut sink = spawn(
-        "paging-sink",
-        dir.path(),
-        &paging_config(&pd),
-        &[("NATS_URL", &urls), ("POD_NAME", "paging-0"), ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)],
-    );
+    let mut sink = paging_sink(dir.path(), &pd, &urls, "paging-0", "");
     ready(&mut sink, "paging-sink on defaults");
     // Told one replica, explicitly.
     let one = "alertmanager_integration:\n  enabled: true\nruntime:\n  bus:\n    streams:\n      replicas: 1\n";
@@ -169,7 +168,7 @@ async fn buckets_are_replicated_by_default_and_existing_streams_never_lowered() 
         assert_eq!(replicas, 3, "{stream} left at the operator's 3 replicas");
     }
     assert_eq!(sink.metric("sre_bus_under_replicated_streams", &[]), 0.0);
-    let _ = (&mut sink, &mut ingress);
+    drop((sink, ingress));
 }
 
 /// A consumer leader change costs the sink moments, not a missed-heartbeat timeout (it
@@ -181,12 +180,7 @@ async fn a_sink_resumes_right_after_its_consumer_leader_changes() {
     let pd = FakePagerDuty::start().await.expect("pagerduty");
     let dir = tempfile::tempdir().expect("tempdir");
     let urls = cluster.urls();
-    let mut sink = spawn(
-        "paging-sink",
-        dir.path(),
-        &paging_config(&pd),
-        &[("NATS_URL", &urls), ("POD_NAME", "paging-0"), ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)],
-    );
+    let mut sink = paging_sink(dir.path(), &pd, &urls, "paging-0", "");
     ready(&mut sink, "paging-sink");
     let (raw, js) = client(&cluster.url(0)).await;
     for round in 0..3 {
@@ -213,12 +207,7 @@ async fn without_a_leader_readiness_says_so_the_logs_stay_quiet_and_it_comes_bac
     let dir = tempfile::tempdir().expect("tempdir");
     let urls = cluster.urls();
     let r1 = "runtime:\n  bus:\n    streams:\n      replicas: 1\n";
-    let mut sink = spawn(
-        "paging-sink",
-        dir.path(),
-        &format!("{}{r1}", paging_config(&pd)),
-        &[("NATS_URL", &urls), ("POD_NAME", "paging-0"), ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)],
-    );
+    let mut sink = paging_sink(dir.path(), &pd, &urls, "paging-0", r1);
     ready(&mut sink, "paging-sink");
     let ingress_config = format!("alertmanager_integration:\n  enabled: true\n{r1}");
     let mut ingress =

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use sre_contracts::domain::v1::{AppHealth, CreateIncidentRequested, IngestAlertRequested, RecordHealthCheckRequested};
+use sre_contracts::domain::v1::{
+    AppHealth, CreateIncidentRequested, IngestAlertRequested, RecordFleetStateRequested, RecordHealthCheckRequested,
+};
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::argocd::{App, FakeArgoCd};
 use sre_testkit::bus::eventually;
@@ -193,11 +195,19 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     })
     .await;
 
+    // Poll cycles argocd-sync completed (published, acked and saved), read before the
+    // intents so none completes in between: each must have its fleet state on the bus.
+    let cycles_ok: f64 = adapters
+        .iter()
+        .filter(|a| a.name == "argocd-sync")
+        .map(|a| a.process.metric("argocd_sync_polls_total", &["outcome=\"Ok\""]))
+        .sum();
+
     // What the user sees.
     let intents = sre_testkit::bus::read_stream(&js, streams::INTENTS).await;
     let mut ingest: HashMap<String, u32> = HashMap::new();
     let mut by_key: HashMap<String, u32> = HashMap::new();
-    let (mut creates, mut degraded) = (0, 0);
+    let (mut creates, mut degraded, mut fleet_states) = (0, 0, 0);
     for (subject, _, payload) in &intents {
         if subject == IngestAlertRequested::SUBJECT {
             let i = IngestAlertRequested::decode(payload.clone()).expect("intent");
@@ -205,6 +215,11 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
             *by_key.entry(i.meta.map(|m| m.idempotency_key).unwrap_or_default()).or_default() += 1;
         } else if subject == CreateIncidentRequested::SUBJECT {
             creates += 1;
+        } else if subject == RecordFleetStateRequested::SUBJECT {
+            let f = RecordFleetStateRequested::decode(payload.clone()).expect("intent");
+            if f.environment == "production" && f.observation_ok {
+                fleet_states += 1;
+            }
         } else if subject == RecordHealthCheckRequested::SUBJECT {
             let h = RecordHealthCheckRequested::decode(payload.clone()).expect("intent");
             if h.app.ends_with("payments") && h.health == AppHealth::Degraded as i32 {
@@ -260,7 +275,8 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     println!(
         "accepted {} | intents: {} IngestAlertRequested for {} alerts, {} CreateIncidentRequested | incidents {} | \
          tickets {} | pages {} | duplicates: {} intents, {} tickets | lost: {} intents, {} tickets, {} pages | \
-         dead letters {} | argocd-sync pollers {} of 2 replicas, payments going Degraded published {} time(s)",
+         dead letters {} | argocd-sync pollers {} of 2 replicas, payments going Degraded published {} time(s), \
+         {} fleet states for {} completed poll cycles",
         accepted.len(),
         ingest.values().sum::<u32>(),
         ingest.len(),
@@ -275,7 +291,9 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
         lost_pages,
         dead_letters,
         leaders,
-        degraded
+        degraded,
+        fleet_states,
+        cycles_ok
     );
     println!(
         "alert to ticket p50 {:.1?} p99 {:.1?}; alert to page p50 {:.1?} p99 {:.1?}",
@@ -294,6 +312,10 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     assert_eq!(dead_letters, 0, "nothing given up on: every disruption was survivable");
     assert_eq!(degraded, 1, "the application's change published once, by one poller");
     assert_eq!(leaders, 1.0, "one argocd-sync replica polls");
+    // Every completed cycle's fleet state is stored, each under its own key (the lease
+    // renewal's revision): 1 s polls with jitter once shared time slots and lost reports.
+    assert!(cycles_ok >= 10.0, "argocd-sync polled through the run: {cycles_ok}");
+    assert!(fleet_states as f64 >= cycles_ok, "a fleet state for every completed cycle: {fleet_states} < {cycles_ok}");
 
     // The on-call acknowledges and closes every incident.
     let lifecycle = Instant::now();

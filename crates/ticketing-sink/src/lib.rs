@@ -30,10 +30,6 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "ticketing-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8082 };
 
 /// How long incident-to-ticket records are kept.
-/// How often the circuit breakers' states are copied into the metrics.
-const BREAKERS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-/// How often the KV bucket is asked whether it answers, for readiness.
-const KV_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 const RECORD_MAX_AGE: Duration = Duration::from_secs(90 * 24 * 3600);
 /// How often credentials are checked again for readiness.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(300);
@@ -115,20 +111,14 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     // Readiness tells the truth about the bus resources the sink works through: its KV
     // bucket and its durable consumer, failing for more than a few seconds (no leader, a
     // node away) or not open yet.
-    let breakers = sre_runtime::BreakerMetrics::default();
-    breakers.register(&ctx.metrics);
-    let kv_reach = sre_bus::Reachability::new(format!("KV bucket {}", state::BUCKET));
-    let consumer_reach = sre_bus::ReachabilitySlot::new("fact consumer");
-    let (k, c) = (kv_reach.clone(), consumer_reach.clone());
-    ctx.health.register("kv", Arc::new(move || k.readiness()));
-    ctx.health.register("consumer", Arc::new(move || c.readiness()));
+    let watch = sre_runtime::SinkWatch::register(&ctx.health, &ctx.metrics, state::BUCKET);
     ctx.tasks.spawn(async move {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = bus.wait_for_topology() => {}
         }
         let Some(tickets) = sre_runtime::until_ok("ticket records", &cancel, || {
-            state::Tickets::open(&bus, RECORD_MAX_AGE, kv_reach.clone())
+            state::Tickets::open(&bus, RECORD_MAX_AGE, watch.kv.clone())
         })
         .await
         else {
@@ -136,14 +126,14 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         };
         tasks.spawn({
             let (tickets, stop) = (tickets.clone(), cancel.clone());
-            async move { tickets.probe(KV_PROBE_EVERY, stop).await }
+            async move { tickets.probe(sre_runtime::SinkWatch::KV_PROBE_EVERY, stop).await }
         });
         let consumer_config = consumer_config(&integration);
         let dry_run = integration.dry_run;
         let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
         tasks.spawn({
             let (s, stop) = (sink.clone(), cancel.clone());
-            breakers.watch(BREAKERS_EVERY, stop, move || s.breaker_states())
+            watch.breakers.clone().watch(sre_runtime::SinkWatch::BREAKERS_EVERY, stop, move || s.breaker_states())
         });
         for provider in sink.providers() {
             let s = sink.clone();
@@ -166,7 +156,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         else {
             return;
         };
-        consumer_reach.set(consumer.reachability());
+        watch.consumer.set(consumer.reachability());
         tracing::info!("consuming incident facts");
         if let Err(e) = consumer.run(sink::Handler(sink), cancel).await {
             tracing::error!(error = %e, "fact consumer stopped");
