@@ -116,6 +116,35 @@ impl IngressMetrics {
     /// Registers under `alertmanager_ingress_*`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("alertmanager_ingress");
+        // Every refusal reason and intent outcome is exported from the start, at 0, so the
+        // alert rules see a series before the first 503.
+        use RejectReason::{
+            BadSignature, BusUnavailable, InvalidPayload, Overloaded, Timeout, TooLarge, Unauthorized,
+            UnsupportedMediaType,
+        };
+        for reason in [
+            InvalidPayload,
+            Unauthorized,
+            BadSignature,
+            TooLarge,
+            UnsupportedMediaType,
+            Overloaded,
+            BusUnavailable,
+            Timeout,
+        ] {
+            let _ = self.rejects.get_or_create(&RejectLabels { reason });
+        }
+        for kind in [IntentKind::IngestAlert, IntentKind::CreateIncident] {
+            for outcome in [Stored::Stored, Stored::Duplicate] {
+                let _ = self.intents.get_or_create(&IntentLabels { kind, outcome });
+            }
+        }
+        for status in [AlertStatusLabel::Firing, AlertStatusLabel::Resolved] {
+            use SeverityLabel::{Critical, High, Info, Low, Medium, Unspecified};
+            for severity in [Critical, High, Medium, Low, Info, Unspecified] {
+                let _ = self.alerts.get_or_create(&AlertLabels { status, severity });
+            }
+        }
         r.register("alerts_received", "Alerts received, by status and severity", self.alerts.clone());
         r.register(
             "alerts_duplicate",

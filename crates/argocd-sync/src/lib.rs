@@ -37,6 +37,8 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     }
     let metrics = metrics::SyncMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
+    let breakers = sre_runtime::BreakerMetrics::default();
+    breakers.register(&ctx.metrics);
     let status: poller::UpstreamStatus = Arc::new(Mutex::new(BTreeMap::new()));
     let readiness = status.clone();
     ctx.health.register(
@@ -90,7 +92,15 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             breaker: BreakerConfig::default(),
             rate_limit: None,
         });
+        metrics.prime(&rules.server, &rules.environments);
         pollers.push((rules, client, upstream));
+    }
+    {
+        let states: Vec<(String, Upstream)> =
+            pollers.iter().map(|(rules, _, upstream)| (rules.server.clone(), upstream.clone())).collect();
+        ctx.tasks.spawn(breakers.watch(sre_runtime::SinkWatch::BREAKERS_EVERY, ctx.shutdown.clone(), move || {
+            states.iter().map(|(server, u)| (server.clone(), u.breaker_state())).collect()
+        }));
     }
     tracing::info!(
         servers = pollers.len(),

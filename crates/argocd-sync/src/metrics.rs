@@ -51,6 +51,13 @@ struct Change {
     change: ChangeLabel,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Fleet {
+    server: String,
+    environment: String,
+    health: &'static str,
+}
+
 /// The metrics; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SyncMetrics {
@@ -60,6 +67,7 @@ pub struct SyncMetrics {
     list_bytes: Family<Server, Counter>,
     health_checks: Family<Change, Counter>,
     leader: Family<Server, Gauge>,
+    fleet: Family<Fleet, Gauge>,
 }
 
 impl Default for SyncMetrics {
@@ -71,6 +79,7 @@ impl Default for SyncMetrics {
             list_bytes: Family::default(),
             health_checks: Family::default(),
             leader: Family::default(),
+            fleet: Family::default(),
         }
     }
 }
@@ -92,6 +101,31 @@ impl SyncMetrics {
             self.health_checks.clone(),
         );
         r.register("argocd_sync_leader", "1 while this replica holds the server's lease", self.leader.clone());
+        r.register(
+            "argocd_sync_fleet_applications",
+            "Applications per environment and health at the last cycle this replica ran",
+            self.fleet.clone(),
+        );
+    }
+
+    /// Creates `server`'s series at 0 (every poll outcome, leadership, the configured
+    /// environments' fleet), so dashboards and alert rules see them before the first poll.
+    pub fn prime(&self, server: &str, environments: &[String]) {
+        use PollOutcome::{BusUnavailable, Ok, Standby, Unauthorized, Unreachable};
+        for outcome in [Ok, Unauthorized, Unreachable, BusUnavailable, Standby] {
+            let _ = self.polls.get_or_create(&Poll { server: server.to_owned(), outcome });
+        }
+        let s = Server { server: server.to_owned() };
+        let _ = self.leader.get_or_create(&s);
+        let _ = self.applications.get_or_create(&s);
+        let _ = self.list_bytes.get_or_create(&s);
+        let _ = self.poll_seconds.get_or_create(&s);
+        for change in [ChangeLabel::Appeared, ChangeLabel::Changed, ChangeLabel::Vanished] {
+            let _ = self.health_checks.get_or_create(&Change { server: server.to_owned(), change });
+        }
+        for environment in environments {
+            self.fleet(server, environment, &sre_contracts::domain::v1::StateCount::default());
+        }
     }
 
     /// Counts a poll.
@@ -107,6 +141,22 @@ impl SyncMetrics {
         let s = Server { server: server.to_owned() };
         self.applications.get_or_create(&s).set(applications as i64);
         self.list_bytes.get_or_create(&s).inc_by(bytes);
+    }
+
+    /// Records an environment's applications by health (environments are configured, or
+    /// the few the applications name; health is Argo CD's closed set).
+    pub fn fleet(&self, server: &str, environment: &str, by: &sre_contracts::domain::v1::StateCount) {
+        for (health, n) in [
+            ("Healthy", by.healthy),
+            ("Progressing", by.progressing),
+            ("Degraded", by.degraded),
+            ("Suspended", by.suspended),
+            ("Missing", by.missing),
+            ("Unknown", by.unknown),
+        ] {
+            let labels = Fleet { server: server.to_owned(), environment: environment.to_owned(), health };
+            self.fleet.get_or_create(&labels).set(i64::from(n));
+        }
     }
 
     /// Counts a published health check.

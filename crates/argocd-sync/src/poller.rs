@@ -257,6 +257,11 @@ impl ServerPoller {
             return true;
         }
         self.count_changes(&out.health_checks);
+        for f in &out.fleet {
+            if let Some(by) = &f.by_health {
+                self.metrics.fleet(server, &f.environment, by);
+            }
+        }
         let changes = out.health_checks.len();
         match self.store.save(kept, out.next).await {
             Ok(shards) => {

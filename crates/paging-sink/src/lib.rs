@@ -84,6 +84,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     }
     let metrics = metrics::PagingMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
+    metrics.prime(pagers.keys().copied());
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 
     let (bus, cancel, tasks, secrets, health) =

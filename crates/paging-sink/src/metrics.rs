@@ -91,6 +91,9 @@ pub struct PagingMetrics {
     vendor_seconds: Family<VendorLabels, Histogram>,
     /// Deferred pages waiting, at the last scan.
     pub deferred: Gauge,
+    /// How long past its business-hours opening the most overdue deferred page still
+    /// waits, at the last scan (0: none overdue).
+    pub deferred_overdue: Gauge,
 }
 
 impl Default for PagingMetrics {
@@ -100,6 +103,7 @@ impl Default for PagingMetrics {
             follow_ups: Family::default(),
             vendor_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
             deferred: Gauge::default(),
+            deferred_overdue: Gauge::default(),
         }
     }
 }
@@ -119,6 +123,31 @@ impl PagingMetrics {
             self.vendor_seconds.clone(),
         );
         r.register("paging_sink_deferred", "Deferred pages waiting for business hours", self.deferred.clone());
+        r.register(
+            "paging_sink_deferred_overdue_seconds",
+            "Seconds the most overdue deferred page has waited past its opening (0: none)",
+            self.deferred_overdue.clone(),
+        );
+    }
+
+    /// Creates every series of `providers` at 0, so dashboards and alert rules see them
+    /// before the first fact.
+    pub fn prime(&self, providers: impl IntoIterator<Item = Provider>) {
+        use FollowUpOutcome as F;
+        use PageOutcome as P;
+        for provider in providers {
+            for outcome in
+                [P::Paged, P::Deferred, P::Fired, P::Duplicate, P::NotPaged, P::DryRun, P::Failed, P::Retried]
+            {
+                let _ = self.pages.get_or_create(&PageLabels { provider, outcome });
+            }
+            for action in [ActionLabel::Acknowledge, ActionLabel::Resolve] {
+                for outcome in [F::Sent, F::NotPaged, F::Cancelled, F::Duplicate, F::DryRun, F::Failed, F::Retried] {
+                    let _ = self.follow_ups.get_or_create(&FollowUpLabels { provider, action, outcome });
+                }
+            }
+            let _ = self.vendor_seconds.get_or_create(&VendorLabels { provider });
+        }
     }
 
     /// Counts a page outcome.

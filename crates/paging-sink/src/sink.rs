@@ -414,6 +414,10 @@ impl Sink {
         };
         let mut fired = 0;
         let mut waiting = 0;
+        // The scan's clock: `now` plus the time its vendor calls have taken so far.
+        let started = std::time::Instant::now();
+        let clock = || now + jiff::SignedDuration::try_from(started.elapsed()).unwrap_or_default();
+        let mut openings = Vec::new();
         for token in tokens {
             let Ok(Some(read)) = self.pages.get_token(&token).await else {
                 let _ = self.pages.forget_due(&token).await;
@@ -439,6 +443,7 @@ impl Sink {
                             moved.due = Some(due);
                             let _ = self.pages.update(&moved, read.revision).await;
                         }
+                        openings.extend(self.opening(&read.record));
                         waiting += 1;
                         continue;
                     }
@@ -467,20 +472,34 @@ impl Sink {
                         .page(provider, if self.config.dry_run { PageOutcome::DryRun } else { PageOutcome::Fired });
                 }
                 Triggered::Retry(after, reason, revision) => {
-                    // Back to deferred, due again after the vendor's delay.
-                    let mut again = claimed.record.moved(PageState::Deferred, now);
-                    again.due = Some(now + jiff::SignedDuration::try_from(after).unwrap_or_default());
+                    // Back to deferred, due again after the vendor's delay, counted from
+                    // its answer (the calls may have taken seconds since the scan began).
+                    let answered = clock();
+                    let mut again = claimed.record.moved(PageState::Deferred, answered);
+                    again.due = Some(answered + jiff::SignedDuration::try_from(after).unwrap_or_default());
                     again.not_before = again.due;
                     tracing::warn!(incident_id = %claimed.record.incident_id, reason = %reason, "deferred page not accepted yet");
                     let _ = self.pages.update(&again, revision).await;
                     self.metrics.page(provider, PageOutcome::Retried);
+                    openings.extend(self.opening(&again));
                     waiting += 1;
                 }
                 Triggered::Failed(_) => self.metrics.page(provider, PageOutcome::Failed),
             }
         }
         self.metrics.deferred.set(waiting);
+        let end = clock();
+        let overdue = openings.into_iter().filter(|o| *o < end).map(|o| end.duration_since(o)).max();
+        self.metrics.deferred_overdue.set(overdue.map_or(0, |d| d.as_secs()));
         fired
+    }
+
+    /// When business hours opened (or open) for a deferred page, leaving out the vendor's
+    /// own delay: a page still waiting after it is overdue.
+    fn opening(&self, record: &PageRecord) -> Option<Timestamp> {
+        let incident = record.incident()?;
+        let severity = Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified);
+        due_under(severity, &self.policy, record.deferred_at.unwrap_or(record.updated_at))
     }
 
     /// When a deferred page is due under the escalation in force (see

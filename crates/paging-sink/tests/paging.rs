@@ -449,3 +449,26 @@ async fn a_deferred_page_left_claimed_by_a_crash_is_fired_in_seconds() {
     assert_eq!(pd.alerts()[0].dedup_key, "inc-left");
     eventually("counted", WAIT, || async { sink.metric("paging_sink_pages_total", &["Fired"]) >= 1.0 }).await;
 }
+
+/// A deferred page the vendor keeps refusing after the opening shows how late it is
+/// (`paging_sink_deferred_overdue_seconds`, what the overdue alert reads), and stops
+/// showing once it is paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_page_held_back_past_its_opening_is_shown_overdue_until_paged() {
+    const OVERDUE: &str = "paging_sink_deferred_overdue_seconds ";
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hours, _) = opening_in(3);
+    let s = stack(&config(&pd, None, &hours));
+    let sink = s.sink("paging-0");
+    // Four refusals exhaust the first firing (its retries honour Retry-After), the fifth
+    // is the second firing's first attempt; then PagerDuty accepts.
+    pd.fail_next(&[(429, Some(2)); 5]);
+    s.created("inc-late", Severity::High, "checkout-api", "f-late").await;
+    eventually("deferred", WAIT, || async { sink.metric("paging_sink_pages_total", &["Deferred"]) >= 1.0 }).await;
+    assert_eq!(sink.metric(OVERDUE, &[]), 0.0, "not overdue before its opening");
+    eventually("shown overdue while PagerDuty refuses", WAIT, || async { sink.metric(OVERDUE, &[]) >= 1.0 }).await;
+    assert!(pd.alerts().is_empty(), "{:?}", pd.alerts());
+    eventually("paged at last", WAIT, || async { pd.alerts().len() == 1 }).await;
+    eventually("no longer overdue", WAIT, || async { sink.metric(OVERDUE, &[]) == 0.0 }).await;
+    assert_eq!(sink.metric("paging_sink_pages_total", &["Fired"]), 1.0);
+}

@@ -200,6 +200,11 @@ impl FactConsumer {
         };
         let reach = crate::Reachability::new(format!("fact consumer {}", config.durable_name));
         reach.answered();
+        // Every outcome of every fact it takes is exported from the start, at 0: the alert
+        // rules (dead letters, retries) see a series before the first one happens.
+        for subject in &config.filter_subjects {
+            bus.metrics().prime_facts(subject);
+        }
         Ok(Self { bus: bus.clone(), config, consumer, reach })
     }
 

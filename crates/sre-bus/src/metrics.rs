@@ -137,6 +137,16 @@ impl BusMetrics {
         );
     }
 
+    /// Creates the `facts_handled` series of every outcome for facts on `subject`.
+    pub(crate) fn prime_facts(&self, subject: &str) {
+        let message_type = fact_label(subject);
+        if message_type != "unknown" {
+            for outcome in [FactOutcome::Acked, FactOutcome::Retried, FactOutcome::DeadLettered] {
+                let _ = self.facts.get_or_create(&FactLabels { message_type, outcome });
+            }
+        }
+    }
+
     /// Facts of `message_type` (e.g. `IncidentCreated`) handled with `outcome`.
     pub fn facts_count(&self, message_type: &str, outcome: FactOutcome) -> u64 {
         let subject = format!("{}.{message_type}", sre_contracts::subjects::FACTS_PREFIX);

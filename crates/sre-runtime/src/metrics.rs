@@ -35,7 +35,8 @@ impl Metrics {
 
 /// The circuit breaker of each upstream a service calls, as
 /// `sre_upstream_breaker_state{upstream}`: 0 closed, 1 half-open, 2 open (alert on 2).
-/// Label values are vendor names from the code (`Provider::name()`), never URLs.
+/// Label values are vendor names from the code (`Provider::name()`), or for argocd-sync
+/// the configured server URL (bounded by the configuration), never anything a request carries.
 #[derive(Debug, Clone, Default)]
 pub struct BreakerMetrics {
     family: prometheus_client::metrics::family::Family<UpstreamLabels, prometheus_client::metrics::gauge::Gauge>,
@@ -43,7 +44,7 @@ pub struct BreakerMetrics {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct UpstreamLabels {
-    upstream: &'static str,
+    upstream: String,
 }
 
 impl BreakerMetrics {
@@ -60,26 +61,29 @@ impl BreakerMetrics {
     }
 
     /// Records `upstream`'s state.
-    pub fn set(&self, upstream: &'static str, state: sre_resilience::BreakerState) {
+    pub fn set(&self, upstream: &str, state: sre_resilience::BreakerState) {
         let value = match state {
             sre_resilience::BreakerState::Closed => 0,
             sre_resilience::BreakerState::HalfOpen => 1,
             sre_resilience::BreakerState::Open => 2,
         };
-        self.family.get_or_create(&UpstreamLabels { upstream }).set(value);
+        self.family.get_or_create(&UpstreamLabels { upstream: upstream.to_owned() }).set(value);
     }
 
     /// Records `states()` every `every` until `cancel` (the breakers change on calls, the
     /// gauge follows within `every`).
-    pub async fn watch(
+    pub async fn watch<S>(
         self,
         every: std::time::Duration,
         cancel: tokio_util::sync::CancellationToken,
-        states: impl Fn() -> Vec<(&'static str, sre_resilience::BreakerState)>,
-    ) {
+        states: impl Fn() -> Vec<(S, sre_resilience::BreakerState)>,
+    ) where
+        S: AsRef<str>,
+    {
+        // The first reading is taken before any wait, so the gauge exists from the start.
         loop {
             for (upstream, state) in states() {
-                self.set(upstream, state);
+                self.set(upstream.as_ref(), state);
             }
             tokio::select! {
                 () = cancel.cancelled() => return,

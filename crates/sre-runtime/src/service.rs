@@ -56,7 +56,7 @@ pub struct ServiceContext<C> {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
-    service: &'static str,
+    adapter: &'static str,
     version: &'static str,
 }
 
@@ -134,8 +134,10 @@ where
     metrics.register(|r| {
         bus_metrics.register(r);
         let build = Family::<BuildLabels, Gauge>::default();
-        build.get_or_create(&BuildLabels { service: spec.name, version: spec.version }).set(1);
-        r.register("sre_build_info", "Service name and version", build);
+        build.get_or_create(&BuildLabels { adapter: spec.name, version: spec.version }).set(1);
+        // `adapter`, not `service`: Prometheus Operator's target label `service` would
+        // rename ours to `exported_service`; the alert rules join on this label.
+        r.register("sre_build_info", "The adapter's name and version (always 1)", build);
     });
     let source = Source { service: spec.name.to_owned(), instance };
     let bus = Bus::connect(rt.bus.clone(), source, bus_metrics).await?;
@@ -224,10 +226,50 @@ async fn wait_for_signal(shutdown: &CancellationToken) {
 
 /// `/healthz`, `/readyz` and `/metrics`.
 pub fn router(metrics: Metrics, health: Health) -> Router {
+    let exposition = Exposition { readiness: ReadinessMetrics::default(), metrics, health: health.clone() };
+    exposition.readiness.register(&exposition.metrics);
     Router::new()
         .route("/healthz", get(|| async { (StatusCode::OK, axum::Json(serde_json::json!({"status": "alive"}))) }))
         .route("/readyz", get(readyz).with_state(health))
-        .route("/metrics", get(metrics_handler).with_state(metrics))
+        .route("/metrics", get(metrics_handler).with_state(exposition))
+}
+
+/// What `/metrics` serves: the registry, with readiness as of the scrape.
+#[derive(Clone)]
+struct Exposition {
+    metrics: Metrics,
+    health: Health,
+    readiness: ReadinessMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: &'static str,
+}
+
+/// `sre_ready` (1 when `/readyz` would answer 200) and `sre_ready_check{check}` (1 per
+/// passing check), read at each scrape so an alert names the failing check.
+#[derive(Debug, Clone, Default)]
+struct ReadinessMetrics {
+    ready: Gauge,
+    checks: Family<CheckLabels, Gauge>,
+}
+
+impl ReadinessMetrics {
+    fn register(&self, metrics: &Metrics) {
+        metrics.register(|r| {
+            r.register("sre_ready", "1 while the adapter is ready (what /readyz answers)", self.ready.clone());
+            r.register("sre_ready_check", "Readiness checks: 1 passing, 0 failing", self.checks.clone());
+        });
+    }
+
+    fn update(&self, health: &Health) {
+        let (ready, results) = health.report();
+        self.ready.set(i64::from(ready));
+        for (check, result) in results {
+            self.checks.get_or_create(&CheckLabels { check }).set(i64::from(result.is_ok()));
+        }
+    }
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
@@ -241,8 +283,9 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     (status, axum::Json(body))
 }
 
-async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+async fn metrics_handler(State(e): State<Exposition>) -> impl IntoResponse {
+    e.readiness.update(&e.health);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], e.metrics.encode())
 }
 
 /// Calls `attempt` every second until it succeeds, or until `cancel` fires (`None`). Each
@@ -281,6 +324,11 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
+    async fn text(app: Router, path: &str) -> String {
+        let resp = app.oneshot(Request::get(path).body(Body::empty()).expect("request")).await.expect("response");
+        String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8")
+    }
+
     #[tokio::test]
     async fn readiness_names_the_failing_check() {
         let health = Health::default();
@@ -290,6 +338,10 @@ mod tests {
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["status"], "not_ready");
+        let metrics = text(app.clone(), "/metrics").await;
+        assert!(metrics.contains("sre_ready 0\n"), "{metrics}");
+        assert!(metrics.contains("sre_ready_check{check=\"jira\"} 0\n"), "{metrics}");
+        assert!(metrics.contains("sre_ready_check{check=\"bus\"} 1\n"), "{metrics}");
         assert_eq!(body["checks"]["bus"], "ok");
         assert_eq!(body["checks"]["jira"], "credentials rejected (401)");
         let (status, body) = get_json(app, "/healthz").await;
@@ -322,6 +374,7 @@ mod tests {
             String::from_utf8(resp.into_body().collect().await.expect("body").to_bytes().to_vec()).expect("utf8");
         assert!(text.contains("# TYPE sre_bus_connected gauge"), "{text}");
         assert!(text.contains("sre_bus_reconnects_total 0"), "{text}");
+        assert!(text.contains("sre_ready 1\n"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

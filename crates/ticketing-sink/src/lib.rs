@@ -105,6 +105,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     }
     let metrics = metrics::TicketMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
+    metrics.prime(trackers.keys().copied());
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 
     let (bus, cancel, tasks, health) = (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.health.clone());

@@ -84,6 +84,20 @@ impl TicketMetrics {
         );
     }
 
+    /// Creates every series of `providers` at 0, so dashboards and alert rules see them
+    /// before the first fact.
+    pub fn prime(&self, providers: impl IntoIterator<Item = Provider>) {
+        use Outcome::{Done, DryRun, Duplicate, Failed, Recovered, Retried, Waiting};
+        for provider in providers {
+            for action in [Action::Create, Action::Resolve, Action::Close] {
+                for outcome in [Done, Recovered, Duplicate, Waiting, DryRun, Failed, Retried] {
+                    let _ = self.tickets.get_or_create(&Labels { provider, action, outcome });
+                }
+            }
+            let _ = self.vendor_seconds.get_or_create(&VendorLabels { provider });
+        }
+    }
+
     /// Counts an outcome.
     pub fn count(&self, provider: Provider, action: Action, outcome: Outcome) {
         self.tickets.get_or_create(&Labels { provider, action, outcome }).inc();
