@@ -85,7 +85,11 @@ pub fn render(name: &str, values: &serde_json::Value) -> Rendered {
         }
         let doc: Value = serde_norway::from_str(text.as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("{path} is not YAML as rendered: {e}"));
-        let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{path}: no kind")).to_owned();
+        let mut kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{path}: no kind")).to_owned();
+        if path.ends_with("/dashboard.yaml") {
+            // The second ConfigMap: the Grafana dashboard.
+            kind = "Dashboard".to_owned();
+        }
         assert!(objects.insert(kind.clone(), doc).is_none(), "{name}: two {kind}s");
     }
     Rendered { lint, objects }
@@ -167,7 +171,39 @@ pub fn assert_chart(bin: &Path, name: &str, version: &str) {
     let pod_grace = values["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
     assert!(Duration::from_secs(pod_grace) > grace, "{name}: terminationGracePeriodSeconds must exceed shutdown_grace");
 
+    assert_monitoring(name, &chart, &rendered);
     assert_shared_templates(&chart);
+}
+
+/// The alerting rules and the dashboard ship as the chart renders them: the PrometheusRule
+/// only where its CRD exists (or with `requireCrd: false`) and carrying `files/alerts.yaml`
+/// with the runbook links moved to `runbookBaseUrl`; the dashboard ConfigMap with the
+/// Grafana sidecar's label, carrying `files/dashboard.json`.
+fn assert_monitoring(name: &str, chart: &Path, rendered: &Rendered) {
+    assert!(!rendered.objects.contains_key("PrometheusRule"), "{name}: a PrometheusRule without its CRD");
+    let base = "https://git.example.com/sre/runbooks";
+    let forced = render(name, &serde_json::json!({"prometheusRule": {"requireCrd": false, "runbookBaseUrl": base}}));
+    assert!(forced.lint.is_empty(), "{name}: helm lint --strict: {:?}", forced.lint);
+    let rule = &forced.objects["PrometheusRule"];
+    let file = std::fs::read_to_string(chart.join("files/alerts.yaml")).expect("files/alerts.yaml");
+    let moved = file.replace(crate::monitoring::RUNBOOKS, base);
+    let expected: Value = serde_norway::from_str(&moved).expect("alerts.yaml is YAML");
+    assert_eq!(rule["spec"], expected, "{name}: the PrometheusRule carries files/alerts.yaml");
+    assert!(moved.contains(&format!("{base}/")), "{name}: runbook links follow runbookBaseUrl");
+
+    let dashboard = &rendered.objects["Dashboard"];
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"].as_str(), Some("1"), "{name}: sidecar label");
+    let carried = dashboard["data"][format!("{name}.json").as_str()].as_str().expect("the dashboard's JSON");
+    let json: serde_json::Value = serde_json::from_str(carried).expect("the dashboard is JSON");
+    assert_eq!(json, crate::monitoring::dashboard(name), "{name}: the ConfigMap carries files/dashboard.json");
+    let off = render(
+        name,
+        &serde_json::json!({"dashboard": {"enabled": false}, "prometheusRule": {"enabled": false, "requireCrd": false}}),
+    );
+    assert!(
+        !off.objects.contains_key("Dashboard") && !off.objects.contains_key("PrometheusRule"),
+        "{name}: both can be turned off"
+    );
 }
 
 /// The rendered Deployment: probes, config and secret mounts, non-root, read-only root.
@@ -226,6 +262,10 @@ fn assert_shared_templates(chart: &Path) {
         "kind: Service\n",
         "kind: ConfigMap",
         "kind: ServiceMonitor",
+        "kind: PrometheusRule",
+        ".Values.dashboard.labels",
+        ".Files.Get \"files/alerts.yaml\"",
+        ".Files.Get \"files/dashboard.json\"",
         "kind: PodDisruptionBudget",
         "kind: HorizontalPodAutoscaler",
         "path: /healthz",

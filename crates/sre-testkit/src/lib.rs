@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod domain;
 pub mod github;
 pub mod jira;
+pub mod monitoring;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod service;

@@ -238,6 +238,22 @@ pub fn assert_service_lifecycle_with_env(bin: &Path, example_config: &Path, sect
     assert_eq!(status, 200);
     assert!(metrics.contains("sre_bus_connected 1"), "{metrics}");
     assert!(metrics.contains("sre_build_info{"), "{metrics}");
+    // Everything the chart's alert rules and dashboard name is exported, from the start
+    // (the sinks' breakers and consumer appear once the bus is in place: polled).
+    let start = Instant::now();
+    loop {
+        let (_, metrics) = service.get("/metrics").expect("metrics");
+        let missing = crate::monitoring::not_exported(name, &metrics);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{name} does not export what its rules and dashboard use:\n{}\n{metrics}",
+            missing.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let exit = service.terminate(Duration::from_secs(30)).expect("stops");
     assert!(exit.success(), "exit 0 after SIGTERM: {exit}\n{}", service.logs());
