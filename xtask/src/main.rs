@@ -225,7 +225,17 @@ fn setup() -> anyhow::Result<Tools> {
             on_path("prometheus-alertmanager").context("prometheus-alertmanager not found after installing it")?
         }
     };
+    // promtool checks and unit-tests the alert rules; Debian's prometheus package ships it
+    // (and the Prometheus the demo starts).
+    let promtool = match on_path("promtool") {
+        Some(p) => p,
+        None => {
+            apt_install(&["prometheus"])?;
+            on_path("promtool").context("promtool not found after installing Debian's prometheus")?
+        }
+    };
     eprintln!("xtask: nats-server {} at {}", NATS_SERVER_VERSION, nats_server.display());
+    eprintln!("xtask: promtool at {}", promtool.display());
     eprintln!("xtask: alertmanager at {}", alertmanager.display());
     Ok(Tools { nats_server, alertmanager })
 }
@@ -356,7 +366,7 @@ fn check_proto_compatibility() -> anyhow::Result<()> {
 
 /// cargo-fuzz needs nightly features; `RUSTC_BOOTSTRAP=1` lets the stable toolchain build it.
 /// The template files and where each goes (`__NAME__` in a path is the adapter's name).
-const TEMPLATE: [(&str, &str); 10] = [
+const TEMPLATE: [(&str, &str); 12] = [
     ("crates/__NAME__/Cargo.toml", include_str!("../templates/adapter/Cargo.toml.tmpl")),
     ("crates/__NAME__/README.md", include_str!("../templates/adapter/README.md.tmpl")),
     ("crates/__NAME__/src/main.rs", include_str!("../templates/adapter/main.rs.tmpl")),
@@ -366,6 +376,8 @@ const TEMPLATE: [(&str, &str); 10] = [
     ("deploy/config/__NAME__.yaml", include_str!("../templates/adapter/config.yaml.tmpl")),
     ("deploy/helm/__NAME__/Chart.yaml", include_str!("../templates/adapter/Chart.yaml.tmpl")),
     ("deploy/helm/__NAME__/values.yaml", include_str!("../templates/adapter/values.yaml.tmpl")),
+    ("deploy/helm/__NAME__/files/alerts.yaml", include_str!("../templates/adapter/alerts.yaml.tmpl")),
+    ("deploy/helm/__NAME__/files/dashboard.json", include_str!("../templates/adapter/dashboard.json.tmpl")),
     (
         "deploy/helm/__NAME__/README.md",
         "# __NAME__ chart\n\nSee [../README.md](../README.md); values in `values.yaml`.\n",
@@ -824,6 +836,38 @@ fn run(cluster: bool) -> anyhow::Result<()> {
             "xtask: {adapter} ready on http://127.0.0.1:{port} (/healthz /readyz /metrics; logs in .tools/run/{adapter}.log)"
         );
     }
+    // A local Prometheus (Debian's, installed with promtool) scraping the adapters with the
+    // charts' alert rules loaded: the graphs and the alerts in Prometheus' own UI.
+    if let Some(prometheus) = on_path("prometheus") {
+        let mut config = String::from("global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nrule_files:\n");
+        for adapter in ADAPTERS {
+            let rules = root().join("deploy/helm").join(adapter).join("files/alerts.yaml");
+            config.push_str(&format!("  - {}\n", rules.display()));
+        }
+        config.push_str("scrape_configs:\n");
+        for (i, adapter) in ADAPTERS.iter().enumerate() {
+            config.push_str(&format!(
+                "  - job_name: {adapter}\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+                8080 + i
+            ));
+        }
+        let file = state.join("prometheus.yml");
+        std::fs::write(&file, config)?;
+        let child = spawn(
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", file.display()))
+                .arg(format!("--storage.tsdb.path={}", state.join("prometheus").display()))
+                .arg("--web.listen-address=127.0.0.1:9090")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(state.join("prometheus.log"))?),
+            "prometheus",
+        )?;
+        stack.0.push(("prometheus".to_owned(), child));
+        eprintln!(
+            "xtask: prometheus on http://127.0.0.1:9090 scraping the adapters, their alert rules loaded \
+             (/alerts; dashboards: deploy/helm/*/files/dashboard.json)"
+        );
+    }
     // The scenario: a critical alert through a real Alertmanager (or straight to the
     // ingress when none is installed), then its resolution 30 s later.
     let am_port = 9093;
@@ -917,7 +961,9 @@ mod tests {
         assert_eq!(created.len(), TEMPLATE.len() + std::fs::read_dir(&templates).expect("dir").count());
         for path in &created {
             let text = std::fs::read_to_string(path).expect("read");
-            assert!(!text.contains("__"), "{} keeps a placeholder", path.display());
+            // Placeholders are `__UPPER__` (Grafana's `$__rate_interval` is not one).
+            let kept = ["__NAME__", "__SNAKE", "__PORT__", "__VERSION__"].iter().any(|p| text.contains(p));
+            assert!(!kept, "{} keeps a placeholder", path.display());
         }
         let lib = std::fs::read_to_string(root.join("crates/servicenow-sink/src/lib.rs")).expect("lib");
         assert!(lib.contains("default_http_port: 8084"), "the next port after paging-sink's 8083");
