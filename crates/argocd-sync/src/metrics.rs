@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::core::Health;
+
 /// How a poll ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum PollOutcome {
@@ -55,7 +57,22 @@ struct Change {
 struct Fleet {
     server: String,
     environment: String,
-    health: &'static str,
+    health: Health,
+}
+
+impl EncodeLabelValue for Health {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        // Argo CD's own spelling (`status.health.status`).
+        encoder.write_str(match self {
+            Health::Healthy => "Healthy",
+            Health::Progressing => "Progressing",
+            Health::Degraded => "Degraded",
+            Health::Suspended => "Suspended",
+            Health::Missing => "Missing",
+            Health::Unknown => "Unknown",
+        })
+    }
 }
 
 /// The metrics; cheap to clone.
@@ -147,12 +164,12 @@ impl SyncMetrics {
     /// the few the applications name; health is Argo CD's closed set).
     pub fn fleet(&self, server: &str, environment: &str, by: &sre_contracts::domain::v1::StateCount) {
         for (health, n) in [
-            ("Healthy", by.healthy),
-            ("Progressing", by.progressing),
-            ("Degraded", by.degraded),
-            ("Suspended", by.suspended),
-            ("Missing", by.missing),
-            ("Unknown", by.unknown),
+            (Health::Healthy, by.healthy),
+            (Health::Progressing, by.progressing),
+            (Health::Degraded, by.degraded),
+            (Health::Suspended, by.suspended),
+            (Health::Missing, by.missing),
+            (Health::Unknown, by.unknown),
         ] {
             let labels = Fleet { server: server.to_owned(), environment: environment.to_owned(), health };
             self.fleet.get_or_create(&labels).set(i64::from(n));
@@ -167,5 +184,33 @@ impl SyncMetrics {
     /// Sets leadership.
     pub fn set_leader(&self, server: &str, leader: bool) {
         self.leader.get_or_create(&Server { server: server.to_owned() }).set(i64::from(leader));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_health_is_labelled_in_argo_cds_spelling() {
+        let m = SyncMetrics::default();
+        let mut r = Registry::default();
+        m.register(&mut r);
+        m.prime("https://argocd.example.com", &["staging".to_owned()]);
+        let by = sre_contracts::domain::v1::StateCount { healthy: 7, degraded: 2, ..Default::default() };
+        m.fleet("https://argocd.example.com", "production", &by);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encodes");
+        let line = |env: &str, health: &str, n: u32| {
+            format!(
+                "argocd_sync_fleet_applications{{server=\"https://argocd.example.com\",environment=\"{env}\",health=\"{health}\"}} {n}\n"
+            )
+        };
+        assert!(text.contains(&line("production", "Degraded", 2)), "{text}");
+        assert!(text.contains(&line("production", "Healthy", 7)), "{text}");
+        // A configured environment is exported at 0 before its first cycle.
+        for health in ["Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"] {
+            assert!(text.contains(&line("staging", health, 0)), "{health}: {text}");
+        }
     }
 }
