@@ -51,6 +51,11 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             }
         }),
     );
+    let kv_reach = sre_bus::Reachability::new(format!("KV bucket {}", state::STATE_BUCKET));
+    {
+        let kv = kv_reach.clone();
+        ctx.health.register("kv", Arc::new(move || kv.readiness()));
+    }
     let holder = format!("{}/{:08x}", ctx.bus.source().instance, rand::random::<u32>());
     let mut pollers = Vec::new();
     for server in &integration.argocd_server {
@@ -118,7 +123,8 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             () = bus.wait_for_topology() => {}
         }
         let Some((lease_kv, state_kv)) =
-            sre_runtime::until_ok("state buckets", &cancel, || state::open_buckets(&bus, lease_ttl)).await
+            sre_runtime::until_ok("state buckets", &cancel, || state::open_buckets(&bus, lease_ttl, kv_reach.clone()))
+                .await
         else {
             return;
         };

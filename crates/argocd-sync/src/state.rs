@@ -26,8 +26,9 @@ pub fn server_id(url: &str) -> String {
     format!("{:016x}", fnv1a(url.trim_end_matches('/').as_bytes()))
 }
 
-/// Opens both buckets.
-pub async fn open_buckets(bus: &Bus, lease_ttl: Duration) -> Result<(Kv, Kv), KvError> {
+/// Opens both buckets; `reach` follows the state bucket (the `kv` readiness check: not
+/// ready until both are open, so a ready replica can take the lease and keep its state).
+pub async fn open_buckets(bus: &Bus, lease_ttl: Duration, reach: sre_bus::Reachability) -> Result<(Kv, Kv), KvError> {
     let replicas = bus.config().streams.replicas;
     let lease = Kv::open(
         bus,
@@ -40,7 +41,7 @@ pub async fn open_buckets(bus: &Bus, lease_ttl: Duration) -> Result<(Kv, Kv), Kv
         },
     )
     .await?;
-    let state = Kv::open(
+    let state = Kv::open_watched(
         bus,
         KvConfig {
             bucket: STATE_BUCKET.to_owned(),
@@ -49,6 +50,7 @@ pub async fn open_buckets(bus: &Bus, lease_ttl: Duration) -> Result<(Kv, Kv), Kv
             history: 1,
             replicas,
         },
+        reach,
     )
     .await?;
     Ok((lease, state))
