@@ -1,6 +1,11 @@
 //! A test Argo CD: `GET /api/v1/applications` as the published API serves it (see the
 //! contract notes): bearer-token auth with grpc-gateway error bodies, a list sorted by
-//! name with `items: null` when empty, and switchable failures (401, 403, 5xx, slow).
+//! name with `items: null` when empty, the `fields` allowlist of v2.10–v3.0 (or, switched,
+//! a server that ignores it), `GET /api/v1/applications/{name}`, the watch stream with its
+//! generic `fields` filter, and switchable failures (401, 403, 5xx, slow).
+//!
+//! Like Argo CD it serialises every answer anew; the time it spends doing so and the bytes
+//! it sends are counted ([`FakeArgoCd::served`]), a proxy for the load a client puts on it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -56,6 +61,11 @@ impl App {
     }
 
     fn to_json(&self) -> serde_json::Value {
+        self.to_json_padded(self.realistic)
+    }
+
+    /// The item; `padded`: with a real item's bulk (see `realistic`).
+    fn to_json_padded(&self, padded: bool) -> serde_json::Value {
         let labels: serde_json::Map<String, serde_json::Value> =
             self.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         let mut health = json!({"status": self.health});
@@ -77,7 +87,7 @@ impl App {
                 "summary": {"images": ["example/app:1.0"]}
             }
         });
-        if self.realistic {
+        if padded {
             // What makes real items large: every managed resource, the sync history and the
             // last operation's per-resource results (sizes as in the contract's sample).
             let resources: Vec<serde_json::Value> = (0..30)
@@ -104,6 +114,89 @@ impl App {
     }
 }
 
+/// Which `fields` of the list the server honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// The allowlist of Argo CD v2.10–v3.0 (see the contract notes, §2.2).
+    Honoured,
+    /// The parameter is ignored (an older server, or a proxy that drops it): whole items.
+    Ignored,
+}
+
+/// Paths of an item the list's `fields` may select (v2.10–v3.0); anything else is dropped,
+/// and `metadata.resourceVersion`, `status.reconciledAt`, `status.operationState.message`
+/// are never selectable.
+pub const LIST_FIELDS_ALLOWLIST: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.annotations",
+    "metadata.labels",
+    "metadata.creationTimestamp",
+    "metadata.deletionTimestamp",
+    "spec",
+    "status.sync.status",
+    "status.health",
+    "status.summary",
+    "status.resources",
+    "status.operationState.startedAt",
+    "status.operationState.finishedAt",
+    "status.operationState.phase",
+    "status.operationState.operation.sync",
+    "operation.sync",
+];
+
+/// What the server has served so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Served {
+    /// List requests answered 200.
+    pub lists: u64,
+    /// Single-application requests answered (any status).
+    pub gets: u64,
+    /// Body bytes of the 200 list and get answers.
+    pub bytes: u64,
+    /// Time spent serialising those answers.
+    pub serialize: Duration,
+}
+
+/// Copies the value at `path` (dot-separated) of `from` into `to`, creating the objects
+/// on the way; absent paths are skipped.
+fn copy_path(from: &serde_json::Value, to: &mut serde_json::Value, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else { return };
+    let Some(value) = from.get(first) else { return };
+    let Some(obj) = to.as_object_mut() else { return };
+    if rest.is_empty() {
+        obj.insert((*first).to_owned(), value.clone());
+        return;
+    }
+    let child = obj.entry((*first).to_owned()).or_insert_with(|| json!({}));
+    copy_path(value, child, rest);
+}
+
+/// `value` with only `paths` kept (each dot-separated, relative to `value`).
+fn select(value: &serde_json::Value, paths: &[&str]) -> serde_json::Value {
+    let mut out = json!({});
+    for p in paths {
+        let parts: Vec<&str> = p.split('.').collect();
+        copy_path(value, &mut out, &parts);
+    }
+    out
+}
+
+/// The `fields` query parameter, split (empty when absent).
+fn fields_param(query: Option<&str>) -> Vec<String> {
+    let Some(query) = query else { return Vec::new() };
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "fields")
+        .flat_map(|(_, v)| {
+            let v = v.replace("%2C", ",").replace("%2c", ",");
+            v.split(',').map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
 /// How the server answers the next list calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -117,16 +210,16 @@ pub enum Mode {
 
 #[derive(Debug)]
 struct Inner {
-    /// Watch events (`{"result": …}` lines) for open streams.
-    events: tokio::sync::broadcast::Sender<String>,
+    /// Watch events (`{"result": …}`) for open streams.
+    events: tokio::sync::broadcast::Sender<serde_json::Value>,
     /// Streams opened.
     watches: u64,
     apps: Vec<App>,
-    /// The rendered list, kept until the applications change.
-    body: Option<bytes::Bytes>,
     token: String,
     mode: Mode,
+    fields: Fields,
     requests: u64,
+    served: Served,
 }
 
 /// A running test Argo CD; shuts down when dropped (its task is aborted).
@@ -141,58 +234,169 @@ fn runtime_error(status: StatusCode, code: u32, message: &str) -> Response {
     (status, axum::Json(json!({"error": message, "code": code, "message": message, "details": []}))).into_response()
 }
 
-async fn list(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
-    let (mode, token, body) = {
-        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.requests += 1;
-        if s.body.is_none() {
-            let mut apps = s.apps.clone();
-            apps.sort_by(|a, b| a.name.cmp(&b.name));
-            let items = if apps.is_empty() { serde_json::Value::Null } else { apps.iter().map(App::to_json).collect() };
-            let list = json!({"metadata": {"resourceVersion": "722811357"}, "items": items});
-            s.body = Some(bytes::Bytes::from(list.to_string()));
-        }
-        (s.mode, s.token.clone(), s.body.clone().unwrap_or_default())
-    };
+/// Renders the list as Argo CD does, item by item into one buffer: `fields` (already
+/// reduced to what the server honours) selects paths of each item; empty: whole items.
+fn render_list(apps: &[App], fields: &[&str]) -> Vec<u8> {
+    let mut apps: Vec<&App> = apps.iter().collect();
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::with_capacity(64 + apps.len() * if fields.is_empty() { 1024 } else { 256 });
+    out.extend_from_slice(br#"{"metadata":{"resourceVersion":"722811357"},"items":"#);
+    if apps.is_empty() {
+        out.extend_from_slice(b"null");
+    }
+    for (i, app) in apps.iter().enumerate() {
+        out.push(if i == 0 { b'[' } else { b',' });
+        // The bulk is built only when a selected path reaches into it, as a server reading
+        // only the selected fields would.
+        let bulky = fields.is_empty()
+            || fields.iter().any(|f| f.starts_with("status.resources") || f.starts_with("status.operationState"));
+        let item = app.to_json_padded(app.realistic && bulky);
+        let item = if fields.is_empty() { item } else { select(&item, fields) };
+        let _ = serde_json::to_writer(&mut out, &item);
+    }
+    if !apps.is_empty() {
+        out.push(b']');
+    }
+    out.push(b'}');
+    out
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
     // Argo CD takes the header only as `Bearer <jwt>`; anything else is no session.
     let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token.as_str()) {
-        return runtime_error(StatusCode::UNAUTHORIZED, 16, "no session information");
+    presented == Some(token)
+}
+
+/// What every request meets first: the token (401 otherwise), then the switched mode
+/// (503, or a delay). `None`: go on.
+async fn gate(headers: &HeaderMap, token: &str, mode: Mode) -> Option<Response> {
+    if !authorized(headers, token) {
+        return Some(runtime_error(StatusCode::UNAUTHORIZED, 16, "no session information"));
     }
     match mode {
-        Mode::Unavailable => return (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response(),
-        Mode::Slow(d) => tokio::time::sleep(d).await,
-        Mode::Normal => {}
+        Mode::Unavailable => Some((StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response()),
+        Mode::Slow(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Mode::Normal => None,
+    }
+}
+
+async fn list(State(state): State<Arc<Mutex<Inner>>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let (mode, token, honoured) = {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.requests += 1;
+        (s.mode, s.token.clone(), s.fields)
+    };
+    if let Some(refused) = gate(&headers, &token, mode).await {
+        return refused;
+    }
+    let asked = fields_param(uri.query());
+    let fields: Vec<&str> = match honoured {
+        Fields::Ignored => Vec::new(),
+        Fields::Honoured => asked
+            .iter()
+            .filter_map(|f| f.strip_prefix("items."))
+            .filter(|f| LIST_FIELDS_ALLOWLIST.contains(f))
+            .collect(),
+    };
+    let apps = state.lock().unwrap_or_else(PoisonError::into_inner).apps.clone();
+    let fields: Vec<String> = fields.into_iter().map(str::to_owned).collect();
+    let (body, took) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let body = render_list(&apps, &fields);
+        (body, started.elapsed())
+    })
+    .await
+    .unwrap_or_default();
+    {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.served.lists += 1;
+        s.served.bytes += body.len() as u64;
+        s.served.serialize += took;
     }
     ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn event(kind: &str, app: &App) -> String {
-    let mut line = json!({"result": {"type": kind, "application": app.to_json()}}).to_string();
+/// `GET /api/v1/applications/{name}` (`ApplicationService_Get`): the whole application;
+/// `appNamespace` picks it among namespaces (default: Argo CD's own, `argocd`).
+async fn get_one(
+    State(state): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let (mode, token, app) = {
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.served.gets += 1;
+        let namespace = uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("appNamespace=")))
+            .unwrap_or("argocd")
+            .to_owned();
+        let app = s.apps.iter().find(|a| a.name == name && a.namespace == namespace).cloned();
+        (s.mode, s.token.clone(), app)
+    };
+    if let Some(refused) = gate(&headers, &token, mode).await {
+        return refused;
+    }
+    let Some(app) = app else {
+        return runtime_error(StatusCode::NOT_FOUND, 5, &format!("applications.argoproj.io \"{name}\" not found"));
+    };
+    let started = std::time::Instant::now();
+    let body = app.to_json().to_string();
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    s.served.bytes += body.len() as u64;
+    s.served.serialize += started.elapsed();
+    drop(s);
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn event(kind: &str, app: &App) -> serde_json::Value {
+    json!({"result": {"type": kind, "application": app.to_json()}})
+}
+
+/// One stream line, filtered by the stream's generic `fields` (paths from the line's root,
+/// e.g. `result.application.metadata.name`; empty: the whole event).
+fn event_line(event: &serde_json::Value, fields: &[String]) -> String {
+    let mut line = if fields.is_empty() {
+        event.to_string()
+    } else {
+        let paths: Vec<&str> = fields.iter().map(String::as_str).collect();
+        select(event, &paths).to_string()
+    };
     line.push('\n');
     line
 }
 
 /// `GET /api/v1/stream/applications`: `ADDED` for every application, then each change as
 /// newline-delimited JSON (what Argo CD sends without `Accept: text/event-stream`).
-async fn watch(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+async fn watch(State(state): State<Arc<Mutex<Inner>>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let fields = match state.lock().unwrap_or_else(PoisonError::into_inner).fields {
+        Fields::Honoured => fields_param(uri.query()),
+        Fields::Ignored => Vec::new(),
+    };
     let (token, snapshot, events) = {
         let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
         s.watches += 1;
         let mut apps = s.apps.clone();
         apps.sort_by(|a, b| a.name.cmp(&b.name));
-        let snapshot: Vec<String> = apps.iter().map(|a| event("ADDED", a)).collect();
+        let snapshot: Vec<String> = apps.iter().map(|a| event_line(&event("ADDED", a), &fields)).collect();
         (s.token.clone(), snapshot, s.events.subscribe())
     };
-    let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(token.as_str()) {
+    if !authorized(&headers, &token) {
         return runtime_error(StatusCode::UNAUTHORIZED, 16, "no session information");
     }
     let first = futures::stream::iter(snapshot.into_iter().map(Ok::<_, std::io::Error>));
-    let rest = futures::stream::unfold(events, |mut rx| async move {
+    let rest = futures::stream::unfold((events, fields), |(mut rx, fields)| async move {
         loop {
             match rx.recv().await {
-                Ok(line) => return Some((Ok::<_, std::io::Error>(line), rx)),
+                Ok(event) => {
+                    let line = event_line(&event, &fields);
+                    return Some((Ok::<_, std::io::Error>(line), (rx, fields)));
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
@@ -282,13 +486,15 @@ impl FakeArgoCd {
             events: tokio::sync::broadcast::channel(1024).0,
             watches: 0,
             apps,
-            body: None,
             token: token.to_owned(),
             mode: Mode::Normal,
+            fields: Fields::Honoured,
             requests: 0,
+            served: Served::default(),
         }));
         let app = Router::new()
             .route("/api/v1/applications", get(list))
+            .route("/api/v1/applications/{name}", get(get_one))
             .route("/api/v1/stream/applications", get(watch))
             .route("/", get(page))
             .with_state(state.clone());
@@ -336,7 +542,6 @@ impl FakeArgoCd {
                 }
             }
             s.apps = apps;
-            s.body = None;
         });
     }
 
@@ -358,7 +563,6 @@ impl FakeArgoCd {
                 a.message = message.to_owned();
                 let _ = s.events.send(event("MODIFIED", a));
             }
-            s.body = None;
         });
     }
 
@@ -370,6 +574,16 @@ impl FakeArgoCd {
     /// List requests received so far.
     pub fn requests(&self) -> u64 {
         self.with(|s| s.requests)
+    }
+
+    /// Sets whether the list's and the stream's `fields` are honoured.
+    pub fn set_fields(&self, fields: Fields) {
+        self.with(|s| s.fields = fields);
+    }
+
+    /// What has been served so far (lists, single gets, bytes, serialisation time).
+    pub fn served(&self) -> Served {
+        self.with(|s| s.served)
     }
 }
 
