@@ -642,10 +642,12 @@ fn bench_table(summaries: &[std::collections::BTreeMap<String, String>], startup
                 get(i, "p99_ms")
             ),
             "argocd-sync" => format!(
-                "CPU per cycle, 10,000 apps | {} ms | serde_json skip-only parse {} ms | {} | (poll every 30 s)",
+                "CPU per cycle, {} apps, lean list | {} ms | serde_json skip-only parse of that list {} ms | {} | {} kB per app on the wire (poll every 30 s)",
+                get(i, "apps"),
                 get(i, "cycle_cpu_ms"),
                 get(i, "baseline_cpu_ms"),
-                ratio(&get(i, "cycle_cpu_ms"), &get(i, "baseline_cpu_ms"))
+                ratio(&get(i, "cycle_cpu_ms"), &get(i, "baseline_cpu_ms")),
+                get(i, "wire_kb_per_app")
             ),
             _ => format!(
                 "facts/s (1 replica) | {} | bare JetStream consumer {} | {} | publish → vendor at 100/s: p50 {} ms (bare {}), p99 {} ms (bare {})",
@@ -985,7 +987,7 @@ mod tests {
         };
         let summaries = vec![
             parse("rate=80000 baseline=100000 p50_ms=1.10 p99_ms=3.00 peak_rss_mb=30.0"),
-            parse("cycle_cpu_ms=200 baseline_cpu_ms=100 peak_rss_mb=48.0"),
+            parse("apps=50000 cycle_cpu_ms=200 baseline_cpu_ms=100 peak_rss_mb=48.0 wire_kb_per_app=0.34"),
             parse("rate=2000 baseline=8000 p50_ms=1.30 p99_ms=2.20 base_p50_ms=0.80 base_p99_ms=1.40 peak_rss_mb=14.0"),
         ];
         let table = bench_table(&summaries, &[("70 ms".into(), "9.0 MB".into())]);
@@ -996,7 +998,11 @@ mod tests {
                 && lines[2].contains("p99 3.00 ms")
                 && lines[2].contains("| 70 ms | 9.0 MB |")
         );
-        assert!(lines[3].contains("| 200 ms |") && lines[3].contains("| 2.00x |"), "{table}");
+        assert!(
+            lines[3].contains("50000 apps") && lines[3].contains("| 200 ms |") && lines[3].contains("| 2.00x |"),
+            "{table}"
+        );
+        assert!(lines[3].contains("0.34 kB per app"), "{table}");
         assert!(lines[4].contains("| 0.25x |") && lines[4].contains("p99 2.20 ms (bare 1.40)"), "{table}");
         assert!(lines[5].contains("| ? |"), "a missing summary shows as unknown, not as zero: {table}");
     }

@@ -657,6 +657,12 @@ impl ListParser {
         Ok(())
     }
 
+    /// Takes the items read so far, so a caller can plan each one as the list streams in
+    /// and drop it (then [`ListParser::finish`] returns only those not taken).
+    pub fn take_items(&mut self) -> std::vec::Drain<'_, Box<Application>> {
+        self.items.drain(..)
+    }
+
     /// Bytes read so far.
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -120,14 +120,35 @@ impl ArgoClient {
         Ok(Self { base, token, timeout, http: Client::builder(TokioExecutor::new()).build(https) })
     }
 
-    /// `GET /api/v1/applications`, parsed lean as it streams in.
-    pub async fn list_applications(&self) -> Result<Listed, ArgoError> {
-        let mut req = hyper::Request::get(format!("{}{APPLICATIONS_PATH}", self.base))
-            .header(http::header::ACCEPT, "application/json");
+    /// A `GET` of `url` asking for JSON, with the token when there is one.
+    fn get(&self, url: String) -> Result<hyper::Request<Empty<Bytes>>, ArgoError> {
+        let mut req = hyper::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
         }
-        let req = req.body(Empty::new()).map_err(|e| ArgoError::Url(e.to_string()))?;
+        req.body(Empty::new()).map_err(|e| ArgoError::Url(e.to_string()))
+    }
+
+    /// `GET /api/v1/applications`, whole items, parsed lean as it streams in and collected.
+    pub async fn list_applications(&self) -> Result<Listed, ArgoError> {
+        let mut items = Vec::new();
+        let stats = self.stream_applications(None, |app| items.push(app)).await?;
+        Ok(Listed { list: ApplicationList { items }, bytes: stats.bytes })
+    }
+
+    /// `GET /api/v1/applications?fields=…` (`None`: whole items): hands each application
+    /// to `on_item` as soon as its last byte has arrived, so only one item is held at a time.
+    /// A failure part-way leaves the items already handed over; the caller starts again.
+    pub async fn stream_applications(
+        &self,
+        fields: Option<&str>,
+        mut on_item: impl FnMut(Box<crate::argocd::Application>),
+    ) -> Result<ListStats, ArgoError> {
+        let url = match fields {
+            Some(fields) => format!("{}{APPLICATIONS_PATH}?fields={fields}", self.base),
+            None => format!("{}{APPLICATIONS_PATH}", self.base),
+        };
+        let req = self.get(url)?;
         let call = async {
             let resp = self.http.request(req).await.map_err(|e| ArgoError::Transport(e.to_string()))?;
             let status = resp.status();
@@ -138,19 +159,79 @@ impl ArgoClient {
             }
             // The list streams through the parser: only one item's bytes are held at a time.
             let mut parser = ListParser::default();
+            let mut items = 0;
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
                 if let Some(data) = frame.data_ref() {
                     parser.feed(data).map_err(|e| ArgoError::Body(e.to_string()))?;
+                    for app in parser.take_items() {
+                        items += 1;
+                        on_item(app);
+                    }
                 }
             }
             let bytes = parser.bytes();
-            let list = parser.finish().map_err(|e| ArgoError::Body(e.to_string()))?;
-            Ok::<_, ArgoError>(Listed { list, bytes })
+            let rest = parser.finish().map_err(|e| ArgoError::Body(e.to_string()))?;
+            for app in rest.items {
+                items += 1;
+                on_item(app);
+            }
+            Ok::<_, ArgoError>(ListStats { items, bytes })
+        };
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))?
+    }
+
+    /// `GET /api/v1/applications/{name}?appNamespace=…`: one whole application (the detail
+    /// a lean list leaves out). 404 when it was deleted since it was listed.
+    pub async fn get_application(&self, namespace: &str, name: &str) -> Result<crate::argocd::Application, ArgoError> {
+        // Kubernetes names are DNS labels; anything else is not a name Argo CD could have.
+        let safe = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !safe(namespace) || !safe(name) {
+            return Err(ArgoError::Url(format!("`{namespace}/{name}` is not a Kubernetes name")));
+        }
+        let req = self.get(format!("{}{APPLICATIONS_PATH}/{name}?appNamespace={namespace}", self.base))?;
+        let call = async {
+            let resp = self.http.request(req).await.map_err(|e| ArgoError::Transport(e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.map_err(|e| ArgoError::Transport(e.to_string()))?.to_bytes();
+            if !status.is_success() {
+                return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
+            }
+            serde_json::from_slice(&bytes).map_err(|e| ArgoError::Body(format!("application: {e}")))
         };
         tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))?
     }
 }
+
+/// What a streamed list read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListStats {
+    /// Items handed over.
+    pub items: usize,
+    /// Body bytes read.
+    pub bytes: u64,
+}
+
+/// The `fields` of a lean list: the portable allowlist paths a cycle needs (name,
+/// namespace, the whole `spec` for project and destination, health with its message, sync
+/// status), and the labels when the environment comes from one. What `fields` can never
+/// select (`metadata.uid`, `status.reconciledAt`) and what older servers cannot
+/// (`status.sync.revision`) is fetched per changed application.
+pub fn lean_list_fields(from: crate::config::EnvironmentFrom) -> String {
+    let mut fields = vec!["items.metadata.name", "items.metadata.namespace"];
+    if from == crate::config::EnvironmentFrom::Label {
+        fields.push("items.metadata.labels");
+    }
+    fields.extend(["items.spec", "items.status.sync.status", "items.status.health"]);
+    fields.join(",")
+}
+
+/// The `fields` of the watch stream, whose filter takes any path: everything an event is
+/// planned from, so no event needs a second request.
+pub const WATCH_FIELDS: &str = "result.type,result.application.metadata.name,result.application.metadata.namespace,\
+result.application.metadata.uid,result.application.metadata.labels,result.application.spec.project,\
+result.application.spec.destination,result.application.status.health,result.application.status.sync.status,\
+result.application.status.sync.revision,result.application.status.reconciledAt";
 
 /// A list as read, with its size on the wire.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,12 +251,7 @@ impl ArgoClient {
         &self,
         tx: &tokio::sync::mpsc::Sender<crate::argocd::WatchEvent>,
     ) -> Result<(), ArgoError> {
-        let mut req =
-            hyper::Request::get(format!("{}{WATCH_PATH}", self.base)).header(http::header::ACCEPT, "application/json");
-        if let Some(token) = &self.token {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
-        }
-        let req = req.body(Empty::new()).map_err(|e| ArgoError::Url(e.to_string()))?;
+        let req = self.get(format!("{}{WATCH_PATH}?fields={WATCH_FIELDS}", self.base))?;
         let resp = tokio::time::timeout(self.timeout, self.http.request(req))
             .await
             .map_err(|_| ArgoError::Timeout(self.timeout))?

@@ -243,6 +243,18 @@ pub fn fleet_counts(environments: &[String], apps: &[Observed<'_>]) -> BTreeMap<
         environments.iter().map(|e| (e.clone(), FleetCounts::default())).collect();
     for a in apps {
         let Some(c) = out.get_mut(a.environment) else { continue };
+        c.add(a);
+    }
+    for c in out.values_mut() {
+        c.sort();
+    }
+    out
+}
+
+impl FleetCounts {
+    /// Counts one application (its environment already chosen).
+    pub fn add(&mut self, a: &Observed<'_>) {
+        let c = self;
         c.total += 1;
         let h = &mut c.by_health;
         match a.status.health {
@@ -268,10 +280,11 @@ pub fn fleet_counts(environments: &[String], apps: &[Observed<'_>]) -> BTreeMap<
             });
         }
     }
-    for c in out.values_mut() {
-        c.unhealthy.sort_by(|a, b| a.app.cmp(&b.app));
+
+    /// Sorts the unhealthy applications by name, once every application is counted.
+    pub fn sort(&mut self) {
+        self.unhealthy.sort_by(|a, b| a.app.cmp(&b.app));
     }
-    out
 }
 
 #[cfg(test)]

@@ -22,9 +22,9 @@ use jiff::Timestamp;
 use sre_contracts::domain::v1::{MessageMeta, RecordFleetStateRequested, RecordHealthCheckRequested, Source};
 use sre_resilience::idempotency::derive_key;
 
-use crate::argocd::{ApplicationList, environment_of};
+use crate::argocd::{Application, ApplicationList, environment_of};
 use crate::config::EnvironmentFrom;
-use crate::core::{AppStatus, Hysteresis, Observed, Tracked, fleet_counts, step};
+use crate::core::{AppStatus, Emit, FleetCounts, Hysteresis, Observed, Tracked, step};
 
 /// What a cycle needs besides the list and the state.
 #[derive(Debug, Clone)]
@@ -84,8 +84,360 @@ fn status_str(s: Option<AppStatus>) -> String {
     s.map_or_else(|| "none".to_owned(), |s| format!("{:?}/{:?}", s.health, s.sync))
 }
 
-/// Runs one cycle over a successfully read list. `cycle` identifies this cycle on the bus
-/// (see the module header); watch events, which report no fleet state, pass any.
+/// What the detail of an application adds to a change: what the lean list leaves out
+/// (`fields` cannot select `metadata.uid` or `status.reconciledAt`; older servers cannot
+/// select `status.sync.revision`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `status.sync.revision`.
+    pub revision: String,
+    /// `status.reconciledAt`.
+    pub reconciled_at: Option<String>,
+}
+
+impl Detail {
+    /// The detail carried by `app`.
+    pub fn of(app: &Application) -> Self {
+        Self {
+            uid: app.metadata.uid.clone(),
+            revision: app.status.sync.revision.clone(),
+            reconciled_at: app.status.reconciled_at.clone(),
+        }
+    }
+}
+
+/// Whether `app` is a whole item rather than one cut down by `fields` (which can never
+/// select `metadata.uid` or `status.reconciledAt`).
+pub fn is_whole(app: &Application) -> bool {
+    !app.metadata.uid.is_empty() || app.status.reconciled_at.is_some()
+}
+
+/// A change found while the list streams in. Its detail is filled before it is published
+/// (from the item itself when it was whole, else fetched).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// `<namespace>/<name>`.
+    pub key: String,
+    /// The application's environment (empty for a vanished one).
+    pub environment: String,
+    /// `spec.project`.
+    pub project: String,
+    /// `status.health.message`.
+    pub message: String,
+    /// What to publish.
+    pub emit: Emit,
+    /// The ordinal of this change (see the module header).
+    pub ordinal: u32,
+    /// The incarnation known from the kept state, until the detail tells.
+    pub incarnation: u64,
+    /// `None` while it still has to be fetched; always `Some` for a vanished application.
+    pub detail: Option<Detail>,
+    /// Whether the application is still listed (not vanished).
+    pub listed: bool,
+}
+
+impl Change {
+    /// Namespace and name.
+    pub fn namespace_and_name(&self) -> (&str, &str) {
+        self.key.split_once('/').unwrap_or(("", self.key.as_str()))
+    }
+}
+
+/// One cycle planned as the list streams in: each item is compared with the kept state and
+/// dropped; only the changes, the kept-state updates and the per-environment counts stay.
+/// Memory is the kept state plus what changed, whatever the fleet size.
+#[derive(Debug)]
+pub struct Planner<'a> {
+    previous: &'a BTreeMap<String, Tracked>,
+    rules: &'a CycleRules,
+    now: Timestamp,
+    lean: bool,
+    /// Hashes of the keys seen, for the vanished ones.
+    seen: std::collections::HashSet<u64>,
+    updates: Vec<(String, Option<Tracked>)>,
+    changes: Vec<Change>,
+    counts: BTreeMap<String, FleetCounts>,
+    listed: usize,
+    whole: usize,
+}
+
+/// A planned cycle, its details still to fill.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Planned {
+    /// Kept-state updates: `None` forgets the application.
+    pub updates: Vec<(String, Option<Tracked>)>,
+    /// The changes to publish, by key.
+    pub changes: Vec<Change>,
+    /// Counts per reported environment.
+    pub counts: BTreeMap<String, FleetCounts>,
+    /// Items read.
+    pub listed: usize,
+    /// Items that came whole although a lean list was asked for (the server ignored
+    /// `fields`).
+    pub whole: usize,
+}
+
+impl<'a> Planner<'a> {
+    /// A planner against the kept state `previous`. `lean`: the list was asked for with
+    /// `fields`, so an item's detail is fetched for each change (unless the item came whole).
+    pub fn new(previous: &'a BTreeMap<String, Tracked>, rules: &'a CycleRules, now: Timestamp, lean: bool) -> Self {
+        let counts = rules.environments.iter().map(|e| (e.clone(), FleetCounts::default())).collect();
+        Self {
+            previous,
+            rules,
+            now,
+            lean,
+            seen: std::collections::HashSet::with_capacity(previous.len()),
+            updates: Vec::new(),
+            changes: Vec::new(),
+            counts,
+            listed: 0,
+            whole: 0,
+        }
+    }
+
+    /// Reads one listed application.
+    pub fn observe(&mut self, app: &Application) {
+        self.listed += 1;
+        let whole = is_whole(app);
+        if self.lean && whole {
+            self.whole += 1;
+        }
+        let Some(env) = environment_of(app, self.rules.environment_from, &self.rules.environment_label) else {
+            return;
+        };
+        if !self.rules.reports(&env) {
+            return;
+        }
+        let key = app.key();
+        if !self.seen.insert(fnv1a(key.as_bytes())) {
+            // Listed twice (not expected): the first one counts.
+            return;
+        }
+        let status = app.app_status();
+        let counts = match self.counts.get_mut(&env) {
+            Some(c) => c,
+            None => self.counts.entry(env.clone()).or_default(),
+        };
+        counts.add(&Observed { app: &key, environment: &env, status, message: &app.status.health.message });
+        let before = self.previous.get(&key).copied();
+        let (next, emit) = step(before, Some(status), self.rules.hysteresis, self.now);
+        let incarnation = match before {
+            _ if !app.metadata.uid.is_empty() => fnv1a(app.metadata.uid.as_bytes()),
+            Some(t) => t.incarnation,
+            None => 0,
+        };
+        let next = next.map(|t| Tracked { incarnation, ..t });
+        if next != before {
+            self.updates.push((key.clone(), next));
+        }
+        if let Some(emit) = emit {
+            self.changes.push(Change {
+                ordinal: before.map_or(0, |t| t.changes).saturating_add(1),
+                incarnation,
+                detail: (!self.lean || whole).then(|| Detail::of(app)),
+                environment: env,
+                project: app.spec.project.clone(),
+                message: app.status.health.message.clone(),
+                emit,
+                listed: true,
+                key,
+            });
+        }
+    }
+
+    /// The list has ended: what was kept and not seen has vanished.
+    pub fn finish(mut self) -> Planned {
+        for (key, before) in self.previous {
+            if self.seen.contains(&fnv1a(key.as_bytes())) {
+                continue;
+            }
+            let (next, emit) = step(Some(*before), None, self.rules.hysteresis, self.now);
+            if next != Some(*before) {
+                self.updates.push((key.clone(), next));
+            }
+            if let Some(emit) = emit {
+                self.changes.push(Change {
+                    key: key.clone(),
+                    environment: String::new(),
+                    project: String::new(),
+                    message: String::new(),
+                    emit,
+                    ordinal: before.changes.saturating_add(1),
+                    incarnation: before.incarnation,
+                    detail: Some(Detail::default()),
+                    listed: false,
+                });
+            }
+        }
+        self.changes.sort_by(|a, b| a.key.cmp(&b.key));
+        self.updates.sort_by(|a, b| a.0.cmp(&b.0));
+        for c in self.counts.values_mut() {
+            c.sort();
+        }
+        Planned {
+            updates: self.updates,
+            changes: self.changes,
+            counts: self.counts,
+            listed: self.listed,
+            whole: self.whole,
+        }
+    }
+}
+
+impl Planned {
+    /// Fills the detail of the change of `key` (fetched); the incarnation follows its uid,
+    /// in the change and in the kept-state update.
+    pub fn fill(&mut self, key: &str, detail: Detail) {
+        let Ok(i) = self.changes.binary_search_by(|c| c.key.as_str().cmp(key)) else { return };
+        let change = &mut self.changes[i];
+        if !detail.uid.is_empty() {
+            change.incarnation = fnv1a(detail.uid.as_bytes());
+            if let Ok(u) = self.updates.binary_search_by(|(k, _)| k.as_str().cmp(key))
+                && let Some(t) = &mut self.updates[u].1
+            {
+                t.incarnation = change.incarnation;
+            }
+        }
+        change.detail = Some(detail);
+    }
+
+    /// Drops every change whose detail could not be read, with its kept-state update, so
+    /// the next cycle plans it again from the same kept state (under the same key).
+    /// Returns how many.
+    pub fn defer_unfilled(&mut self) -> usize {
+        let deferred: Vec<String> = self.changes.iter().filter(|c| c.detail.is_none()).map(|c| c.key.clone()).collect();
+        if deferred.is_empty() {
+            return 0;
+        }
+        self.changes.retain(|c| c.detail.is_some());
+        self.updates.retain(|(k, _)| deferred.binary_search(k).is_err());
+        deferred.len()
+    }
+
+    /// The keys (`<namespace>/<name>`) whose detail is still to be fetched.
+    pub fn wanted(&self) -> Vec<String> {
+        self.changes.iter().filter(|c| c.detail.is_none()).map(|c| c.key.clone()).collect()
+    }
+
+    /// How many changes still wait for their detail.
+    pub fn wanted_count(&self) -> usize {
+        self.changes.iter().filter(|c| c.detail.is_none()).count()
+    }
+
+    /// Whether the change of `key` waits for its detail.
+    pub fn wants(&self, key: &str) -> bool {
+        self.changes.binary_search_by(|c| c.key.as_str().cmp(key)).is_ok_and(|i| self.changes[i].detail.is_none())
+    }
+
+    /// The intents: one health check per change (every detail filled; a change still
+    /// without one is left out, see [`Planned::defer`]), one fleet state per environment.
+    pub fn intents(
+        &self,
+        rules: &CycleRules,
+        now: Timestamp,
+        source: &Source,
+        cycle: &CycleId,
+    ) -> (Vec<RecordHealthCheckRequested>, Vec<RecordFleetStateRequested>) {
+        (self.health_checks(0..self.changes.len(), rules, now, source, cycle), self.fleet(rules, now, source, cycle))
+    }
+
+    /// The health checks of the changes in `range` (built a batch at a time, so a first
+    /// cycle of a large fleet never holds every intent at once).
+    pub fn health_checks(
+        &self,
+        range: std::ops::Range<usize>,
+        rules: &CycleRules,
+        now: Timestamp,
+        source: &Source,
+        cycle: &CycleId,
+    ) -> Vec<RecordHealthCheckRequested> {
+        let correlation_id = cycle.correlation_id.as_str();
+        self.changes[range.start.min(self.changes.len())..range.end.min(self.changes.len())]
+            .iter()
+            .filter_map(|c| {
+                let detail = c.detail.as_ref()?;
+                let e = &c.emit;
+                let id = derive_key(
+                    "argocd-health",
+                    &[
+                        &rules.server,
+                        &c.key,
+                        &format!("{:016x}", c.incarnation),
+                        &c.ordinal.to_string(),
+                        e.change.as_str_name(),
+                        &status_str(e.previous),
+                        &status_str(e.current),
+                    ],
+                );
+                Some(RecordHealthCheckRequested {
+                    meta: meta(id, correlation_id, source, now),
+                    environment: c.environment.clone(),
+                    argocd_server: rules.server.clone(),
+                    app: c.key.clone(),
+                    project: c.project.clone(),
+                    change: e.change as i32,
+                    previous_health: e.previous.map_or(0, |s| s.health.to_proto() as i32),
+                    health: e.current.map_or(0, |s| s.health.to_proto() as i32),
+                    previous_sync: e.previous.map_or(0, |s| s.sync.to_proto() as i32),
+                    sync: e.current.map_or(0, |s| s.sync.to_proto() as i32),
+                    message: c.message.clone(),
+                    revision: detail.revision.clone(),
+                    reconciled_at: detail.reconciled_at.as_deref().and_then(|r| r.parse::<Timestamp>().ok()).map(ts),
+                    observed_at: Some(ts(e.since)),
+                })
+            })
+            .collect()
+    }
+
+    /// One fleet state per reported environment.
+    pub fn fleet(
+        &self,
+        rules: &CycleRules,
+        now: Timestamp,
+        source: &Source,
+        cycle: &CycleId,
+    ) -> Vec<RecordFleetStateRequested> {
+        let correlation_id = cycle.correlation_id.as_str();
+        self.counts
+            .iter()
+            .map(|(environment, counts)| RecordFleetStateRequested {
+                meta: meta(
+                    derive_key("argocd-fleet", &[&rules.server, environment, &cycle.id]),
+                    correlation_id,
+                    source,
+                    now,
+                ),
+                environment: environment.clone(),
+                argocd_server: rules.server.clone(),
+                observed_at: Some(ts(now)),
+                observation_ok: true,
+                failure_reason: String::new(),
+                by_health: Some(counts.by_health),
+                by_sync: Some(counts.by_sync),
+                total: counts.total,
+                unhealthy: counts.unhealthy.clone(),
+            })
+            .collect()
+    }
+
+    /// Applies the kept-state updates to `state`.
+    pub fn apply(&self, state: &mut BTreeMap<String, Tracked>) {
+        for (key, next) in &self.updates {
+            match next {
+                Some(t) => state.insert(key.clone(), *t),
+                None => state.remove(key),
+            };
+        }
+    }
+}
+
+/// Runs one cycle over a whole list already read (the watch's events, the tests): the
+/// same planner as a streamed poll, every detail taken from the items. `cycle` identifies
+/// this cycle on the bus (see the module header); watch events, which report no fleet
+/// state, pass any.
 pub fn plan_cycle(
     list: &ApplicationList,
     previous: &BTreeMap<String, Tracked>,
@@ -94,98 +446,15 @@ pub fn plan_cycle(
     source: &Source,
     cycle: &CycleId,
 ) -> CycleOutput {
-    let correlation_id = cycle.correlation_id.as_str();
-    // The applications of the configured environments, by key.
-    let mut seen: BTreeMap<String, (&crate::argocd::Application, String)> = BTreeMap::new();
+    let mut planner = Planner::new(previous, rules, now, false);
     for app in &list.items {
-        if let Some(env) = environment_of(app, rules.environment_from, &rules.environment_label)
-            && rules.reports(&env)
-        {
-            seen.insert(app.key(), (app, env));
-        }
+        planner.observe(app);
     }
-    let mut out = CycleOutput::default();
-    let keys: std::collections::BTreeSet<&String> = previous.keys().chain(seen.keys()).collect();
-    for key in keys {
-        let observed = seen.get(key);
-        let before = previous.get(key).copied();
-        let (next, emit) = step(before, observed.map(|(a, _)| a.app_status()), rules.hysteresis, now);
-        let incarnation = match observed {
-            Some((a, _)) if !a.metadata.uid.is_empty() => fnv1a(a.metadata.uid.as_bytes()),
-            _ => before.map_or(0, |t| t.incarnation),
-        };
-        if let Some(t) = next {
-            out.next.insert(key.clone(), Tracked { incarnation, ..t });
-        }
-        let Some(e) = emit else { continue };
-        let (app, environment) = match observed {
-            Some((a, env)) => (Some(*a), env.clone()),
-            None => (None, String::new()),
-        };
-        let ordinal = before.map_or(0, |t| t.changes).saturating_add(1);
-        let id = derive_key(
-            "argocd-health",
-            &[
-                &rules.server,
-                key,
-                &format!("{incarnation:016x}"),
-                &ordinal.to_string(),
-                e.change.as_str_name(),
-                &status_str(e.previous),
-                &status_str(e.current),
-            ],
-        );
-        out.health_checks.push(RecordHealthCheckRequested {
-            meta: meta(id, correlation_id, source, now),
-            environment,
-            argocd_server: rules.server.clone(),
-            app: key.clone(),
-            project: app.map(|a| a.spec.project.clone()).unwrap_or_default(),
-            change: e.change as i32,
-            previous_health: e.previous.map_or(0, |s| s.health.to_proto() as i32),
-            health: e.current.map_or(0, |s| s.health.to_proto() as i32),
-            previous_sync: e.previous.map_or(0, |s| s.sync.to_proto() as i32),
-            sync: e.current.map_or(0, |s| s.sync.to_proto() as i32),
-            message: app.map(|a| a.status.health.message.clone()).unwrap_or_default(),
-            revision: app.map(|a| a.status.sync.revision.clone()).unwrap_or_default(),
-            reconciled_at: app
-                .and_then(|a| a.status.reconciled_at.as_deref())
-                .and_then(|r| r.parse::<Timestamp>().ok())
-                .map(ts),
-            observed_at: Some(ts(e.since)),
-        });
-    }
-    let observed: Vec<Observed> = seen
-        .iter()
-        .map(|(key, (app, env))| Observed {
-            app: key,
-            environment: env,
-            status: app.app_status(),
-            message: &app.status.health.message,
-        })
-        .collect();
-    let environments: Vec<String> = if rules.environments.is_empty() {
-        let seen: std::collections::BTreeSet<&str> = observed.iter().map(|o| o.environment).collect();
-        seen.into_iter().map(str::to_owned).collect()
-    } else {
-        rules.environments.clone()
-    };
-    for (environment, counts) in fleet_counts(&environments, &observed) {
-        let id = derive_key("argocd-fleet", &[&rules.server, &environment, &cycle.id]);
-        out.fleet.push(RecordFleetStateRequested {
-            meta: meta(id, correlation_id, source, now),
-            environment,
-            argocd_server: rules.server.clone(),
-            observed_at: Some(ts(now)),
-            observation_ok: true,
-            failure_reason: String::new(),
-            by_health: Some(counts.by_health),
-            by_sync: Some(counts.by_sync),
-            total: counts.total,
-            unhealthy: counts.unhealthy,
-        });
-    }
-    out
+    let planned = planner.finish();
+    let (health_checks, fleet) = planned.intents(rules, now, source, cycle);
+    let mut next = previous.clone();
+    planned.apply(&mut next);
+    CycleOutput { next, health_checks, fleet }
 }
 
 /// One cycle's identity: its id on the bus (for the fleet states' keys) and its
@@ -384,6 +653,74 @@ mod tests {
         let failed = failed_cycle(&all, "timeout", t(30), &src("a"), &cid("d"));
         assert_eq!(failed.len(), 1);
         assert!(failed[0].environment.is_empty() && !failed[0].observation_ok);
+    }
+
+    /// The lean list of `list(..)`: what `fields` returns (no uid, revision, reconciledAt).
+    fn lean(apps: &[(&str, &str, &str)]) -> ApplicationList {
+        let mut l = list(apps);
+        for a in &mut l.items {
+            a.metadata.uid.clear();
+            a.status.sync.revision.clear();
+            a.status.reconciled_at = None;
+        }
+        l
+    }
+
+    #[test]
+    fn a_lean_plan_waits_for_the_detail_and_then_publishes_what_a_whole_one_does() {
+        let apps = [("web", "production", "Healthy"), ("api", "production", "Degraded")];
+        let mut whole_list = list(&apps);
+        for a in &mut whole_list.items {
+            a.metadata.uid = format!("uid-{}", a.metadata.name);
+        }
+        let whole = plan_cycle(&whole_list, &BTreeMap::new(), &rules(1), t(0), &src("a"), &cid("c"));
+        let rules = rules(1);
+        let mut planner = Planner::new(&whole.next, &rules, t(0), true);
+        let empty = BTreeMap::new();
+        let mut planner_fresh = Planner::new(&empty, &rules, t(0), true);
+        for a in &lean(&apps).items {
+            planner.observe(a);
+            planner_fresh.observe(a);
+        }
+        let steady = planner.finish();
+        assert!(steady.changes.is_empty() && steady.updates.is_empty(), "a steady lean cycle changes nothing");
+        let mut planned = planner_fresh.finish();
+        assert_eq!(planned.wanted(), ["argocd/api", "argocd/web"]);
+        assert_eq!(planned.whole, 0);
+        let (checks, _) = planned.intents(&rules, t(0), &src("a"), &cid("c"));
+        assert!(checks.is_empty(), "nothing is published without its detail");
+        for a in &whole_list.items {
+            planned.fill(&a.key(), Detail::of(a));
+        }
+        assert_eq!(planned.defer_unfilled(), 0);
+        let (checks, fleet) = planned.intents(&rules, t(0), &src("a"), &cid("c"));
+        assert_eq!(checks, whole.health_checks, "same content and keys (the uid's incarnation) as a whole list");
+        assert_eq!(fleet, whole.fleet);
+        let mut next = BTreeMap::new();
+        planned.apply(&mut next);
+        assert_eq!(next, whole.next, "the kept state carries the fetched incarnation");
+    }
+
+    #[test]
+    fn a_change_without_its_detail_is_deferred_with_its_state() {
+        let rules = rules(1);
+        let empty = BTreeMap::new();
+        let mut planner = Planner::new(&empty, &rules, t(0), true);
+        for a in &lean(&[("web", "production", "Healthy"), ("api", "production", "Degraded")]).items {
+            planner.observe(a);
+        }
+        let mut planned = planner.finish();
+        planned.fill("argocd/web", Detail { uid: "u".into(), revision: "r".into(), reconciled_at: None });
+        assert_eq!(planned.defer_unfilled(), 1);
+        assert_eq!(planned.changes.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["argocd/web"]);
+        assert_eq!(planned.updates.iter().map(|u| u.0.as_str()).collect::<Vec<_>>(), ["argocd/web"]);
+        // Whole items under a lean request: the server ignored `fields`; nothing to fetch.
+        let mut planner = Planner::new(&empty, &rules, t(0), true);
+        for a in &list(&[("web", "production", "Healthy")]).items {
+            planner.observe(a);
+        }
+        let planned = planner.finish();
+        assert_eq!((planned.whole, planned.wanted().len()), (1, 0));
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
                 metrics: metrics.clone(),
                 status: status.clone(),
                 tasks: tasks.clone(),
+                fields_ignored_logged: std::sync::atomic::AtomicBool::new(false),
             };
             tasks.spawn(poller.run(cancel.clone()));
         }

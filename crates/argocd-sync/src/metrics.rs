@@ -53,6 +53,25 @@ struct Change {
     change: ChangeLabel,
 }
 
+/// How the detail of a changed application was read.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum DetailVia {
+    /// `GET /api/v1/applications/{name}`, one per changed application.
+    Get,
+    /// One whole list, when too many changed for single requests.
+    List,
+    /// It came in the list: the server ignored `fields`.
+    Listed,
+    /// Not read (the request failed): the change waits for the next cycle.
+    Deferred,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Detail {
+    server: String,
+    via: DetailVia,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Fleet {
     server: String,
@@ -85,6 +104,8 @@ pub struct SyncMetrics {
     health_checks: Family<Change, Counter>,
     leader: Family<Server, Gauge>,
     fleet: Family<Fleet, Gauge>,
+    details: Family<Detail, Counter>,
+    fields_ignored: Family<Server, Counter>,
 }
 
 impl Default for SyncMetrics {
@@ -97,6 +118,8 @@ impl Default for SyncMetrics {
             health_checks: Family::default(),
             leader: Family::default(),
             fleet: Family::default(),
+            details: Family::default(),
+            fields_ignored: Family::default(),
         }
     }
 }
@@ -123,6 +146,16 @@ impl SyncMetrics {
             "Applications per environment and health at the last cycle this replica ran",
             self.fleet.clone(),
         );
+        r.register(
+            "argocd_sync_change_details",
+            "Details (revision, reconciledAt, uid) of changed applications, by how they were read",
+            self.details.clone(),
+        );
+        r.register(
+            "argocd_sync_list_fields_ignored",
+            "Lists that came back whole although only the needed fields were asked for",
+            self.fields_ignored.clone(),
+        );
     }
 
     /// Creates `server`'s series at 0 (every poll outcome, leadership, the configured
@@ -137,6 +170,10 @@ impl SyncMetrics {
         let _ = self.applications.get_or_create(&s);
         let _ = self.list_bytes.get_or_create(&s);
         let _ = self.poll_seconds.get_or_create(&s);
+        let _ = self.fields_ignored.get_or_create(&s);
+        for via in [DetailVia::Get, DetailVia::List, DetailVia::Listed, DetailVia::Deferred] {
+            let _ = self.details.get_or_create(&Detail { server: server.to_owned(), via });
+        }
         for change in [ChangeLabel::Appeared, ChangeLabel::Changed, ChangeLabel::Vanished] {
             let _ = self.health_checks.get_or_create(&Change { server: server.to_owned(), change });
         }
@@ -174,6 +211,16 @@ impl SyncMetrics {
             let labels = Fleet { server: server.to_owned(), environment: environment.to_owned(), health };
             self.fleet.get_or_create(&labels).set(i64::from(n));
         }
+    }
+
+    /// Counts `n` details read `via`.
+    pub fn details(&self, server: &str, via: DetailVia, n: usize) {
+        self.details.get_or_create(&Detail { server: server.to_owned(), via }).inc_by(n as u64);
+    }
+
+    /// Counts a list that came back whole although `fields` was given.
+    pub fn fields_ignored(&self, server: &str) {
+        self.fields_ignored.get_or_create(&Server { server: server.to_owned() }).inc();
     }
 
     /// Counts a published health check.

@@ -18,12 +18,17 @@ use tokio_util::sync::CancellationToken;
 use crate::argocd::{ApplicationList, EventType, WatchEvent};
 use crate::client::{ArgoClient, ArgoError};
 use crate::core::Tracked;
-use crate::cycle::{CycleId, CycleRules, failed_cycle, plan_cycle};
-use crate::metrics::{ChangeLabel, PollOutcome, SyncMetrics};
+use crate::cycle::{CycleId, CycleRules, Detail, Planned, Planner, failed_cycle, plan_cycle};
+use crate::metrics::{ChangeLabel, DetailVia, PollOutcome, SyncMetrics};
 use crate::state::{Kept, Lease, SaveError, StateStore};
 
 /// Intents published per batch (each batch waits for its acks).
 const BATCH: usize = 1_000;
+/// Up to this many changed applications, their detail is read one `GET` each; above it
+/// (a first cycle, a fleet-wide change), with one whole list: cheaper for Argo CD.
+pub const DETAIL_GETS: usize = 100;
+/// Detail `GET`s in flight at once.
+const DETAIL_CONCURRENCY: usize = 4;
 
 /// Readiness of each server, by URL: `Err` when its token is refused or its breaker open.
 pub type UpstreamStatus = Arc<Mutex<BTreeMap<String, Result<(), String>>>>;
@@ -52,6 +57,8 @@ pub struct ServerPoller {
     pub status: UpstreamStatus,
     /// Where the watch task runs (shutdown waits for it).
     pub tasks: tokio_util::task::TaskTracker,
+    /// Whether "this server ignores `fields`" has been logged (once per process).
+    pub fields_ignored_logged: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ServerPoller {
@@ -196,6 +203,92 @@ impl ServerPoller {
         }
     }
 
+    fn count_planned(&self, planned: &Planned) {
+        for c in &planned.changes {
+            let change = match c.emit.change {
+                HealthChange::Appeared => ChangeLabel::Appeared,
+                HealthChange::Vanished => ChangeLabel::Vanished,
+                _ => ChangeLabel::Changed,
+            };
+            self.metrics.health_check(&self.rules.server, change);
+        }
+    }
+
+    /// Reads what the lean list left out for each change: one `GET` each (a few at a
+    /// time) for a few changes, one whole list for many. A change whose detail cannot be
+    /// read is deferred to the next cycle; one deleted since it was listed is left to the
+    /// next cycle too, which sees it vanish.
+    async fn fill_details(&self, planned: &mut Planned) {
+        use futures::StreamExt;
+        let server = &self.rules.server;
+        let wanted = planned.wanted_count();
+        if wanted == 0 {
+            return;
+        }
+        if wanted <= DETAIL_GETS {
+            let wanted = planned.wanted();
+            let client = &self.client;
+            let upstream = &self.upstream;
+            let results: Vec<(String, Result<crate::argocd::Application, CallError<ArgoError>>)> =
+                futures::stream::iter(wanted)
+                    .map(|key| async move {
+                        let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+                        let got = upstream.call(|| client.get_application(namespace, name)).await;
+                        (key, got)
+                    })
+                    .buffer_unordered(DETAIL_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut read = 0;
+            for (key, got) in results {
+                match got {
+                    Ok(app) => {
+                        planned.fill(&key, Detail::of(&app));
+                        read += 1;
+                    }
+                    Err(CallError::Permanent(ArgoError::Status { status: 404, .. })) => {
+                        tracing::debug!(%server, app = %key, "deleted since it was listed");
+                    }
+                    Err(e) => tracing::warn!(%server, app = %key, reason = %describe(&e),
+                        "detail of a changed application not read; it is published next cycle"),
+                }
+            }
+            self.metrics.details(server, DetailVia::Get, read);
+        } else {
+            // Many changes (a first cycle): one whole list, streamed, costs Argo CD less
+            // than a request each. Only the changed applications' detail is kept.
+            let cell = std::sync::Mutex::new(&mut *planned);
+            let read = self
+                .upstream
+                .call(|| async {
+                    let mut read = 0;
+                    let stats = self
+                        .client
+                        .stream_applications(None, |app| {
+                            let key = app.key();
+                            let mut planned = cell.lock().unwrap_or_else(PoisonError::into_inner);
+                            if planned.wants(&key) {
+                                planned.fill(&key, Detail::of(&app));
+                                read += 1;
+                            }
+                        })
+                        .await?;
+                    Ok::<_, ArgoError>((read, stats))
+                })
+                .await;
+            match read {
+                Ok((read, stats)) => {
+                    self.metrics.listed(server, stats.items, stats.bytes);
+                    self.metrics.details(server, DetailVia::List, read);
+                }
+                Err(e) => tracing::warn!(%server, changes = wanted, reason = %describe(&e),
+                    "details of the changed applications not read; they are published next cycle"),
+            }
+        }
+        let deferred = planned.defer_unfilled();
+        self.metrics.details(server, DetailVia::Deferred, deferred);
+    }
+
     fn count_changes(&self, checks: &[sre_contracts::domain::v1::RecordHealthCheckRequested]) {
         for h in checks {
             let change = match HealthChange::try_from(h.change) {
@@ -218,9 +311,19 @@ impl ServerPoller {
         let started = std::time::Instant::now();
         let cycle = CycleId { id, correlation_id: correlation_id() };
         let correlation = &cycle.correlation_id;
-        let listed = self.upstream.call(|| self.client.list_applications()).await;
         let now = Timestamp::now();
-        let listed = match listed {
+        let fields = crate::client::lean_list_fields(self.rules.environment_from);
+        // Planned as the lean list streams in: each item is compared with the kept state and
+        // dropped. A retried list starts a fresh plan.
+        let listed = self
+            .upstream
+            .call(|| async {
+                let mut planner = Planner::new(&kept.apps, &self.rules, now, true);
+                let stats = self.client.stream_applications(Some(&fields), |app| planner.observe(&app)).await?;
+                Ok::<_, ArgoError>((planner.finish(), stats))
+            })
+            .await;
+        let (mut planned, stats) = match listed {
             Ok(listed) => listed,
             Err(err) => {
                 let outcome = match err.class() {
@@ -242,28 +345,42 @@ impl ServerPoller {
             }
         };
         self.set_status(Ok(()));
-        self.metrics.listed(server, listed.list.items.len(), listed.bytes);
-        let out = plan_cycle(&listed.list, &kept.apps, &self.rules, now, &self.source, &cycle);
-        drop(listed);
-        let mut stored = true;
-        for batch in out.health_checks.chunks(BATCH) {
-            let envelopes: Vec<Envelope> = batch.iter().filter_map(|h| Envelope::intent(h).ok()).collect();
-            stored = stored && self.publish(&envelopes).await;
+        self.metrics.listed(server, stats.items, stats.bytes);
+        if planned.whole > 0 {
+            self.metrics.fields_ignored(server);
+            self.metrics.details(server, DetailVia::Listed, planned.changes.len());
+            if !self.fields_ignored_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(%server, applications = stats.items, bytes = stats.bytes,
+                    "Argo CD ignored the list's `fields`: every poll downloads whole applications \
+                     (Argo CD before v2.10, or a proxy dropping the parameter); polling works, at a higher cost");
+            }
         }
-        let fleet: Vec<Envelope> = out.fleet.iter().filter_map(|f| Envelope::intent(f).ok()).collect();
-        if !(stored && self.publish(&fleet).await) {
+        self.fill_details(&mut planned).await;
+        let mut stored = true;
+        for start in (0..planned.changes.len()).step_by(BATCH) {
+            let batch = planned.health_checks(start..start + BATCH, &self.rules, now, &self.source, &cycle);
+            let envelopes: Vec<Envelope> = batch.iter().filter_map(|h| Envelope::intent(h).ok()).collect();
+            drop(batch);
+            stored = stored && self.publish(&envelopes).await;
+            if !stored {
+                break;
+            }
+        }
+        let fleet = planned.fleet(&self.rules, now, &self.source, &cycle);
+        let fleet_envelopes: Vec<Envelope> = fleet.iter().filter_map(|f| Envelope::intent(f).ok()).collect();
+        if !(stored && self.publish(&fleet_envelopes).await) {
             tracing::warn!(%server, correlation_id = %correlation, "intents not stored; the next poll plans them again");
             self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
             return true;
         }
-        self.count_changes(&out.health_checks);
-        for f in &out.fleet {
+        self.count_planned(&planned);
+        for f in &fleet {
             if let Some(by) = &f.by_health {
                 self.metrics.fleet(server, &f.environment, by);
             }
         }
-        let changes = out.health_checks.len();
-        match self.store.save(kept, out.next).await {
+        let changes = planned.changes.len();
+        match self.store.save_updates(kept, &planned.updates).await {
             Ok(shards) => {
                 tracing::info!(%server, correlation_id = %correlation, changes, shards_written = shards,
                     elapsed_ms = started.elapsed().as_millis() as u64, "poll cycle done");

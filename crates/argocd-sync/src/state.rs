@@ -163,29 +163,47 @@ impl StateStore {
         Ok(kept)
     }
 
-    /// Replaces the kept state with `next`, writing only the shards that changed, each
-    /// with compare-and-set against the revision this leader last read or wrote.
-    pub async fn save(&self, kept: &mut Kept, next: BTreeMap<String, Tracked>) -> Result<usize, SaveError> {
-        if next == kept.apps && kept.revisions.len() == SHARDS {
-            // A steady fleet: nothing to encode, nothing to write.
-            return Ok(0);
-        }
+    /// Applies a cycle's kept-state `updates` (`None` forgets an application) and writes
+    /// only the shards they touch, each with compare-and-set. A steady fleet writes nothing
+    /// and encodes nothing. On an error the memory is ahead of the bucket: reload.
+    pub async fn save_updates(
+        &self,
+        kept: &mut Kept,
+        updates: &[(String, Option<Tracked>)],
+    ) -> Result<usize, SaveError> {
         if kept.revisions.len() != SHARDS {
             kept.revisions = vec![None; SHARDS];
             kept.hashes = vec![0; SHARDS];
         }
-        let mut shards: Vec<BTreeMap<&str, &Tracked>> = vec![BTreeMap::new(); SHARDS];
-        for (app, tracked) in &next {
-            shards[shard_of(app)].insert(app, tracked);
+        let mut touched = [false; SHARDS];
+        for (app, tracked) in updates {
+            touched[shard_of(app)] = true;
+            match tracked {
+                Some(t) => kept.apps.insert(app.clone(), *t),
+                None => kept.apps.remove(app),
+            };
         }
-        let mut written = 0;
-        for (shard, apps) in shards.iter().enumerate() {
-            if self.write_shard(kept, shard, apps).await? {
-                written += 1;
+        let mut scratch = Kept {
+            apps: BTreeMap::new(),
+            revisions: std::mem::take(&mut kept.revisions),
+            hashes: std::mem::take(&mut kept.hashes),
+        };
+        let mut result = Ok(0);
+        for shard in (0..SHARDS).filter(|s| touched[*s]) {
+            let apps: BTreeMap<&str, &Tracked> =
+                kept.apps.iter().filter(|(k, _)| shard_of(k) == shard).map(|(k, v)| (k.as_str(), v)).collect();
+            match self.write_shard(&mut scratch, shard, &apps).await {
+                Ok(true) => result = result.map(|n| n + 1),
+                Ok(false) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        kept.apps = next;
-        Ok(written)
+        kept.revisions = scratch.revisions;
+        kept.hashes = scratch.hashes;
+        result
     }
 
     /// Sets one application's kept state (`None` forgets it) and writes its shard. On

@@ -113,3 +113,33 @@ async fn https_with_a_private_ca_is_verified() {
     assert_eq!(err.class(), ErrorClass::Transient);
     assert_eq!(argo.requests(), 1, "the untrusted connection never reached the handler");
 }
+
+#[tokio::test]
+async fn a_lean_list_carries_only_the_allowlisted_fields_and_a_get_the_rest() {
+    use argocd_sync::config::EnvironmentFrom;
+    let mut web = App::new("web", "production");
+    web.realistic = true;
+    let argo = FakeArgoCd::start(TOKEN, vec![web]).await.expect("argo");
+    let c = client(argo.url(), TOKEN);
+    let fields = argocd_sync::client::lean_list_fields(EnvironmentFrom::Label);
+    let mut items = Vec::new();
+    let stats = c.stream_applications(Some(&fields), |a| items.push(a)).await.expect("lists");
+    assert_eq!(stats.items, 1);
+    let app = &items[0];
+    assert_eq!((app.metadata.name.as_str(), app.metadata.labels["environment"].as_str()), ("web", "production"));
+    assert_eq!((app.spec.project.as_str(), app.status.health.status.as_str()), ("default", "Healthy"));
+    assert!(!argocd_sync::cycle::is_whole(app), "no uid, revision or reconciledAt: {app:?}");
+    assert!(app.status.sync.revision.is_empty());
+    let whole = c.stream_applications(None, |_| {}).await.expect("lists");
+    assert!(stats.bytes * 20 < whole.bytes, "{} vs {} bytes", stats.bytes, whole.bytes);
+
+    let detail = c.get_application("argocd", "web").await.expect("gets");
+    assert!(argocd_sync::cycle::is_whole(&detail));
+    assert_eq!(detail.status.sync.revision, "0123456789abcdef");
+    let gone = c.get_application("argocd", "deleted").await.expect_err("404");
+    assert!(matches!(gone, ArgoError::Status { status: 404, .. }), "{gone}");
+    assert_eq!(gone.class(), ErrorClass::Permanent, "a deleted application is not retried");
+    let odd = c.get_application("argocd", "web?x=1").await.expect_err("not a name");
+    assert!(matches!(odd, ArgoError::Url(_)), "{odd}");
+    assert_eq!(argo.served().gets, 2, "the malformed name never left the process");
+}

@@ -8,7 +8,7 @@ use prost::Message;
 use sre_contracts::domain::v1::{AppHealth, HealthChange, RecordFleetStateRequested, RecordHealthCheckRequested};
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::NatsServer;
-use sre_testkit::argocd::{App, FakeArgoCd, Mode};
+use sre_testkit::argocd::{App, FakeArgoCd, Fields, Mode};
 use sre_testkit::bus::{eventually, stream_messages};
 use sre_testkit::service::ServiceProcess;
 
@@ -230,4 +230,69 @@ async fn watch_mode_publishes_changes_as_they_happen_and_reconnects() {
     // api went back to Healthy in the new list (apps() is healthy): one more change, no more.
     eventually("api healthy again", Duration::from_secs(10), || async { health_checks(&nats).await.len() >= 6 }).await;
     assert_eq!(health_checks(&nats).await.len(), 6, "each change once: {:?}", health_checks(&nats).await);
+}
+
+/// What a health check says, without what differs between two runs (keys, clocks, the
+/// server's address).
+fn content(h: &RecordHealthCheckRequested) -> (String, String, String, i32, i32, i32, i32, String, String, bool) {
+    (
+        h.app.clone(),
+        h.environment.clone(),
+        h.project.clone(),
+        h.change,
+        h.previous_health,
+        h.health,
+        h.sync,
+        h.message.clone(),
+        h.revision.clone(),
+        h.reconciled_at.is_some(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lean_list_publishes_what_a_whole_one_does_and_a_server_ignoring_fields_still_works() {
+    // 150 applications: the first cycle's details come from one whole list (more than
+    // DETAIL_GETS changed); a later change's detail from one GET.
+    let fleet: Vec<App> =
+        (0..150).map(|i| App::new(&format!("app-{i:03}"), if i % 3 == 0 { "staging" } else { "production" })).collect();
+    let (nats_lean, nats_whole) = (NatsServer::start().expect("nats"), NatsServer::start().expect("nats"));
+    let lean = FakeArgoCd::start(TOKEN, fleet.clone()).await.expect("argo");
+    let whole = FakeArgoCd::start(TOKEN, fleet).await.expect("argo");
+    whole.set_fields(Fields::Ignored);
+    let (dir_lean, dir_whole) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let sync_lean = spawn(&config(dir_lean.path(), &lean), &nats_lean, "argocd-sync-0", TOKEN);
+    let sync_whole = spawn(&config(dir_whole.path(), &whole), &nats_whole, "argocd-sync-0", TOKEN);
+
+    for nats in [&nats_lean, &nats_whole] {
+        eventually("every app appeared", WAIT, || async { health_checks(nats).await.len() >= 150 }).await;
+    }
+    assert_eq!(lean.served().gets, 0, "150 details in one whole list, not 150 requests");
+    for argo in [&lean, &whole] {
+        argo.set_health("app-007", "Degraded", "Deployment app-007 exceeded its progress deadline");
+    }
+    for nats in [&nats_lean, &nats_whole] {
+        eventually("app-007's change", WAIT, || async { health_checks(nats).await.len() >= 151 }).await;
+    }
+    polls(&lean, 2).await;
+    polls(&whole, 2).await;
+    let (a, b) = (health_checks(&nats_lean).await, health_checks(&nats_whole).await);
+    assert_eq!(a.len(), 151, "each change once");
+    let (mut a, mut b): (Vec<_>, Vec<_>) = (a.iter().map(content).collect(), b.iter().map(content).collect());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same content, whether Argo CD honours fields or not");
+    let change = a.iter().find(|c| c.0 == "argocd/app-007" && c.5 == AppHealth::Degraded as i32).expect("change");
+    assert_eq!((change.8.as_str(), change.9), ("0123456789abcdef", true), "revision and reconciledAt filled");
+    assert_eq!(lean.served().gets, 1, "one GET for the one changed application");
+    assert_eq!(sync_lean.metric("argocd_sync_change_details_total{", &["via=\"Get\""]), 1.0);
+    assert_eq!(sync_lean.metric("argocd_sync_list_fields_ignored_total", &[]), 0.0);
+    assert!(sync_whole.metric("argocd_sync_list_fields_ignored_total", &[]) >= 2.0, "counted every poll");
+    assert_eq!(whole.served().gets, 0, "whole items need no detail");
+    let warned = sync_whole.logs().matches("Argo CD ignored the list's `fields`").count();
+    assert_eq!(warned, 1, "said once: {}", sync_whole.logs());
+    // A steady lean poll is a fraction of a whole one on the wire.
+    let (lists_before, bytes_before) = (lean.served().lists, lean.served().bytes);
+    polls(&lean, 2).await;
+    let per_list = (lean.served().bytes - bytes_before) / (lean.served().lists - lists_before).max(1);
+    assert!(per_list / 150 < 500, "{per_list} bytes per lean list of 150 applications");
 }
