@@ -217,6 +217,8 @@ struct Inner {
     apps: Vec<App>,
     token: String,
     mode: Mode,
+    /// How single-application requests are answered.
+    get_mode: Mode,
     fields: Fields,
     requests: u64,
     served: Served,
@@ -337,7 +339,8 @@ async fn get_one(
             .unwrap_or("argocd")
             .to_owned();
         let app = s.apps.iter().find(|a| a.name == name && a.namespace == namespace).cloned();
-        (s.mode, s.token.clone(), app)
+        let mode = if s.get_mode == Mode::Normal { s.mode } else { s.get_mode };
+        (mode, s.token.clone(), app)
     };
     if let Some(refused) = gate(&headers, &token, mode).await {
         return refused;
@@ -488,6 +491,7 @@ impl FakeArgoCd {
             apps,
             token: token.to_owned(),
             mode: Mode::Normal,
+            get_mode: Mode::Normal,
             fields: Fields::Honoured,
             requests: 0,
             served: Served::default(),
@@ -574,6 +578,11 @@ impl FakeArgoCd {
     /// List requests received so far.
     pub fn requests(&self) -> u64 {
         self.with(|s| s.requests)
+    }
+
+    /// Sets how single-application requests are answered (the list keeps its own mode).
+    pub fn set_get_mode(&self, mode: Mode) {
+        self.with(|s| s.get_mode = mode);
     }
 
     /// Sets whether the list's and the stream's `fields` are honoured.
