@@ -11,7 +11,8 @@
 //! of any JSON reader), in this process.
 //!
 //! Prints a table; asserts nothing. `cargo bench -p argocd-sync` (env `BENCH_APPS`, e.g.
-//! `10000,50000`, the default; `BENCH_CYCLES`, default 5).
+//! `10000,50000`, the default; `BENCH_CYCLES`, default 5; `BENCH_FIELDS`, default
+//! `honoured,ignored`).
 #![allow(clippy::print_stdout)]
 
 use std::path::Path;
@@ -155,9 +156,15 @@ async fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
     let cycles: u32 = std::env::var("BENCH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let modes = std::env::var("BENCH_FIELDS").unwrap_or_else(|_| "honoured,ignored".to_owned());
+    let modes: Vec<Fields> = [("honoured", Fields::Honoured), ("ignored", Fields::Ignored)]
+        .into_iter()
+        .filter(|(name, _)| modes.contains(name))
+        .map(|(_, f)| f)
+        .collect();
     let mut runs = Vec::new();
     for &apps in &sizes {
-        for fields in [Fields::Honoured, Fields::Ignored] {
+        for &fields in &modes {
             eprintln!("bench: {apps} applications, fields {fields:?}");
             runs.push(run(apps, fields, cycles).await);
         }

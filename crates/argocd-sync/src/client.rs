@@ -144,41 +144,40 @@ impl ArgoClient {
         fields: Option<&str>,
         mut on_item: impl FnMut(Box<crate::argocd::Application>),
     ) -> Result<ListStats, ArgoError> {
+        let mut reader = self.open_list(fields).await?;
+        let mut items = 0;
+        while let Some(batch) = reader.next().await? {
+            for app in batch {
+                items += 1;
+                on_item(app);
+            }
+        }
+        Ok(ListStats { items, bytes: reader.bytes() })
+    }
+
+    /// Sends `GET /api/v1/applications[?fields=…]` and returns a reader of its items, for a
+    /// caller that does asynchronous work between items (publishing a batch). The request
+    /// timeout bounds the whole read, from now.
+    pub async fn open_list(&self, fields: Option<&str>) -> Result<ListReader, ArgoError> {
         let url = match fields {
             Some(fields) => format!("{}{APPLICATIONS_PATH}?fields={fields}", self.base),
             None => format!("{}{APPLICATIONS_PATH}", self.base),
         };
         let req = self.get(url)?;
-        let call = async {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = self.timeout;
+        let head = async {
             let resp = self.http.request(req).await.map_err(|e| ArgoError::Transport(e.to_string()))?;
             let status = resp.status();
-            let mut body = resp.into_body();
+            let body = resp.into_body();
             if !status.is_success() {
                 let bytes = body.collect().await.map_err(|e| ArgoError::Transport(e.to_string()))?.to_bytes();
                 return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
             }
-            // The list streams through the parser: only one item's bytes are held at a time.
-            let mut parser = ListParser::default();
-            let mut items = 0;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
-                if let Some(data) = frame.data_ref() {
-                    parser.feed(data).map_err(|e| ArgoError::Body(e.to_string()))?;
-                    for app in parser.take_items() {
-                        items += 1;
-                        on_item(app);
-                    }
-                }
-            }
-            let bytes = parser.bytes();
-            let rest = parser.finish().map_err(|e| ArgoError::Body(e.to_string()))?;
-            for app in rest.items {
-                items += 1;
-                on_item(app);
-            }
-            Ok::<_, ArgoError>(ListStats { items, bytes })
+            Ok(body)
         };
-        tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))?
+        let body = tokio::time::timeout_at(deadline, head).await.map_err(|_| ArgoError::Timeout(timeout))??;
+        Ok(ListReader { body, parser: Some(ListParser::default()), deadline, timeout, bytes: 0 })
     }
 
     /// `GET /api/v1/applications/{name}?appNamespace=…`: one whole application (the detail
@@ -200,6 +199,53 @@ impl ArgoClient {
             serde_json::from_slice(&bytes).map_err(|e| ArgoError::Body(format!("application: {e}")))
         };
         tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))?
+    }
+}
+
+/// The items of a list answer as they arrive (see [`ArgoClient::open_list`]): only one
+/// item's bytes, and the items of one network read, are held at a time.
+#[derive(Debug)]
+pub struct ListReader {
+    body: hyper::body::Incoming,
+    /// `None` once the body has ended.
+    parser: Option<ListParser>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    bytes: u64,
+}
+
+impl ListReader {
+    /// The items completed by the next reads; `None` once the list has ended.
+    pub async fn next(&mut self) -> Result<Option<Vec<Box<crate::argocd::Application>>>, ArgoError> {
+        loop {
+            let Some(parser) = self.parser.as_mut() else { return Ok(None) };
+            let frame = tokio::time::timeout_at(self.deadline, self.body.frame())
+                .await
+                .map_err(|_| ArgoError::Timeout(self.timeout))?;
+            match frame {
+                Some(frame) => {
+                    let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
+                    if let Some(data) = frame.data_ref() {
+                        parser.feed(data).map_err(|e| ArgoError::Body(e.to_string()))?;
+                        self.bytes = parser.bytes();
+                        let items: Vec<_> = parser.take_items().collect();
+                        if !items.is_empty() {
+                            return Ok(Some(items));
+                        }
+                    }
+                }
+                None => {
+                    let parser = self.parser.take().unwrap_or_default();
+                    let rest = parser.finish().map_err(|e| ArgoError::Body(e.to_string()))?;
+                    return Ok((!rest.items.is_empty()).then_some(rest.items));
+                }
+            }
+        }
+    }
+
+    /// Body bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 }
 

@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use sre_contracts::domain::v1::{MessageMeta, RecordFleetStateRequested, RecordHealthCheckRequested, Source};
 use sre_resilience::idempotency::derive_key;
 
+use crate::apps::{Apps, Updates};
 use crate::argocd::{Application, ApplicationList, environment_of};
 use crate::config::EnvironmentFrom;
 use crate::core::{AppStatus, Emit, FleetCounts, Hysteresis, Observed, Tracked, step};
@@ -150,24 +151,26 @@ impl Change {
 /// Memory is the kept state plus what changed, whatever the fleet size.
 #[derive(Debug)]
 pub struct Planner<'a> {
-    previous: &'a BTreeMap<String, Tracked>,
+    previous: &'a Apps,
     rules: &'a CycleRules,
     now: Timestamp,
     lean: bool,
-    /// Hashes of the keys seen, for the vanished ones.
-    seen: std::collections::HashSet<u64>,
-    updates: Vec<(String, Option<Tracked>)>,
+    /// Bit `i`: the kept application at position `i` was listed (the others vanished).
+    seen: Vec<u64>,
+    updates: Updates,
     changes: Vec<Change>,
     counts: BTreeMap<String, FleetCounts>,
     listed: usize,
     whole: usize,
+    limit: usize,
+    overflowed: bool,
 }
 
 /// A planned cycle, its details still to fill.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Planned {
-    /// Kept-state updates: `None` forgets the application.
-    pub updates: Vec<(String, Option<Tracked>)>,
+    /// Kept-state updates.
+    pub updates: Updates,
     /// The changes to publish, by key.
     pub changes: Vec<Change>,
     /// Counts per reported environment.
@@ -177,25 +180,56 @@ pub struct Planned {
     /// Items that came whole although a lean list was asked for (the server ignored
     /// `fields`).
     pub whole: usize,
+    /// More changes than the planner's limit: the changes and updates are incomplete, and
+    /// the cycle is planned again from a whole list (see [`Planner::with_limit`]).
+    pub overflowed: bool,
 }
 
 impl<'a> Planner<'a> {
     /// A planner against the kept state `previous`. `lean`: the list was asked for with
     /// `fields`, so an item's detail is fetched for each change (unless the item came whole).
-    pub fn new(previous: &'a BTreeMap<String, Tracked>, rules: &'a CycleRules, now: Timestamp, lean: bool) -> Self {
+    pub fn new(previous: &'a Apps, rules: &'a CycleRules, now: Timestamp, lean: bool) -> Self {
         let counts = rules.environments.iter().map(|e| (e.clone(), FleetCounts::default())).collect();
         Self {
             previous,
             rules,
             now,
             lean,
-            seen: std::collections::HashSet::with_capacity(previous.len()),
-            updates: Vec::new(),
+            seen: vec![0; previous.len().div_ceil(64)],
+            updates: Updates::default(),
             changes: Vec::new(),
             counts,
             listed: 0,
             whole: 0,
+            limit: usize::MAX,
+            overflowed: false,
         }
+    }
+
+    /// Keeps at most `limit` changes: past it the planner only counts, and the result says
+    /// [`Planned::overflowed`]. Bounds what a lean cycle holds when nearly every
+    /// application changed (a first cycle).
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Expects about `applications` (e.g. as many as a lean list just counted), so the
+    /// kept-state updates of a first cycle are allocated once.
+    pub fn expecting(mut self, applications: usize) -> Self {
+        self.updates.set = Apps::with_capacity(applications, applications * 24);
+        self
+    }
+
+    /// Changes found so far.
+    pub fn found(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Takes the changes found so far (in list order; each with its detail when the items
+    /// are whole), to publish them while the list still streams.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Reads one listed application.
@@ -212,9 +246,13 @@ impl<'a> Planner<'a> {
             return;
         }
         let key = app.key();
-        if !self.seen.insert(fnv1a(key.as_bytes())) {
-            // Listed twice (not expected): the first one counts.
-            return;
+        let position = self.previous.position(&key);
+        if let Some(p) = position {
+            if self.seen[p / 64] & (1 << (p % 64)) != 0 {
+                // Listed twice (not expected): the first one counts.
+                return;
+            }
+            self.seen[p / 64] |= 1 << (p % 64);
         }
         let status = app.app_status();
         let counts = match self.counts.get_mut(&env) {
@@ -222,8 +260,17 @@ impl<'a> Planner<'a> {
             None => self.counts.entry(env.clone()).or_default(),
         };
         counts.add(&Observed { app: &key, environment: &env, status, message: &app.status.health.message });
-        let before = self.previous.get(&key).copied();
+        if self.overflowed {
+            return;
+        }
+        let before = position.and_then(|p| self.previous.at(p));
         let (next, emit) = step(before, Some(status), self.rules.hysteresis, self.now);
+        if emit.is_some() && self.changes.len() >= self.limit {
+            self.overflowed = true;
+            self.changes = Vec::new();
+            self.updates = Updates::default();
+            return;
+        }
         let incarnation = match before {
             _ if !app.metadata.uid.is_empty() => fnv1a(app.metadata.uid.as_bytes()),
             Some(t) => t.incarnation,
@@ -231,7 +278,10 @@ impl<'a> Planner<'a> {
         };
         let next = next.map(|t| Tracked { incarnation, ..t });
         if next != before {
-            self.updates.push((key.clone(), next));
+            match next {
+                Some(t) => self.updates.set.push(&key, t),
+                None => self.updates.forget.push(key.clone()),
+            }
         }
         if let Some(emit) = emit {
             self.changes.push(Change {
@@ -250,17 +300,20 @@ impl<'a> Planner<'a> {
 
     /// The list has ended: what was kept and not seen has vanished.
     pub fn finish(mut self) -> Planned {
-        for (key, before) in self.previous {
-            if self.seen.contains(&fnv1a(key.as_bytes())) {
+        for (p, (key, before)) in self.previous.iter().enumerate().filter(|_| !self.overflowed) {
+            if self.seen[p / 64] & (1 << (p % 64)) != 0 {
                 continue;
             }
             let (next, emit) = step(Some(*before), None, self.rules.hysteresis, self.now);
             if next != Some(*before) {
-                self.updates.push((key.clone(), next));
+                match next {
+                    Some(t) => self.updates.set.push(key, t),
+                    None => self.updates.forget.push(key.to_owned()),
+                }
             }
             if let Some(emit) = emit {
                 self.changes.push(Change {
-                    key: key.clone(),
+                    key: key.to_owned(),
                     environment: String::new(),
                     project: String::new(),
                     message: String::new(),
@@ -273,7 +326,8 @@ impl<'a> Planner<'a> {
             }
         }
         self.changes.sort_by(|a, b| a.key.cmp(&b.key));
-        self.updates.sort_by(|a, b| a.0.cmp(&b.0));
+        self.updates.set = std::mem::take(&mut self.updates.set).sorted();
+        self.updates.forget.sort_unstable();
         for c in self.counts.values_mut() {
             c.sort();
         }
@@ -283,8 +337,49 @@ impl<'a> Planner<'a> {
             counts: self.counts,
             listed: self.listed,
             whole: self.whole,
+            overflowed: self.overflowed,
         }
     }
+}
+
+/// The health check of one change; `None` while its detail is unknown.
+pub fn health_check(
+    c: &Change,
+    rules: &CycleRules,
+    now: Timestamp,
+    source: &Source,
+    cycle: &CycleId,
+) -> Option<RecordHealthCheckRequested> {
+    let detail = c.detail.as_ref()?;
+    let e = &c.emit;
+    let id = derive_key(
+        "argocd-health",
+        &[
+            &rules.server,
+            &c.key,
+            &format!("{:016x}", c.incarnation),
+            &c.ordinal.to_string(),
+            e.change.as_str_name(),
+            &status_str(e.previous),
+            &status_str(e.current),
+        ],
+    );
+    Some(RecordHealthCheckRequested {
+        meta: meta(id, &cycle.correlation_id, source, now),
+        environment: c.environment.clone(),
+        argocd_server: rules.server.clone(),
+        app: c.key.clone(),
+        project: c.project.clone(),
+        change: e.change as i32,
+        previous_health: e.previous.map_or(0, |s| s.health.to_proto() as i32),
+        health: e.current.map_or(0, |s| s.health.to_proto() as i32),
+        previous_sync: e.previous.map_or(0, |s| s.sync.to_proto() as i32),
+        sync: e.current.map_or(0, |s| s.sync.to_proto() as i32),
+        message: c.message.clone(),
+        revision: detail.revision.clone(),
+        reconciled_at: detail.reconciled_at.as_deref().and_then(|r| r.parse::<Timestamp>().ok()).map(ts),
+        observed_at: Some(ts(e.since)),
+    })
 }
 
 impl Planned {
@@ -295,9 +390,7 @@ impl Planned {
         let change = &mut self.changes[i];
         if !detail.uid.is_empty() {
             change.incarnation = fnv1a(detail.uid.as_bytes());
-            if let Ok(u) = self.updates.binary_search_by(|(k, _)| k.as_str().cmp(key))
-                && let Some(t) = &mut self.updates[u].1
-            {
+            if let Some(t) = self.updates.set.get_mut(key) {
                 t.incarnation = change.incarnation;
             }
         }
@@ -313,7 +406,8 @@ impl Planned {
             return 0;
         }
         self.changes.retain(|c| c.detail.is_some());
-        self.updates.retain(|(k, _)| deferred.binary_search(k).is_err());
+        self.updates.set.retain(|k| deferred.binary_search_by(|d| d.as_str().cmp(k)).is_err());
+        self.updates.forget.retain(|k| deferred.binary_search(k).is_err());
         deferred.len()
     }
 
@@ -354,41 +448,9 @@ impl Planned {
         source: &Source,
         cycle: &CycleId,
     ) -> Vec<RecordHealthCheckRequested> {
-        let correlation_id = cycle.correlation_id.as_str();
         self.changes[range.start.min(self.changes.len())..range.end.min(self.changes.len())]
             .iter()
-            .filter_map(|c| {
-                let detail = c.detail.as_ref()?;
-                let e = &c.emit;
-                let id = derive_key(
-                    "argocd-health",
-                    &[
-                        &rules.server,
-                        &c.key,
-                        &format!("{:016x}", c.incarnation),
-                        &c.ordinal.to_string(),
-                        e.change.as_str_name(),
-                        &status_str(e.previous),
-                        &status_str(e.current),
-                    ],
-                );
-                Some(RecordHealthCheckRequested {
-                    meta: meta(id, correlation_id, source, now),
-                    environment: c.environment.clone(),
-                    argocd_server: rules.server.clone(),
-                    app: c.key.clone(),
-                    project: c.project.clone(),
-                    change: e.change as i32,
-                    previous_health: e.previous.map_or(0, |s| s.health.to_proto() as i32),
-                    health: e.current.map_or(0, |s| s.health.to_proto() as i32),
-                    previous_sync: e.previous.map_or(0, |s| s.sync.to_proto() as i32),
-                    sync: e.current.map_or(0, |s| s.sync.to_proto() as i32),
-                    message: c.message.clone(),
-                    revision: detail.revision.clone(),
-                    reconciled_at: detail.reconciled_at.as_deref().and_then(|r| r.parse::<Timestamp>().ok()).map(ts),
-                    observed_at: Some(ts(e.since)),
-                })
-            })
+            .filter_map(|c| health_check(c, rules, now, source, cycle))
             .collect()
     }
 
@@ -425,10 +487,10 @@ impl Planned {
 
     /// Applies the kept-state updates to `state`.
     pub fn apply(&self, state: &mut BTreeMap<String, Tracked>) {
-        for (key, next) in &self.updates {
+        for (key, next) in self.updates.pairs() {
             match next {
-                Some(t) => state.insert(key.clone(), *t),
-                None => state.remove(key),
+                Some(t) => state.insert(key, t),
+                None => state.remove(&key),
             };
         }
     }
@@ -446,7 +508,8 @@ pub fn plan_cycle(
     source: &Source,
     cycle: &CycleId,
 ) -> CycleOutput {
-    let mut planner = Planner::new(previous, rules, now, false);
+    let kept = Apps::from(previous);
+    let mut planner = Planner::new(&kept, rules, now, false);
     for app in &list.items {
         planner.observe(app);
     }
@@ -675,8 +738,9 @@ mod tests {
         }
         let whole = plan_cycle(&whole_list, &BTreeMap::new(), &rules(1), t(0), &src("a"), &cid("c"));
         let rules = rules(1);
-        let mut planner = Planner::new(&whole.next, &rules, t(0), true);
-        let empty = BTreeMap::new();
+        let kept = Apps::from(&whole.next);
+        let mut planner = Planner::new(&kept, &rules, t(0), true);
+        let empty = Apps::default();
         let mut planner_fresh = Planner::new(&empty, &rules, t(0), true);
         for a in &lean(&apps).items {
             planner.observe(a);
@@ -704,7 +768,7 @@ mod tests {
     #[test]
     fn a_change_without_its_detail_is_deferred_with_its_state() {
         let rules = rules(1);
-        let empty = BTreeMap::new();
+        let empty = Apps::default();
         let mut planner = Planner::new(&empty, &rules, t(0), true);
         for a in &lean(&[("web", "production", "Healthy"), ("api", "production", "Degraded")]).items {
             planner.observe(a);
@@ -713,7 +777,7 @@ mod tests {
         planned.fill("argocd/web", Detail { uid: "u".into(), revision: "r".into(), reconciled_at: None });
         assert_eq!(planned.defer_unfilled(), 1);
         assert_eq!(planned.changes.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["argocd/web"]);
-        assert_eq!(planned.updates.iter().map(|u| u.0.as_str()).collect::<Vec<_>>(), ["argocd/web"]);
+        assert_eq!(planned.updates.keys().collect::<Vec<_>>(), ["argocd/web"]);
         // Whole items under a lean request: the server ignored `fields`; nothing to fetch.
         let mut planner = Planner::new(&empty, &rules, t(0), true);
         for a in &list(&[("web", "production", "Healthy")]).items {

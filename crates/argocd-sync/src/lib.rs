@@ -4,6 +4,7 @@
 //!
 //! Emits intents only. Knows nothing about tickets, pages or the Transformation domain.
 
+pub mod apps;
 pub mod argocd;
 pub mod client;
 pub mod config;

@@ -18,17 +18,78 @@ use tokio_util::sync::CancellationToken;
 use crate::argocd::{ApplicationList, EventType, WatchEvent};
 use crate::client::{ArgoClient, ArgoError};
 use crate::core::Tracked;
-use crate::cycle::{CycleId, CycleRules, Detail, Planned, Planner, failed_cycle, plan_cycle};
+use crate::cycle::{Change, CycleId, CycleRules, Detail, Planned, Planner, failed_cycle, health_check, plan_cycle};
 use crate::metrics::{ChangeLabel, DetailVia, PollOutcome, SyncMetrics};
 use crate::state::{Kept, Lease, SaveError, StateStore};
 
 /// Intents published per batch (each batch waits for its acks).
 const BATCH: usize = 1_000;
 /// Up to this many changed applications, their detail is read one `GET` each; above it
-/// (a first cycle, a fleet-wide change), with one whole list: cheaper for Argo CD.
+/// (a first cycle, a fleet-wide change) the cycle is planned again from one whole list as
+/// it streams, publishing as it goes: cheaper for Argo CD, and bounded in memory.
 pub const DETAIL_GETS: usize = 100;
 /// Detail `GET`s in flight at once.
 const DETAIL_CONCURRENCY: usize = 4;
+
+/// Health checks published in a cycle, by change, counted once the cycle is stored.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally([usize; 3]);
+
+impl Tally {
+    fn add(&mut self, changes: &[Change]) {
+        for c in changes {
+            self.0[match c.emit.change {
+                HealthChange::Appeared => 0,
+                HealthChange::Vanished => 2,
+                _ => 1,
+            }] += 1;
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
+    fn count(&self, metrics: &SyncMetrics, server: &str) {
+        for (n, change) in self.0.iter().zip([ChangeLabel::Appeared, ChangeLabel::Changed, ChangeLabel::Vanished]) {
+            for _ in 0..*n {
+                metrics.health_check(server, change);
+            }
+        }
+    }
+}
+
+/// Why the whole list of an overflowing cycle was not planned and published.
+#[derive(Debug)]
+enum WholeError {
+    /// Argo CD's answer (classified as the list's).
+    Argo(ArgoError),
+    /// The bus did not store a batch: not Argo CD's fault, not retried against it.
+    Bus,
+}
+
+impl Retryable for WholeError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            WholeError::Argo(e) => e.class(),
+            WholeError::Bus => ErrorClass::Permanent,
+        }
+    }
+}
+
+fn describe_whole(err: &CallError<WholeError>) -> String {
+    let argo = |e: &WholeError| match e {
+        WholeError::Argo(e) => e.to_string(),
+        WholeError::Bus => "the bus did not store the intents".to_owned(),
+    };
+    match err {
+        CallError::Permanent(e) => argo(e),
+        CallError::Exhausted { last, attempts, .. } => format!("{} (after {attempts} attempts)", argo(last)),
+        CallError::CircuitOpen { retry_in } => {
+            format!("circuit open after repeated failures; next try in {retry_in:?}")
+        }
+    }
+}
 
 /// Readiness of each server, by URL: `Err` when its token is refused or its breaker open.
 pub type UpstreamStatus = Arc<Mutex<BTreeMap<String, Result<(), String>>>>;
@@ -172,7 +233,7 @@ impl ServerPoller {
     /// replica must reload the state.
     async fn apply_event(&self, kept: &mut Kept, event: WatchEvent) -> bool {
         let key = event.application.key();
-        let before = kept.apps.get(&key).copied();
+        let before = kept.apps.get(&key);
         let previous: BTreeMap<String, Tracked> = before.map(|t| (key.clone(), t)).into_iter().collect();
         let items = if event.kind == EventType::Deleted { Vec::new() } else { vec![Box::new(event.application)] };
         let event = event_id();
@@ -203,21 +264,20 @@ impl ServerPoller {
         }
     }
 
-    fn count_planned(&self, planned: &Planned) {
-        for c in &planned.changes {
-            let change = match c.emit.change {
-                HealthChange::Appeared => ChangeLabel::Appeared,
-                HealthChange::Vanished => ChangeLabel::Vanished,
-                _ => ChangeLabel::Changed,
-            };
-            self.metrics.health_check(&self.rules.server, change);
-        }
+    /// Publishes the health checks of `changes`; `Err` when the bus did not store them all.
+    async fn publish_changes(&self, changes: &[Change], now: Timestamp, cycle: &CycleId) -> Result<(), ()> {
+        let envelopes: Vec<Envelope> = changes
+            .iter()
+            .filter_map(|c| health_check(c, &self.rules, now, &self.source, cycle))
+            .filter_map(|h| Envelope::intent(&h).ok())
+            .collect();
+        if self.publish(&envelopes).await { Ok(()) } else { Err(()) }
     }
 
-    /// Reads what the lean list left out for each change: one `GET` each (a few at a
-    /// time) for a few changes, one whole list for many. A change whose detail cannot be
-    /// read is deferred to the next cycle; one deleted since it was listed is left to the
-    /// next cycle too, which sees it vanish.
+    /// Reads what the lean list left out for each change (at most `DETAIL_GETS`; more
+    /// overflow into a whole list): one `GET` each, a few at a time. A change whose detail
+    /// cannot be read is deferred to the next cycle; one deleted since it was listed is
+    /// left to the next cycle too, which sees it vanish.
     async fn fill_details(&self, planned: &mut Planned) {
         use futures::StreamExt;
         let server = &self.rules.server;
@@ -225,66 +285,34 @@ impl ServerPoller {
         if wanted == 0 {
             return;
         }
-        if wanted <= DETAIL_GETS {
-            let wanted = planned.wanted();
-            let client = &self.client;
-            let upstream = &self.upstream;
-            let results: Vec<(String, Result<crate::argocd::Application, CallError<ArgoError>>)> =
-                futures::stream::iter(wanted)
-                    .map(|key| async move {
-                        let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
-                        let got = upstream.call(|| client.get_application(namespace, name)).await;
-                        (key, got)
-                    })
-                    .buffer_unordered(DETAIL_CONCURRENCY)
-                    .collect()
-                    .await;
-            let mut read = 0;
-            for (key, got) in results {
-                match got {
-                    Ok(app) => {
-                        planned.fill(&key, Detail::of(&app));
-                        read += 1;
-                    }
-                    Err(CallError::Permanent(ArgoError::Status { status: 404, .. })) => {
-                        tracing::debug!(%server, app = %key, "deleted since it was listed");
-                    }
-                    Err(e) => tracing::warn!(%server, app = %key, reason = %describe(&e),
-                        "detail of a changed application not read; it is published next cycle"),
-                }
-            }
-            self.metrics.details(server, DetailVia::Get, read);
-        } else {
-            // Many changes (a first cycle): one whole list, streamed, costs Argo CD less
-            // than a request each. Only the changed applications' detail is kept.
-            let cell = std::sync::Mutex::new(&mut *planned);
-            let read = self
-                .upstream
-                .call(|| async {
-                    let mut read = 0;
-                    let stats = self
-                        .client
-                        .stream_applications(None, |app| {
-                            let key = app.key();
-                            let mut planned = cell.lock().unwrap_or_else(PoisonError::into_inner);
-                            if planned.wants(&key) {
-                                planned.fill(&key, Detail::of(&app));
-                                read += 1;
-                            }
-                        })
-                        .await?;
-                    Ok::<_, ArgoError>((read, stats))
+        let wanted = planned.wanted();
+        let client = &self.client;
+        let upstream = &self.upstream;
+        let results: Vec<(String, Result<crate::argocd::Application, CallError<ArgoError>>)> =
+            futures::stream::iter(wanted)
+                .map(|key| async move {
+                    let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
+                    let got = upstream.call(|| client.get_application(namespace, name)).await;
+                    (key, got)
                 })
+                .buffer_unordered(DETAIL_CONCURRENCY)
+                .collect()
                 .await;
-            match read {
-                Ok((read, stats)) => {
-                    self.metrics.listed(server, stats.items, stats.bytes);
-                    self.metrics.details(server, DetailVia::List, read);
+        let mut read = 0;
+        for (key, got) in results {
+            match got {
+                Ok(app) => {
+                    planned.fill(&key, Detail::of(&app));
+                    read += 1;
                 }
-                Err(e) => tracing::warn!(%server, changes = wanted, reason = %describe(&e),
-                    "details of the changed applications not read; they are published next cycle"),
+                Err(CallError::Permanent(ArgoError::Status { status: 404, .. })) => {
+                    tracing::debug!(%server, app = %key, "deleted since it was listed");
+                }
+                Err(e) => tracing::warn!(%server, app = %key, reason = %describe(&e),
+                    "detail of a changed application not read; it is published next cycle"),
             }
         }
+        self.metrics.details(server, DetailVia::Get, read);
         let deferred = planned.defer_unfilled();
         self.metrics.details(server, DetailVia::Deferred, deferred);
     }
@@ -318,7 +346,7 @@ impl ServerPoller {
         let listed = self
             .upstream
             .call(|| async {
-                let mut planner = Planner::new(&kept.apps, &self.rules, now, true);
+                let mut planner = Planner::new(&kept.apps, &self.rules, now, true).with_limit(DETAIL_GETS);
                 let stats = self.client.stream_applications(Some(&fields), |app| planner.observe(&app)).await?;
                 Ok::<_, ArgoError>((planner.finish(), stats))
             })
@@ -355,7 +383,51 @@ impl ServerPoller {
                      (Argo CD before v2.10, or a proxy dropping the parameter); polling works, at a higher cost");
             }
         }
-        self.fill_details(&mut planned).await;
+        let mut tally = Tally::default();
+        if planned.overflowed {
+            // Nearly everything changed (a first cycle): plan again from one whole list,
+            // publishing as it streams, so no cycle holds every change of a large fleet.
+            let whole = self
+                .upstream
+                .call(|| async {
+                    let mut planner =
+                        Planner::new(&kept.apps, &self.rules, now, false).expecting(stats.items.max(kept.apps.len()));
+                    let mut reader = self.client.open_list(None).await.map_err(WholeError::Argo)?;
+                    let mut tally = Tally::default();
+                    while let Some(items) = reader.next().await.map_err(WholeError::Argo)? {
+                        for app in items {
+                            planner.observe(&app);
+                        }
+                        if planner.found() >= BATCH {
+                            let batch = planner.take_changes();
+                            self.publish_changes(&batch, now, &cycle).await.map_err(|()| WholeError::Bus)?;
+                            tally.add(&batch);
+                        }
+                    }
+                    Ok::<_, WholeError>((planner.finish(), tally, reader.bytes()))
+                })
+                .await;
+            match whole {
+                Ok((whole, published, bytes)) => {
+                    self.metrics.listed(server, whole.listed, bytes);
+                    self.metrics.details(server, DetailVia::List, published.total() + whole.changes.len());
+                    (planned, tally) = (whole, published);
+                }
+                Err(CallError::Permanent(WholeError::Bus)) => {
+                    tracing::warn!(%server, correlation_id = %correlation, "intents not stored; the next poll plans them again");
+                    self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(%server, correlation_id = %correlation, reason = %describe_whole(&e),
+                        "whole list for the changed applications' detail not read; the next poll tries again");
+                    self.metrics.poll(server, PollOutcome::Unreachable, Some(started.elapsed().as_secs_f64()));
+                    return true;
+                }
+            }
+        } else {
+            self.fill_details(&mut planned).await;
+        }
         let mut stored = true;
         for start in (0..planned.changes.len()).step_by(BATCH) {
             let batch = planned.health_checks(start..start + BATCH, &self.rules, now, &self.source, &cycle);
@@ -373,14 +445,15 @@ impl ServerPoller {
             self.metrics.poll(server, PollOutcome::BusUnavailable, Some(started.elapsed().as_secs_f64()));
             return true;
         }
-        self.count_planned(&planned);
+        tally.add(&planned.changes);
+        tally.count(&self.metrics, server);
         for f in &fleet {
             if let Some(by) = &f.by_health {
                 self.metrics.fleet(server, &f.environment, by);
             }
         }
-        let changes = planned.changes.len();
-        match self.store.save_updates(kept, &planned.updates).await {
+        let changes = tally.total();
+        match self.store.save_updates(kept, std::mem::take(&mut planned.updates)).await {
             Ok(shards) => {
                 tracing::info!(%server, correlation_id = %correlation, changes, shards_written = shards,
                     elapsed_ms = started.elapsed().as_millis() as u64, "poll cycle done");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sre_bus::{Bus, Kv, KvConfig, KvError};
 
+use crate::apps::{Apps, Updates};
 use crate::core::Tracked;
 use crate::cycle::fnv1a;
 
@@ -121,7 +122,7 @@ pub enum SaveError {
 #[derive(Debug, Clone, Default)]
 pub struct Kept {
     /// By `<namespace>/<name>`.
-    pub apps: BTreeMap<String, Tracked>,
+    pub apps: Apps,
     revisions: Vec<Option<u64>>,
     hashes: Vec<u64>,
 }
@@ -150,48 +151,42 @@ impl StateStore {
     /// Reads every shard. A shard that cannot be decoded (written by an incompatible
     /// version) reads as empty: its applications are reported as new once, not lost.
     pub async fn load(&self) -> Result<Kept, KvError> {
-        let mut kept = Kept { apps: BTreeMap::new(), revisions: vec![None; SHARDS], hashes: vec![0; SHARDS] };
+        let mut kept = Kept { apps: Apps::default(), revisions: vec![None; SHARDS], hashes: vec![0; SHARDS] };
+        let mut all: Vec<(String, Tracked)> = Vec::new();
         for shard in 0..SHARDS {
             let Some(entry) = self.kv.get(&self.key(shard)).await? else { continue };
             kept.revisions[shard] = Some(entry.revision);
             kept.hashes[shard] = fnv1a(&entry.value);
             match serde_json::from_slice::<BTreeMap<String, Tracked>>(&entry.value) {
-                Ok(apps) => kept.apps.extend(apps),
+                Ok(apps) => all.extend(apps),
                 Err(e) => tracing::warn!(shard, error = %e, "kept state unreadable; its applications start afresh"),
             }
         }
+        kept.apps = all.into_iter().collect();
         Ok(kept)
     }
 
     /// Applies a cycle's kept-state `updates` (`None` forgets an application) and writes
     /// only the shards they touch, each with compare-and-set. A steady fleet writes nothing
     /// and encodes nothing. On an error the memory is ahead of the bucket: reload.
-    pub async fn save_updates(
-        &self,
-        kept: &mut Kept,
-        updates: &[(String, Option<Tracked>)],
-    ) -> Result<usize, SaveError> {
+    pub async fn save_updates(&self, kept: &mut Kept, updates: Updates) -> Result<usize, SaveError> {
         if kept.revisions.len() != SHARDS {
             kept.revisions = vec![None; SHARDS];
             kept.hashes = vec![0; SHARDS];
         }
         let mut touched = [false; SHARDS];
-        for (app, tracked) in updates {
+        for app in updates.keys() {
             touched[shard_of(app)] = true;
-            match tracked {
-                Some(t) => kept.apps.insert(app.clone(), *t),
-                None => kept.apps.remove(app),
-            };
         }
+        kept.apps.merge(updates.set, &updates.forget);
         let mut scratch = Kept {
-            apps: BTreeMap::new(),
+            apps: Apps::default(),
             revisions: std::mem::take(&mut kept.revisions),
             hashes: std::mem::take(&mut kept.hashes),
         };
         let mut result = Ok(0);
         for shard in (0..SHARDS).filter(|s| touched[*s]) {
-            let apps: BTreeMap<&str, &Tracked> =
-                kept.apps.iter().filter(|(k, _)| shard_of(k) == shard).map(|(k, v)| (k.as_str(), v)).collect();
+            let apps: BTreeMap<&str, &Tracked> = kept.apps.iter().filter(|(k, _)| shard_of(k) == shard).collect();
             match self.write_shard(&mut scratch, shard, &apps).await {
                 Ok(true) => result = result.map(|n| n + 1),
                 Ok(false) => {}
@@ -209,34 +204,17 @@ impl StateStore {
     /// Sets one application's kept state (`None` forgets it) and writes its shard. On
     /// failure the change is undone in memory, so the next poll plans it again.
     pub async fn save_one(&self, kept: &mut Kept, app: &str, tracked: Option<Tracked>) -> Result<(), SaveError> {
-        if kept.revisions.len() != SHARDS {
-            kept.revisions = vec![None; SHARDS];
-            kept.hashes = vec![0; SHARDS];
+        let old = kept.apps.get(app);
+        let mut updates = Updates::default();
+        match tracked {
+            Some(t) => updates.set.push(app, t),
+            None => updates.forget.push(app.to_owned()),
         }
-        let old = match tracked {
-            Some(t) => kept.apps.insert(app.to_owned(), t),
-            None => kept.apps.remove(app),
-        };
-        let shard = shard_of(app);
-        let apps: BTreeMap<&str, &Tracked> =
-            kept.apps.iter().filter(|(k, _)| shard_of(k) == shard).map(|(k, v)| (k.as_str(), v)).collect();
-        let mut scratch =
-            Kept { apps: BTreeMap::new(), revisions: kept.revisions.clone(), hashes: kept.hashes.clone() };
-        let result = self.write_shard(&mut scratch, shard, &apps).await;
-        match result {
-            Ok(_) => {
-                kept.revisions = scratch.revisions;
-                kept.hashes = scratch.hashes;
-                Ok(())
-            }
-            Err(e) => {
-                match old {
-                    Some(t) => kept.apps.insert(app.to_owned(), t),
-                    None => kept.apps.remove(app),
-                };
-                Err(e)
-            }
+        let result = self.save_updates(kept, updates).await;
+        if result.is_err() {
+            kept.apps.apply(&[(app.to_owned(), old)]);
         }
+        result.map(|_| ())
     }
 
     /// Writes one shard if it changed; `true` when written.

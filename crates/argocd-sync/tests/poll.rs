@@ -296,3 +296,32 @@ async fn a_lean_list_publishes_what_a_whole_one_does_and_a_server_ignoring_field
     let per_list = (lean.served().bytes - bytes_before) / (lean.served().lists - lists_before).max(1);
     assert!(per_list / 150 < 500, "{per_list} bytes per lean list of 150 applications");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_detail_cannot_be_read_is_published_once_it_can() {
+    let nats = NatsServer::start().expect("nats");
+    let argo = FakeArgoCd::start(TOKEN, apps()).await.expect("argo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sync = spawn(&config(dir.path(), &argo), &nats, "argocd-sync-0", TOKEN);
+    eventually("three apps appeared", WAIT, || async { health_checks(&nats).await.len() >= 3 }).await;
+
+    // Argo CD lists, but its single-application answers fail: the change waits.
+    argo.set_get_mode(Mode::Unavailable);
+    argo.set_health("web", "Degraded", "ImagePullBackOff");
+    eventually("the detail deferred", WAIT, || async {
+        sync.metric("argocd_sync_change_details_total{", &["via=\"Deferred\""]) >= 2.0
+    })
+    .await;
+    assert_eq!(health_checks(&nats).await.len(), 3, "nothing published without its detail");
+    let gets = argo.served().gets;
+    assert!(gets >= 2, "retried through the resilience layer: {gets}");
+
+    argo.set_get_mode(Mode::Normal);
+    eventually("web's change", WAIT, || async { health_checks(&nats).await.len() >= 4 }).await;
+    polls(&argo, 2).await;
+    let checks = health_checks(&nats).await;
+    assert_eq!(checks.len(), 4, "published once: {checks:?}");
+    let web = &checks[3];
+    assert_eq!((web.app.as_str(), web.health), ("argocd/web", AppHealth::Degraded as i32));
+    assert_eq!((web.revision.as_str(), web.message.as_str()), ("0123456789abcdef", "ImagePullBackOff"));
+}
