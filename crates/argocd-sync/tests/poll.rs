@@ -212,12 +212,18 @@ async fn watch_mode_publishes_changes_as_they_happen_and_reconnects() {
     eventually("three apps appeared", WAIT, || async { health_checks(&nats).await.len() >= 3 }).await;
     eventually("the watch is open", WAIT, || async { argo.watches() >= 1 }).await;
     let polls = argo.requests();
+    let gets = argo.served().gets;
     argo.set_health("api", "Degraded", "Back-off restarting failed container");
     eventually("api's change", Duration::from_secs(10), || async { health_checks(&nats).await.len() >= 4 }).await;
     assert_eq!(argo.requests(), polls, "published from the stream, before any poll");
     let checks = health_checks(&nats).await;
     assert_eq!(changes_of(&checks, "api").last().map(|c| c.2), Some(AppHealth::Degraded as i32));
     assert_eq!(checks[3].message, "Back-off restarting failed container");
+    // The stream is asked for just the paths an event is planned from (the test Argo CD
+    // sends only those): the revision and reconciledAt are among them, no GET needed.
+    assert_eq!(checks[3].revision, "0123456789abcdef");
+    assert!(checks[3].reconciled_at.is_some());
+    assert_eq!(argo.served().gets, gets, "an event needs no second request");
 
     // argocd-server restarts: the stream ends, the service reconnects and carries on; the
     // snapshot of the new stream republishes nothing.
