@@ -1,6 +1,7 @@
 //! Invariant 1 at the bus: with nats-server configured from `deploy/nats/sre.conf`, an
-//! adapter's user can publish its intents, a sink's user can consume facts and record dead
-//! letters, and neither can publish a fact. The type system already keeps adapters from
+//! adapter's user can publish its intents, a sink's user can consume facts, record dead
+//! letters and publish its two-way-sync intents, and neither can publish a fact or another
+//! component's intent. The type system already keeps adapters from
 //! writing it (see `tests/ui`); this shows the bus refuses it too.
 
 use std::path::Path;
@@ -8,7 +9,10 @@ use std::time::Duration;
 
 use prost::Message;
 use sre_bus::{Bus, BusConfig, BusMetrics, ConsumerConfig, Disposition, FactConsumer, FactHandler, ReceivedFact};
-use sre_contracts::domain::v1::{IncidentCreated, IngestAlertRequested, MessageMeta, Source};
+use sre_contracts::domain::v1::{
+    AcknowledgeIncidentRequested, CloseIncidentRequested, IncidentCreated, IngestAlertRequested, MessageMeta,
+    ResolveIncidentRequested, Source,
+};
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::NatsServer;
 
@@ -88,7 +92,7 @@ impl FactHandler for Ack {
 }
 
 #[tokio::test]
-async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
+async fn adapters_cannot_publish_facts_and_each_publishes_only_its_own_intents() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server(dir.path());
     let domain = url(&server, "sre-domain", "domain-pw");
@@ -169,6 +173,40 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
     cancel.cancel();
     let _ = run.await;
 
+    // A sink publishes the intents of what people do in its vendors' tools, and only those:
+    // ticketing-sink a Jira resolve (not an acknowledge), paging-sink a PagerDuty
+    // acknowledge (not a ticket's close).
+    let resolve = ResolveIncidentRequested {
+        meta: Some(MessageMeta { idempotency_key: "jira-event-1".into(), ..Default::default() }),
+        incident_id: "inc-1".into(),
+        ..Default::default()
+    };
+    let published = step("sink resolves", sink_bus.intent_publisher().publish(&resolve)).await;
+    assert!(published.is_ok(), "the sink's own intent is stored: {published:?}\n{}", server.log());
+    let ack = AcknowledgeIncidentRequested {
+        meta: Some(MessageMeta { idempotency_key: "pd-event-1".into(), ..Default::default() }),
+        incident_id: "inc-1".into(),
+        ..Default::default()
+    };
+    assert!(
+        step("ticketing acks", raw_publish(sink.clone(), AcknowledgeIncidentRequested::SUBJECT, ack.encode_to_vec()))
+            .await
+            .is_err(),
+        "acknowledging is paging-sink's"
+    );
+    let paging = url(&server, "paging-sink", "paging-pw");
+    let close = CloseIncidentRequested { incident_id: "inc-1".into(), ..Default::default() };
+    assert!(
+        step("paging closes", raw_publish(paging.clone(), CloseIncidentRequested::SUBJECT, close.encode_to_vec()))
+            .await
+            .is_err(),
+        "closing a ticket is ticketing-sink's"
+    );
+    step("paging acks", raw_publish(paging, AcknowledgeIncidentRequested::SUBJECT, ack.encode_to_vec()))
+        .await
+        .expect("paging-sink may acknowledge");
+    assert_eq!(stored(domain.clone(), streams::INTENTS).await, 3, "the ingress's, the two sinks' own");
+
     // Each refusal above was the server's permission check, not a timeout or a typo.
     let log = server.log();
     for (user, subject) in [
@@ -179,12 +217,14 @@ async fn adapters_cannot_publish_facts_and_sinks_cannot_publish_intents() {
         ("ticketing-sink", IngestAlertRequested::SUBJECT),
         ("ticketing-sink", IncidentCreated::SUBJECT),
         ("ticketing-sink", "$JS.API.CONSUMER.CREATE.SRE_DOMAIN_FACTS.paging-sink"),
+        ("ticketing-sink", AcknowledgeIncidentRequested::SUBJECT),
+        ("paging-sink", CloseIncidentRequested::SUBJECT),
     ] {
         let line = format!("\"SRE/user:{user}\" - Publish Violation - Subject \"{subject}");
         assert!(log.contains(&line), "no refusal of {subject} for {user} in the server log:\n{log}");
     }
     // (binding the other consumer is tried twice: a lost creation race is retried once)
-    assert_eq!(log.matches("Violation").count(), 8, "nothing else was refused:\n{log}");
+    assert_eq!(log.matches("Violation").count(), 10, "nothing else was refused:\n{log}");
 
     // An adapter left to manage streams it may not: readiness says what the bus refused and
     // what to do, instead of only "not ready".

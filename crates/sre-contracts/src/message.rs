@@ -1,9 +1,10 @@
 //! The intent/fact split, subjects and headers.
 
 use crate::domain::v1::{
-    AlertIngested, CreateIncidentRequested, FleetStateRecorded, HealthCheckRecorded, IncidentAcknowledged,
-    IncidentClosed, IncidentCreated, IncidentResolved, IngestAlertRequested, MessageMeta, RecordFleetStateRequested,
-    RecordHealthCheckRequested,
+    AcknowledgeIncidentRequested, AlertIngested, AnnotateIncidentRequested, CloseIncidentRequested,
+    CreateIncidentRequested, FleetStateRecorded, HealthCheckRecorded, IncidentAcknowledged, IncidentClosed,
+    IncidentCreated, IncidentResolved, IngestAlertRequested, MessageMeta, RecordFleetStateRequested,
+    RecordHealthCheckRequested, ReopenIncidentRequested, ResolveIncidentRequested,
 };
 
 /// Subjects of the domain bus.
@@ -127,6 +128,41 @@ bus_messages!(Intent, Intent, "sre.domain.intents.v1":
     RecordHealthCheckRequested,
     IngestAlertRequested,
     CreateIncidentRequested,
+    AcknowledgeIncidentRequested,
+    ResolveIncidentRequested,
+    CloseIncidentRequested,
+    ReopenIncidentRequested,
+    AnnotateIncidentRequested,
+);
+
+/// An intent carrying what a person did in a vendor's tool (two-way sync): which incident,
+/// and where it came from.
+pub trait ExternalIntent: Intent {
+    /// The incident it is about.
+    fn incident_id(&self) -> &str;
+    /// The vendor, object, person and event.
+    fn origin(&self) -> Option<&crate::domain::v1::ExternalOrigin>;
+}
+
+macro_rules! external_intents {
+    ($($name:ident),+) => {$(
+        impl ExternalIntent for $name {
+            fn incident_id(&self) -> &str {
+                &self.incident_id
+            }
+            fn origin(&self) -> Option<&crate::domain::v1::ExternalOrigin> {
+                self.origin.as_ref()
+            }
+        }
+    )+};
+}
+
+external_intents!(
+    AcknowledgeIncidentRequested,
+    ResolveIncidentRequested,
+    CloseIncidentRequested,
+    ReopenIncidentRequested,
+    AnnotateIncidentRequested
 );
 
 bus_messages!(Fact, Fact, "sre.domain.facts.v1":
@@ -186,6 +222,11 @@ mod tests {
             key_of::<RecordHealthCheckRequested>(&buf),
             key_of::<IngestAlertRequested>(&buf),
             key_of::<CreateIncidentRequested>(&buf),
+            key_of::<AcknowledgeIncidentRequested>(&buf),
+            key_of::<ResolveIncidentRequested>(&buf),
+            key_of::<CloseIncidentRequested>(&buf),
+            key_of::<ReopenIncidentRequested>(&buf),
+            key_of::<AnnotateIncidentRequested>(&buf),
             key_of::<IncidentCreated>(&buf),
             key_of::<IncidentAcknowledged>(&buf),
             key_of::<IncidentResolved>(&buf),

@@ -9,6 +9,11 @@
 //! - [`Domain::acknowledge`] and [`Domain::close`] publish `IncidentAcknowledged` and
 //!   `IncidentClosed`; with `auto`, the demo's on-call does both 5 s after the opening or the
 //!   resolution.
+//! - What a person did in a vendor's tool (two-way sync): `AcknowledgeIncidentRequested` →
+//!   `IncidentAcknowledged`, `ResolveIncidentRequested` → `IncidentResolved`,
+//!   `CloseIncidentRequested` → `IncidentClosed` (each fact once per incident, whoever asks
+//!   and however often); `ReopenIncidentRequested` and `AnnotateIncidentRequested` are
+//!   recorded ([`Domain::external`]) and said, not acted on.
 //!
 //! An intent is acked only after its facts are stored; when the bus is away it is redelivered
 //! a second later, and the consumer is bound again after a server restart.
@@ -19,11 +24,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use prost::Message;
-use sre_contracts::BusMessage;
 use sre_contracts::domain::v1::{
-    AlertIngested, AlertStatus, AppHealth, CreateIncidentRequested, IncidentAcknowledged, IncidentClosed,
-    IncidentCreated, IncidentResolved, IngestAlertRequested, MessageMeta, RecordHealthCheckRequested, Source,
+    AcknowledgeIncidentRequested, AlertIngested, AlertStatus, AnnotateIncidentRequested, AppHealth,
+    CloseIncidentRequested, CreateIncidentRequested, IncidentAcknowledged, IncidentClosed, IncidentCreated,
+    IncidentResolved, IngestAlertRequested, MessageMeta, RecordHealthCheckRequested, ReopenIncidentRequested,
+    ResolveIncidentRequested, Source,
 };
+use sre_contracts::{BusMessage, ExternalIntent};
 use tokio_util::sync::CancellationToken;
 
 /// The durable consumer the stand-in reads intents with.
@@ -83,6 +90,8 @@ struct State {
     incidents: Vec<String>,
     /// Intents handled (redeliveries included).
     handled: u64,
+    /// Two-way-sync intents handled: (message name, incident, vendor event id).
+    external: Vec<(&'static str, String, String)>,
     auto: bool,
 }
 
@@ -124,6 +133,12 @@ impl Domain {
     /// Intents handled so far, redeliveries included.
     pub fn handled(&self) -> u64 {
         self.worker.with(|s| s.handled)
+    }
+
+    /// The two-way-sync intents handled so far, redeliveries included: (message name,
+    /// incident id, the vendor's event id).
+    pub fn external(&self) -> Vec<(&'static str, String, String)> {
+        self.worker.with(|s| s.external.clone())
     }
 
     /// Publishes `IncidentAcknowledged` for `id`; false when the bus did not store it.
@@ -186,6 +201,11 @@ impl Worker {
                         IngestAlertRequested::SUBJECT.into(),
                         CreateIncidentRequested::SUBJECT.into(),
                         RecordHealthCheckRequested::SUBJECT.into(),
+                        AcknowledgeIncidentRequested::SUBJECT.into(),
+                        ResolveIncidentRequested::SUBJECT.into(),
+                        CloseIncidentRequested::SUBJECT.into(),
+                        ReopenIncidentRequested::SUBJECT.into(),
+                        AnnotateIncidentRequested::SUBJECT.into(),
                     ],
                     ack_wait: Duration::from_secs(10),
                     ..Default::default()
@@ -246,6 +266,8 @@ impl Worker {
                 ));
             }
             true
+        } else if let Some(done) = self.external(subject, m).await {
+            done
         } else if subject == CreateIncidentRequested::SUBJECT {
             let Ok(req) = CreateIncidentRequested::decode(m.payload.clone()) else { return true };
             self.create_incident(req, &correlation).await
@@ -254,6 +276,55 @@ impl Worker {
         } else {
             true
         }
+    }
+
+    /// A two-way-sync intent: `None` when `subject` is not one.
+    async fn external(&self, subject: &str, m: &async_nats::jetstream::Message) -> Option<bool> {
+        fn read<M: ExternalIntent>(m: &async_nats::jetstream::Message) -> Option<(String, String, String, String)> {
+            let intent = M::decode(m.payload.clone()).ok()?;
+            let origin = intent.origin().cloned().unwrap_or_default();
+            let who = origin.actor.map(|a| if a.name.is_empty() { a.email } else { a.name }).unwrap_or_default();
+            Some((intent.incident_id().to_owned(), origin.vendor, who, origin.event_id))
+        }
+        let (name, read): (&'static str, fn(&async_nats::jetstream::Message) -> _) = match subject {
+            s if s == AcknowledgeIncidentRequested::SUBJECT => {
+                ("AcknowledgeIncidentRequested", read::<AcknowledgeIncidentRequested>)
+            }
+            s if s == ResolveIncidentRequested::SUBJECT => {
+                ("ResolveIncidentRequested", read::<ResolveIncidentRequested>)
+            }
+            s if s == CloseIncidentRequested::SUBJECT => ("CloseIncidentRequested", read::<CloseIncidentRequested>),
+            s if s == ReopenIncidentRequested::SUBJECT => ("ReopenIncidentRequested", read::<ReopenIncidentRequested>),
+            s if s == AnnotateIncidentRequested::SUBJECT => {
+                ("AnnotateIncidentRequested", read::<AnnotateIncidentRequested>)
+            }
+            _ => return None,
+        };
+        let Some((id, vendor, who, event)) = read(m) else { return Some(true) };
+        self.with(|s| s.external.push((name, id.clone(), event)));
+        let by = format!("{who} in {vendor}");
+        let stored = match name {
+            "AcknowledgeIncidentRequested" => self.acknowledge(&id, &by).await,
+            "CloseIncidentRequested" => self.close(&id, &by).await,
+            "ResolveIncidentRequested" => {
+                let fact = IncidentResolved {
+                    meta: meta(format!("resolved:{id}"), ""),
+                    incident_id: id.clone(),
+                    by: by.clone(),
+                    reason: format!("resolved in {vendor}"),
+                    ..Default::default()
+                };
+                let stored =
+                    publish(&self.js, IncidentResolved::SUBJECT, &format!("resolved:{id}"), fact.encode_to_vec()).await;
+                (self.say)(&format!("domain: resolved by {by} → IncidentResolved {id}"));
+                stored
+            }
+            _ => {
+                (self.say)(&format!("domain: {name} for {id} by {by} (recorded)"));
+                true
+            }
+        };
+        Some(stored)
     }
 
     async fn create_incident(&self, req: CreateIncidentRequested, correlation: &str) -> bool {
@@ -351,5 +422,68 @@ impl Worker {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin};
+
+    async fn intent<M: sre_contracts::Intent>(js: &async_nats::jetstream::Context, mut m: M, event: &str) {
+        m.meta_mut().idempotency_key = format!("evt:{event}");
+        assert!(publish(js, M::SUBJECT, &format!("evt:{event}"), m.encode_to_vec()).await, "stored");
+    }
+
+    fn origin(event: &str) -> Option<ExternalOrigin> {
+        Some(ExternalOrigin {
+            vendor: "pagerduty".into(),
+            event_id: event.into(),
+            actor: Some(ExternalActor { name: "Ada".into(), ..Default::default() }),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_a_person_did_outside_becomes_one_fact_per_incident() {
+        let nats = crate::NatsServer::start().expect("nats");
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+        provision(&js).await.expect("streams");
+        let domain = Domain::start(js.clone(), false, Arc::new(|_: &str| {}));
+        // Acknowledged twice (two vendor events), then resolved, and a note.
+        for event in ["e1", "e2"] {
+            let ack = AcknowledgeIncidentRequested {
+                incident_id: "inc-1".into(),
+                origin: origin(event),
+                ..Default::default()
+            };
+            intent(&js, ack, event).await;
+        }
+        let resolve =
+            ResolveIncidentRequested { incident_id: "inc-1".into(), origin: origin("e3"), ..Default::default() };
+        intent(&js, resolve, "e3").await;
+        let note = AnnotateIncidentRequested {
+            incident_id: "inc-1".into(),
+            note: "rolling back".into(),
+            ..Default::default()
+        };
+        intent(&js, note, "e4").await;
+        crate::bus::eventually("four handled", Duration::from_secs(20), || async { domain.external().len() >= 4 })
+            .await;
+        let facts = crate::bus::stream_messages(&nats.url(), sre_contracts::streams::FACTS).await;
+        let subjects: Vec<&str> = facts.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(subjects, [IncidentAcknowledged::SUBJECT, IncidentResolved::SUBJECT], "one fact each");
+        let acked = IncidentAcknowledged::decode(facts[0].1.clone()).expect("decodes");
+        assert_eq!(acked.by, "Ada in pagerduty");
+        let names: Vec<&str> = domain.external().iter().map(|e| e.0).collect();
+        assert_eq!(
+            names,
+            [
+                "AcknowledgeIncidentRequested",
+                "AcknowledgeIncidentRequested",
+                "ResolveIncidentRequested",
+                "AnnotateIncidentRequested"
+            ]
+        );
     }
 }
