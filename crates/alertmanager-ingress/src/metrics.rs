@@ -6,26 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Why a request was refused.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum RejectReason {
-    /// Not JSON, or not a webhook v4 (400).
-    InvalidPayload,
-    /// Wrong or missing credentials (401).
-    Unauthorized,
-    /// Wrong or missing signature (401).
-    BadSignature,
-    /// Body over the limit (413).
-    TooLarge,
-    /// Not `application/json` (415).
-    UnsupportedMediaType,
-    /// Too many requests at once (503).
-    Overloaded,
-    /// JetStream did not store the intents in time (503).
-    BusUnavailable,
-    /// The request took longer than the deadline (503).
-    Timeout,
-}
+/// Why a request was refused: the shared inbound path's reasons (every webhook of every
+/// adapter names them alike).
+pub use sre_runtime::inbound::Reason as RejectReason;
 
 /// Alert status label.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -118,20 +101,7 @@ impl IngressMetrics {
         let r = registry.sub_registry_with_prefix("alertmanager_ingress");
         // Every refusal reason and intent outcome is exported from the start, at 0, so the
         // alert rules see a series before the first 503.
-        use RejectReason::{
-            BadSignature, BusUnavailable, InvalidPayload, Overloaded, Timeout, TooLarge, Unauthorized,
-            UnsupportedMediaType,
-        };
-        for reason in [
-            InvalidPayload,
-            Unauthorized,
-            BadSignature,
-            TooLarge,
-            UnsupportedMediaType,
-            Overloaded,
-            BusUnavailable,
-            Timeout,
-        ] {
+        for reason in RejectReason::ALL {
             let _ = self.rejects.get_or_create(&RejectLabels { reason });
         }
         for kind in [IntentKind::IngestAlert, IntentKind::CreateIncident] {

@@ -13,6 +13,7 @@
 mod cli;
 pub mod config;
 mod health;
+pub mod inbound;
 mod metrics;
 pub mod outbound;
 pub mod secrets;
