@@ -71,7 +71,12 @@ impl Webhook for Ingress {
             .map_err(|_| Refusal::new(StatusCode::UNAUTHORIZED, Reason::Unauthorized, "missing or invalid credentials"))
     }
 
-    fn accept(&self, headers: &HeaderMap, bytes: Bytes, correlation: &str) -> Result<Accepted<IntentKind>, Refusal> {
+    async fn accept(
+        &self,
+        headers: &HeaderMap,
+        bytes: Bytes,
+        correlation: &str,
+    ) -> Result<Accepted<IntentKind>, Refusal> {
         if let Some(name) = self.auth.signature_header() {
             self.auth.check_signature(headers.get(name).map(HeaderValue::as_bytes), &bytes).map_err(|_: Denied| {
                 Refusal::new(StatusCode::UNAUTHORIZED, Reason::BadSignature, "missing or invalid signature")

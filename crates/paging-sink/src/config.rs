@@ -107,6 +107,39 @@ pub struct PagerDuty {
     /// Events per minute per routing key (PagerDuty's limit is about 120).
     #[serde(default = "pagerduty_rate")]
     pub events_per_minute: u32,
+    /// The PagerDuty Webhooks v3 receiver (two-way sync); off unless enabled.
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+}
+
+/// A vendor's webhook into this sink: what a person does there comes back as an intent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Off unless set.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Path it is served on (default `/webhooks/<vendor>`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Secrets of the signature, key `secret`; several while one rotates (PagerDuty signs
+    /// with each active one).
+    pub secret_refs: Vec<SecretRef>,
+    /// Largest body accepted (PagerDuty guarantees delivery up to 55 KB).
+    #[serde(default = "webhook_body")]
+    pub max_body_bytes: usize,
+    /// Whole-request deadline: below the vendor's own timeout (PagerDuty waits 5 s), so the
+    /// answer is ours (503, retried) and not the vendor's timeout.
+    #[serde(default = "webhook_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+}
+
+fn webhook_body() -> usize {
+    256 * 1024
+}
+
+fn webhook_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(4)
 }
 
 fn pagerduty_url() -> String {

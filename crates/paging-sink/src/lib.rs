@@ -2,11 +2,13 @@
 //! `IncidentResolved`, and pages through PagerDuty or Opsgenie: critical at once, high in
 //! business hours, once per incident.
 //!
-//! Consumes facts, publishes nothing to the domain. Knows nothing about tickets.
+//! Consumes facts. Publishes to the domain only intents of what people do in PagerDuty
+//! (`receiver`, two-way sync, off by default). Knows nothing about tickets.
 
 pub mod config;
 pub mod metrics;
 pub mod provider;
+pub mod receiver;
 pub mod routing;
 pub mod schedule;
 pub mod sink;
@@ -85,6 +87,35 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     let metrics = metrics::PagingMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
     metrics.prime(pagers.keys().copied());
+    // The PagerDuty webhook (two-way sync), served once the page records are open.
+    let pages_cell: Arc<std::sync::OnceLock<state::Pages>> = Arc::default();
+    let mut router = Router::new();
+    if let Some(hook) = integration.pagerduty.as_ref().and_then(|pd| pd.webhook.as_ref()).filter(|w| w.enabled) {
+        let mut secrets = Vec::new();
+        for r in &hook.secret_refs {
+            secrets.push(ctx.secrets.resolve(r, "secret")?);
+        }
+        anyhow::ensure!(!secrets.is_empty(), "paging_integration.pagerduty.webhook.secret_refs: at least one secret");
+        let path = hook.path.clone().unwrap_or_else(|| "/webhooks/pagerduty".to_owned());
+        let limits = sre_runtime::inbound::Limits {
+            max_body_bytes: hook.max_body_bytes,
+            request_timeout: hook.request_timeout,
+            publish_timeout: hook
+                .request_timeout
+                .saturating_sub(Duration::from_secs(1))
+                .max(Duration::from_millis(500)),
+            max_concurrent_requests: 64,
+        };
+        let receiver = receiver::PagerDutyReceiver {
+            secrets,
+            pages: pages_cell.clone(),
+            source: ctx.bus.source().clone(),
+            metrics: metrics.clone(),
+        };
+        metrics.prime_webhook(Provider::Pagerduty);
+        tracing::info!(%path, secrets = hook.secret_refs.len(), "PagerDuty webhook receiver on");
+        router = sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits);
+    }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 
     let (bus, cancel, tasks, secrets, health) =
@@ -109,6 +140,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             let (pages, stop) = (pages.clone(), cancel.clone());
             async move { pages.probe(sre_runtime::SinkWatch::KV_PROBE_EVERY, stop).await }
         });
+        let _ = pages_cell.set(pages.clone());
         let consumer_config = consumer_config(&integration);
         let sink = Arc::new(sink::Sink::new(integration, policy, pages, pagers, secrets, metrics));
         tasks.spawn({
@@ -131,5 +163,5 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             tracing::error!(error = %e, "fact consumer stopped");
         }
     });
-    Ok(Router::new())
+    Ok(router)
 }

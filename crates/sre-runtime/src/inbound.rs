@@ -116,7 +116,13 @@ pub trait Webhook: Send + Sync + 'static {
     /// Turns the raw body into intents: authenticity first (a signature is over these exact
     /// bytes), then the payload. An event that is valid but asks for nothing (unknown to us,
     /// our own echo) is `Ok` with no envelopes: answered 200, nothing published.
-    fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<Self::Label>, Refusal>;
+    /// Asynchronous: a receiver may look up what it sent the vendor (a KV record).
+    fn accept(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        correlation: &str,
+    ) -> impl std::future::Future<Output = Result<Accepted<Self::Label>, Refusal>> + Send;
 
     /// One intent stored (`duplicate`: it already was).
     fn stored(&self, _label: Self::Label, _duplicate: bool) {}
@@ -246,7 +252,7 @@ async fn receive<W: Webhook>(
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
     // The body and the parsed payload are freed inside `accept`: while JetStream stores the
     // intents only their encoded form is held, which keeps memory per request small.
-    let accepted = shared.webhook.accept(headers, bytes, correlation)?;
+    let accepted = shared.webhook.accept(headers, bytes, correlation).await?;
     let started = Instant::now();
     let results = shared.publisher.publish_all(&accepted.envelopes, Some(shared.limits.publish_timeout)).await;
     *publish_seconds = Some(started.elapsed().as_secs_f64());
@@ -283,4 +289,46 @@ async fn receive<W: Webhook>(
 pub fn encode<M: sre_contracts::Intent>(intent: &M) -> Result<Envelope, Refusal> {
     Envelope::intent(intent)
         .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, e.to_string()))
+}
+
+/// Whether any of `signatures` (hex, as the vendor sends it: PagerDuty one per active
+/// secret, Jira and GitHub one) is the HMAC-SHA256 of `body` under any of `secrets` (several
+/// while a secret rotates). Over the raw bytes received; each comparison is constant-time
+/// (`Mac::verify_slice`), and a signature that is not hex matches nothing.
+pub fn signed_by_any<'a>(
+    secrets: &[secrecy::SecretString],
+    body: &[u8],
+    signatures: impl IntoIterator<Item = &'a str>,
+) -> bool {
+    use hmac::{Hmac, Mac};
+    use secrecy::ExposeSecret;
+    let signatures: Vec<Vec<u8>> =
+        signatures.into_iter().filter_map(|s| hex::decode(s.trim().to_ascii_lowercase()).ok()).collect();
+    let mut matched = false;
+    for secret in secrets {
+        let Ok(mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes()) else { continue };
+        let mac = mac.chain_update(body);
+        for s in &signatures {
+            // No early exit: the time taken does not say which one matched.
+            matched |= mac.clone().verify_slice(s).is_ok();
+        }
+    }
+    matched
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_matches_under_any_secret() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let sig = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let secrets = [secrecy::SecretString::from("old"), secrecy::SecretString::from("Jefe")];
+        assert!(signed_by_any(&secrets, b"what do ya want for nothing?", ["nothex", sig]));
+        assert!(signed_by_any(&secrets, b"what do ya want for nothing?", [sig.to_ascii_uppercase().as_str()]));
+        assert!(!signed_by_any(&secrets, b"what do ya want for nothing!", [sig]));
+        assert!(!signed_by_any(&secrets[..1], b"what do ya want for nothing?", [sig]));
+        assert!(!signed_by_any(&secrets, b"what do ya want for nothing?", std::iter::empty::<&str>()));
+    }
 }

@@ -29,7 +29,7 @@ impl Webhook for Notes {
         Ok(())
     }
 
-    fn accept(&self, headers: &HeaderMap, body: Bytes, _correlation: &str) -> Result<Accepted<()>, Refusal> {
+    async fn accept(&self, headers: &HeaderMap, body: Bytes, _correlation: &str) -> Result<Accepted<()>, Refusal> {
         if body.as_ref() == b"ignore" {
             return Ok(Accepted::default());
         }

@@ -1,0 +1,230 @@
+//! PagerDuty Webhooks v3 into intents (two-way sync): a person acknowledging, resolving,
+//! reopening an incident in PagerDuty becomes `AcknowledgeIncidentRequested`,
+//! `ResolveIncidentRequested`, `ReopenIncidentRequested` for the domain to decide on. Served
+//! on the shared inbound path (`sre_runtime::inbound`): 200 only once the intent is stored,
+//! 503 on bus trouble (PagerDuty retries 5xx for up to 48 h).
+//!
+//! - Authenticity first, on the raw body: `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>]`, one
+//!   per active secret; any entry matching any configured secret is enough (rotation).
+//!   Wrong or missing: 401, nothing published.
+//! - The incident is found from what this sink sent: `data.incident_key` is the Events API
+//!   `dedup_key`, the incident id, and its page record must exist here. Anything else
+//!   (another integration's incident, a note, a ping, a type we do not act on) is answered
+//!   200 and counted: a 4xx would make PagerDuty drop it and, after three, disable the
+//!   subscription for a day.
+//! - Echoes are suppressed twice: the acknowledge or resolve this sink sent through the
+//!   Events API comes back with an agent that is not a person (`agent.type` other than
+//!   `user_reference`), and a change the page record already holds is not asked again.
+//! - `X-Webhook-Id` (the same on every retry of a webhook) is the idempotency key, so a
+//!   redelivered webhook is 200 and no second intent.
+
+use std::sync::{Arc, OnceLock};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use sre_contracts::domain::v1::{
+    AcknowledgeIncidentRequested, ExternalActor, ExternalOrigin, MessageMeta, ReopenIncidentRequested,
+    ResolveIncidentRequested, Source,
+};
+use sre_resilience::idempotency::derive_key;
+use sre_runtime::axum::body::Bytes;
+use sre_runtime::axum::http::{HeaderMap, StatusCode};
+use sre_runtime::inbound::{self, Accepted, Reason, Refusal, Webhook};
+
+use crate::config::Provider;
+use crate::metrics::{PagingMetrics, WebhookOutcome};
+use crate::state::{PageState, Pages};
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-pagerduty-signature";
+/// The webhook's id, the same on every retry of it.
+pub const WEBHOOK_ID_HEADER: &str = "x-webhook-id";
+
+/// The receiver; the page records arrive once the bus has opened them.
+pub struct PagerDutyReceiver {
+    /// The subscription secrets (several while one rotates).
+    pub secrets: Vec<SecretString>,
+    /// The page records, set once open.
+    pub pages: Arc<OnceLock<Pages>>,
+    /// This instance.
+    pub source: Source,
+    /// Metrics.
+    pub metrics: PagingMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+struct Body {
+    event: Event,
+}
+
+#[derive(Debug, Deserialize)]
+struct Event {
+    id: String,
+    event_type: String,
+    #[serde(default)]
+    occurred_at: Option<String>,
+    #[serde(default)]
+    agent: Option<Agent>,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Agent {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    summary: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Data {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    incident_key: Option<String>,
+    #[serde(default)]
+    resolve_reason: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Acknowledge,
+    Resolve,
+    Reopen,
+}
+
+impl PagerDutyReceiver {
+    fn ignored(&self, outcome: WebhookOutcome, why: &str, event_type: &str) -> Accepted<()> {
+        self.metrics.webhook(Provider::Pagerduty, outcome);
+        tracing::info!(event_type, outcome = ?outcome, why, "pagerduty webhook ignored");
+        let mut accepted = Accepted::default();
+        accepted.summary.insert("ignored".into(), serde_json::json!(why));
+        accepted
+    }
+}
+
+impl Webhook for PagerDutyReceiver {
+    type Label = ();
+
+    fn admit(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        if !inbound::is_json(headers) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Reason::UnsupportedMediaType,
+                "content type must be application/json",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
+        let presented = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let signatures = presented.split(',').filter_map(|s| s.trim().strip_prefix("v1="));
+        if !inbound::signed_by_any(&self.secrets, &body, signatures) {
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, Reason::BadSignature, "missing or invalid signature"));
+        }
+        let parsed: Body = serde_json::from_slice(&body).map_err(|e| {
+            let field = if e.to_string().contains("event_type") { "event.event_type" } else { "event" };
+            Refusal::invalid(field, format!("not a PagerDuty v3 webhook: {e}"))
+        })?;
+        let event = parsed.event;
+        let action = match event.event_type.as_str() {
+            "incident.acknowledged" => Action::Acknowledge,
+            "incident.resolved" => Action::Resolve,
+            "incident.reopened" => Action::Reopen,
+            other => return Ok(self.ignored(WebhookOutcome::Ignored, "an event type not acted on", other)),
+        };
+        let agent = event.agent.unwrap_or_default();
+        if agent.kind != "user_reference" {
+            // What this sink did through the Events API comes back as a service or
+            // integration, not a person.
+            return Ok(self.ignored(WebhookOutcome::Echo, "not done by a person", &event.event_type));
+        }
+        let data = event.data.unwrap_or_default();
+        let Some(key) = data.incident_key.filter(|k| !k.is_empty()) else {
+            return Ok(self.ignored(WebhookOutcome::Unknown, "no incident key", &event.event_type));
+        };
+        let Some(pages) = self.pages.get() else {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::BusUnavailable,
+                "page records not open yet",
+            ));
+        };
+        let record = pages
+            .get(&key)
+            .await
+            .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, e.to_string()))?;
+        let Some(record) = record else {
+            return Ok(self.ignored(WebhookOutcome::Unknown, "not an incident this sink paged", &event.event_type));
+        };
+        let state = record.record.state;
+        let held = match action {
+            Action::Acknowledge => matches!(state, PageState::Acknowledged | PageState::Resolved),
+            Action::Resolve => state == PageState::Resolved,
+            Action::Reopen => false,
+        };
+        if held {
+            return Ok(self.ignored(WebhookOutcome::Echo, "the page record already holds it", &event.event_type));
+        }
+        let webhook_id = headers
+            .get(WEBHOOK_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .unwrap_or(&event.id)
+            .to_owned();
+        let now = jiff::Timestamp::now();
+        let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
+        let meta = Some(MessageMeta {
+            idempotency_key: derive_key("pagerduty-webhook", &[&webhook_id]),
+            correlation_id: correlation.to_owned(),
+            causation_id: String::new(),
+            source: Some(self.source.clone()),
+            occurred_at: Some(ts(now)),
+        });
+        let origin = Some(ExternalOrigin {
+            vendor: "pagerduty".into(),
+            object_id: data.id,
+            url: data.html_url,
+            event_id: webhook_id,
+            occurred_at: event.occurred_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(ts),
+            actor: Some(ExternalActor { name: agent.summary, email: String::new(), vendor_user_id: agent.id }),
+        });
+        let incident_id = record.record.incident_id;
+        let envelope = match action {
+            Action::Acknowledge => {
+                inbound::encode(&AcknowledgeIncidentRequested { meta, incident_id: incident_id.clone(), origin })?
+            }
+            Action::Resolve => inbound::encode(&ResolveIncidentRequested {
+                meta,
+                incident_id: incident_id.clone(),
+                origin,
+                resolution: data.resolve_reason.map(|r| r.to_string()).unwrap_or_default(),
+            })?,
+            Action::Reopen => inbound::encode(&ReopenIncidentRequested {
+                meta,
+                incident_id: incident_id.clone(),
+                origin,
+                reason: String::new(),
+            })?,
+        };
+        self.metrics.webhook(Provider::Pagerduty, WebhookOutcome::Intent);
+        let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], ..Accepted::default() };
+        accepted.summary.insert("incident_id".into(), serde_json::json!(incident_id));
+        accepted.summary.insert("event_type".into(), serde_json::json!(event.event_type));
+        Ok(accepted)
+    }
+
+    fn refused(&self, reason: Reason) {
+        self.metrics.webhook_refused(Provider::Pagerduty, reason);
+    }
+
+    fn challenge(&self) -> &'static str {
+        "X-PagerDuty-Signature"
+    }
+}

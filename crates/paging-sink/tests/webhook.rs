@@ -1,0 +1,169 @@
+//! The PagerDuty Webhooks v3 receiver: the real paging-sink binary, a real nats-server and
+//! the test PagerDuty. The vendor's own signature vectors; then a person acknowledging in
+//! PagerDuty becomes one `AcknowledgeIncidentRequested`, and everything that must not
+//! (a redelivery, a wrong signature, this sink's own echo, someone else's incident, a bus
+//! outage until PagerDuty's retry) does not.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use prost::Message;
+use sre_contracts::domain::v1::{AcknowledgeIncidentRequested, IncidentCreated, Severity};
+use sre_contracts::{BusMessage, streams};
+use sre_testkit::NatsServer;
+use sre_testkit::bus::{eventually, publish, stream_messages};
+use sre_testkit::pagerduty::FakePagerDuty;
+use sre_testkit::service::{ServiceProcess, http_request};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
+const VENDOR: &str = include_str!("../../../tests/fixtures/pagerduty/signature-vector.go-pagerduty.json");
+const ROTATION: &str = include_str!("../../../tests/fixtures/pagerduty/signature-vector.rotation.json");
+const SECRET: &str = "our-subscription-secret";
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn post(sink: &ServiceProcess, signature: Option<&str>, webhook_id: &str, body: &[u8]) -> (u16, String) {
+    let mut headers = vec![("Content-Type", "application/json"), ("X-Webhook-Id", webhook_id)];
+    if let Some(s) = signature {
+        headers.push(("X-PagerDuty-Signature", s));
+    }
+    http_request(sink.port(), "POST", "/webhooks/pagerduty", &headers, body).expect("answers")
+}
+
+/// An `incident.acknowledged` for `incident_key`, by a person or (`agent`) something else.
+fn acknowledged(event: &str, incident_key: &str, agent: &str) -> Vec<u8> {
+    serde_json::json!({"event": {
+        "id": event, "event_type": "incident.acknowledged", "resource_type": "incident",
+        "occurred_at": "2026-12-02T04:00:00.000Z",
+        "agent": {"id": "PLH1HKV", "type": agent, "summary": "Ada Lovelace",
+                  "html_url": "https://acme.pagerduty.com/users/PLH1HKV"},
+        "client": null,
+        "data": {"id": "PGR0VU2", "type": "incident", "status": "acknowledged", "incident_key": incident_key,
+                 "html_url": "https://acme.pagerduty.com/incidents/PGR0VU2", "title": "checkout: error rate"}}})
+    .to_string()
+    .into_bytes()
+}
+
+async fn acks(nats: &NatsServer) -> Vec<AcknowledgeIncidentRequested> {
+    stream_messages(&nats.url(), streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == AcknowledgeIncidentRequested::SUBJECT)
+        .map(|(_, b)| AcknowledgeIncidentRequested::decode(b).expect("decodes"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is() {
+    let mut nats = NatsServer::start().expect("nats");
+    let pagerduty = FakePagerDuty::start().await.expect("pagerduty");
+    let vendor: serde_json::Value = serde_json::from_str(VENDOR).expect("vector");
+    let rotation: serde_json::Value = serde_json::from_str(ROTATION).expect("vector");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("paging-sink.yaml");
+    let yaml = format!(
+        "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: platform/pagerduty\n    \
+         base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [pd/ours, pd/vendor, pd/rotated]\n  \
+         escalation: {{critical: immediate, high: immediate}}\n",
+        pagerduty.url()
+    );
+    std::fs::write(&config, yaml).expect("config");
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            ("NATS_URL", &nats.url()),
+            ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
+            ("SECRET_PD_OURS_SECRET", SECRET),
+            ("SECRET_PD_VENDOR_SECRET", vendor["secret"].as_str().expect("secret")),
+            ("SECRET_PD_ROTATED_SECRET", rotation["secrets"]["new"].as_str().expect("secret")),
+        ],
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+
+    // The vendor's vectors: valid is let in (a priority change: 200, nothing to do);
+    // mismatched or missing is 401.
+    let body = vendor["body"].as_str().expect("body").as_bytes();
+    let cases = vendor["cases"].as_array().expect("cases");
+    assert_eq!(post(&sink, cases[0]["header"].as_str(), "v-1", body).0, 200, "{}", sink.logs());
+    assert_eq!(post(&sink, cases[1]["header"].as_str(), "v-2", body).0, 401);
+    assert_eq!(post(&sink, None, "v-3", body).0, 401);
+    // Rotation: two signatures, one by a secret we hold; one by a secret we do not; v2 only.
+    let body = rotation["body_utf8"].as_str().expect("body").as_bytes();
+    for (case, status) in rotation["cases"].as_array().expect("cases").iter().zip([200, 200, 401, 401]) {
+        if case["receiver_secret"] == rotation["secrets"]["old"] {
+            continue; // we hold `new` only
+        }
+        assert_eq!(post(&sink, case["header"].as_str(), "r", body).0, status, "{}", case["name"]);
+    }
+
+    // An incident paged through PagerDuty, then a person acknowledges it there.
+    let fact = IncidentCreated {
+        incident_id: "inc-pd-1".into(),
+        title: "checkout: error rate above 5%".into(),
+        severity: Severity::Critical as i32,
+        service: "checkout".into(),
+        ..Default::default()
+    };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-pd-1", fact.encode_to_vec()).await;
+    eventually("paged", WAIT, || async { !pagerduty.events().is_empty() }).await;
+    let body = acknowledged("evt-1", "inc-pd-1", "user_reference");
+    let (status, answer) = post(&sink, Some(&sign(SECRET, &body)), "wh-1", &body);
+    assert_eq!(status, 200, "{answer}");
+    let stored = acks(&nats).await;
+    assert_eq!(stored.len(), 1, "stored before the 200");
+    let origin = stored[0].origin.clone().unwrap_or_default();
+    assert_eq!(
+        (stored[0].incident_id.as_str(), origin.vendor.as_str(), origin.event_id.as_str()),
+        ("inc-pd-1", "pagerduty", "wh-1")
+    );
+    assert_eq!(origin.actor.map(|a| a.name), Some("Ada Lovelace".to_owned()));
+    assert_eq!(origin.object_id, "PGR0VU2");
+
+    // PagerDuty delivers it again: 200, no second intent.
+    let (status, answer) = post(&sink, Some(&sign(SECRET, &body)), "wh-1", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"intents_duplicate\":1"), "{answer}");
+    // Wrongly signed: 401, nothing.
+    assert_eq!(post(&sink, Some(&sign("not-the-secret", &body)), "wh-2", &body).0, 401);
+    // Our own acknowledge through the Events API coming back: not a person. 200, nothing.
+    let echo = acknowledged("evt-3", "inc-pd-1", "service_reference");
+    assert_eq!(post(&sink, Some(&sign(SECRET, &echo)), "wh-3", &echo).0, 200);
+    // An incident this sink never paged: 200 (a 4xx would disable the subscription), nothing.
+    let other = acknowledged("evt-4", "someone-elses-incident", "user_reference");
+    assert_eq!(post(&sink, Some(&sign(SECRET, &other)), "wh-4", &other).0, 200);
+    // Malformed: 400 naming the field.
+    let bad = br#"{"event": {"id": "x"}}"#;
+    let (status, answer) = post(&sink, Some(&sign(SECRET, bad)), "wh-5", bad);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("\"field\""), "{answer}");
+    assert_eq!(acks(&nats).await.len(), 1);
+
+    // The bus away: 503, so PagerDuty retries; its retry is stored once.
+    nats.kill();
+    let again = acknowledged("evt-6", "inc-pd-1", "user_reference");
+    let signature = sign(SECRET, &again);
+    assert_eq!(post(&sink, Some(&signature), "wh-6", &again).0, 503);
+    nats.restart().expect("restarts");
+    eventually("PagerDuty's retry is stored", WAIT, || async {
+        post(&sink, Some(&signature), "wh-6", &again).0 == 200
+    })
+    .await;
+    assert_eq!(acks(&nats).await.len(), 2, "the retried webhook once");
+    let metrics = sink.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+    for line in [
+        "paging_sink_webhook_events_total{provider=\"pagerduty\",outcome=\"Echo\"} 1",
+        "paging_sink_webhook_events_total{provider=\"pagerduty\",outcome=\"Unknown\"} 2",
+        "paging_sink_webhook_refused_total{provider=\"pagerduty\",reason=\"BadSignature\"} 5",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert!(!sink.logs().contains(SECRET), "the secret never reaches the logs");
+}
