@@ -59,13 +59,7 @@ impl Webhook for Ingress {
     type Label = IntentKind;
 
     fn admit(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        if !inbound::is_json(headers) {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Reason::UnsupportedMediaType,
-                "content type must be application/json",
-            ));
-        }
+        inbound::require_json(headers)?;
         self.auth
             .check_authorization(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
             .map_err(|_| Refusal::new(StatusCode::UNAUTHORIZED, Reason::Unauthorized, "missing or invalid credentials"))

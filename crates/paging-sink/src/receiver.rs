@@ -112,14 +112,7 @@ impl Webhook for PagerDutyReceiver {
     type Label = ();
 
     fn admit(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        if !inbound::is_json(headers) {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Reason::UnsupportedMediaType,
-                "content type must be application/json",
-            ));
-        }
-        Ok(())
+        inbound::require_json(headers)
     }
 
     async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {

@@ -185,6 +185,19 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// 415 unless the request says its body is JSON.
+pub fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
+    if is_json(headers) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reason::UnsupportedMediaType,
+            "content type must be application/json",
+        ))
+    }
+}
+
 async fn handle<W: Webhook>(State(shared): State<Arc<Shared<W>>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let correlation = correlation_id(&headers);
