@@ -91,28 +91,20 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     let pages_cell: Arc<std::sync::OnceLock<state::Pages>> = Arc::default();
     let mut router = Router::new();
     if let Some(hook) = integration.pagerduty.as_ref().and_then(|pd| pd.webhook.as_ref()).filter(|w| w.enabled) {
-        let mut secrets = Vec::new();
-        for r in &hook.secret_refs {
-            secrets.push(ctx.secrets.resolve(r, "secret")?);
-        }
-        anyhow::ensure!(!secrets.is_empty(), "paging_integration.pagerduty.webhook.secret_refs: at least one secret");
+        let secrets = sre_runtime::inbound::receiver_secrets(
+            &ctx.secrets,
+            &hook.secret_refs,
+            "paging_integration.pagerduty.webhook",
+        )?;
         let path = hook.path.clone().unwrap_or_else(|| "/webhooks/pagerduty".to_owned());
-        let limits = sre_runtime::inbound::Limits {
-            max_body_bytes: hook.max_body_bytes,
-            request_timeout: hook.request_timeout,
-            publish_timeout: hook
-                .request_timeout
-                .saturating_sub(Duration::from_secs(1))
-                .max(Duration::from_millis(500)),
-            max_concurrent_requests: 64,
-        };
+        let limits = sre_runtime::inbound::Limits::receiver(hook.max_body_bytes, hook.request_timeout);
         let receiver = receiver::PagerDutyReceiver {
             secrets,
             pages: pages_cell.clone(),
             source: ctx.bus.source().clone(),
             metrics: metrics.clone(),
         };
-        metrics.prime_webhook(Provider::Pagerduty);
+        metrics.receivers.prime(Provider::Pagerduty.name());
         tracing::info!(%path, secrets = hook.secret_refs.len(), "PagerDuty webhook receiver on");
         router = sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits);
     }

@@ -58,31 +58,6 @@ pub enum FollowUpOutcome {
     Retried,
 }
 
-/// What became of a vendor webhook that passed its signature check.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum WebhookOutcome {
-    /// An intent was published (or found already stored).
-    Intent,
-    /// This sink's own action coming back, or a change the page record already holds.
-    Echo,
-    /// About an incident this sink did not page.
-    Unknown,
-    /// An event type not acted on.
-    Ignored,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WebhookLabels {
-    provider: Provider,
-    outcome: WebhookOutcome,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WebhookRefusedLabels {
-    provider: Provider,
-    reason: sre_runtime::inbound::Reason,
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PageLabels {
     provider: Provider,
@@ -114,8 +89,8 @@ pub struct PagingMetrics {
     pages: Family<PageLabels, Counter>,
     follow_ups: Family<FollowUpLabels, Counter>,
     vendor_seconds: Family<VendorLabels, Histogram>,
-    webhooks: Family<WebhookLabels, Counter>,
-    webhooks_refused: Family<WebhookRefusedLabels, Counter>,
+    /// The webhook receivers' (two-way sync).
+    pub receivers: sre_runtime::inbound::ReceiverMetrics,
     /// Deferred pages waiting, at the last scan.
     pub deferred: Gauge,
     /// How long past its business-hours opening the most overdue deferred page still
@@ -129,8 +104,7 @@ impl Default for PagingMetrics {
             pages: Family::default(),
             follow_ups: Family::default(),
             vendor_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
-            webhooks: Family::default(),
-            webhooks_refused: Family::default(),
+            receivers: sre_runtime::inbound::ReceiverMetrics::default(),
             deferred: Gauge::default(),
             deferred_overdue: Gauge::default(),
         }
@@ -157,37 +131,7 @@ impl PagingMetrics {
             "Seconds the most overdue deferred page has waited past its opening (0: none)",
             self.deferred_overdue.clone(),
         );
-        r.register(
-            "paging_sink_webhook_events",
-            "Signed vendor webhooks (two-way sync) by provider and outcome",
-            self.webhooks.clone(),
-        );
-        r.register(
-            "paging_sink_webhook_refused",
-            "Vendor webhooks refused, by provider and reason (a bad signature among them)",
-            self.webhooks_refused.clone(),
-        );
-    }
-
-    /// Creates the webhook series of `provider` at 0 (when its receiver is enabled).
-    pub fn prime_webhook(&self, provider: Provider) {
-        use WebhookOutcome::{Echo, Ignored, Intent, Unknown};
-        for outcome in [Intent, Echo, Unknown, Ignored] {
-            let _ = self.webhooks.get_or_create(&WebhookLabels { provider, outcome });
-        }
-        for reason in sre_runtime::inbound::Reason::ALL {
-            let _ = self.webhooks_refused.get_or_create(&WebhookRefusedLabels { provider, reason });
-        }
-    }
-
-    /// Counts a webhook that passed its signature check.
-    pub fn webhook(&self, provider: Provider, outcome: WebhookOutcome) {
-        self.webhooks.get_or_create(&WebhookLabels { provider, outcome }).inc();
-    }
-
-    /// Counts a refused webhook.
-    pub fn webhook_refused(&self, provider: Provider, reason: sre_runtime::inbound::Reason) {
-        self.webhooks_refused.get_or_create(&WebhookRefusedLabels { provider, reason }).inc();
+        self.receivers.register(r, "paging_sink");
     }
 
     /// Creates every series of `providers` at 0, so dashboards and alert rules see them

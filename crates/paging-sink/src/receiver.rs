@@ -29,10 +29,10 @@ use sre_contracts::domain::v1::{
 use sre_resilience::idempotency::derive_key;
 use sre_runtime::axum::body::Bytes;
 use sre_runtime::axum::http::{HeaderMap, StatusCode};
-use sre_runtime::inbound::{self, Accepted, Reason, Refusal, Webhook};
+use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
 
 use crate::config::Provider;
-use crate::metrics::{PagingMetrics, WebhookOutcome};
+use crate::metrics::PagingMetrics;
 use crate::state::{PageState, Pages};
 
 /// The signature header.
@@ -98,29 +98,13 @@ enum Action {
     Reopen,
 }
 
-impl PagerDutyReceiver {
-    fn ignored(&self, outcome: WebhookOutcome, why: &str, event_type: &str) -> Accepted<()> {
-        self.metrics.webhook(Provider::Pagerduty, outcome);
-        tracing::info!(event_type, outcome = ?outcome, why, "pagerduty webhook ignored");
-        let mut accepted = Accepted::default();
-        accepted.summary.insert("ignored".into(), serde_json::json!(why));
-        accepted
-    }
-}
-
 impl Webhook for PagerDutyReceiver {
     type Label = ();
 
-    fn admit(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        inbound::require_json(headers)
-    }
-
     async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
-        let presented = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let presented = inbound::header(headers, SIGNATURE_HEADER).unwrap_or_default();
         let signatures = presented.split(',').filter_map(|s| s.trim().strip_prefix("v1="));
-        if !inbound::signed_by_any(&self.secrets, &body, signatures) {
-            return Err(Refusal::new(StatusCode::UNAUTHORIZED, Reason::BadSignature, "missing or invalid signature"));
-        }
+        inbound::require_signature(&self.secrets, &body, signatures)?;
         let parsed: Body = serde_json::from_slice(&body).map_err(|e| {
             let field = if e.to_string().contains("event_type") { "event.event_type" } else { "event" };
             Refusal::invalid(field, format!("not a PagerDuty v3 webhook: {e}"))
@@ -130,17 +114,34 @@ impl Webhook for PagerDutyReceiver {
             "incident.acknowledged" => Action::Acknowledge,
             "incident.resolved" => Action::Resolve,
             "incident.reopened" => Action::Reopen,
-            other => return Ok(self.ignored(WebhookOutcome::Ignored, "an event type not acted on", other)),
+            other => {
+                return Ok(self.metrics.receivers.ignored(
+                    Provider::Pagerduty.name(),
+                    Outcome::Ignored,
+                    "an event type not acted on",
+                    other,
+                ));
+            }
         };
         let agent = event.agent.unwrap_or_default();
         if agent.kind != "user_reference" {
             // What this sink did through the Events API comes back as a service or
             // integration, not a person.
-            return Ok(self.ignored(WebhookOutcome::Echo, "not done by a person", &event.event_type));
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Pagerduty.name(),
+                Outcome::Echo,
+                "not done by a person",
+                &event.event_type,
+            ));
         }
         let data = event.data.unwrap_or_default();
         let Some(key) = data.incident_key.filter(|k| !k.is_empty()) else {
-            return Ok(self.ignored(WebhookOutcome::Unknown, "no incident key", &event.event_type));
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Pagerduty.name(),
+                Outcome::Unknown,
+                "no incident key",
+                &event.event_type,
+            ));
         };
         let Some(pages) = self.pages.get() else {
             return Err(Refusal::new(
@@ -154,7 +155,12 @@ impl Webhook for PagerDutyReceiver {
             .await
             .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, e.to_string()))?;
         let Some(record) = record else {
-            return Ok(self.ignored(WebhookOutcome::Unknown, "not an incident this sink paged", &event.event_type));
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Pagerduty.name(),
+                Outcome::Unknown,
+                "not an incident this sink paged",
+                &event.event_type,
+            ));
         };
         let state = record.record.state;
         let held = match action {
@@ -163,7 +169,12 @@ impl Webhook for PagerDutyReceiver {
             Action::Reopen => false,
         };
         if held {
-            return Ok(self.ignored(WebhookOutcome::Echo, "the page record already holds it", &event.event_type));
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Pagerduty.name(),
+                Outcome::Echo,
+                "the page record already holds it",
+                &event.event_type,
+            ));
         }
         let webhook_id = headers
             .get(WEBHOOK_ID_HEADER)
@@ -206,7 +217,7 @@ impl Webhook for PagerDutyReceiver {
                 reason: String::new(),
             })?,
         };
-        self.metrics.webhook(Provider::Pagerduty, WebhookOutcome::Intent);
+        self.metrics.receivers.event(Provider::Pagerduty.name(), Outcome::Intent);
         let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], ..Accepted::default() };
         accepted.summary.insert("incident_id".into(), serde_json::json!(incident_id));
         accepted.summary.insert("event_type".into(), serde_json::json!(event.event_type));
@@ -214,7 +225,7 @@ impl Webhook for PagerDutyReceiver {
     }
 
     fn refused(&self, reason: Reason) {
-        self.metrics.webhook_refused(Provider::Pagerduty, reason);
+        self.metrics.receivers.refused(Provider::Pagerduty.name(), reason);
     }
 
     fn challenge(&self) -> &'static str {

@@ -179,6 +179,67 @@ pub struct Github {
     /// Requests per minute (GitHub's secondary limit on content creation is ~80/min).
     #[serde(default = "default_github_rate")]
     pub requests_per_minute: u32,
+    /// The GitHub webhook receiver (`issues`, `issue_comment`; two-way sync), off unless
+    /// enabled.
+    #[serde(default)]
+    pub webhook: Option<GithubWebhook>,
+}
+
+/// What a closed GitHub issue asks of the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseMeans {
+    /// `CloseIncidentRequested` (the default: the ticket is the follow-up, closing it ends it).
+    #[default]
+    Close,
+    /// `ResolveIncidentRequested`.
+    Resolve,
+}
+
+/// `ticketing_integration.github.webhook:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubWebhook {
+    /// Off unless set.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Path it is served on (default `/webhooks/github`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The webhook's secret, key `secret`; two while it is changed (GitHub sends one
+    /// signature, by whichever secret the hook has).
+    pub secret_refs: Vec<SecretRef>,
+    /// What closing the issue asks for.
+    #[serde(default)]
+    pub close_means: CloseMeans,
+    /// Whether reopening the issue asks the domain to reopen the incident.
+    #[serde(default = "yes")]
+    pub reopen: bool,
+    /// Whether comments are passed on as notes (`AnnotateIncidentRequested`).
+    #[serde(default = "yes")]
+    pub comments: bool,
+    /// Logins whose actions are this sink's own (the token's user when it is a personal
+    /// access token: a GitHub App's are told by `sender.type: Bot`).
+    #[serde(default)]
+    pub ignore_senders: Vec<String>,
+    /// Largest body accepted.
+    #[serde(default = "webhook_body")]
+    pub max_body_bytes: usize,
+    /// Whole-request deadline (GitHub waits 10 s and never retries by itself).
+    #[serde(default = "webhook_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn webhook_body() -> usize {
+    1024 * 1024
+}
+
+fn webhook_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(8)
 }
 
 fn default_github_rate() -> u32 {

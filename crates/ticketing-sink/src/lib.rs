@@ -1,11 +1,13 @@
 //! ticketing-sink: consumes `IncidentCreated`, `IncidentResolved` and `IncidentClosed` and
 //! keeps exactly one ticket per incident in Jira (Cloud or Data Center) or GitHub Issues.
 //!
-//! Consumes facts, publishes nothing to the domain. Knows nothing about paging.
+//! Consumes facts. Publishes to the domain only intents of what people do in GitHub
+//! (`receiver`, two-way sync, off by default). Knows nothing about paging.
 
 pub mod config;
 pub mod metrics;
 pub mod provider;
+pub mod receiver;
 pub mod routing;
 pub mod sink;
 pub mod state;
@@ -106,6 +108,28 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     let metrics = metrics::TicketMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
     metrics.prime(trackers.keys().copied());
+    // The GitHub webhook (two-way sync), served once the ticket records are open.
+    let tickets_cell: Arc<std::sync::OnceLock<state::Tickets>> = Arc::default();
+    let mut router = Router::new();
+    if let Some(hook) = integration.github.as_ref().and_then(|g| g.webhook.as_ref()).filter(|w| w.enabled) {
+        let secrets = sre_runtime::inbound::receiver_secrets(
+            &ctx.secrets,
+            &hook.secret_refs,
+            "ticketing_integration.github.webhook",
+        )?;
+        let path = hook.path.clone().unwrap_or_else(|| "/webhooks/github".to_owned());
+        let limits = sre_runtime::inbound::Limits::receiver(hook.max_body_bytes, hook.request_timeout);
+        let receiver = receiver::GithubReceiver {
+            secrets,
+            settings: hook.clone(),
+            tickets: tickets_cell.clone(),
+            source: ctx.bus.source().clone(),
+            metrics: metrics.clone(),
+        };
+        metrics.receivers.prime(Provider::Github.name());
+        tracing::info!(%path, "GitHub webhook receiver on");
+        router = sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits);
+    }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 
     let (bus, cancel, tasks, health) = (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.health.clone());
@@ -129,6 +153,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             let (tickets, stop) = (tickets.clone(), cancel.clone());
             async move { tickets.probe(sre_runtime::SinkWatch::KV_PROBE_EVERY, stop).await }
         });
+        let _ = tickets_cell.set(tickets.clone());
         let consumer_config = consumer_config(&integration);
         let dry_run = integration.dry_run;
         let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
@@ -163,5 +188,5 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             tracing::error!(error = %e, "fact consumer stopped");
         }
     });
-    Ok(Router::new())
+    Ok(router)
 }

@@ -62,6 +62,8 @@ struct VendorLabels {
 pub struct TicketMetrics {
     tickets: Family<Labels, Counter>,
     vendor_seconds: Family<VendorLabels, Histogram>,
+    /// The webhook receivers' (two-way sync).
+    pub receivers: sre_runtime::inbound::ReceiverMetrics,
 }
 
 impl Default for TicketMetrics {
@@ -69,6 +71,7 @@ impl Default for TicketMetrics {
         Self {
             tickets: Family::default(),
             vendor_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
+            receivers: sre_runtime::inbound::ReceiverMetrics::default(),
         }
     }
 }
@@ -82,6 +85,7 @@ impl TicketMetrics {
             "Time of a vendor call, retries included",
             self.vendor_seconds.clone(),
         );
+        self.receivers.register(r, "ticketing_sink");
     }
 
     /// Creates every series of `providers` at 0, so dashboards and alert rules see them

@@ -175,7 +175,9 @@ impl Tracker for Github {
     ) -> BoxFuture<'a, Result<(), VendorError>> {
         Box::pin(async move {
             let path = format!("/repos/{project}/issues/{}/comments", ticket.key);
-            self.call(http::Method::POST, &path, Some(json!({"body": text}))).await.map(|_| ())
+            // The marker tells the webhook of this comment from a person's (two-way sync).
+            let body = format!("{text}\n\n{}", crate::receiver::COMMENT_MARKER);
+            self.call(http::Method::POST, &path, Some(json!({"body": body}))).await.map(|_| ())
         })
     }
 

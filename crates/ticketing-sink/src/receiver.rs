@@ -1,0 +1,318 @@
+//! GitHub webhooks into intents (two-way sync): a person closing, reopening or commenting
+//! on an incident's issue becomes `CloseIncidentRequested` (or `ResolveIncidentRequested`,
+//! by `close_means`), `ReopenIncidentRequested`, `AnnotateIncidentRequested` for the domain
+//! to decide on. Served on the shared inbound path (`sre_runtime::inbound`): 200 only once
+//! the intent is stored, 503 on bus trouble (GitHub does not retry by itself; a delivery
+//! can be redelivered from the hook's page or its API).
+//!
+//! - Authenticity first, on the raw body: `X-Hub-Signature-256: sha256=<hex>` against every
+//!   configured secret. Wrong or missing: 401, nothing published.
+//! - The incident is found from what this sink wrote: the issue body's hidden marker line
+//!   (`<!-- sre-incident: … -->`), and the ticket record here must name this issue in this
+//!   repository. Anything else (another issue, a pull-request comment, a ping, an action not
+//!   acted on) is answered 200 and counted.
+//! - Echoes: a GitHub App's own actions (`sender.type: Bot`), the logins in
+//!   `ignore_senders` (a personal access token's user), comments carrying the sink's marker,
+//!   and a close the ticket record already holds are not asked again.
+//! - `X-GitHub-Delivery` (kept by a redelivery) is the idempotency key.
+
+use std::sync::{Arc, OnceLock};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use sre_contracts::domain::v1::{
+    AnnotateIncidentRequested, CloseIncidentRequested, ExternalActor, ExternalOrigin, MessageMeta,
+    ReopenIncidentRequested, ResolveIncidentRequested, Source,
+};
+use sre_resilience::idempotency::derive_key;
+use sre_runtime::axum::body::Bytes;
+use sre_runtime::axum::http::{HeaderMap, StatusCode};
+use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
+
+use crate::config::{CloseMeans, GithubWebhook, Provider};
+use crate::metrics::TicketMetrics;
+use crate::state::{TicketState, Tickets};
+
+/// The signature header.
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+/// The event name header.
+pub const EVENT_HEADER: &str = "x-github-event";
+/// The delivery id, kept by a redelivery.
+pub const DELIVERY_HEADER: &str = "x-github-delivery";
+/// What the sink's own comments carry, so their webhooks are told from a person's.
+pub const COMMENT_MARKER: &str = "<!-- sre-integration -->";
+
+/// The receiver; the ticket records arrive once the bus has opened them.
+pub struct GithubReceiver {
+    /// The webhook's secrets.
+    pub secrets: Vec<SecretString>,
+    /// Its settings.
+    pub settings: GithubWebhook,
+    /// The ticket records, set once open.
+    pub tickets: Arc<OnceLock<Tickets>>,
+    /// This instance.
+    pub source: Source,
+    /// Metrics.
+    pub metrics: TicketMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    issue: Option<Issue>,
+    #[serde(default)]
+    comment: Option<Comment>,
+    #[serde(default)]
+    repository: Option<Repository>,
+    #[serde(default)]
+    sender: Option<User>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Issue {
+    number: u64,
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    state_reason: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Comment {
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    created_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct User {
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    id: u64,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Close,
+    Resolve,
+    Reopen,
+    Annotate,
+}
+
+/// The marker token in an issue body (`<!-- sre-incident: sre-incident-<token> -->`).
+fn marker_token(body: &str) -> Option<&str> {
+    let start = body.find("<!-- sre-incident: ")? + "<!-- sre-incident: ".len();
+    let rest = &body[start..];
+    let marker = &rest[..rest.find(" -->")?];
+    marker.strip_prefix("sre-incident-").filter(|t| !t.is_empty())
+}
+
+impl Webhook for GithubReceiver {
+    type Label = ();
+
+    async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
+        let presented = inbound::header(headers, SIGNATURE_HEADER).unwrap_or_default();
+        let signature = presented.trim().strip_prefix("sha256=");
+        inbound::require_signature(&self.secrets, &body, signature)?;
+        let event = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        if event != "issues" && event != "issue_comment" {
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Github.name(),
+                Outcome::Ignored,
+                "an event not acted on",
+                &event,
+            ));
+        }
+        let payload: Payload = serde_json::from_slice(&body)
+            .map_err(|e| Refusal::invalid("body", format!("not a GitHub {event} event: {e}")))?;
+        let what = format!("{event}.{}", payload.action);
+        let Some(issue) = payload.issue else { return Err(Refusal::invalid("issue", "missing")) };
+        let hook = &self.settings;
+        let action = match (event.as_str(), payload.action.as_str()) {
+            ("issues", "closed") if hook.close_means == CloseMeans::Resolve => Action::Resolve,
+            ("issues", "closed") => Action::Close,
+            ("issues", "reopened") if hook.reopen => Action::Reopen,
+            ("issue_comment", "created") if hook.comments && issue.pull_request.is_none() => Action::Annotate,
+            _ => {
+                return Ok(self.metrics.receivers.ignored(
+                    Provider::Github.name(),
+                    Outcome::Ignored,
+                    "an action not acted on",
+                    &what,
+                ));
+            }
+        };
+        let sender = payload.sender.unwrap_or_default();
+        let comment = payload.comment;
+        let ours = sender.kind == "Bot"
+            || hook.ignore_senders.iter().any(|l| l.eq_ignore_ascii_case(&sender.login))
+            || comment.as_ref().is_some_and(|c| c.body.contains(COMMENT_MARKER));
+        if ours {
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Github.name(),
+                Outcome::Echo,
+                "done by this sink",
+                &what,
+            ));
+        }
+        let Some(token) = issue.body.as_deref().and_then(marker_token) else {
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Github.name(),
+                Outcome::Unknown,
+                "not an issue this sink opened",
+                &what,
+            ));
+        };
+        let Some(tickets) = self.tickets.get() else {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Reason::BusUnavailable,
+                "ticket records not open yet",
+            ));
+        };
+        let read = tickets
+            .get(token)
+            .await
+            .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, e.to_string()))?;
+        let repo = payload.repository.map(|r| r.full_name).unwrap_or_default();
+        let record = read.map(|r| r.record).filter(|r| {
+            r.target.provider == Provider::Github
+                && r.target.project.eq_ignore_ascii_case(&repo)
+                && r.ticket.as_ref().is_some_and(|t| t.key == issue.number.to_string())
+        });
+        let Some(record) = record else {
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Github.name(),
+                Outcome::Unknown,
+                "no ticket record names this issue",
+                &what,
+            ));
+        };
+        let held = match action {
+            Action::Close => record.state == TicketState::Closed,
+            Action::Resolve => matches!(record.state, TicketState::Resolved | TicketState::Closed),
+            Action::Reopen | Action::Annotate => false,
+        };
+        if held {
+            return Ok(self.metrics.receivers.ignored(
+                Provider::Github.name(),
+                Outcome::Echo,
+                "the ticket record already holds it",
+                &what,
+            ));
+        }
+        let delivery = headers
+            .get(DELIVERY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Refusal::invalid("X-GitHub-Delivery", "missing"))?
+            .to_owned();
+        let now = jiff::Timestamp::now();
+        let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
+        let when = match &comment {
+            Some(c) => c.created_at.clone(),
+            None => issue.updated_at.clone(),
+        };
+        let meta = Some(MessageMeta {
+            idempotency_key: derive_key("github-webhook", &[&delivery]),
+            correlation_id: correlation.to_owned(),
+            causation_id: String::new(),
+            source: Some(self.source.clone()),
+            occurred_at: Some(ts(now)),
+        });
+        let origin = Some(ExternalOrigin {
+            vendor: "github".into(),
+            object_id: format!("{repo}#{}", issue.number),
+            url: comment.as_ref().map_or(issue.html_url.clone(), |c| c.html_url.clone()),
+            event_id: delivery,
+            occurred_at: when.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(ts),
+            actor: Some(ExternalActor {
+                name: sender.login,
+                email: String::new(),
+                vendor_user_id: sender.id.to_string(),
+            }),
+        });
+        let incident_id = record.incident_id;
+        let resolution = issue.state_reason.unwrap_or_default();
+        let envelope = match action {
+            Action::Close => {
+                inbound::encode(&CloseIncidentRequested { meta, incident_id: incident_id.clone(), origin, resolution })?
+            }
+            Action::Resolve => inbound::encode(&ResolveIncidentRequested {
+                meta,
+                incident_id: incident_id.clone(),
+                origin,
+                resolution,
+            })?,
+            Action::Reopen => inbound::encode(&ReopenIncidentRequested {
+                meta,
+                incident_id: incident_id.clone(),
+                origin,
+                reason: String::new(),
+            })?,
+            Action::Annotate => inbound::encode(&AnnotateIncidentRequested {
+                meta,
+                incident_id: incident_id.clone(),
+                origin,
+                note: comment.map(|c| c.body).unwrap_or_default(),
+            })?,
+        };
+        self.metrics.receivers.event(Provider::Github.name(), Outcome::Intent);
+        let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], ..Accepted::default() };
+        accepted.summary.insert("incident_id".into(), serde_json::json!(incident_id));
+        accepted.summary.insert("event".into(), serde_json::json!(what));
+        Ok(accepted)
+    }
+
+    fn refused(&self, reason: Reason) {
+        self.metrics.receivers.refused(Provider::Github.name(), reason);
+    }
+
+    fn challenge(&self) -> &'static str {
+        "X-Hub-Signature-256"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn githubs_own_signature_vector_is_accepted_as_github_sends_it() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/github/signature-vector.docs.json"))
+                .expect("json");
+        let secret = [SecretString::from(v["secret"].as_str().expect("secret").to_owned())];
+        let header = v["expected_header"].as_str().expect("header").trim_start_matches("X-Hub-Signature-256: ");
+        let payload = v["payload"].as_str().expect("payload").as_bytes();
+        assert!(inbound::signed_by_any(&secret, payload, header.strip_prefix("sha256=")));
+        assert!(!inbound::signed_by_any(&secret, b"Hello, World?", header.strip_prefix("sha256=")));
+    }
+
+    #[test]
+    fn the_marker_names_the_incident() {
+        let body = format!("text\n\n{}", crate::provider::github::marker_line(&crate::sink::marker("inc-42")));
+        assert_eq!(marker_token(&body), Some("inc-42"));
+        assert_eq!(marker_token("no marker here"), None);
+        assert_eq!(marker_token("<!-- sre-incident: sre-incident- -->"), None);
+    }
+}

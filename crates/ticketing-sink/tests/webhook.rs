@@ -1,0 +1,147 @@
+//! The GitHub webhook receiver: the real ticketing-sink binary, a real nats-server and the
+//! test GitHub. A person closing and commenting on an incident's issue becomes one intent
+//! each; a redelivery, a wrong signature, the sink's own comment and a bot's action, another
+//! issue, a pull-request comment and a ping become none.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use prost::Message;
+use sre_contracts::domain::v1::{AnnotateIncidentRequested, CloseIncidentRequested, IncidentCreated, Severity};
+use sre_contracts::{BusMessage, streams};
+use sre_testkit::NatsServer;
+use sre_testkit::bus::{eventually, publish, stream_messages};
+use sre_testkit::github::FakeGithub;
+use sre_testkit::service::{ServiceProcess, http_request};
+
+const WAIT: Duration = Duration::from_secs(30);
+const GITHUB_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+const SECRET: &str = "It's a Secret to Everybody";
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn deliver(sink: &ServiceProcess, event: &str, delivery: &str, signature: &str, body: &[u8]) -> (u16, String) {
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-GitHub-Event", event),
+        ("X-GitHub-Delivery", delivery),
+        ("X-Hub-Signature-256", signature),
+    ];
+    http_request(sink.port(), "POST", "/webhooks/github", &headers, body).expect("answers")
+}
+
+fn issue(number: u64, body: &str) -> serde_json::Value {
+    serde_json::json!({"number": number, "html_url": format!("https://github.example/acme/incidents/issues/{number}"),
+        "state": "closed", "state_reason": "completed", "body": body, "updated_at": "2026-12-02T04:00:00Z"})
+}
+
+fn sender(login: &str, kind: &str) -> serde_json::Value {
+    serde_json::json!({"login": login, "id": 583231, "type": kind})
+}
+
+async fn intents<M: BusMessage>(nats: &NatsServer) -> Vec<M> {
+    stream_messages(&nats.url(), streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == M::SUBJECT)
+        .map(|(_, b)| M::decode(b).expect("decodes"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_closing_and_commenting_on_github_is_one_intent_each() {
+    let nats = NatsServer::start().expect("nats");
+    let gh = FakeGithub::start(GITHUB_TOKEN, &["acme/incidents"]).await.expect("github");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ticketing-sink.yaml");
+    let yaml = format!(
+        "ticketing_integration:\n  default_provider: github\n  github:\n    repo: acme/incidents\n    secret_ref: platform/github\n    \
+         base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [platform/github-webhook]\n",
+        gh.url()
+    );
+    std::fs::write(&config, yaml).expect("config");
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            ("NATS_URL", &nats.url()),
+            ("SECRET_PLATFORM_GITHUB_TOKEN", GITHUB_TOKEN),
+            ("SECRET_PLATFORM_GITHUB_WEBHOOK_SECRET", SECRET),
+        ],
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+
+    let fact = IncidentCreated {
+        incident_id: "inc-gh-1".into(),
+        title: "checkout: error rate above 5%".into(),
+        severity: Severity::Critical as i32,
+        service: "checkout".into(),
+        ..Default::default()
+    };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-gh-1", fact.encode_to_vec()).await;
+    eventually("the issue", WAIT, || async { !gh.issues().is_empty() }).await;
+    let opened = gh.issues().remove(0);
+    let repo = serde_json::json!({"full_name": "acme/incidents"});
+
+    // A person closes the issue: one CloseIncidentRequested, stored before the 200.
+    let closed = serde_json::json!({"action": "closed", "issue": issue(opened.number, &opened.body),
+        "repository": repo, "sender": sender("octocat", "User")})
+    .to_string();
+    let (status, answer) = deliver(&sink, "issues", "d-1", &sign(SECRET, closed.as_bytes()), closed.as_bytes());
+    assert_eq!(status, 200, "{answer}\n{}", sink.logs());
+    let closes = intents::<CloseIncidentRequested>(&nats).await;
+    assert_eq!(closes.len(), 1);
+    let origin = closes[0].origin.clone().unwrap_or_default();
+    assert_eq!((closes[0].incident_id.as_str(), closes[0].resolution.as_str()), ("inc-gh-1", "completed"));
+    assert_eq!((origin.vendor.as_str(), origin.event_id.as_str()), ("github", "d-1"));
+    assert_eq!(origin.object_id, format!("acme/incidents#{}", opened.number));
+    assert_eq!(origin.actor.map(|a| a.name), Some("octocat".to_owned()));
+    // Redelivered from the hook's page (same delivery id): 200, no second intent.
+    let (status, answer) = deliver(&sink, "issues", "d-1", &sign(SECRET, closed.as_bytes()), closed.as_bytes());
+    assert!(status == 200 && answer.contains("\"intents_duplicate\":1"), "{answer}");
+    // Wrong secret: 401, nothing.
+    assert_eq!(deliver(&sink, "issues", "d-2", &sign("wrong", closed.as_bytes()), closed.as_bytes()).0, 401);
+
+    // A comment by a person is a note; the sink's own comment (marked) and a bot's are not;
+    // nor a pull-request comment, another issue, or the hook's ping.
+    let comment = |delivery: &str, body: &str, who: serde_json::Value, pr: bool| {
+        let mut i = issue(opened.number, &opened.body);
+        if pr {
+            i["pull_request"] = serde_json::json!({"url": "https://github.example/pulls/1"});
+        }
+        let payload = serde_json::json!({"action": "created", "issue": i, "repository": repo, "sender": who,
+            "comment": {"body": body, "html_url": "https://github.example/c/1", "created_at": "2026-12-02T04:01:00Z"}})
+        .to_string();
+        deliver(&sink, "issue_comment", delivery, &sign(SECRET, payload.as_bytes()), payload.as_bytes())
+    };
+    assert_eq!(comment("d-3", "Rolled back to v41.", sender("octocat", "User"), false).0, 200);
+    assert_eq!(comment("d-4", "Resolved.\n\n<!-- sre-integration -->", sender("sre-bot", "User"), false).0, 200);
+    assert_eq!(comment("d-5", "Deployed a fix", sender("our-sink[bot]", "Bot"), false).0, 200);
+    assert_eq!(comment("d-6", "LGTM", sender("octocat", "User"), true).0, 200);
+    let stranger = serde_json::json!({"action": "closed", "issue": issue(999, "someone else's issue"),
+        "repository": repo, "sender": sender("octocat", "User")})
+    .to_string();
+    assert_eq!(deliver(&sink, "issues", "d-7", &sign(SECRET, stranger.as_bytes()), stranger.as_bytes()).0, 200);
+    let ping = r#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#;
+    assert_eq!(deliver(&sink, "ping", "d-8", &sign(SECRET, ping.as_bytes()), ping.as_bytes()).0, 200);
+    let notes = intents::<AnnotateIncidentRequested>(&nats).await;
+    assert_eq!(notes.len(), 1, "only the person's comment");
+    assert_eq!(notes[0].note, "Rolled back to v41.");
+    assert_eq!(intents::<CloseIncidentRequested>(&nats).await.len(), 1);
+    let metrics = sink.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+    for line in [
+        "ticketing_sink_webhook_events_total{provider=\"github\",outcome=\"Intent\"} 3",
+        "ticketing_sink_webhook_events_total{provider=\"github\",outcome=\"Echo\"} 2",
+        "ticketing_sink_webhook_events_total{provider=\"github\",outcome=\"Unknown\"} 1",
+        "ticketing_sink_webhook_events_total{provider=\"github\",outcome=\"Ignored\"} 2",
+        "ticketing_sink_webhook_refused_total{provider=\"github\",reason=\"BadSignature\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
