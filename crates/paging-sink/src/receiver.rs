@@ -23,10 +23,9 @@ use std::sync::{Arc, OnceLock};
 use secrecy::SecretString;
 use serde::Deserialize;
 use sre_contracts::domain::v1::{
-    AcknowledgeIncidentRequested, ExternalActor, ExternalOrigin, MessageMeta, ReopenIncidentRequested,
-    ResolveIncidentRequested, Source,
+    AcknowledgeIncidentRequested, ExternalActor, ExternalOrigin, ReopenIncidentRequested, ResolveIncidentRequested,
+    Source,
 };
-use sre_resilience::idempotency::derive_key;
 use sre_runtime::axum::body::Bytes;
 use sre_runtime::axum::http::{HeaderMap, StatusCode};
 use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
@@ -150,10 +149,7 @@ impl Webhook for PagerDutyReceiver {
                 "page records not open yet",
             ));
         };
-        let record = pages
-            .get(&key)
-            .await
-            .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, e.to_string()))?;
+        let record = pages.get(&key).await.map_err(|e| Refusal::unavailable(e.to_string()))?;
         let Some(record) = record else {
             return Ok(self.metrics.receivers.ignored(
                 Provider::Pagerduty.name(),
@@ -182,15 +178,8 @@ impl Webhook for PagerDutyReceiver {
             .filter(|v| !v.is_empty())
             .unwrap_or(&event.id)
             .to_owned();
-        let now = jiff::Timestamp::now();
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = Some(MessageMeta {
-            idempotency_key: derive_key("pagerduty-webhook", &[&webhook_id]),
-            correlation_id: correlation.to_owned(),
-            causation_id: String::new(),
-            source: Some(self.source.clone()),
-            occurred_at: Some(ts(now)),
-        });
+        let meta = inbound::intent_meta("pagerduty", &webhook_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: "pagerduty".into(),
             object_id: data.id,
@@ -218,10 +207,7 @@ impl Webhook for PagerDutyReceiver {
             })?,
         };
         self.metrics.receivers.event(Provider::Pagerduty.name(), Outcome::Intent);
-        let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], ..Accepted::default() };
-        accepted.summary.insert("incident_id".into(), serde_json::json!(incident_id));
-        accepted.summary.insert("event_type".into(), serde_json::json!(event.event_type));
-        Ok(accepted)
+        Ok(inbound::one_intent(envelope, &incident_id, &event.event_type))
     }
 
     fn refused(&self, reason: Reason) {

@@ -149,6 +149,35 @@ impl ReceiverMetrics {
     }
 }
 
+/// The metadata of an intent a vendor webhook carried: its idempotency key derived from the
+/// vendor's event (or delivery) id, so a redelivered webhook is one intent on the bus.
+pub fn intent_meta(
+    vendor: &str,
+    event_id: &str,
+    correlation: &str,
+    source: &sre_contracts::domain::v1::Source,
+) -> Option<sre_contracts::domain::v1::MessageMeta> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Some(sre_contracts::domain::v1::MessageMeta {
+        idempotency_key: sre_resilience::idempotency::derive_key(&format!("{vendor}-webhook"), &[event_id]),
+        correlation_id: correlation.to_owned(),
+        causation_id: String::new(),
+        source: Some(source.clone()),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
+        }),
+    })
+}
+
+/// A receiver's answer carrying one intent (`envelope`) about `incident_id`, for `event`.
+pub fn one_intent(envelope: Envelope, incident_id: &str, event: &str) -> Accepted<()> {
+    let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], summary: serde_json::Map::new() };
+    accepted.summary.insert("incident_id".into(), json!(incident_id));
+    accepted.summary.insert("event".into(), json!(event));
+    accepted
+}
+
 /// A header's value as text (absent, or not text: `None`).
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -209,6 +238,11 @@ impl Refusal {
     /// A refusal without a field.
     pub fn new(status: StatusCode, reason: Reason, message: impl Into<String>) -> Self {
         Self { status, reason, field: None, message: message.into() }
+    }
+
+    /// 503: the bus (or a record on it) is away; the sender retries.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, message)
     }
 
     /// 400 for the payload field `field`.

@@ -119,6 +119,9 @@ pub struct Jira {
     /// Requests per minute this sink sends (Jira Cloud's burst limits are per site).
     #[serde(default = "default_jira_rate")]
     pub requests_per_minute: u32,
+    /// The Jira webhook receiver (two-way sync), off unless enabled.
+    #[serde(default)]
+    pub webhook: Option<JiraWebhook>,
 }
 
 fn default_jira_rate() -> u32 {
@@ -183,6 +186,65 @@ pub struct Github {
     /// enabled.
     #[serde(default)]
     pub webhook: Option<GithubWebhook>,
+}
+
+/// What moving a Jira ticket to a status of the `done` category asks of the domain, when
+/// the status is in neither `resolved_statuses` nor `closed_statuses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneMeans {
+    /// `ResolveIncidentRequested` (the default: "Done" is the work done).
+    #[default]
+    Resolve,
+    /// `CloseIncidentRequested`.
+    Close,
+}
+
+/// `ticketing_integration.jira.webhook:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraWebhook {
+    /// Off unless set.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Path it is served on (default `/webhooks/jira`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The webhook's secret, key `secret`; two while it is changed.
+    pub secret_refs: Vec<SecretRef>,
+    /// Status names that mean resolved (matched case-insensitively).
+    #[serde(default = "resolved_statuses")]
+    pub resolved_statuses: Vec<String>,
+    /// Status names that mean closed.
+    #[serde(default = "closed_statuses")]
+    pub closed_statuses: Vec<String>,
+    /// Any other status of the `done` category.
+    #[serde(default)]
+    pub done_means: DoneMeans,
+    /// Whether moving a resolved or closed ticket out of `done` asks to reopen.
+    #[serde(default = "yes")]
+    pub reopen: bool,
+    /// Whether comments are passed on as notes.
+    #[serde(default = "yes")]
+    pub comments: bool,
+    /// Accounts whose actions are this sink's own: Cloud `accountId`, Data Center user
+    /// name (the service account of `secret_ref`).
+    #[serde(default)]
+    pub ignore_users: Vec<String>,
+    /// Largest body accepted.
+    #[serde(default = "webhook_body")]
+    pub max_body_bytes: usize,
+    /// Whole-request deadline.
+    #[serde(default = "webhook_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+}
+
+fn resolved_statuses() -> Vec<String> {
+    vec!["Resolved".to_owned()]
+}
+
+fn closed_statuses() -> Vec<String> {
+    vec!["Closed".to_owned()]
 }
 
 /// What a closed GitHub issue asks of the domain.

@@ -1,8 +1,8 @@
 //! ticketing-sink: consumes `IncidentCreated`, `IncidentResolved` and `IncidentClosed` and
 //! keeps exactly one ticket per incident in Jira (Cloud or Data Center) or GitHub Issues.
 //!
-//! Consumes facts. Publishes to the domain only intents of what people do in GitHub
-//! (`receiver`, two-way sync, off by default). Knows nothing about paging.
+//! Consumes facts. Publishes to the domain only intents of what people do in GitHub and
+//! Jira (`receiver`, two-way sync, off by default). Knows nothing about paging.
 
 pub mod config;
 pub mod metrics;
@@ -128,7 +128,29 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         };
         metrics.receivers.prime(Provider::Github.name());
         tracing::info!(%path, "GitHub webhook receiver on");
-        router = sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits);
+        router = router.merge(sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits));
+    }
+    if let Some((jira, hook)) =
+        integration.jira.as_ref().and_then(|j| j.webhook.as_ref().map(|w| (j, w))).filter(|(_, w)| w.enabled)
+    {
+        let secrets = sre_runtime::inbound::receiver_secrets(
+            &ctx.secrets,
+            &hook.secret_refs,
+            "ticketing_integration.jira.webhook",
+        )?;
+        let path = hook.path.clone().unwrap_or_else(|| "/webhooks/jira".to_owned());
+        let limits = sre_runtime::inbound::Limits::receiver(hook.max_body_bytes, hook.request_timeout);
+        let receiver = receiver::JiraReceiver {
+            secrets,
+            settings: hook.clone(),
+            base_url: jira.base_url.clone(),
+            tickets: tickets_cell.clone(),
+            source: ctx.bus.source().clone(),
+            metrics: metrics.clone(),
+        };
+        metrics.receivers.prime(Provider::Jira.name());
+        tracing::info!(%path, "Jira webhook receiver on");
+        router = router.merge(sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits));
     }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 

@@ -1,18 +1,21 @@
-//! The GitHub webhook receiver: the real ticketing-sink binary, a real nats-server and the
-//! test GitHub. A person closing and commenting on an incident's issue becomes one intent
-//! each; a redelivery, a wrong signature, the sink's own comment and a bot's action, another
-//! issue, a pull-request comment and a ping become none.
+//! The tracker webhook receivers: the real ticketing-sink binary, a real nats-server and the
+//! test GitHub and Jira. A person closing, resolving and commenting becomes one intent each;
+//! a redelivery, a wrong signature, the sink's own doing, another ticket, a pull-request
+//! comment, a ping and events not acted on become none.
 
 use std::path::Path;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use prost::Message;
-use sre_contracts::domain::v1::{AnnotateIncidentRequested, CloseIncidentRequested, IncidentCreated, Severity};
+use sre_contracts::domain::v1::{
+    AnnotateIncidentRequested, CloseIncidentRequested, IncidentCreated, ResolveIncidentRequested, Severity,
+};
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::NatsServer;
 use sre_testkit::bus::{eventually, publish, stream_messages};
 use sre_testkit::github::FakeGithub;
+use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::service::{ServiceProcess, http_request};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -141,6 +144,129 @@ async fn a_person_closing_and_commenting_on_github_is_one_intent_each() {
         "ticketing_sink_webhook_events_total{provider=\"github\",outcome=\"Unknown\"} 1",
         "ticketing_sink_webhook_events_total{provider=\"github\",outcome=\"Ignored\"} 2",
         "ticketing_sink_webhook_refused_total{provider=\"github\",reason=\"BadSignature\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+const JIRA_TOKEN: &str = "jira-dc-personal-access-token";
+const JIRA_SECRET: &str = "jira-admin-webhook-secret-0001";
+
+fn jira_event(delivery: &str, sink: &ServiceProcess, body: &serde_json::Value, secret: &str) -> (u16, String) {
+    let body = body.to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-Atlassian-Webhook-Identifier", delivery),
+        ("X-Hub-Signature", signature.as_str()),
+    ];
+    http_request(sink.port(), "POST", "/webhooks/jira", &headers, body.as_bytes()).expect("answers")
+}
+
+/// `jira:issue_updated` of `key` (with `labels`) by `user`: moved to `status` (of `category`),
+/// or commented with `comment`.
+fn jira_update(
+    key: &str,
+    labels: &[String],
+    user: &str,
+    status: (&str, &str),
+    comment: Option<&str>,
+) -> serde_json::Value {
+    let mut event = serde_json::json!({
+        "timestamp": 1_764_650_000_000_i64, "webhookEvent": "jira:issue_updated",
+        "issue_event_type_name": if comment.is_some() { "issue_commented" } else { "issue_generic" },
+        "user": {"name": user, "key": user, "displayName": format!("{user} (display)"), "emailAddress": format!("{user}@example.com")},
+        "issue": {"id": "10000", "key": key, "fields": {"labels": labels,
+            "status": {"id": "10001", "name": status.0, "statusCategory": {"id": 3, "key": status.1, "name": status.0}}}}});
+    match comment {
+        Some(text) => {
+            event["comment"] =
+                serde_json::json!({"id": "10100", "body": text, "author": {"name": user, "displayName": user}})
+        }
+        None => {
+            event["changelog"] = serde_json::json!({"id": "10001", "items": [{"field": "status", "fieldtype": "jira",
+                "from": "3", "fromString": "In Progress", "to": "10001", "toString": status.0}]});
+        }
+    }
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_resolving_closing_and_commenting_in_jira_is_one_intent_each() {
+    let nats = NatsServer::start().expect("nats");
+    let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ticketing-sink.yaml");
+    let yaml = format!(
+        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
+         project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
+         secret_refs: [platform/jira-webhook]\n      ignore_users: [sre-bot]\n",
+        jira.url()
+    );
+    std::fs::write(&config, yaml).expect("config");
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            ("NATS_URL", &nats.url()),
+            ("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN),
+            ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET),
+        ],
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    let fact = IncidentCreated {
+        incident_id: "inc-jira-1".into(),
+        title: "payments: latency above 2 s".into(),
+        severity: Severity::Critical as i32,
+        service: "payments".into(),
+        ..Default::default()
+    };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-jira-1", fact.encode_to_vec()).await;
+    eventually("the ticket", WAIT, || async { !jira.issues().is_empty() }).await;
+    let ticket = jira.issues().remove(0);
+    assert!(ticket.labels.iter().any(|l| l == "sre-incident-inc-jira-1"), "{:?}", ticket.labels);
+
+    // A person moves it to Done: resolved (the `done` category, `done_means: resolve`).
+    let done = jira_update(&ticket.key, &ticket.labels, "ada", ("Done", "done"), None);
+    let (status, answer) = jira_event("j-1", &sink, &done, JIRA_SECRET);
+    assert_eq!(status, 200, "{answer}\n{}", sink.logs());
+    let resolves = intents::<ResolveIncidentRequested>(&nats).await;
+    assert_eq!(resolves.len(), 1);
+    assert_eq!((resolves[0].incident_id.as_str(), resolves[0].resolution.as_str()), ("inc-jira-1", "Done"));
+    let origin = resolves[0].origin.clone().unwrap_or_default();
+    assert_eq!(
+        (origin.vendor.as_str(), origin.object_id.as_str(), origin.event_id.as_str()),
+        ("jira", ticket.key.as_str(), "j-1")
+    );
+    assert_eq!(origin.url, format!("{}/browse/{}", jira.url(), ticket.key));
+    // Jira retries it (same identifier): 200, no second intent. A wrong secret: 401.
+    assert!(jira_event("j-1", &sink, &done, JIRA_SECRET).1.contains("\"intents_duplicate\":1"));
+    assert_eq!(jira_event("j-2", &sink, &done, "wrong-secret").0, 401);
+    // Then to Closed: a close. The sink's own transition (its service account): nothing.
+    let closed = jira_update(&ticket.key, &ticket.labels, "ada", ("Closed", "done"), None);
+    assert_eq!(jira_event("j-3", &sink, &closed, JIRA_SECRET).0, 200);
+    let own = jira_update(&ticket.key, &ticket.labels, "sre-bot", ("Closed", "done"), None);
+    assert_eq!(jira_event("j-4", &sink, &own, JIRA_SECRET).0, 200);
+    // A person's comment is a note; a ticket without the marker and `comment_created` are not.
+    let comment = jira_update(&ticket.key, &ticket.labels, "ada", ("Closed", "done"), Some("Root cause: a bad index."));
+    assert_eq!(jira_event("j-5", &sink, &comment, JIRA_SECRET).0, 200);
+    let other = jira_update("OPS-999", &["team-x".to_owned()], "ada", ("Done", "done"), None);
+    assert_eq!(jira_event("j-6", &sink, &other, JIRA_SECRET).0, 200);
+    let created =
+        serde_json::json!({"timestamp": 1, "webhookEvent": "comment_created", "comment": {"id": "1", "body": "x"}});
+    assert_eq!(jira_event("j-7", &sink, &created, JIRA_SECRET).0, 200);
+    assert_eq!(intents::<CloseIncidentRequested>(&nats).await.len(), 1);
+    let notes = intents::<AnnotateIncidentRequested>(&nats).await;
+    assert_eq!(notes.iter().map(|n| n.note.as_str()).collect::<Vec<_>>(), ["Root cause: a bad index."]);
+    let metrics = sink.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+    for line in [
+        "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Echo\"} 1",
+        "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Unknown\"} 1",
+        "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Ignored\"} 1",
+        "ticketing_sink_webhook_refused_total{provider=\"jira\",reason=\"BadSignature\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }

@@ -20,13 +20,9 @@ use std::sync::{Arc, OnceLock};
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use sre_contracts::domain::v1::{
-    AnnotateIncidentRequested, CloseIncidentRequested, ExternalActor, ExternalOrigin, MessageMeta,
-    ReopenIncidentRequested, ResolveIncidentRequested, Source,
-};
-use sre_resilience::idempotency::derive_key;
+use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin, Source};
 use sre_runtime::axum::body::Bytes;
-use sre_runtime::axum::http::{HeaderMap, StatusCode};
+use sre_runtime::axum::http::HeaderMap;
 use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
 
 use crate::config::{CloseMeans, GithubWebhook, Provider};
@@ -110,20 +106,13 @@ struct User {
     kind: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Close,
-    Resolve,
-    Reopen,
-    Annotate,
-}
+use super::Asked as Action;
 
 /// The marker token in an issue body (`<!-- sre-incident: sre-incident-<token> -->`).
 fn marker_token(body: &str) -> Option<&str> {
     let start = body.find("<!-- sre-incident: ")? + "<!-- sre-incident: ".len();
     let rest = &body[start..];
-    let marker = &rest[..rest.find(" -->")?];
-    marker.strip_prefix("sre-incident-").filter(|t| !t.is_empty())
+    super::marker_token(&rest[..rest.find(" -->")?])
 }
 
 impl Webhook for GithubReceiver {
@@ -183,16 +172,9 @@ impl Webhook for GithubReceiver {
             ));
         };
         let Some(tickets) = self.tickets.get() else {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Reason::BusUnavailable,
-                "ticket records not open yet",
-            ));
+            return Err(Refusal::unavailable("ticket records not open yet"));
         };
-        let read = tickets
-            .get(token)
-            .await
-            .map_err(|e| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, e.to_string()))?;
+        let read = tickets.get(token).await.map_err(|e| Refusal::unavailable(e.to_string()))?;
         let repo = payload.repository.map(|r| r.full_name).unwrap_or_default();
         let record = read.map(|r| r.record).filter(|r| {
             r.target.provider == Provider::Github
@@ -226,19 +208,12 @@ impl Webhook for GithubReceiver {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| Refusal::invalid("X-GitHub-Delivery", "missing"))?
             .to_owned();
-        let now = jiff::Timestamp::now();
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
         let when = match &comment {
             Some(c) => c.created_at.clone(),
             None => issue.updated_at.clone(),
         };
-        let meta = Some(MessageMeta {
-            idempotency_key: derive_key("github-webhook", &[&delivery]),
-            correlation_id: correlation.to_owned(),
-            causation_id: String::new(),
-            source: Some(self.source.clone()),
-            occurred_at: Some(ts(now)),
-        });
+        let meta = inbound::intent_meta("github", &delivery, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: "github".into(),
             object_id: format!("{repo}#{}", issue.number),
@@ -253,34 +228,14 @@ impl Webhook for GithubReceiver {
         });
         let incident_id = record.incident_id;
         let resolution = issue.state_reason.unwrap_or_default();
-        let envelope = match action {
-            Action::Close => {
-                inbound::encode(&CloseIncidentRequested { meta, incident_id: incident_id.clone(), origin, resolution })?
-            }
-            Action::Resolve => inbound::encode(&ResolveIncidentRequested {
-                meta,
-                incident_id: incident_id.clone(),
-                origin,
-                resolution,
-            })?,
-            Action::Reopen => inbound::encode(&ReopenIncidentRequested {
-                meta,
-                incident_id: incident_id.clone(),
-                origin,
-                reason: String::new(),
-            })?,
-            Action::Annotate => inbound::encode(&AnnotateIncidentRequested {
-                meta,
-                incident_id: incident_id.clone(),
-                origin,
-                note: comment.map(|c| c.body).unwrap_or_default(),
-            })?,
+        let text = match action {
+            Action::Annotate => comment.map(|c| c.body).unwrap_or_default(),
+            Action::Reopen => String::new(),
+            Action::Close | Action::Resolve => resolution,
         };
+        let envelope = super::encode(action, meta, &incident_id, origin, text)?;
         self.metrics.receivers.event(Provider::Github.name(), Outcome::Intent);
-        let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], ..Accepted::default() };
-        accepted.summary.insert("incident_id".into(), serde_json::json!(incident_id));
-        accepted.summary.insert("event".into(), serde_json::json!(what));
-        Ok(accepted)
+        Ok(inbound::one_intent(envelope, &incident_id, &what))
     }
 
     fn refused(&self, reason: Reason) {
@@ -299,7 +254,7 @@ mod tests {
     #[test]
     fn githubs_own_signature_vector_is_accepted_as_github_sends_it() {
         let v: serde_json::Value =
-            serde_json::from_str(include_str!("../../../tests/fixtures/github/signature-vector.docs.json"))
+            serde_json::from_str(include_str!("../../../../tests/fixtures/github/signature-vector.docs.json"))
                 .expect("json");
         let secret = [SecretString::from(v["secret"].as_str().expect("secret").to_owned())];
         let header = v["expected_header"].as_str().expect("header").trim_start_matches("X-Hub-Signature-256: ");

@@ -1,0 +1,45 @@
+//! The trackers' webhooks into intents (two-way sync), on the shared inbound path
+//! (`sre_runtime::inbound`): `github` (`issues`, `issue_comment`) and `jira` (admin
+//! webhooks, `jira:issue_updated`). Each finds the incident from what this sink wrote (the
+//! GitHub marker line, the Jira marker label) and checks it against the ticket record.
+
+pub mod github;
+pub mod jira;
+
+pub use github::{COMMENT_MARKER, GithubReceiver};
+pub use jira::JiraReceiver;
+
+/// The incident token of a marker (`sre-incident-<token>`), as `sink::marker` writes it.
+pub fn marker_token(marker: &str) -> Option<&str> {
+    marker.strip_prefix("sre-incident-").filter(|t| !t.is_empty())
+}
+
+/// What a person's action in a tracker asks of the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    Resolve,
+    Close,
+    Reopen,
+    Annotate,
+}
+
+/// The intent of `asked`, encoded; `text` is the resolution, the reopen's status or the note.
+pub(crate) fn encode(
+    asked: Asked,
+    meta: Option<sre_contracts::domain::v1::MessageMeta>,
+    incident_id: &str,
+    origin: Option<sre_contracts::domain::v1::ExternalOrigin>,
+    text: String,
+) -> Result<sre_bus::Envelope, sre_runtime::inbound::Refusal> {
+    use sre_contracts::domain::v1::{
+        AnnotateIncidentRequested, CloseIncidentRequested, ReopenIncidentRequested, ResolveIncidentRequested,
+    };
+    use sre_runtime::inbound::encode;
+    let incident_id = incident_id.to_owned();
+    match asked {
+        Asked::Resolve => encode(&ResolveIncidentRequested { meta, incident_id, origin, resolution: text }),
+        Asked::Close => encode(&CloseIncidentRequested { meta, incident_id, origin, resolution: text }),
+        Asked::Reopen => encode(&ReopenIncidentRequested { meta, incident_id, origin, reason: text }),
+        Asked::Annotate => encode(&AnnotateIncidentRequested { meta, incident_id, origin, note: text }),
+    }
+}
