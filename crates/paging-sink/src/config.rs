@@ -178,6 +178,42 @@ pub struct Opsgenie {
     /// Requests per minute.
     #[serde(default = "opsgenie_rate")]
     pub requests_per_minute: u32,
+    /// The receiver of Opsgenie's outgoing Webhook integration (two-way sync), off unless
+    /// enabled.
+    #[serde(default)]
+    pub webhook: Option<OpsgenieWebhook>,
+}
+
+/// `paging_integration.opsgenie.webhook:`. Opsgenie signs nothing: the integration sends a
+/// custom header holding a shared secret, compared in constant time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsgenieWebhook {
+    /// Off unless set.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Path it is served on (default `/webhooks/opsgenie`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The header the integration sends (default `X-Sre-Webhook-Secret`).
+    #[serde(default = "secret_header")]
+    pub header: String,
+    /// Its accepted values, key `secret`; two while it is changed.
+    pub secret_refs: Vec<SecretRef>,
+    /// `source.name`s whose actions are this sink's own (its API integration's name); any
+    /// action with `source.type: API` is taken as an integration's, not a person's.
+    #[serde(default)]
+    pub ignore_sources: Vec<String>,
+    /// Largest body accepted.
+    #[serde(default = "webhook_body")]
+    pub max_body_bytes: usize,
+    /// Whole-request deadline.
+    #[serde(default = "webhook_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+}
+
+fn secret_header() -> String {
+    "X-Sre-Webhook-Secret".to_owned()
 }
 
 fn default_region() -> Region {

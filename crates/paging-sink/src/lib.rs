@@ -2,8 +2,8 @@
 //! `IncidentResolved`, and pages through PagerDuty or Opsgenie: critical at once, high in
 //! business hours, once per incident.
 //!
-//! Consumes facts. Publishes to the domain only intents of what people do in PagerDuty
-//! (`receiver`, two-way sync, off by default). Knows nothing about tickets.
+//! Consumes facts. Publishes to the domain only intents of what people do in PagerDuty and
+//! Opsgenie (`receiver`, two-way sync, off by default). Knows nothing about tickets.
 
 pub mod config;
 pub mod metrics;
@@ -106,7 +106,26 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         };
         metrics.receivers.prime(Provider::Pagerduty.name());
         tracing::info!(%path, secrets = hook.secret_refs.len(), "PagerDuty webhook receiver on");
-        router = sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits);
+        router = router.merge(sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits));
+    }
+    if let Some(hook) = integration.opsgenie.as_ref().and_then(|og| og.webhook.as_ref()).filter(|w| w.enabled) {
+        let secrets = sre_runtime::inbound::receiver_secrets(
+            &ctx.secrets,
+            &hook.secret_refs,
+            "paging_integration.opsgenie.webhook",
+        )?;
+        let path = hook.path.clone().unwrap_or_else(|| "/webhooks/opsgenie".to_owned());
+        let limits = sre_runtime::inbound::Limits::receiver(hook.max_body_bytes, hook.request_timeout);
+        let receiver = receiver::OpsgenieReceiver {
+            secrets,
+            settings: hook.clone(),
+            pages: pages_cell.clone(),
+            source: ctx.bus.source().clone(),
+            metrics: metrics.clone(),
+        };
+        metrics.receivers.prime(Provider::Opsgenie.name());
+        tracing::info!(%path, header = %hook.header, "Opsgenie webhook receiver on");
+        router = router.merge(sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits));
     }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
 

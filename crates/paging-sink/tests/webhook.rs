@@ -167,3 +167,103 @@ async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is()
     }
     assert!(!sink.logs().contains(SECRET), "the secret never reaches the logs");
 }
+
+const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
+const OG_SECRET: &str = "opsgenie-shared-secret";
+const OG_ACK: &str = include_str!("../../../tests/fixtures/opsgenie/webhook-acknowledge.docs-example.json");
+const OG_NOTE: &str = include_str!("../../../tests/fixtures/opsgenie/webhook-addnote.docs-example.json");
+
+/// The docs example of `action`, about `alias`, done through `source_type`.
+fn opsgenie_event(example: &str, alias: &str, source_type: &str, updated_at: i64) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_str(example).expect("example");
+    event["alert"]["alias"] = serde_json::json!(alias);
+    event["alert"]["updatedAt"] = serde_json::json!(updated_at);
+    event["source"]["type"] = serde_json::json!(source_type);
+    event.to_string().into_bytes()
+}
+
+fn og_post(sink: &ServiceProcess, secret: Option<&str>, body: &[u8]) -> (u16, String) {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(s) = secret {
+        headers.push(("X-Sre-Webhook-Secret", s));
+    }
+    http_request(sink.port(), "POST", "/webhooks/opsgenie", &headers, body).expect("answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_acknowledging_in_opsgenie_is_one_intent_and_nothing_else_is() {
+    use sre_contracts::domain::v1::AnnotateIncidentRequested;
+    let nats = NatsServer::start().expect("nats");
+    let opsgenie = sre_testkit::opsgenie::FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("paging-sink.yaml");
+    let yaml = format!(
+        "paging_integration:\n  default_provider: opsgenie\n  opsgenie:\n    api_key_ref: platform/opsgenie\n    \
+         base_url: {}\n    default_team: sre\n    webhook:\n      enabled: true\n      secret_refs: [platform/opsgenie-webhook]\n  \
+         escalation: {{critical: immediate, high: immediate}}\n",
+        opsgenie.url()
+    );
+    std::fs::write(&config, yaml).expect("config");
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            ("NATS_URL", &nats.url()),
+            ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
+            ("SECRET_PLATFORM_OPSGENIE_WEBHOOK_SECRET", OG_SECRET),
+        ],
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    let fact = IncidentCreated {
+        incident_id: "inc-og-1".into(),
+        title: "etl: jobs failing".into(),
+        severity: Severity::Critical as i32,
+        service: "etl".into(),
+        ..Default::default()
+    };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-og-1", fact.encode_to_vec()).await;
+    eventually("the alert", WAIT, || async { !opsgenie.alerts().is_empty() }).await;
+    assert_eq!(opsgenie.alerts()[0].alias, "inc-og-1");
+
+    // A person acknowledges in the Opsgenie app (`source.type: web`): one intent.
+    let ack = opsgenie_event(OG_ACK, "inc-og-1", "web", 1_764_650_000_000_000_001);
+    let (status, answer) = og_post(&sink, Some(OG_SECRET), &ack);
+    assert_eq!(status, 200, "{answer}\n{}", sink.logs());
+    let stored = acks(&nats).await;
+    assert_eq!(stored.len(), 1);
+    let origin = stored[0].origin.clone().unwrap_or_default();
+    assert_eq!((stored[0].incident_id.as_str(), origin.vendor.as_str()), ("inc-og-1", "opsgenie"));
+    assert_eq!(origin.actor.map(|a| a.email), Some("fili@ifountain.com".to_owned()));
+    // Posted again (Opsgenie has no delivery id; the same alert, action and updatedAt):
+    // 200, no second intent. No secret, or a wrong one: 401.
+    assert!(og_post(&sink, Some(OG_SECRET), &ack).1.contains("\"intents_duplicate\":1"));
+    assert_eq!(og_post(&sink, None, &ack).0, 401);
+    assert_eq!(og_post(&sink, Some("guess"), &ack).0, 401);
+    // This sink's own acknowledge through the API: an echo. Another alias: not ours.
+    let echo = opsgenie_event(OG_ACK, "inc-og-1", "API", 1_764_650_000_000_000_002);
+    assert_eq!(og_post(&sink, Some(OG_SECRET), &echo).0, 200);
+    let other = opsgenie_event(OG_ACK, "someone-elses-alert", "web", 1_764_650_000_000_000_003);
+    assert_eq!(og_post(&sink, Some(OG_SECRET), &other).0, 200);
+    // A person's note is a note.
+    let note = opsgenie_event(OG_NOTE, "inc-og-1", "web", 1_764_650_000_000_000_004);
+    assert_eq!(og_post(&sink, Some(OG_SECRET), &note).0, 200);
+    assert_eq!(acks(&nats).await.len(), 1);
+    let notes: Vec<AnnotateIncidentRequested> = stream_messages(&nats.url(), streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == AnnotateIncidentRequested::SUBJECT)
+        .map(|(_, b)| AnnotateIncidentRequested::decode(b).expect("decodes"))
+        .collect();
+    assert_eq!(notes.len(), 1);
+    assert!(!notes[0].note.is_empty(), "the note's text: {:?}", notes[0]);
+    let metrics = sink.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+    for line in [
+        "paging_sink_webhook_events_total{provider=\"opsgenie\",outcome=\"Echo\"} 1",
+        "paging_sink_webhook_events_total{provider=\"opsgenie\",outcome=\"Unknown\"} 1",
+        "paging_sink_webhook_refused_total{provider=\"opsgenie\",reason=\"Unauthorized\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert!(!sink.logs().contains(OG_SECRET), "the secret never reaches the logs");
+}

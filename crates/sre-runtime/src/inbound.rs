@@ -196,6 +196,23 @@ pub fn require_signature<'a>(
     }
 }
 
+/// 401 unless `presented` (a header a vendor sends as configured: Opsgenie and JSM sign
+/// nothing) equals one of `secrets`. Compared as SHA-256 digests in constant time, so
+/// neither content nor length leaks through timing.
+pub fn require_shared_secret(secrets: &[secrecy::SecretString], presented: Option<&str>) -> Result<(), Refusal> {
+    use secrecy::ExposeSecret;
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let refused = || Refusal::new(StatusCode::UNAUTHORIZED, Reason::Unauthorized, "missing or invalid credentials");
+    let presented: [u8; 32] = sha2::Sha256::digest(presented.ok_or_else(refused)?.as_bytes()).into();
+    let mut matched = subtle::Choice::from(0);
+    for secret in secrets {
+        let expected: [u8; 32] = sha2::Sha256::digest(secret.expose_secret().as_bytes()).into();
+        matched |= expected.ct_eq(&presented);
+    }
+    if bool::from(matched) { Ok(()) } else { Err(refused()) }
+}
+
 /// The secrets of a receiver (key `secret` of each ref): at least one, or the start fails
 /// naming `what`.
 pub fn receiver_secrets(

@@ -22,17 +22,14 @@ use std::sync::{Arc, OnceLock};
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use sre_contracts::domain::v1::{
-    AcknowledgeIncidentRequested, ExternalActor, ExternalOrigin, ReopenIncidentRequested, ResolveIncidentRequested,
-    Source,
-};
+use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin, Source};
 use sre_runtime::axum::body::Bytes;
-use sre_runtime::axum::http::{HeaderMap, StatusCode};
+use sre_runtime::axum::http::HeaderMap;
 use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
 
 use crate::config::Provider;
 use crate::metrics::PagingMetrics;
-use crate::state::{PageState, Pages};
+use crate::state::Pages;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-pagerduty-signature";
@@ -90,12 +87,7 @@ struct Data {
     resolve_reason: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Acknowledge,
-    Resolve,
-    Reopen,
-}
+use super::Asked as Action;
 
 impl Webhook for PagerDutyReceiver {
     type Label = ();
@@ -142,14 +134,7 @@ impl Webhook for PagerDutyReceiver {
                 &event.event_type,
             ));
         };
-        let Some(pages) = self.pages.get() else {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Reason::BusUnavailable,
-                "page records not open yet",
-            ));
-        };
-        let record = pages.get(&key).await.map_err(|e| Refusal::unavailable(e.to_string()))?;
+        let record = super::paged(&self.pages, &key, Provider::Pagerduty).await?;
         let Some(record) = record else {
             return Ok(self.metrics.receivers.ignored(
                 Provider::Pagerduty.name(),
@@ -158,12 +143,7 @@ impl Webhook for PagerDutyReceiver {
                 &event.event_type,
             ));
         };
-        let state = record.record.state;
-        let held = match action {
-            Action::Acknowledge => matches!(state, PageState::Acknowledged | PageState::Resolved),
-            Action::Resolve => state == PageState::Resolved,
-            Action::Reopen => false,
-        };
+        let held = action.held(record.record.state);
         if held {
             return Ok(self.metrics.receivers.ignored(
                 Provider::Pagerduty.name(),
@@ -189,23 +169,8 @@ impl Webhook for PagerDutyReceiver {
             actor: Some(ExternalActor { name: agent.summary, email: String::new(), vendor_user_id: agent.id }),
         });
         let incident_id = record.record.incident_id;
-        let envelope = match action {
-            Action::Acknowledge => {
-                inbound::encode(&AcknowledgeIncidentRequested { meta, incident_id: incident_id.clone(), origin })?
-            }
-            Action::Resolve => inbound::encode(&ResolveIncidentRequested {
-                meta,
-                incident_id: incident_id.clone(),
-                origin,
-                resolution: data.resolve_reason.map(|r| r.to_string()).unwrap_or_default(),
-            })?,
-            Action::Reopen => inbound::encode(&ReopenIncidentRequested {
-                meta,
-                incident_id: incident_id.clone(),
-                origin,
-                reason: String::new(),
-            })?,
-        };
+        let resolution = data.resolve_reason.map(|r| r.to_string()).unwrap_or_default();
+        let envelope = action.encode(meta, &incident_id, origin, resolution)?;
         self.metrics.receivers.event(Provider::Pagerduty.name(), Outcome::Intent);
         Ok(inbound::one_intent(envelope, &incident_id, &event.event_type))
     }
