@@ -59,6 +59,40 @@ async fn acks(nats: &NatsServer) -> Vec<AcknowledgeIncidentRequested> {
         .collect()
 }
 
+/// The paging-sink binary on `paging` (the `paging_integration` body after its first line)
+/// with `secrets` as environment, ready.
+fn start_sink(dir: &Path, nats: &NatsServer, paging: &str, secrets: &[(&str, &str)]) -> ServiceProcess {
+    let config = dir.join("paging-sink.yaml");
+    std::fs::write(
+        &config,
+        format!("paging_integration:\n{paging}  escalation: {{critical: immediate, high: immediate}}\n"),
+    )
+    .expect("config");
+    let url = nats.url();
+    let mut envs = vec![("NATS_URL", url.as_str())];
+    envs.extend_from_slice(secrets);
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &envs,
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    sink
+}
+
+/// The domain's `IncidentCreated` for a critical incident `id`.
+async fn incident(nats: &NatsServer, id: &str) {
+    let fact = IncidentCreated {
+        incident_id: id.into(),
+        title: "checkout: error rate above 5%".into(),
+        severity: Severity::Critical as i32,
+        service: "checkout".into(),
+        ..Default::default()
+    };
+    publish(&nats.url(), IncidentCreated::SUBJECT, &format!("created-{id}"), fact.encode_to_vec()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is() {
     let mut nats = NatsServer::start().expect("nats");
@@ -66,27 +100,22 @@ async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is()
     let vendor: serde_json::Value = serde_json::from_str(VENDOR).expect("vector");
     let rotation: serde_json::Value = serde_json::from_str(ROTATION).expect("vector");
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("paging-sink.yaml");
-    let yaml = format!(
-        "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: platform/pagerduty\n    \
-         base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [pd/ours, pd/vendor, pd/rotated]\n  \
-         escalation: {{critical: immediate, high: immediate}}\n",
+    let paging = format!(
+        "  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: platform/pagerduty\n    \
+         base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [pd/ours, pd/vendor, pd/rotated]\n",
         pagerduty.url()
     );
-    std::fs::write(&config, yaml).expect("config");
-    let mut sink = ServiceProcess::spawn(
-        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
-        &["--config", config.to_str().expect("utf-8")],
+    let sink = start_sink(
+        dir.path(),
+        &nats,
+        &paging,
         &[
-            ("NATS_URL", &nats.url()),
             ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
             ("SECRET_PD_OURS_SECRET", SECRET),
             ("SECRET_PD_VENDOR_SECRET", vendor["secret"].as_str().expect("secret")),
             ("SECRET_PD_ROTATED_SECRET", rotation["secrets"]["new"].as_str().expect("secret")),
         ],
-    )
-    .expect("spawns");
-    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    );
 
     // The vendor's vectors: valid is let in (a priority change: 200, nothing to do);
     // mismatched or missing is 401.
@@ -105,14 +134,7 @@ async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is()
     }
 
     // An incident paged through PagerDuty, then a person acknowledges it there.
-    let fact = IncidentCreated {
-        incident_id: "inc-pd-1".into(),
-        title: "checkout: error rate above 5%".into(),
-        severity: Severity::Critical as i32,
-        service: "checkout".into(),
-        ..Default::default()
-    };
-    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-pd-1", fact.encode_to_vec()).await;
+    incident(&nats, "inc-pd-1").await;
     eventually("paged", WAIT, || async { !pagerduty.events().is_empty() }).await;
     let body = acknowledged("evt-1", "inc-pd-1", "user_reference");
     let (status, answer) = post(&sink, Some(&sign(SECRET, &body)), "wh-1", &body);
@@ -196,33 +218,18 @@ async fn a_person_acknowledging_in_opsgenie_is_one_intent_and_nothing_else_is() 
     let nats = NatsServer::start().expect("nats");
     let opsgenie = sre_testkit::opsgenie::FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("paging-sink.yaml");
-    let yaml = format!(
-        "paging_integration:\n  default_provider: opsgenie\n  opsgenie:\n    api_key_ref: platform/opsgenie\n    \
-         base_url: {}\n    default_team: sre\n    webhook:\n      enabled: true\n      secret_refs: [platform/opsgenie-webhook]\n  \
-         escalation: {{critical: immediate, high: immediate}}\n",
+    let paging = format!(
+        "  default_provider: opsgenie\n  opsgenie:\n    api_key_ref: platform/opsgenie\n    \
+         base_url: {}\n    default_team: sre\n    webhook:\n      enabled: true\n      secret_refs: [platform/opsgenie-webhook]\n",
         opsgenie.url()
     );
-    std::fs::write(&config, yaml).expect("config");
-    let mut sink = ServiceProcess::spawn(
-        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
-        &["--config", config.to_str().expect("utf-8")],
-        &[
-            ("NATS_URL", &nats.url()),
-            ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
-            ("SECRET_PLATFORM_OPSGENIE_WEBHOOK_SECRET", OG_SECRET),
-        ],
-    )
-    .expect("spawns");
-    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
-    let fact = IncidentCreated {
-        incident_id: "inc-og-1".into(),
-        title: "etl: jobs failing".into(),
-        severity: Severity::Critical as i32,
-        service: "etl".into(),
-        ..Default::default()
-    };
-    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-og-1", fact.encode_to_vec()).await;
+    let sink = start_sink(
+        dir.path(),
+        &nats,
+        &paging,
+        &[("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY), ("SECRET_PLATFORM_OPSGENIE_WEBHOOK_SECRET", OG_SECRET)],
+    );
+    incident(&nats, "inc-og-1").await;
     eventually("the alert", WAIT, || async { !opsgenie.alerts().is_empty() }).await;
     assert_eq!(opsgenie.alerts()[0].alias, "inc-og-1");
 
@@ -266,4 +273,64 @@ async fn a_person_acknowledging_in_opsgenie_is_one_intent_and_nothing_else_is() 
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
     assert!(!sink.logs().contains(OG_SECRET), "the secret never reaches the logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_closes_once_a_person_acknowledges_in_pagerduty_and_nothing_loops() {
+    use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentResolved, ResolveIncidentRequested};
+    let nats = NatsServer::start().expect("nats");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    sre_testkit::domain::provision(&js).await.expect("streams");
+    let domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
+    let pagerduty = FakePagerDuty::start().await.expect("pagerduty");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paging = format!(
+        "  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: platform/pagerduty\n    \
+         base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [pd/ours]\n",
+        pagerduty.url()
+    );
+    let sink = start_sink(
+        dir.path(),
+        &nats,
+        &paging,
+        &[("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY), ("SECRET_PD_OURS_SECRET", SECRET)],
+    );
+    pagerduty.subscribe(&format!("http://127.0.0.1:{}/webhooks/pagerduty", sink.port()), SECRET);
+    incident(&nats, "inc-loop-1").await;
+    eventually("paged", WAIT, || async { !pagerduty.alerts().is_empty() }).await;
+
+    // The on-call acknowledges in the PagerDuty app: the webhook becomes an intent, the
+    // domain (stand-in) decides IncidentAcknowledged, and the sink's follow-up finds the
+    // alert already acknowledged (no change, so PagerDuty sends nothing more).
+    assert!(pagerduty.acknowledge_as("inc-loop-1", "Ada Lovelace"));
+    let facts = |subject: &'static str| {
+        let url = nats.url();
+        async move { stream_messages(&url, streams::FACTS).await.into_iter().filter(|(s, _)| s == subject).count() }
+    };
+    eventually("IncidentAcknowledged", WAIT, || async { facts(IncidentAcknowledged::SUBJECT).await == 1 }).await;
+    eventually("the sink's follow-up", WAIT, || async { pagerduty.events().iter().any(|e| e.action == "acknowledge") })
+        .await;
+    // The domain resolves it (its alert resolved): the sink resolves the page, and PagerDuty's
+    // webhook of that resolve (a service, not a person) is an echo, not a new intent.
+    let resolved = IncidentResolved { incident_id: "inc-loop-1".into(), by: "auto".into(), ..Default::default() };
+    publish(&nats.url(), IncidentResolved::SUBJECT, "resolved-inc-loop-1", resolved.encode_to_vec()).await;
+    eventually("the echo delivered", WAIT, || async {
+        pagerduty
+            .webhooks()
+            .iter()
+            .any(|(t, agent, status)| t == "incident.resolved" && agent == "service_reference" && *status == 200)
+    })
+    .await;
+    let acks = acks(&nats).await;
+    assert_eq!(acks.len(), 1, "the person's acknowledge reached the domain once");
+    let resolves = stream_messages(&nats.url(), streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == ResolveIncidentRequested::SUBJECT)
+        .count();
+    assert_eq!(resolves, 0, "the sink's own resolve did not come back as a request");
+    assert_eq!(domain.external().len(), 1);
+    assert_eq!(facts(IncidentAcknowledged::SUBJECT).await, 1, "acknowledged once");
+    assert_eq!(pagerduty.webhooks().iter().filter(|w| w.2 == 200).count(), 2, "{:?}", pagerduty.webhooks());
+    assert_eq!(sink.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]), 1.0);
 }

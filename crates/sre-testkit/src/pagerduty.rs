@@ -6,6 +6,12 @@
 //! and dedup key joins it (no new page); acknowledge and resolve apply only to an open
 //! alert with the same routing key *and* dedup key, and are otherwise dropped silently
 //! (still 202). After a resolve, a trigger opens a new alert: a second page.
+//!
+//! With a Webhooks v3 subscription ([`FakePagerDuty::subscribe`]) it sends what PagerDuty
+//! sends: a signed `incident.acknowledged`/`incident.resolved` (`X-PagerDuty-Signature`,
+//! `X-Webhook-Id` kept across retries) for every change, with a person as the agent when one
+//! acted here ([`FakePagerDuty::acknowledge_as`]) and a service when the Events API did; a
+//! delivery answered 5xx, 429 or not at all is retried, as PagerDuty does.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -67,6 +73,52 @@ struct Inner {
     /// Statuses (and Retry-After) to answer the next requests with, in order.
     faults: VecDeque<(u16, Option<u64>)>,
     requests: u64,
+    /// Webhooks v3 subscription: URL and secret.
+    subscription: Option<(String, String)>,
+    /// Webhooks sent: (event type, agent type, final status; 0 when never answered).
+    webhooks: Vec<(String, String, u16)>,
+    sent: u64,
+}
+
+/// A v3 webhook body for `event_type` on the alert `dedup_key`, by `agent` (`type`, name).
+fn webhook_body(id: &str, event_type: &str, dedup_key: &str, agent: (&str, &str)) -> String {
+    json!({"event": {"id": id, "event_type": event_type, "resource_type": "incident",
+        "occurred_at": "2026-12-02T05:00:00.000Z",
+        "agent": {"id": "PLH1HKV", "type": agent.0, "summary": agent.1},
+        "client": null,
+        "data": {"id": format!("Q{}", &id[id.len().saturating_sub(6)..]), "type": "incident",
+                 "status": event_type.trim_start_matches("incident."), "incident_key": dedup_key,
+                 "html_url": format!("https://acme.pagerduty.example/incidents/{dedup_key}")}}})
+    .to_string()
+}
+
+/// Delivers a signed webhook as PagerDuty does, retrying 5xx, 429 and no answer (here a
+/// few seconds rather than 48 h); the final status, 0 when it never got one.
+fn deliver(url: &str, secret: &str, id: &str, body: &str) -> u16 {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body.as_bytes());
+    let signature = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let port: u16 = host.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(80);
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-PagerDuty-Signature", signature.as_str()),
+        ("X-Webhook-Id", id),
+        ("User-Agent", "PagerDuty-Webhook/V3.0"),
+    ];
+    let mut last = 0;
+    for attempt in 0..40 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        last = crate::service::http_request(port, "POST", &path, &headers, body.as_bytes()).map_or(0, |(s, _)| s);
+        if (200..300).contains(&last) || (400..500).contains(&last) && last != 429 {
+            break;
+        }
+    }
+    last
 }
 
 /// A running test PagerDuty; stops when dropped.
@@ -194,12 +246,30 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
         }
         _ => false,
     };
+    if applied && (action == "acknowledge" || action == "resolve") {
+        // The Events API acted: the webhook names a service, not a person.
+        let event_type = if action == "acknowledge" { "incident.acknowledged" } else { "incident.resolved" };
+        send_webhook(&state, &mut s, event_type, &dedup_key, ("service_reference", "checkout (Events API v2)"));
+    }
     s.events.push(Event { action, routing_key, dedup_key: dedup_key.clone(), applied, at: std::time::Instant::now() });
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key})),
     )
         .into_response()
+}
+
+/// Sends a webhook in the background, when subscribed.
+fn send_webhook(state: &Arc<Mutex<Inner>>, s: &mut Inner, event_type: &str, dedup_key: &str, agent: (&str, &str)) {
+    let Some((url, secret)) = s.subscription.clone() else { return };
+    s.sent += 1;
+    let id = format!("01WEBHOOK{:016}", s.sent);
+    let body = webhook_body(&id, event_type, dedup_key, agent);
+    let (state, event_type, agent) = (state.clone(), event_type.to_owned(), agent.0.to_owned());
+    std::thread::spawn(move || {
+        let status = deliver(&url, &secret, &id, &body);
+        state.lock().unwrap_or_else(PoisonError::into_inner).webhooks.push((event_type, agent, status));
+    });
 }
 
 async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<String> {
@@ -290,6 +360,30 @@ impl FakePagerDuty {
     /// Requests received, faults included.
     pub fn requests(&self) -> u64 {
         self.with(|s| s.requests)
+    }
+
+    /// Subscribes a Webhooks v3 endpoint (`http://127.0.0.1:<port>/<path>`) with `secret`.
+    pub fn subscribe(&self, url: &str, secret: &str) {
+        self.with(|s| s.subscription = Some((url.to_owned(), secret.to_owned())));
+    }
+
+    /// A person acknowledges the open alert `dedup_key` in PagerDuty: it is acknowledged here,
+    /// and the subscription hears of it. `false` when no such alert is triggered.
+    pub fn acknowledge_as(&self, dedup_key: &str, person: &str) -> bool {
+        let state = self.state.clone();
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(alert) = s.alerts.iter_mut().find(|a| a.dedup_key == dedup_key && a.status == AlertStatus::Triggered)
+        else {
+            return false;
+        };
+        alert.status = AlertStatus::Acknowledged;
+        send_webhook(&state, &mut s, "incident.acknowledged", dedup_key, ("user_reference", person));
+        true
+    }
+
+    /// Webhooks delivered so far: (event type, agent type, final status).
+    pub fn webhooks(&self) -> Vec<(String, String, u16)> {
+        self.with(|s| s.webhooks.clone())
     }
 }
 
