@@ -89,18 +89,19 @@ impl Auth {
         self.hmac.as_ref().map(|(h, _)| h.as_str())
     }
 
-    /// Checks `sha256=<hex>` against HMAC-SHA256(secret, body).
+    /// Checks `sha256=<hex>` against HMAC-SHA256(secret, body), with the check every
+    /// webhook shares (`sre_runtime::inbound::signed_by_any`).
     pub fn check_signature(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), Denied> {
         let Some((_, secret)) = &self.hmac else { return Ok(()) };
         let presented = header
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| h.trim().strip_prefix("sha256="))
-            .and_then(|h| hex::decode(h).ok())
             .ok_or(Denied::Signature)?;
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes()).map_err(|_| Denied::Signature)?;
-        mac.update(body);
-        mac.verify_slice(&presented).map_err(|_| Denied::Signature)
+        if sre_runtime::inbound::signed_by_any(std::slice::from_ref(secret), body, [presented]) {
+            Ok(())
+        } else {
+            Err(Denied::Signature)
+        }
     }
 }
 

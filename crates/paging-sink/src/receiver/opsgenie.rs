@@ -128,9 +128,9 @@ impl Webhook for OpsgenieReceiver {
         }
         let updated = alert.updated_at.unwrap_or_default();
         let event_id = format!("{}:{}:{updated}", alert.alert_id, parsed.action);
-        let meta = inbound::intent_meta("opsgenie", &event_id, correlation, &self.source);
+        let meta = inbound::intent_meta(Provider::Opsgenie.name(), &event_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
-            vendor: "opsgenie".into(),
+            vendor: Provider::Opsgenie.name().to_owned(),
             object_id: alert.alert_id.clone(),
             url: String::new(),
             event_id,

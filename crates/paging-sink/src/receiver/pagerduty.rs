@@ -159,9 +159,9 @@ impl Webhook for PagerDutyReceiver {
             .unwrap_or(&event.id)
             .to_owned();
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = inbound::intent_meta("pagerduty", &webhook_id, correlation, &self.source);
+        let meta = inbound::intent_meta(Provider::Pagerduty.name(), &webhook_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
-            vendor: "pagerduty".into(),
+            vendor: Provider::Pagerduty.name().to_owned(),
             object_id: data.id,
             url: data.html_url,
             event_id: webhook_id,

@@ -213,9 +213,9 @@ impl Webhook for GithubReceiver {
             Some(c) => c.created_at.clone(),
             None => issue.updated_at.clone(),
         };
-        let meta = inbound::intent_meta("github", &delivery, correlation, &self.source);
+        let meta = inbound::intent_meta(Provider::Github.name(), &delivery, correlation, &self.source);
         let origin = Some(ExternalOrigin {
-            vendor: "github".into(),
+            vendor: Provider::Github.name().to_owned(),
             object_id: format!("{repo}#{}", issue.number),
             url: comment.as_ref().map_or(issue.html_url.clone(), |c| c.html_url.clone()),
             event_id: delivery,

@@ -276,10 +276,10 @@ impl Webhook for JiraReceiver {
             str::to_owned,
         );
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = inbound::intent_meta("jira", &delivery, correlation, &self.source);
+        let meta = inbound::intent_meta(Provider::Jira.name(), &delivery, correlation, &self.source);
         let name = if actor.display_name.is_empty() { actor.name.clone() } else { actor.display_name.clone() };
         let origin = Some(ExternalOrigin {
-            vendor: "jira".into(),
+            vendor: Provider::Jira.name().to_owned(),
             object_id: issue.key.clone(),
             url: format!("{}/browse/{}", self.base_url.trim_end_matches('/'), issue.key),
             event_id: delivery,
