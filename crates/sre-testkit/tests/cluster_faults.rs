@@ -340,3 +340,69 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     drop(adapters);
     drop(cluster);
 }
+
+/// Two-way sync on the cluster platform teams run: paging-sink as its own bus user
+/// (`deploy/nats/sre.conf`) with the charts' bus settings, R3 streams. A person acknowledges
+/// in PagerDuty while the intents stream's leader has just been SIGKILLed: PagerDuty's
+/// signed webhook is answered 200 only once a leader has stored it (503 before, which
+/// PagerDuty retries), and the intent is stored once, on an R3 stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_a_persons_acknowledge_is_one_intent_through_a_stream_leader_kill() {
+    use sre_contracts::domain::v1::{AcknowledgeIncidentRequested, IncidentCreated, Severity};
+    const SECRET: &str = "pd-webhook-secret";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = NatsCluster::start_with_accounts(3, Some(&deploy_accounts())).expect("cluster");
+    let seeds = cluster.urls();
+    let js = domain_client(&seeds).await;
+    assert_eq!(sre_testkit::domain::provision_replicated(&js, 3).await, Ok(3), "R3 domain streams");
+    let pagerduty = FakePagerDuty::start().await.expect("pagerduty");
+    let config = format!(
+        "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: sys/pagerduty\n    \
+         base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [sys/pd-webhook]\n  \
+         escalation: {{critical: immediate, high: immediate}}\n\
+         runtime:\n  bus:\n    manage_streams: false\n    streams:\n      replicas: auto\n",
+        pagerduty.url()
+    );
+    let secrets = [("SECRET_SYS_PAGERDUTY_ROUTING_KEY", ROUTING_KEY), ("SECRET_SYS_PD_WEBHOOK_SECRET", SECRET)];
+    let sink = Adapter::start("paging-sink", "paging-0", dir.path(), &config, &seeds, &secrets);
+    pagerduty.subscribe(&format!("http://127.0.0.1:{}/webhooks/pagerduty", sink.process.port()), SECRET);
+
+    let fact = IncidentCreated {
+        incident_id: "inc-r3-1".into(),
+        title: "checkout: error rate above 5%".into(),
+        severity: Severity::Critical as i32,
+        ..Default::default()
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(sre_contracts::headers::MSG_ID, "created-inc-r3-1");
+    js.publish_with_headers(IncidentCreated::SUBJECT, headers, fact.encode_to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    eventually("paged", Duration::from_secs(30), || async { !pagerduty.alerts().is_empty() }).await;
+
+    let (leader, replicas) = cluster.placement(streams::INTENTS).expect("placement");
+    assert_eq!(replicas, 3, "the intents stream is R3");
+    let leader = leader.expect("a leader");
+    cluster.kill(leader);
+    assert!(pagerduty.acknowledge_as("inc-r3-1", "Ada Lovelace"));
+    eventually("PagerDuty's webhook stored", Duration::from_secs(60), || async {
+        pagerduty.webhooks().iter().any(|(t, _, status)| t == "incident.acknowledged" && *status == 200)
+    })
+    .await;
+    let (cluster, healed) = disrupt(cluster, move |c| drop(c.start_node(leader))).await;
+    let acks: Vec<AcknowledgeIncidentRequested> = sre_testkit::bus::read_stream(&js, streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _, _)| s == AcknowledgeIncidentRequested::SUBJECT)
+        .map(|(_, _, b)| AcknowledgeIncidentRequested::decode(b).expect("decodes"))
+        .collect();
+    assert_eq!(acks.len(), 1, "stored once on the cluster");
+    assert_eq!(acks[0].incident_id, "inc-r3-1");
+    assert_eq!(cluster.placement(streams::INTENTS).map(|p| p.1), Some(3), "still R3 after the node returned");
+    println!(
+        "leader killed, webhook stored once; cluster whole again in {healed:?}; webhooks {:?}",
+        pagerduty.webhooks()
+    );
+}
