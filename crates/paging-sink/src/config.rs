@@ -28,6 +28,8 @@ pub enum Provider {
     Pagerduty,
     /// Opsgenie Alert API v2 (end of support 2027-04-05).
     Opsgenie,
+    /// Jira Service Management Operations' integration API, Opsgenie's successor.
+    Jsm,
 }
 
 impl Provider {
@@ -36,7 +38,22 @@ impl Provider {
         match self {
             Provider::Pagerduty => crate::provider::pagerduty::NAME,
             Provider::Opsgenie => crate::provider::opsgenie::NAME,
+            Provider::Jsm => crate::provider::opsgenie::JSM_NAME,
         }
+    }
+
+    /// The provider's name as people know it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::Pagerduty => "PagerDuty",
+            Provider::Opsgenie => "Opsgenie",
+            Provider::Jsm => "Jira Service Management",
+        }
+    }
+
+    /// Whether its routes name a team (Opsgenie and JSM) rather than a routing key.
+    pub fn by_team(self) -> bool {
+        matches!(self, Provider::Opsgenie | Provider::Jsm)
     }
 }
 
@@ -64,6 +81,9 @@ pub struct Integration {
     pub pagerduty: Option<PagerDuty>,
     /// Opsgenie settings.
     pub opsgenie: Option<Opsgenie>,
+    /// Jira Service Management Operations settings (Opsgenie's successor: switch
+    /// `default_provider` to `jsm` and keep `opsgenie` until the pages made with it end).
+    pub jsm: Option<Jsm>,
     /// When each severity pages.
     pub escalation: Escalation,
     /// Routing rules, first match wins; no match goes to `default_provider` with its
@@ -86,6 +106,7 @@ impl Default for Integration {
             default_provider: Provider::Pagerduty,
             pagerduty: None,
             opsgenie: None,
+            jsm: None,
             escalation: Escalation::default(),
             routes: Vec::new(),
             dry_run: false,
@@ -210,6 +231,33 @@ pub struct OpsgenieWebhook {
     /// Whole-request deadline.
     #[serde(default = "webhook_timeout", with = "humantime_serde")]
     pub request_timeout: std::time::Duration,
+}
+
+/// `paging_integration.jsm:`: Jira Service Management Operations' integration API (an API
+/// integration's key, `GenieKey`; create, acknowledge and close by alias, answered 202 as
+/// Opsgenie does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jsm {
+    /// Secret holding the API integration's key under key `api_key`.
+    pub api_key_ref: SecretRef,
+    /// The integration API's base URL.
+    #[serde(default = "jsm_url")]
+    pub base_url: String,
+    /// Responding team when no route names one.
+    #[serde(default)]
+    pub default_team: Option<String>,
+    /// Requests per minute.
+    #[serde(default = "opsgenie_rate")]
+    pub requests_per_minute: u32,
+    /// The receiver of the JSM outgoing Webhook integration (the Opsgenie format), off
+    /// unless enabled.
+    #[serde(default)]
+    pub webhook: Option<OpsgenieWebhook>,
+}
+
+fn jsm_url() -> String {
+    "https://api.atlassian.com/jsm/ops/integration".to_owned()
 }
 
 fn secret_header() -> String {
@@ -348,6 +396,7 @@ impl ServiceConfig for Config {
         let configured = |p: Provider| match p {
             Provider::Pagerduty => i.pagerduty.is_some(),
             Provider::Opsgenie => i.opsgenie.is_some(),
+            Provider::Jsm => i.jsm.is_some(),
         };
         if !configured(i.default_provider) {
             let name = i.default_provider.name();
@@ -364,22 +413,23 @@ impl ServiceConfig for Config {
                     format!("{provider:?} is not configured"),
                 ));
             }
-            if provider == Provider::Opsgenie && route.routing_key_ref.is_some() {
+            if provider.by_team() && route.routing_key_ref.is_some() {
                 return Err(ConfigError::new(
                     format!("paging_integration.routes[{n}].routing_key_ref"),
-                    "is for pagerduty routes; opsgenie routes name a team",
+                    format!("is for pagerduty routes; {} routes name a team", provider.name()),
                 ));
             }
             if provider == Provider::Pagerduty && route.team.is_some() {
                 return Err(ConfigError::new(
                     format!("paging_integration.routes[{n}].team"),
-                    "is for opsgenie routes; pagerduty routes name a routing_key_ref",
+                    "is for opsgenie and jsm routes; pagerduty routes name a routing_key_ref",
                 ));
             }
         }
         for (key, url) in [
             ("paging_integration.pagerduty.base_url", i.pagerduty.as_ref().map(|p| p.base_url.clone())),
             ("paging_integration.opsgenie.base_url", i.opsgenie.as_ref().map(Opsgenie::url)),
+            ("paging_integration.jsm.base_url", i.jsm.as_ref().map(|j| j.base_url.clone())),
         ] {
             if let Some(url) = url
                 && !url.starts_with("https://")

@@ -81,6 +81,10 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         let key = ctx.secrets.resolve(&og.api_key_ref, "api_key")?;
         pagers.insert(Provider::Opsgenie, Arc::new(provider::opsgenie::Opsgenie::new(http.clone(), &og.url(), key)));
     }
+    if let Some(jsm) = &integration.jsm {
+        let key = ctx.secrets.resolve(&jsm.api_key_ref, "api_key")?;
+        pagers.insert(Provider::Jsm, Arc::new(provider::opsgenie::Opsgenie::jsm(http.clone(), &jsm.base_url, key)));
+    }
     if integration.dry_run {
         tracing::warn!("dry_run is on: pages are logged, not sent");
     }
@@ -108,23 +112,29 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         tracing::info!(%path, secrets = hook.secret_refs.len(), "PagerDuty webhook receiver on");
         router = router.merge(sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits));
     }
-    if let Some(hook) = integration.opsgenie.as_ref().and_then(|og| og.webhook.as_ref()).filter(|w| w.enabled) {
+    for (provider, hook) in [
+        (Provider::Opsgenie, integration.opsgenie.as_ref().and_then(|og| og.webhook.as_ref())),
+        (Provider::Jsm, integration.jsm.as_ref().and_then(|j| j.webhook.as_ref())),
+    ] {
+        let Some(hook) = hook.filter(|w| w.enabled) else { continue };
+        let name = provider.name();
         let secrets = sre_runtime::inbound::receiver_secrets(
             &ctx.secrets,
             &hook.secret_refs,
-            "paging_integration.opsgenie.webhook",
+            &format!("paging_integration.{name}.webhook"),
         )?;
-        let path = hook.path.clone().unwrap_or_else(|| "/webhooks/opsgenie".to_owned());
+        let path = hook.path.clone().unwrap_or_else(|| format!("/webhooks/{name}"));
         let limits = sre_runtime::inbound::Limits::receiver(hook.max_body_bytes, hook.request_timeout);
         let receiver = receiver::OpsgenieReceiver {
+            provider,
             secrets,
             settings: hook.clone(),
             pages: pages_cell.clone(),
             source: ctx.bus.source().clone(),
             metrics: metrics.clone(),
         };
-        metrics.receivers.prime(Provider::Opsgenie.name());
-        tracing::info!(%path, header = %hook.header, "Opsgenie webhook receiver on");
+        metrics.receivers.prime(name);
+        tracing::info!(%path, header = %hook.header, "{} webhook receiver on", provider.title());
         router = router.merge(sre_runtime::inbound::router(&path, receiver, ctx.bus.intent_publisher(), limits));
     }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");

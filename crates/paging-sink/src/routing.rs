@@ -17,7 +17,7 @@ pub struct Target {
     /// PagerDuty: the secret reference of the routing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_key_ref: Option<String>,
-    /// Opsgenie: the responding team.
+    /// Opsgenie and JSM: the responding team.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
 }
@@ -37,11 +37,12 @@ pub fn route(config: &Integration, incident: &IncidentCreated) -> Target {
         route,
         routing_key_ref: match provider {
             Provider::Pagerduty => config.pagerduty.as_ref().map(|p| p.routing_key_ref.as_str().to_owned()),
-            Provider::Opsgenie => None,
+            Provider::Opsgenie | Provider::Jsm => None,
         },
         team: match provider {
             Provider::Pagerduty => None,
             Provider::Opsgenie => config.opsgenie.as_ref().and_then(|o| o.default_team.clone()),
+            Provider::Jsm => config.jsm.as_ref().and_then(|j| j.default_team.clone()),
         },
     };
     for (n, r) in config.routes.iter().enumerate() {

@@ -88,6 +88,7 @@ impl Sink {
                 let per_minute = match target.provider {
                     Provider::Pagerduty => self.config.pagerduty.as_ref().map_or(120, |p| p.events_per_minute),
                     Provider::Opsgenie => self.config.opsgenie.as_ref().map_or(600, |o| o.requests_per_minute),
+                    Provider::Jsm => self.config.jsm.as_ref().map_or(600, |j| j.requests_per_minute),
                 };
                 Upstream::new(UpstreamConfig {
                     name,
@@ -144,7 +145,13 @@ impl Sink {
     }
 
     fn pager(&self, provider: Provider) -> Result<&Arc<dyn Pager>, String> {
-        self.pagers.get(&provider).ok_or_else(|| format!("{provider:?} is not configured"))
+        self.pagers.get(&provider).ok_or_else(|| {
+            format!(
+                "paging_integration.{} is not configured, and this page was made with it: pages are followed up \
+                 on the provider they were made with, so keep its section until its pages have ended",
+                provider.name()
+            )
+        })
     }
 
     /// Runs `work` (a vendor call made under a claim) while renewing the claim every

@@ -21,6 +21,7 @@ const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 const VENDOR: &str = include_str!("../../../tests/fixtures/pagerduty/signature-vector.go-pagerduty.json");
 const ROTATION: &str = include_str!("../../../tests/fixtures/pagerduty/signature-vector.rotation.json");
 const SECRET: &str = "our-subscription-secret";
+const JSM_KEY: &str = "0f2c6a4e-9d1b-4c7e-8a35-5b6f7e8d9c01";
 
 fn sign(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
@@ -333,4 +334,95 @@ async fn the_loop_closes_once_a_person_acknowledges_in_pagerduty_and_nothing_loo
     assert_eq!(facts(IncidentAcknowledged::SUBJECT).await, 1, "acknowledged once");
     assert_eq!(pagerduty.webhooks().iter().filter(|w| w.2 == 200).count(), 2, "{:?}", pagerduty.webhooks());
     assert_eq!(sink.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_moving_from_opsgenie_to_jsm_pages_there_and_ends_old_pages_where_they_were_made() {
+    use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentResolved, ResolveIncidentRequested};
+    use sre_testkit::opsgenie::FakeOpsgenie;
+    let nats = NatsServer::start().expect("nats");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    sre_testkit::domain::provision(&js).await.expect("streams");
+    let domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
+    let opsgenie = FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let jsm = FakeOpsgenie::start(JSM_KEY).await.expect("jsm operations");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = [
+        ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
+        ("SECRET_PLATFORM_JSM_API_KEY", JSM_KEY),
+        ("SECRET_PLATFORM_JSM_WEBHOOK_SECRET", OG_SECRET),
+    ];
+    let opsgenie_section = format!(
+        "  opsgenie:\n    api_key_ref: platform/opsgenie\n    base_url: {}\n    default_team: sre\n",
+        opsgenie.url()
+    );
+    // Before: Opsgenie pages.
+    let mut sink =
+        start_sink(dir.path(), &nats, &format!("  default_provider: opsgenie\n{opsgenie_section}"), &secrets);
+    incident(&nats, "inc-before").await;
+    eventually("paged in Opsgenie", WAIT, || async { !opsgenie.alerts().is_empty() }).await;
+    sink.terminate(WAIT).expect("stops");
+
+    // After: JSM Operations pages, with its webhook; the Opsgenie section stays until its
+    // pages have ended.
+    let after = format!(
+        "  default_provider: jsm\n{opsgenie_section}  jsm:\n    api_key_ref: platform/jsm\n    base_url: {}\n    \
+         default_team: sre\n    webhook:\n      enabled: true\n      secret_refs: [platform/jsm-webhook]\n",
+        jsm.jsm_url()
+    );
+    let sink = start_sink(dir.path(), &nats, &after, &secrets);
+    jsm.subscribe(&format!("http://127.0.0.1:{}/webhooks/jsm", sink.port()), "X-Sre-Webhook-Secret", OG_SECRET);
+    incident(&nats, "inc-after").await;
+    eventually("paged in JSM", WAIT, || async { !jsm.alerts().is_empty() }).await;
+    assert_eq!((jsm.alerts()[0].alias.as_str(), jsm.alerts()[0].api), ("inc-after", "jsm"), "through JSM's API");
+    assert_eq!(jsm.alerts()[0].create["responders"][0]["name"], "sre");
+
+    // A person acknowledges in JSM: one intent (vendor jsm), the domain decides, and the
+    // sink's follow-up finds it acknowledged.
+    assert!(jsm.act_as("inc-after", "acknowledged", "Grace Hopper"));
+    let facts = |subject: &'static str| {
+        let url = nats.url();
+        async move { stream_messages(&url, streams::FACTS).await.into_iter().filter(|(s, _)| s == subject).count() }
+    };
+    eventually("IncidentAcknowledged", WAIT, || async { facts(IncidentAcknowledged::SUBJECT).await == 1 }).await;
+    let stored = acks(&nats).await;
+    assert_eq!(stored.len(), 1);
+    let origin = stored[0].origin.clone().unwrap_or_default();
+    assert_eq!((stored[0].incident_id.as_str(), origin.vendor.as_str()), ("inc-after", "jsm"));
+    assert_eq!(origin.actor.map(|a| a.email), Some("grace.hopper@example.com".to_owned()));
+    eventually("the follow-up at JSM", WAIT, || async {
+        jsm.requests().iter().any(|(action, alias, _)| action == "Acknowledge" && alias == "inc-after")
+    })
+    .await;
+
+    // Both resolved: each page is closed on the provider it was made with.
+    for id in ["inc-before", "inc-after"] {
+        let resolved = IncidentResolved { incident_id: id.into(), by: "auto".into(), ..Default::default() };
+        publish(&nats.url(), IncidentResolved::SUBJECT, &format!("resolved-{id}"), resolved.encode_to_vec()).await;
+    }
+    eventually("both closed", WAIT, || async {
+        opsgenie.alerts()[0].status == "closed" && jsm.alerts()[0].status == "closed"
+    })
+    .await;
+    assert_eq!(
+        opsgenie.requests().iter().map(|(a, alias, api)| (a.as_str(), alias.as_str(), *api)).collect::<Vec<_>>(),
+        [("Create", "inc-before", "opsgenie"), ("Close", "inc-before", "opsgenie")],
+        "Opsgenie heard only of its own page"
+    );
+    assert!(jsm.requests().iter().all(|(_, alias, api)| alias == "inc-after" && *api == "jsm"), "{:?}", jsm.requests());
+    // The sink's own close comes back from JSM as an echo (an API integration's action).
+    eventually("the echo delivered", WAIT, || async {
+        jsm.webhooks().iter().any(|d| d.event == "Close" && d.status == 200)
+    })
+    .await;
+    let resolves = stream_messages(&nats.url(), streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == ResolveIncidentRequested::SUBJECT)
+        .count();
+    assert_eq!(resolves, 0, "the sink's own close did not come back as a request");
+    assert_eq!(acks(&nats).await.len(), 1);
+    assert_eq!(domain.external().len(), 1);
+    assert_eq!(sink.metric("paging_sink_webhook_events_total{", &["provider=\"jsm\"", "outcome=\"Echo\""]), 1.0);
+    assert_eq!(sink.metric("paging_sink_webhook_refused_total{", &["provider=\"jsm\""]), 0.0);
 }

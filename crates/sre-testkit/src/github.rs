@@ -3,6 +3,13 @@
 //! by label and state (newest first), comments, `POST …/labels` that adds, `PATCH` that
 //! closes with a `state_reason` (and replaces labels when given), `basic-error` and
 //! `validation-error` bodies, and injected primary or secondary rate limits.
+//!
+//! With a repository webhook ([`FakeGithub::subscribe`]) every open, close, reopen and
+//! comment, the sink's own included (as the GitHub App `BOT`), is sent as GitHub sends it:
+//! `issues` / `issue_comment` with `X-GitHub-Event`, `X-GitHub-Delivery` and
+//! `X-Hub-Signature-256: sha256=<hex>`; never retried (GitHub does not). A person acts with
+//! [`FakeGithub::close_as`], [`FakeGithub::reopen_as`], [`FakeGithub::comment_as`] or the
+//! page's buttons.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,6 +60,50 @@ struct Inner {
     issues: Vec<Issue>,
     faults: VecDeque<Fault>,
     calls: u64,
+    outbox: crate::vendor::Outbox,
+}
+
+/// The login the sink's token acts as (a GitHub App's bot user).
+pub const BOT: &str = "sre-integration[bot]";
+
+/// Sends `event` (`issues`, `issue_comment`) with `action` on `issue`, by a person's login or
+/// (`None`) the sink's bot.
+fn send_webhook(s: &Inner, event: &str, action: &str, issue: &Issue, by: Option<&str>, comment: Option<&str>) {
+    let Some((secret, n)) = s.outbox.next() else { return };
+    let sender = match by {
+        Some(p) => json!({"login": p.to_lowercase().replace(' ', "-"), "id": 5_000 + p.len(), "type": "User"}),
+        None => json!({"login": BOT, "id": 41_898_282, "type": "Bot"}),
+    };
+    let now = jiff::Timestamp::now().to_string();
+    let mut issue_json = issue_json(issue);
+    issue_json["updated_at"] = json!(now);
+    let mut body = json!({"action": action, "issue": issue_json,
+        "repository": {"full_name": issue.repo, "id": 1_296_269}, "sender": sender});
+    if let Some(text) = comment {
+        body["comment"] = json!({"id": 9_000 + n, "body": text, "created_at": now,
+            "html_url": format!("https://github.example/{}/issues/{}#issuecomment-{}", issue.repo, issue.number, 9_000 + n),
+            "user": body["sender"].clone()});
+    }
+    let body = body.to_string();
+    let headers = vec![
+        ("X-GitHub-Event".to_owned(), event.to_owned()),
+        ("X-GitHub-Delivery".to_owned(), format!("72d3162e-cc78-11e3-81ab-{n:012x}")),
+        ("X-Hub-Signature-256".to_owned(), format!("sha256={}", crate::vendor::hmac_hex(&secret, body.as_bytes()))),
+        ("User-Agent".to_owned(), "GitHub-Hookshot/044aadd".to_owned()),
+    ];
+    s.outbox.send(&format!("{event}.{action}"), by.unwrap_or(BOT), headers, body, crate::vendor::Retries::Never);
+}
+
+/// Closes (`closed`) or reopens (`open`) `repo#number`, telling the webhook.
+fn set_state(s: &mut Inner, repo: &str, number: u64, to: &str, reason: Option<&str>, by: Option<&str>) -> bool {
+    let Some(i) = s.issues.iter_mut().find(|i| i.repo == repo && i.number == number && i.state != to) else {
+        return false;
+    };
+    i.state = to.to_owned();
+    i.state_reason = reason.map(str::to_owned);
+    let issue = i.clone();
+    send_webhook(s, "issues", if to == "closed" { "closed" } else { "reopened" }, &issue, by, None);
+    true
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -193,6 +244,7 @@ async fn create(
         comments: Vec::new(),
     };
     let json = issue_json(&issue);
+    send_webhook(&s, "issues", "opened", &issue, None, None);
     s.issues.push(issue);
     ok(StatusCode::CREATED, json)
 }
@@ -241,7 +293,9 @@ async fn comment(
     match s.issues.iter_mut().find(|i| i.repo == repo && i.number == n) {
         Some(i) => {
             i.comments.push(text.clone());
-            ok(StatusCode::CREATED, json!({"id": i.comments.len(), "body": text}))
+            let (id, issue) = (i.comments.len(), i.clone());
+            send_webhook(&s, "issue_comment", "created", &issue, None, Some(&text));
+            ok(StatusCode::CREATED, json!({"id": id, "body": text}))
         }
         None => basic(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -296,15 +350,16 @@ async fn update(
     let Some(i) = s.issues.iter_mut().find(|i| i.repo == repo && i.number == n) else {
         return basic(StatusCode::NOT_FOUND, "Not Found");
     };
-    if let Some(new_state) = body.get("state").and_then(Value::as_str)
-        && new_state != i.state
-    {
-        i.state = new_state.to_owned();
-        i.state_reason = body.get("state_reason").and_then(Value::as_str).map(str::to_owned);
-    }
     if let Some(labels) = body.get("labels").and_then(Value::as_array) {
         i.labels = labels.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
     }
+    if let Some(new_state) = body.get("state").and_then(Value::as_str) {
+        let reason = body.get("state_reason").and_then(Value::as_str).map(str::to_owned);
+        set_state(&mut s, &repo, n, new_state, reason.as_deref(), None);
+    }
+    let Some(i) = s.issues.iter().find(|i| i.repo == repo && i.number == n) else {
+        return basic(StatusCode::NOT_FOUND, "Not Found");
+    };
     let json = issue_json(i);
     ok(StatusCode::OK, json)
 }
@@ -316,7 +371,36 @@ async fn page(State(state): State<Shared>) -> axum::response::Html<String> {
         .iter()
         .map(|i| vec![format!("{}#{}", i.repo, i.number), i.state.clone(), i.title.clone(), i.labels.join(", ")])
         .collect();
-    crate::vendor::page("Test GitHub", "Issues opened.", &["issue", "state", "title", "labels"], &rows)
+    let actions: Vec<Vec<crate::vendor::Action>> = s
+        .issues
+        .iter()
+        .map(|i| {
+            let key = format!("{}#{}", i.repo, i.number);
+            if i.state == "open" { vec![("Close", "close", key)] } else { vec![("Reopen", "reopen", key)] }
+        })
+        .collect();
+    crate::vendor::page_with_actions(
+        "Test GitHub",
+        "Issues opened.",
+        &["issue", "state", "title", "labels"],
+        &rows,
+        &actions,
+    )
+}
+
+async fn press(
+    State(state): State<Shared>,
+    Path(verb): Path<String>,
+    Query(p): Query<crate::vendor::Pressed>,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((repo, n)) = p.key.rsplit_once('#')
+        && let Ok(n) = n.parse()
+    {
+        let (to, reason) = if verb == "close" { ("closed", Some("completed")) } else { ("open", None) };
+        set_state(&mut s, repo, n, to, reason, Some(crate::vendor::PERSON));
+    }
+    crate::vendor::back()
 }
 
 impl FakeGithub {
@@ -342,6 +426,7 @@ impl FakeGithub {
             .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
             .route("/repos/{o}/{r}/issues/{n}/labels", post(add_labels))
             .route("/", get(page))
+            .route("/_person/{verb}", post(press))
             .with_state(state.clone());
         let latency = crate::vendor::Latency::default();
         let app = latency.wrap(app);
@@ -379,6 +464,37 @@ impl FakeGithub {
     /// Answers the next requests with these faults.
     pub fn fail_next(&self, faults: &[Fault]) {
         self.with(|s| s.faults.extend(faults.iter().copied()));
+    }
+
+    /// Adds a repository webhook for `issues` and `issue_comment` to `url`, signed with `secret`.
+    pub fn subscribe(&self, url: &str, secret: &str) {
+        self.with(|s| s.outbox.subscribe(url, secret));
+    }
+
+    /// A person closes `repo#number` as completed; `false` when it is not open.
+    pub fn close_as(&self, repo: &str, number: u64, person: &str) -> bool {
+        self.with(|s| set_state(s, repo, number, "closed", Some("completed"), Some(person)))
+    }
+
+    /// A person reopens `repo#number`; `false` when it is not closed.
+    pub fn reopen_as(&self, repo: &str, number: u64, person: &str) -> bool {
+        self.with(|s| set_state(s, repo, number, "open", None, Some(person)))
+    }
+
+    /// A person comments on `repo#number`; `false` when there is no such issue.
+    pub fn comment_as(&self, repo: &str, number: u64, text: &str, person: &str) -> bool {
+        self.with(|s| {
+            let Some(i) = s.issues.iter_mut().find(|i| i.repo == repo && i.number == number) else { return false };
+            i.comments.push(text.to_owned());
+            let issue = i.clone();
+            send_webhook(s, "issue_comment", "created", &issue, Some(person), Some(text));
+            true
+        })
+    }
+
+    /// Webhooks delivered so far, in the order they ended.
+    pub fn webhooks(&self) -> Vec<crate::vendor::Delivery> {
+        self.with(|s| s.outbox.delivered())
     }
 
     /// Requests received.

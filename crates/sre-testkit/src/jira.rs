@@ -5,6 +5,13 @@
 //! most 255 characters without newlines, labels without spaces, Basic (Cloud) or Bearer
 //! (DC) auth, `myself`, and injected failures with Retry-After. Cloud search can lag
 //! behind writes, as the real one does.
+//!
+//! With an admin webhook ([`FakeJira::subscribe`]) every transition and comment, the
+//! sink's own included, is sent as Jira sends it: `jira:issue_updated` with the whole issue
+//! (labels, status and its category), the `changelog` of a status change or the `comment`,
+//! the acting `user`, signed `X-Hub-Signature: sha256=<hex>`, `X-Atlassian-Webhook-Identifier`
+//! kept across retries (408, 409, 425, 429, 5xx and no answer, as Jira Cloud retries). A
+//! person acts with [`FakeJira::transition_as`], [`FakeJira::comment_as`] or the page's buttons.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,6 +63,68 @@ struct Inner {
     faults: VecDeque<(u16, Option<u64>)>,
     search_lag: Duration,
     calls: u64,
+    outbox: crate::vendor::Outbox,
+}
+
+/// The account the API token belongs to (what `myself` answers).
+pub const SERVICE_ACCOUNT: &str = "5b10a2844c20165700ede21g";
+
+/// A person's account id on this Jira.
+pub fn account_of(person: &str) -> String {
+    format!("557058:{}", person.to_lowercase().replace(' ', "-"))
+}
+
+fn category(status: &str) -> &'static str {
+    if status == "To Do" { "new" } else { "done" }
+}
+
+/// Sends `jira:issue_updated` for `issue`, by `by` (a person's name, or the service account
+/// when `None`), with a status `change` (from, to) or a `comment`.
+fn send_webhook(s: &Inner, issue: &Issue, by: Option<&str>, change: Option<(&str, &str)>, comment: Option<&str>) {
+    let Some((secret, n)) = s.outbox.next() else { return };
+    let user = match by {
+        Some(p) => json!({"accountId": account_of(p), "accountType": "atlassian", "displayName": p,
+                          "emailAddress": format!("{}@example.com", p.to_lowercase().replace(' ', "."))}),
+        None => json!({"accountId": SERVICE_ACCOUNT, "accountType": "atlassian", "displayName": "SRE integration"}),
+    };
+    let mut body = json!({
+        "timestamp": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        "webhookEvent": "jira:issue_updated",
+        "issue_event_type_name": if comment.is_some() { "issue_commented" } else { "issue_generic" },
+        "user": user,
+        "issue": {"id": format!("1{:04}", n), "key": issue.key, "fields": {
+            "summary": issue.summary, "labels": issue.labels,
+            "status": {"name": issue.status, "statusCategory": {"key": category(&issue.status)}}}},
+    });
+    if let Some((from, to)) = change {
+        body["changelog"] = json!({"id": n.to_string(), "items": [{"field": "status", "fieldtype": "jira",
+            "fieldId": "status", "fromString": from, "toString": to}]});
+    }
+    if let Some(text) = comment {
+        body["comment"] = json!({"id": format!("2{n:04}"), "body": text, "author": body["user"].clone()});
+    }
+    let body = body.to_string();
+    let headers = vec![
+        ("X-Hub-Signature".to_owned(), format!("sha256={}", crate::vendor::hmac_hex(&secret, body.as_bytes()))),
+        ("X-Atlassian-Webhook-Identifier".to_owned(), format!("{n}")),
+        ("User-Agent".to_owned(), "Atlassian Webhook HTTP Client".to_owned()),
+    ];
+    s.outbox.send("jira:issue_updated", by.unwrap_or(SERVICE_ACCOUNT), headers, body, crate::vendor::Retries::Jira);
+}
+
+/// Moves `key` to `to` if its workflow allows, telling the webhook; `false` otherwise.
+fn move_issue(s: &mut Inner, key: &str, to: &str, by: Option<&str>) -> bool {
+    let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else { return false };
+    let allowed = transitions_from(&issue.status)
+        .as_array()
+        .is_some_and(|a| a.iter().any(|t| t.pointer("/to/name").and_then(Value::as_str) == Some(to)));
+    if !allowed {
+        return false;
+    }
+    let from = std::mem::replace(&mut issue.status, to.to_owned());
+    let issue = issue.clone();
+    send_webhook(s, &issue, by, Some((&from, to)), None);
+    true
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -127,7 +196,22 @@ async fn page(State(state): State<Shared>) -> axum::response::Html<String> {
             vec![i.key.clone(), i.status.clone(), i.summary.clone(), i.labels.join(", "), i.comments.len().to_string()]
         })
         .collect();
-    crate::vendor::page("Test Jira", "Issues created.", &["key", "status", "summary", "labels", "comments"], &rows)
+    let actions: Vec<Vec<crate::vendor::Action>> = s
+        .issues
+        .iter()
+        .map(|i| match i.status.as_str() {
+            "To Do" => vec![("Resolve", "resolve", i.key.clone()), ("Close", "close", i.key.clone())],
+            "Resolved" => vec![("Close", "close", i.key.clone()), ("Reopen", "reopen", i.key.clone())],
+            _ => vec![("Reopen", "reopen", i.key.clone())],
+        })
+        .collect();
+    crate::vendor::page_with_actions(
+        "Test Jira",
+        "Issues created.",
+        &["key", "status", "summary", "labels", "comments"],
+        &rows,
+        &actions,
+    )
 }
 
 async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -292,7 +376,8 @@ async fn transition(
             json!({}),
         );
     };
-    issue.status = to.to_owned();
+    let to = to.to_owned();
+    move_issue(&mut s, &key, &to, None);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -320,13 +405,31 @@ async fn comment(
         );
     };
     issue.comments.push(text.clone());
-    (StatusCode::CREATED, axum::Json(json!({"id": issue.comments.len().to_string(), "body": text}))).into_response()
+    let (id, issue) = (issue.comments.len().to_string(), issue.clone());
+    let shown = text.as_str().map_or_else(|| text.to_string(), str::to_owned);
+    send_webhook(&s, &issue, None, None, Some(&shown));
+    (StatusCode::CREATED, axum::Json(json!({"id": id, "body": text}))).into_response()
+}
+
+async fn press(
+    State(state): State<Shared>,
+    Path(verb): Path<String>,
+    axum::extract::Query(p): axum::extract::Query<crate::vendor::Pressed>,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let to = match verb.as_str() {
+        "resolve" => "Resolved",
+        "close" => "Closed",
+        _ => "To Do",
+    };
+    move_issue(&mut s, &p.key, to, Some(crate::vendor::PERSON));
+    crate::vendor::back()
 }
 
 async fn myself(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     match gate(&mut s, &headers) {
-        Ok(()) => axum::Json(json!({"accountId": "5b10a2844c20165700ede21g", "active": true})).into_response(),
+        Ok(()) => axum::Json(json!({"accountId": SERVICE_ACCOUNT, "active": true})).into_response(),
         Err(r) => r,
     }
 }
@@ -363,6 +466,7 @@ impl FakeJira {
             .route(&format!("{api}/issue/{{key}}/comment"), post(comment))
             .route(&format!("{api}/myself"), get(myself))
             .route("/", get(page))
+            .route("/_person/{verb}", post(press))
             .with_state(state.clone());
         let latency = crate::vendor::Latency::default();
         let app = latency.wrap(app);
@@ -430,6 +534,33 @@ impl FakeJira {
             });
             key
         })
+    }
+
+    /// Subscribes an admin webhook (`http://127.0.0.1:<port>/<path>`) signed with `secret`.
+    pub fn subscribe(&self, url: &str, secret: &str) {
+        self.with(|s| s.outbox.subscribe(url, secret));
+    }
+
+    /// A person moves `key` to `status` (`Resolved`, `Closed`, `To Do`) in Jira, as its
+    /// workflow allows; the webhook hears of it. `false` when the workflow does not allow it.
+    pub fn transition_as(&self, key: &str, status: &str, person: &str) -> bool {
+        self.with(|s| move_issue(s, key, status, Some(person)))
+    }
+
+    /// A person comments on `key`; `false` when there is no such issue.
+    pub fn comment_as(&self, key: &str, text: &str, person: &str) -> bool {
+        self.with(|s| {
+            let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else { return false };
+            issue.comments.push(json!(text));
+            let issue = issue.clone();
+            send_webhook(s, &issue, Some(person), None, Some(text));
+            true
+        })
+    }
+
+    /// Webhooks delivered so far, in the order they ended.
+    pub fn webhooks(&self) -> Vec<crate::vendor::Delivery> {
+        self.with(|s| s.outbox.delivered())
     }
 
     /// Requests received.

@@ -3,6 +3,15 @@
 //! `identifierType=alias`, 202 "Request will be processed" for every write (also for an
 //! unknown alias: the request status then says "Alert does not exist"), and
 //! `GET /v2/alerts/requests/{id}`.
+//!
+//! The same API is served under `/jsm/ops/integration` ([`FakeOpsgenie::jsm_url`]): Jira
+//! Service Management Operations' integration API, the successor, mirrors it path for path.
+//!
+//! With an outgoing Webhook integration ([`FakeOpsgenie::subscribe`]) every create,
+//! acknowledge, close and note is sent as Opsgenie sends it (`action`, `alert` with its
+//! alias, `source` naming who acted: `API` for an integration's calls, `web` for a person),
+//! unsigned, carrying the configured custom header; no retry (Opsgenie documents none). A
+//! person acts with [`FakeOpsgenie::act_as`] or the page's buttons.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +34,8 @@ pub struct Alert {
     pub create: Value,
     /// Creates merged into it after the first (Opsgenie's count).
     pub merged: u32,
+    /// Which API created it: `opsgenie` (`/v2/…`) or `jsm` (`/jsm/ops/integration/v2/…`).
+    pub api: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +45,7 @@ struct Request {
     ok: bool,
     status: String,
     alias: String,
+    api: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +55,52 @@ struct Inner {
     requests: Vec<Request>,
     faults: VecDeque<u16>,
     calls: u64,
+    /// The outgoing webhook's custom header, and where it goes.
+    hook_header: String,
+    outbox: crate::vendor::Outbox,
+}
+
+/// The `source.name` of this sink's calls (the API integration's name).
+pub const INTEGRATION: &str = "sre-integration";
+
+/// Sends the outgoing webhook of `action` on `alert`, by a person or (`None`) the API
+/// integration.
+fn send_webhook(s: &Inner, action: &str, alert: &Alert, by: Option<&str>, note: &str) {
+    let Some((secret, n)) = s.outbox.next() else { return };
+    let updated = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let (username, source) = match by {
+        Some(p) => (format!("{}@example.com", p.to_lowercase().replace(' ', ".")), json!({"name": "", "type": "web"})),
+        None => ("System".to_owned(), json!({"name": INTEGRATION, "type": "API"})),
+    };
+    let body = json!({
+        "action": action,
+        "alert": {"alertId": format!("8418d193-2dab-4490-b331-8c02cdd196b7-{}", alert_index(s, &alert.alias)),
+                  "message": alert.create["message"], "alias": alert.alias, "tinyId": alert_index(s, &alert.alias).to_string(),
+                  "username": username, "userId": format!("{:08x}", username.len()), "updatedAt": updated,
+                  "createdAt": updated, "status": alert.status, "note": note},
+        "source": source,
+        "integrationName": "SRE two-way sync", "integrationId": "4a5c0d6d-0000-4000-8000-000000000001",
+        "integrationType": "Webhook",
+    })
+    .to_string();
+    let headers = vec![(s.hook_header.clone(), secret), ("X-Delivery".to_owned(), n.to_string())];
+    s.outbox.send(action, by.unwrap_or(INTEGRATION), headers, body, crate::vendor::Retries::Never);
+}
+
+fn alert_index(s: &Inner, alias: &str) -> usize {
+    s.alerts.iter().position(|a| a.alias == alias).map_or(0, |i| i + 1)
+}
+
+/// Moves the open alert `alias` to `to` (`acknowledged`, `closed`), telling the webhook.
+fn change(s: &mut Inner, alias: &str, to: &str, by: Option<&str>) -> bool {
+    let Some(alert) = s.alerts.iter_mut().find(|a| a.alias == alias && a.status != "closed" && a.status != to) else {
+        return false;
+    };
+    alert.status = to.to_owned();
+    let alert = alert.clone();
+    let action = if to == "closed" { "Close" } else { "Acknowledge" };
+    send_webhook(s, action, &alert, by, "");
+    true
 }
 
 /// A running test Opsgenie; stops when dropped.
@@ -54,6 +112,9 @@ pub struct FakeOpsgenie {
 }
 
 type Shared = Arc<Mutex<Inner>>;
+
+/// Where Jira Service Management Operations serves the same API.
+pub const JSM_PREFIX: &str = "/jsm/ops/integration";
 
 fn error(status: StatusCode, message: &str) -> Response {
     (
@@ -82,7 +143,7 @@ fn gate(s: &mut Inner, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-fn accepted(s: &mut Inner, action: &str, ok: bool, status: &str, alias: &str) -> Response {
+fn accepted(s: &mut Inner, action: &str, ok: bool, status: &str, alias: &str, api: &'static str) -> Response {
     let id = format!("7b5d7a3e-0000-4000-8000-{:012x}", s.requests.len() + 1);
     s.requests.push(Request {
         id: id.clone(),
@@ -90,12 +151,13 @@ fn accepted(s: &mut Inner, action: &str, ok: bool, status: &str, alias: &str) ->
         ok,
         status: status.to_owned(),
         alias: alias.to_owned(),
+        api,
     });
     (StatusCode::ACCEPTED, axum::Json(json!({"result": "Request will be processed", "took": 0.302, "requestId": id})))
         .into_response()
 }
 
-async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn create(state: Shared, api: &'static str, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     if let Err(r) = gate(&mut s, &headers) {
         return r;
@@ -119,16 +181,19 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
     match s.alerts.iter_mut().find(|a| a.alias == alias && a.status != "closed") {
         Some(open) => open.merged += 1,
         None => {
-            s.alerts.push(Alert { alias: alias.clone(), status: "open".to_owned(), create: body.clone(), merged: 0 })
+            let alert = Alert { alias: alias.clone(), status: "open".to_owned(), create: body.clone(), merged: 0, api };
+            s.alerts.push(alert.clone());
+            send_webhook(&s, "Create", &alert, None, "");
         }
     }
-    accepted(&mut s, "Create", true, "Created alert", &alias)
+    accepted(&mut s, "Create", true, "Created alert", &alias, api)
 }
 
 async fn act(
-    State(state): State<Shared>,
-    Path((identifier, verb)): Path<(String, String)>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
+    state: Shared,
+    api: &'static str,
+    (identifier, verb): (String, String),
+    query: std::collections::HashMap<String, String>,
     headers: HeaderMap,
 ) -> Response {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -144,11 +209,11 @@ async fn act(
     // never is.
     let by_alias = query.get("identifierType").map(String::as_str) == Some("alias");
     let found = by_alias && s.alerts.iter().any(|a| a.alias == identifier && a.status != "closed");
-    if found && let Some(a) = s.alerts.iter_mut().find(|a| a.alias == identifier && a.status != "closed") {
-        a.status = to.to_owned();
+    if found {
+        change(&mut s, &identifier, to, None);
     }
     let status = if found { "Alert updated" } else { "Alert does not exist" };
-    accepted(&mut s, action, found, status, &identifier)
+    accepted(&mut s, action, found, status, &identifier, api)
 }
 
 async fn request_status(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -180,7 +245,33 @@ async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<St
             ]
         })
         .collect();
-    crate::vendor::page("Test Opsgenie", "Alerts created.", &["alias", "status", "message", "merged"], &rows)
+    let actions: Vec<Vec<crate::vendor::Action>> = s
+        .alerts
+        .iter()
+        .map(|a| match a.status.as_str() {
+            "open" => vec![("Acknowledge", "acknowledge", a.alias.clone()), ("Close", "close", a.alias.clone())],
+            "acknowledged" => vec![("Close", "close", a.alias.clone())],
+            _ => Vec::new(),
+        })
+        .collect();
+    crate::vendor::page_with_actions(
+        "Test Opsgenie / JSM Operations",
+        "Alerts created.",
+        &["alias", "status", "message", "merged"],
+        &rows,
+        &actions,
+    )
+}
+
+async fn press(
+    State(state): State<Shared>,
+    Path(verb): Path<String>,
+    Query(p): Query<crate::vendor::Pressed>,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let to = if verb == "acknowledge" { "acknowledged" } else { "closed" };
+    change(&mut s, &p.key, to, Some(crate::vendor::PERSON));
+    crate::vendor::back()
 }
 
 impl FakeOpsgenie {
@@ -194,11 +285,27 @@ impl FakeOpsgenie {
         let state = Arc::new(Mutex::new(Inner { key: key.to_owned(), ..Inner::default() }));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let app = Router::new()
-            .route("/v2/alerts", post(create))
-            .route("/v2/alerts/requests/{id}", get(request_status))
-            .route("/v2/alerts/{identifier}/{verb}", post(act))
+        let api = |api: &'static str| {
+            Router::new()
+                .route(
+                    "/v2/alerts",
+                    post(move |State(s): State<Shared>, h: HeaderMap, b: axum::body::Bytes| create(s, api, h, b)),
+                )
+                .route("/v2/alerts/requests/{id}", get(request_status))
+                .route(
+                    "/v2/alerts/{identifier}/{verb}",
+                    post(
+                        move |State(s): State<Shared>,
+                              Path(p): Path<(String, String)>,
+                              Query(q): Query<std::collections::HashMap<String, String>>,
+                              h: HeaderMap| act(s, api, p, q, h),
+                    ),
+                )
+        };
+        let app = api("opsgenie")
+            .nest(JSM_PREFIX, api("jsm"))
             .route("/", get(page))
+            .route("/_person/{verb}", post(press))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -215,6 +322,40 @@ impl FakeOpsgenie {
         &self.url
     }
 
+    /// The same API as Jira Service Management Operations' integration API
+    /// (`https://api.atlassian.com/jsm/ops/integration`).
+    pub fn jsm_url(&self) -> String {
+        format!("{}{JSM_PREFIX}", self.url)
+    }
+
+    /// Adds an outgoing Webhook integration to `url` sending `header: secret`.
+    pub fn subscribe(&self, url: &str, header: &str, secret: &str) {
+        self.with(|s| {
+            s.hook_header = header.to_owned();
+            s.outbox.subscribe(url, secret);
+        });
+    }
+
+    /// A person acknowledges (`acknowledged`) or closes (`closed`) the open alert `alias`;
+    /// the webhook hears of it. `false` when no such alert is open.
+    pub fn act_as(&self, alias: &str, to: &str, person: &str) -> bool {
+        self.with(|s| change(s, alias, to, Some(person)))
+    }
+
+    /// A person adds a note to the alert `alias`.
+    pub fn note_as(&self, alias: &str, note: &str, person: &str) -> bool {
+        self.with(|s| {
+            let Some(alert) = s.alerts.iter().find(|a| a.alias == alias).cloned() else { return false };
+            send_webhook(s, "AddNote", &alert, Some(person), note);
+            true
+        })
+    }
+
+    /// Webhooks delivered so far, in the order they ended.
+    pub fn webhooks(&self) -> Vec<crate::vendor::Delivery> {
+        self.with(|s| s.outbox.delivered())
+    }
+
     /// Answers the next requests with these statuses instead.
     pub fn fail_next(&self, statuses: &[u16]) {
         self.with(|s| s.faults.extend(statuses.iter().copied()));
@@ -228,6 +369,11 @@ impl FakeOpsgenie {
     /// Requests that did nothing (e.g. acknowledging an unknown alias): `(action, alias)`.
     pub fn failed_requests(&self) -> Vec<(String, String)> {
         self.with(|s| s.requests.iter().filter(|r| !r.ok).map(|r| (r.action.clone(), r.alias.clone())).collect())
+    }
+
+    /// Requests taken: `(action, alias, api)`, `api` being `opsgenie` or `jsm`.
+    pub fn requests(&self) -> Vec<(String, String, &'static str)> {
+        self.with(|s| s.requests.iter().map(|r| (r.action.clone(), r.alias.clone(), r.api)).collect())
     }
 
     /// Calls received, faults and refusals included.

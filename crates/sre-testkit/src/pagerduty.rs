@@ -11,7 +11,8 @@
 //! sends: a signed `incident.acknowledged`/`incident.resolved` (`X-PagerDuty-Signature`,
 //! `X-Webhook-Id` kept across retries) for every change, with a person as the agent when one
 //! acted here ([`FakePagerDuty::acknowledge_as`]) and a service when the Events API did; a
-//! delivery answered 5xx, 429 or not at all is retried, as PagerDuty does.
+//! delivery answered 5xx, 429 or not at all is retried, as PagerDuty does. Its page lists
+//! the alerts with buttons to acknowledge and resolve them as a person.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -73,11 +74,8 @@ struct Inner {
     /// Statuses (and Retry-After) to answer the next requests with, in order.
     faults: VecDeque<(u16, Option<u64>)>,
     requests: u64,
-    /// Webhooks v3 subscription: URL and secret.
-    subscription: Option<(String, String)>,
-    /// Webhooks sent: (event type, agent type, final status; 0 when never answered).
-    webhooks: Vec<(String, String, u16)>,
-    sent: u64,
+    /// Webhooks v3: the subscription and what was delivered.
+    outbox: crate::vendor::Outbox,
 }
 
 /// A v3 webhook body for `event_type` on the alert `dedup_key`, by `agent` (`type`, name).
@@ -90,35 +88,6 @@ fn webhook_body(id: &str, event_type: &str, dedup_key: &str, agent: (&str, &str)
                  "status": event_type.trim_start_matches("incident."), "incident_key": dedup_key,
                  "html_url": format!("https://acme.pagerduty.example/incidents/{dedup_key}")}}})
     .to_string()
-}
-
-/// Delivers a signed webhook as PagerDuty does, retrying 5xx, 429 and no answer (here a
-/// few seconds rather than 48 h); the final status, 0 when it never got one.
-fn deliver(url: &str, secret: &str, id: &str, body: &str) -> u16 {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body.as_bytes());
-    let signature = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let port: u16 = host.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(80);
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("X-PagerDuty-Signature", signature.as_str()),
-        ("X-Webhook-Id", id),
-        ("User-Agent", "PagerDuty-Webhook/V3.0"),
-    ];
-    let mut last = 0;
-    for attempt in 0..40 {
-        if attempt > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        last = crate::service::http_request(port, "POST", &path, &headers, body.as_bytes()).map_or(0, |(s, _)| s);
-        if (200..300).contains(&last) || (400..500).contains(&last) && last != 429 {
-            break;
-        }
-    }
-    last
 }
 
 /// A running test PagerDuty; stops when dropped.
@@ -249,7 +218,7 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
     if applied && (action == "acknowledge" || action == "resolve") {
         // The Events API acted: the webhook names a service, not a person.
         let event_type = if action == "acknowledge" { "incident.acknowledged" } else { "incident.resolved" };
-        send_webhook(&state, &mut s, event_type, &dedup_key, ("service_reference", "checkout (Events API v2)"));
+        send_webhook(&s, event_type, &dedup_key, ("service_reference", "checkout (Events API v2)"));
     }
     s.events.push(Event { action, routing_key, dedup_key: dedup_key.clone(), applied, at: std::time::Instant::now() });
     (
@@ -259,39 +228,73 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
         .into_response()
 }
 
-/// Sends a webhook in the background, when subscribed.
-fn send_webhook(state: &Arc<Mutex<Inner>>, s: &mut Inner, event_type: &str, dedup_key: &str, agent: (&str, &str)) {
-    let Some((url, secret)) = s.subscription.clone() else { return };
-    s.sent += 1;
-    let id = format!("01WEBHOOK{:016}", s.sent);
+/// Sends a signed v3 webhook in the background, when subscribed; PagerDuty keeps
+/// `X-Webhook-Id` across its retries (5xx, 429, no answer).
+fn send_webhook(s: &Inner, event_type: &str, dedup_key: &str, agent: (&str, &str)) {
+    let Some((secret, n)) = s.outbox.next() else { return };
+    let id = format!("01WEBHOOK{n:016}");
     let body = webhook_body(&id, event_type, dedup_key, agent);
-    let (state, event_type, agent) = (state.clone(), event_type.to_owned(), agent.0.to_owned());
-    std::thread::spawn(move || {
-        let status = deliver(&url, &secret, &id, &body);
-        state.lock().unwrap_or_else(PoisonError::into_inner).webhooks.push((event_type, agent, status));
-    });
+    let signature = format!("v1={}", crate::vendor::hmac_hex(&secret, body.as_bytes()));
+    let headers = vec![
+        ("X-PagerDuty-Signature".to_owned(), signature),
+        ("X-Webhook-Id".to_owned(), id),
+        ("User-Agent".to_owned(), "PagerDuty-Webhook/V3.0".to_owned()),
+    ];
+    s.outbox.send(event_type, agent.0, headers, body, crate::vendor::Retries::Transient);
+}
+
+/// A person's change to the open alert `dedup_key`; `false` when it is not open for it.
+fn act_as(s: &mut Inner, dedup_key: &str, to: AlertStatus, person: &str) -> bool {
+    let Some(alert) =
+        s.alerts.iter_mut().find(|a| a.dedup_key == dedup_key && a.status != AlertStatus::Resolved && a.status != to)
+    else {
+        return false;
+    };
+    alert.status = to;
+    let event_type = if to == AlertStatus::Acknowledged { "incident.acknowledged" } else { "incident.resolved" };
+    send_webhook(s, event_type, dedup_key, ("user_reference", person));
+    true
 }
 
 async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<String> {
     let s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    let rows: Vec<Vec<String>> = s
-        .events
-        .iter()
-        .map(|e| {
-            vec![
-                e.action.clone(),
-                e.dedup_key.clone(),
-                e.routing_key.chars().take(6).collect::<String>() + "…",
-                e.applied.to_string(),
-            ]
-        })
-        .collect();
-    crate::vendor::page(
+    let mut rows = Vec::new();
+    let mut actions = Vec::new();
+    for a in &s.alerts {
+        rows.push(vec![
+            a.dedup_key.clone(),
+            format!("{:?}", a.status).to_lowercase(),
+            a.trigger.pointer("/payload/summary").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            a.routing_key.chars().take(6).collect::<String>() + "…",
+            a.merged.to_string(),
+        ]);
+        let key = a.dedup_key.clone();
+        actions.push(match a.status {
+            AlertStatus::Triggered => {
+                vec![("Acknowledge", "acknowledge", key.clone()), ("Resolve", "resolve", key)]
+            }
+            AlertStatus::Acknowledged => vec![("Resolve", "resolve", key)],
+            AlertStatus::Resolved => Vec::new(),
+        });
+    }
+    crate::vendor::page_with_actions(
         "Test PagerDuty",
-        "Events API v2 events accepted.",
-        &["action", "dedup_key", "routing key", "applied"],
+        "Alerts triggered through the Events API v2.",
+        &["dedup_key", "status", "summary", "routing key", "merged"],
         &rows,
+        &actions,
     )
+}
+
+async fn press(
+    State(state): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(verb): axum::extract::Path<String>,
+    axum::extract::Query(p): axum::extract::Query<crate::vendor::Pressed>,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let to = if verb == "acknowledge" { AlertStatus::Acknowledged } else { AlertStatus::Resolved };
+    act_as(&mut s, &p.key, to, crate::vendor::PERSON);
+    crate::vendor::back()
 }
 
 impl FakePagerDuty {
@@ -308,6 +311,7 @@ impl FakePagerDuty {
         let app = Router::new()
             .route("/v2/enqueue", post(enqueue))
             .route("/", axum::routing::get(page))
+            .route("/_person/{verb}", post(press))
             .with_state(state.clone());
         let latency = crate::vendor::Latency::default();
         let app = latency.wrap(app);
@@ -364,26 +368,26 @@ impl FakePagerDuty {
 
     /// Subscribes a Webhooks v3 endpoint (`http://127.0.0.1:<port>/<path>`) with `secret`.
     pub fn subscribe(&self, url: &str, secret: &str) {
-        self.with(|s| s.subscription = Some((url.to_owned(), secret.to_owned())));
+        self.with(|s| s.outbox.subscribe(url, secret));
     }
 
     /// A person acknowledges the open alert `dedup_key` in PagerDuty: it is acknowledged here,
     /// and the subscription hears of it. `false` when no such alert is triggered.
     pub fn acknowledge_as(&self, dedup_key: &str, person: &str) -> bool {
-        let state = self.state.clone();
-        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(alert) = s.alerts.iter_mut().find(|a| a.dedup_key == dedup_key && a.status == AlertStatus::Triggered)
-        else {
-            return false;
-        };
-        alert.status = AlertStatus::Acknowledged;
-        send_webhook(&state, &mut s, "incident.acknowledged", dedup_key, ("user_reference", person));
-        true
+        self.with(|s| {
+            s.alerts.iter().any(|a| a.dedup_key == dedup_key && a.status == AlertStatus::Triggered)
+                && act_as(s, dedup_key, AlertStatus::Acknowledged, person)
+        })
+    }
+
+    /// A person resolves the open alert `dedup_key` in PagerDuty; `false` when none is open.
+    pub fn resolve_as(&self, dedup_key: &str, person: &str) -> bool {
+        self.with(|s| act_as(s, dedup_key, AlertStatus::Resolved, person))
     }
 
     /// Webhooks delivered so far: (event type, agent type, final status).
     pub fn webhooks(&self) -> Vec<(String, String, u16)> {
-        self.with(|s| s.webhooks.clone())
+        self.with(|s| s.outbox.delivered().into_iter().map(|d| (d.event, d.by, d.status)).collect())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Each test vendor shows what it received on a read-only page at `/`.
+//! Each test vendor shows what it received on a page at `/`; where a person acts in the
+//! vendor (acknowledge, resolve, close), its buttons do it and the vendor's webhook says so.
 
 use sre_testkit::argocd::{App, FakeArgoCd};
 use sre_testkit::github::FakeGithub;
@@ -15,7 +16,7 @@ async fn page(url: &str) -> String {
     let (status, body) =
         tokio::task::spawn_blocking(move || sre_testkit::http_get(port, "/")).await.expect("join").expect("answers");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("Read-only"), "{body}");
+    assert!(body.contains("Development stand-in"), "{body}");
     body
 }
 
@@ -37,4 +38,90 @@ async fn every_test_vendor_lists_what_it_received() {
     assert!(page(gh.url()).await.contains("Test GitHub"));
     let og = FakeOpsgenie::start("k").await.expect("opsgenie");
     assert!(page(og.url()).await.contains("Test Opsgenie"));
+}
+
+/// A webhook endpoint that keeps what it is sent: (headers, body).
+async fn endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>) {
+    let got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>> = Default::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().expect("lock").push((headers, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+async fn press(url: &str, path: &str) -> u16 {
+    let (port, path) = (port(url), path.to_owned());
+    tokio::task::spawn_blocking(move || sre_testkit::service::http_request(port, "POST", &path, &[], b""))
+        .await
+        .expect("join")
+        .expect("answers")
+        .0
+}
+
+fn hmac_hex(secret: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_button_acts_as_a_person_and_the_vendor_sends_its_signed_webhook() {
+    use sre_testkit::bus::eventually;
+    let wait = std::time::Duration::from_secs(10);
+
+    // PagerDuty: acknowledge a triggered alert from its page.
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hook, got) = endpoint().await;
+    pd.subscribe(&hook, "pd-secret");
+    let trigger = serde_json::json!({"routing_key": "R0UT1NGKEY0123456789ABCDEFGHIJKL", "event_action": "trigger",
+        "dedup_key": "inc-7", "payload": {"summary": "checkout down", "source": "test", "severity": "critical"}});
+    let body = trigger.to_string();
+    let p = port(pd.url());
+    let answer = tokio::task::spawn_blocking(move || {
+        sre_testkit::service::http_request(p, "POST", "/v2/enqueue", &[], body.as_bytes())
+    })
+    .await
+    .expect("join");
+    assert_eq!(answer.map(|a| a.0), Some(202));
+    let html = page(pd.url()).await;
+    assert!(html.contains("/_person/acknowledge?key=inc-7"), "{html}");
+    assert_eq!(press(pd.url(), "/_person/acknowledge?key=inc-7").await, 303);
+    assert_eq!(pd.alerts()[0].status, sre_testkit::pagerduty::AlertStatus::Acknowledged);
+    eventually("the webhook", wait, || async { !got.lock().expect("lock").is_empty() }).await;
+    let (headers, body) = got.lock().expect("lock")[0].clone();
+    let signature = headers.get("x-pagerduty-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(signature, format!("v1={}", hmac_hex("pd-secret", &body)));
+    let event: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(event["event"]["event_type"], "incident.acknowledged");
+    assert_eq!(event["event"]["agent"]["type"], "user_reference", "a person acted");
+    assert_eq!(event["event"]["data"]["incident_key"], "inc-7");
+
+    // Jira: close an issue from its page.
+    let jira = FakeJira::start(Flavor::Cloud, "Basic t", &["OPS"]).await.expect("jira");
+    let (hook, got) = endpoint().await;
+    jira.subscribe(&hook, "jira-secret");
+    let key = jira.seed("OPS", "checkout down", &["sre-incident-abc"]);
+    assert_eq!(press(jira.url(), &format!("/_person/close?key={key}")).await, 303);
+    assert_eq!(jira.issues()[0].status, "Closed");
+    eventually("the webhook", wait, || async { !got.lock().expect("lock").is_empty() }).await;
+    let (headers, body) = got.lock().expect("lock")[0].clone();
+    let signature = headers.get("x-hub-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(signature, format!("sha256={}", hmac_hex("jira-secret", &body)));
+    let event: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(event["webhookEvent"], "jira:issue_updated");
+    assert_eq!(event["issue"]["fields"]["status"]["name"], "Closed");
+    assert_eq!(event["changelog"]["items"][0]["field"], "status");
+    assert_eq!(event["user"]["displayName"], sre_testkit::vendor::PERSON);
 }

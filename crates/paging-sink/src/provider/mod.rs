@@ -1,6 +1,7 @@
 //! Paging providers behind one small trait. Each module builds its vendor's requests,
 //! sends one, and classifies the answer; none retries or sleeps (`sre_resilience` does).
-//! Opsgenie's support ends on 2027-04-05: a successor is one more module here.
+//! Opsgenie's support ends on 2027-04-05; its successor, Jira Service Management
+//! Operations, mirrors its API and is served by the same client (`opsgenie::Opsgenie::jsm`).
 
 pub mod opsgenie;
 pub mod pagerduty;
@@ -27,7 +28,7 @@ pub enum FollowUp {
 pub struct Destination {
     /// PagerDuty routing key.
     pub routing_key: Option<secrecy::SecretString>,
-    /// Opsgenie responding team.
+    /// Opsgenie (or JSM) responding team.
     pub team: Option<String>,
 }
 
@@ -58,7 +59,7 @@ pub(crate) fn status_error(provider: &'static str, answer: &sre_runtime::outboun
 
 /// A paging provider.
 pub trait Pager: Send + Sync {
-    /// The provider's name (`pagerduty`, `opsgenie`).
+    /// The provider's name (`pagerduty`, `opsgenie`, `jsm`).
     fn name(&self) -> &'static str;
     /// Pages for `incident`, deduplicated by the vendor on the incident id.
     fn trigger<'a>(

@@ -3,6 +3,11 @@
 //! Every write answers 202: accepted for asynchronous processing, not done. The request
 //! id is kept as the page's reference; a 202 on acknowledge or close does not prove the
 //! alias existed.
+//!
+//! Jira Service Management Operations' integration API, Opsgenie's successor, mirrors this
+//! API path for path under `https://api.atlassian.com/jsm/ops/integration` with the same
+//! `GenieKey` (an API integration's key) and the same asynchronous 202s: the same client
+//! serves it ([`Opsgenie::jsm`]), under its own name in logs, metrics and errors.
 
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
@@ -14,6 +19,8 @@ use super::{Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, clip
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "opsgenie";
+/// Jira Service Management Operations' name in logs, metrics and errors.
+pub const JSM_NAME: &str = "jsm";
 /// `alias` limit.
 pub const ALIAS_MAX: usize = 512;
 /// `message` limit.
@@ -28,6 +35,7 @@ pub const DETAILS_MAX: usize = 8_000;
 /// The client.
 #[derive(Clone)]
 pub struct Opsgenie {
+    name: &'static str,
     http: HttpClient,
     base: String,
     api_key: SecretString,
@@ -35,7 +43,7 @@ pub struct Opsgenie {
 
 impl std::fmt::Debug for Opsgenie {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opsgenie").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Opsgenie").field("name", &self.name).field("base", &self.base).finish_non_exhaustive()
     }
 }
 
@@ -117,7 +125,13 @@ fn priority_name(incident: &IncidentCreated) -> &'static str {
 impl Opsgenie {
     /// A client for `base` (`https://api.opsgenie.com` or `https://api.eu.opsgenie.com`).
     pub fn new(http: HttpClient, base: &str, api_key: SecretString) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned(), api_key }
+        Self { name: NAME, http, base: base.trim_end_matches('/').to_owned(), api_key }
+    }
+
+    /// A client of Jira Service Management Operations' integration API at `base`
+    /// (`https://api.atlassian.com/jsm/ops/integration`).
+    pub fn jsm(http: HttpClient, base: &str, api_key: SecretString) -> Self {
+        Self { name: JSM_NAME, ..Self::new(http, base, api_key) }
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Accepted, VendorError> {
@@ -129,9 +143,9 @@ impl Opsgenie {
                 VendorError::Invalid(format!("request: {}", e.to_string().replace(self.api_key.expose_secret(), "***")))
             })?;
         let answer =
-            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
+            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: self.name, source })?;
         if !answer.status.is_success() {
-            return Err(status_error(NAME, &answer));
+            return Err(status_error(self.name, &answer));
         }
         let reference = serde_json::from_slice::<Value>(&answer.body)
             .ok()
@@ -143,7 +157,7 @@ impl Opsgenie {
 
 impl Pager for Opsgenie {
     fn name(&self) -> &'static str {
-        NAME
+        self.name
     }
 
     fn trigger<'a>(

@@ -1,6 +1,7 @@
 //! The paging vendors' webhooks into intents (two-way sync), on the shared inbound path
-//! (`sre_runtime::inbound`): `pagerduty` (Webhooks v3, signed) and `opsgenie` (outgoing
-//! Webhook integration, a shared secret header: Opsgenie signs nothing). Each finds the
+//! (`sre_runtime::inbound`): `pagerduty` (Webhooks v3, signed) and `opsgenie` (Opsgenie's
+//! and JSM Operations' outgoing Webhook integration, a shared secret header: they sign
+//! nothing). Each finds the
 //! incident from what this sink sent (PagerDuty's `incident_key`, Opsgenie's `alias`) and
 //! its page record, made with that provider.
 
@@ -57,14 +58,14 @@ impl Asked {
     }
 }
 
-/// The page record of `key`, when this sink paged it through `provider`; 503 while the
-/// records are not open or do not answer.
+/// The page record of `key`, when this sink paged it through one of `providers`; 503 while
+/// the records are not open or do not answer.
 pub(crate) async fn paged(
     pages: &std::sync::OnceLock<Pages>,
     key: &str,
-    provider: Provider,
+    providers: &[Provider],
 ) -> Result<Option<Read>, Refusal> {
     let pages = pages.get().ok_or_else(|| Refusal::unavailable("page records not open yet"))?;
     let record = pages.get(key).await.map_err(|e| Refusal::unavailable(e.to_string()))?;
-    Ok(record.filter(|r| r.record.target.provider == provider))
+    Ok(record.filter(|r| providers.contains(&r.record.target.provider)))
 }

@@ -1,13 +1,15 @@
 //! Opsgenie's outgoing Webhook integration into intents: a person acknowledging, closing or
 //! adding a note to an incident's alert becomes `AcknowledgeIncidentRequested`,
 //! `ResolveIncidentRequested` (an Opsgenie close ends the page) or
-//! `AnnotateIncidentRequested`.
+//! `AnnotateIncidentRequested`. The same receiver serves Jira Service Management
+//! Operations' outgoing webhook (`provider: jsm`), whose format Atlassian has not published
+//! apart from Opsgenie's: it is read as Opsgenie's until a real delivery says otherwise.
 //!
 //! - Opsgenie signs nothing: the integration's custom header carries a shared secret,
 //!   compared in constant time (401 otherwise, nothing published).
 //! - The incident is `alert.alias`, the alias this sink created the alert with; its page
-//!   record must have been made with Opsgenie. Anything else, and actions not acted on, are
-//!   answered 200 and counted.
+//!   record must have been made with Opsgenie or JSM (a migration carries Opsgenie's alerts
+//!   over). Anything else, and actions not acted on, are answered 200 and counted.
 //! - Echoes: actions through an API integration (`source.type: API`, this sink's own calls)
 //!   or from `ignore_sources`, and a state the page record already holds.
 //! - No delivery id exists: `(alertId, action, updatedAt)` is the idempotency key
@@ -28,6 +30,8 @@ use crate::state::Pages;
 
 /// The receiver; the page records arrive once the bus has opened them.
 pub struct OpsgenieReceiver {
+    /// `Opsgenie` or `Jsm`: whose webhook this is.
+    pub provider: Provider,
     /// The accepted header values.
     pub secrets: Vec<SecretString>,
     /// Its settings.
@@ -85,7 +89,7 @@ impl Webhook for OpsgenieReceiver {
         inbound::require_shared_secret(&self.secrets, inbound::header(headers, &self.settings.header))?;
         let parsed: Body = serde_json::from_slice(&body)
             .map_err(|e| Refusal::invalid("action", format!("not an Opsgenie webhook: {e}")))?;
-        let provider = Provider::Opsgenie.name();
+        let provider = self.provider.name();
         let action = match parsed.action.as_str() {
             "Acknowledge" => Action::Acknowledge,
             "Close" => Action::Resolve,
@@ -108,7 +112,7 @@ impl Webhook for OpsgenieReceiver {
         if alert.alias.is_empty() {
             return Ok(self.metrics.receivers.ignored(provider, Outcome::Unknown, "no alias", &parsed.action));
         }
-        let record = super::paged(&self.pages, &alert.alias, Provider::Opsgenie).await?;
+        let record = super::paged(&self.pages, &alert.alias, &[Provider::Opsgenie, Provider::Jsm]).await?;
         let Some(record) = record else {
             return Ok(self.metrics.receivers.ignored(
                 provider,
@@ -128,9 +132,9 @@ impl Webhook for OpsgenieReceiver {
         }
         let updated = alert.updated_at.unwrap_or_default();
         let event_id = format!("{}:{}:{updated}", alert.alert_id, parsed.action);
-        let meta = inbound::intent_meta(Provider::Opsgenie.name(), &event_id, correlation, &self.source);
+        let meta = inbound::intent_meta(provider, &event_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
-            vendor: Provider::Opsgenie.name().to_owned(),
+            vendor: provider.to_owned(),
             object_id: alert.alert_id.clone(),
             url: String::new(),
             event_id,
@@ -147,7 +151,7 @@ impl Webhook for OpsgenieReceiver {
         let incident_id = record.record.incident_id;
         let text = match action {
             Action::Annotate => alert.note,
-            _ => format!("closed in Opsgenie (#{})", alert.tiny_id),
+            _ => format!("closed in {} (#{})", self.provider.title(), alert.tiny_id),
         };
         let envelope = action.encode(meta, &incident_id, origin, text)?;
         self.metrics.receivers.event(provider, Outcome::Intent);
@@ -155,7 +159,7 @@ impl Webhook for OpsgenieReceiver {
     }
 
     fn refused(&self, reason: Reason) {
-        self.metrics.receivers.refused(Provider::Opsgenie.name(), reason);
+        self.metrics.receivers.refused(self.provider.name(), reason);
     }
 
     fn challenge(&self) -> &'static str {

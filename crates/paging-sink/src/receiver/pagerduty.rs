@@ -134,7 +134,7 @@ impl Webhook for PagerDutyReceiver {
                 &event.event_type,
             ));
         };
-        let record = super::paged(&self.pages, &key, Provider::Pagerduty).await?;
+        let record = super::paged(&self.pages, &key, &[Provider::Pagerduty]).await?;
         let Some(record) = record else {
             return Ok(self.metrics.receivers.ignored(
                 Provider::Pagerduty.name(),
