@@ -14,6 +14,10 @@
 //!    restarted, nats-server is killed for seconds, and the vendors answer 503, 429 and
 //!    slowly. Afterwards every accepted alert has exactly one intent, every incident exactly
 //!    one ticket and one page, and nothing is dead-lettered; the counts are printed.
+//!    Mid-run, people act in the vendors' tools (two-way sync): one acknowledges a page in
+//!    PagerDuty, another closes a ticket in Jira. Each reaches the domain exactly once, as
+//!    one intent and one fact, while every webhook of the sinks' own calls (PagerDuty's and
+//!    Jira's, signed and retried as those vendors do) comes back as an echo, not an intent.
 //!
 //! The adapter binaries are the workspace's own (`target/<profile>/`), built by the same
 //! `cargo test` / `cargo nextest run` of the workspace.
@@ -38,6 +42,8 @@ use sre_testkit::{Alertmanager, NatsServer};
 const JIRA_TOKEN: &str = "jira-pat-0123456789";
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 const ARGOCD_TOKEN: &str = "argocd-token-0123456789";
+const PD_WEBHOOK_SECRET: &str = "pd-webhook-secret-0123";
+const JIRA_WEBHOOK_SECRET: &str = "jira-webhook-secret-0123";
 
 struct System {
     _dir: tempfile::TempDir,
@@ -94,11 +100,13 @@ async fn system() -> System {
         d,
         &format!(
             "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
-             project_key: OPS\n    secret_ref: sys/jira\n    requests_per_minute: 60000\n  consumer:\n    ack_wait: 10s\n{no_streams}",
-            jira.url()
+             project_key: OPS\n    secret_ref: sys/jira\n    requests_per_minute: 60000\n    webhook:\n      enabled: true\n      \
+             secret_refs: [sys/jira-webhook]\n      ignore_users: [{}]\n  consumer:\n    ack_wait: 10s\n{no_streams}",
+            jira.url(),
+            sre_testkit::jira::SERVICE_ACCOUNT
         ),
         &seeds,
-        &[("SECRET_SYS_JIRA_TOKEN", JIRA_TOKEN)],
+        &[("SECRET_SYS_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_SYS_JIRA_WEBHOOK_SECRET", JIRA_WEBHOOK_SECRET)],
     );
     let paging = Adapter::start(
         "paging-sink",
@@ -106,13 +114,16 @@ async fn system() -> System {
         d,
         &format!(
             "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: sys/pagerduty\n    \
-             base_url: {}\n    events_per_minute: 60000\n  escalation: {{critical: immediate, high: immediate}}\n  \
-             consumer:\n    ack_wait: 60s\n{no_streams}",
+             base_url: {}\n    events_per_minute: 60000\n    webhook:\n      enabled: true\n      secret_refs: [sys/pd-webhook]\n  \
+             escalation: {{critical: immediate, high: immediate}}\n  consumer:\n    ack_wait: 60s\n{no_streams}",
             pagerduty.url()
         ),
         &seeds,
-        &[("SECRET_SYS_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)],
+        &[("SECRET_SYS_PAGERDUTY_ROUTING_KEY", ROUTING_KEY), ("SECRET_SYS_PD_WEBHOOK_SECRET", PD_WEBHOOK_SECRET)],
     );
+    // The vendors' webhooks (two-way sync), as a team subscribes them.
+    pagerduty.subscribe(&format!("http://127.0.0.1:{}/webhooks/pagerduty", paging.process.port()), PD_WEBHOOK_SECRET);
+    jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", ticketing.process.port()), JIRA_WEBHOOK_SECRET);
     let argocd = Adapter::start(
         "argocd-sync",
         "argocd-sync-0",
@@ -237,6 +248,60 @@ async fn end_to_end(s: &System) {
     );
 }
 
+/// The on-call acknowledges an open page in PagerDuty and a colleague closes another open
+/// incident's ticket in Jira (neither acknowledged by the domain before): the two incidents.
+async fn people_act(s: &System, early: &[String]) -> (String, String) {
+    let pick = || {
+        let late: Vec<String> = s.domain.incidents().into_iter().filter(|i| !early.contains(i)).collect();
+        let alerts = s.pagerduty.alerts();
+        let page =
+            late.iter().find(|i| alerts.iter().any(|a| &a.dedup_key == *i && a.status == AlertStatus::Triggered))?;
+        let ticket =
+            s.jira.issues().into_iter().rev().find(|t| {
+                t.status == "To Do" && incident_of(&t.labels).is_some_and(|i| late.contains(&i) && &i != page)
+            })?;
+        Some((page.clone(), ticket.key))
+    };
+    converges(s, "an open page and another open ticket to act on", Duration::from_secs(30), || async {
+        pick().is_some()
+    })
+    .await;
+    let picked = pick();
+    let (page, key) = picked.expect("picked");
+    assert!(s.pagerduty.acknowledge_as(&page, "Ada Lovelace"), "acknowledged in PagerDuty");
+    let ticket = s.jira.issues().into_iter().find(|t| t.key == key).expect("the ticket");
+    assert!(s.jira.transition_as(&key, "Closed", "Grace Hopper"), "closed in Jira");
+    (page, incident_of(&ticket.labels).expect("marker"))
+}
+
+/// Intents (`INTENTS`) or facts (`FACTS`) on `subject` about `incident`.
+async fn about(s: &System, stream_name: &str, subject: &str, incident: &str) -> usize {
+    use sre_contracts::domain::v1::{
+        AcknowledgeIncidentRequested, CloseIncidentRequested, IncidentAcknowledged, IncidentClosed,
+    };
+    stream(&s.nats, stream_name)
+        .await
+        .into_iter()
+        .filter(|(sub, _)| sub == subject)
+        .filter(|(sub, payload)| {
+            let id = match sub.as_str() {
+                x if x == AcknowledgeIncidentRequested::SUBJECT => {
+                    AcknowledgeIncidentRequested::decode(payload.clone()).map(|m| m.incident_id)
+                }
+                x if x == CloseIncidentRequested::SUBJECT => {
+                    CloseIncidentRequested::decode(payload.clone()).map(|m| m.incident_id)
+                }
+                x if x == IncidentAcknowledged::SUBJECT => {
+                    IncidentAcknowledged::decode(payload.clone()).map(|m| m.incident_id)
+                }
+                x if x == IncidentClosed::SUBJECT => IncidentClosed::decode(payload.clone()).map(|m| m.incident_id),
+                _ => return true,
+            };
+            id.is_ok_and(|id| incident.is_empty() || id == incident)
+        })
+        .count()
+}
+
 fn accepted(sent: &Mutex<Sent>) -> usize {
     sent.lock().unwrap_or_else(PoisonError::into_inner).accepted()
 }
@@ -257,6 +322,53 @@ async fn crash(adapter: Adapter) -> Adapter {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("join")
+}
+
+/// What the people did in PagerDuty and Jira reached the domain exactly once, and the
+/// sinks' own calls came back only as echoes.
+async fn two_way(s: &System, pd_acked: &str, jira_closed: &str) {
+    use sre_contracts::domain::v1::{
+        AcknowledgeIncidentRequested, AnnotateIncidentRequested, CloseIncidentRequested, IncidentAcknowledged,
+        IncidentClosed, ReopenIncidentRequested, ResolveIncidentRequested,
+    };
+    converges(s, "the people's actions reached the domain and the vendors", Duration::from_secs(60), || async {
+        about(s, streams::FACTS, IncidentAcknowledged::SUBJECT, pd_acked).await == 1
+            && about(s, streams::FACTS, IncidentClosed::SUBJECT, jira_closed).await == 1
+    })
+    .await;
+    let count = |subject: &'static str| async move { about(s, streams::INTENTS, subject, "").await };
+    let (acks, closes) =
+        (count(AcknowledgeIncidentRequested::SUBJECT).await, count(CloseIncidentRequested::SUBJECT).await);
+    let looped = count(ResolveIncidentRequested::SUBJECT).await
+        + count(ReopenIncidentRequested::SUBJECT).await
+        + count(AnnotateIncidentRequested::SUBJECT).await;
+    let echoes = (
+        s.paging.process.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]),
+        s.ticketing.process.metric("ticketing_sink_webhook_events_total{", &["outcome=\"Echo\""]),
+    );
+    let delivered = (s.pagerduty.webhooks().len(), s.jira.webhooks().len());
+    println!(
+        "two-way: acknowledged in PagerDuty by a person ({pd_acked}): {} intent(s), {} IncidentAcknowledged; closed in Jira \
+         ({jira_closed}): {} intent(s), {} IncidentClosed | all two-way intents: {acks} acknowledge, {closes} close, \
+         {looped} resolve/reopen/annotate | webhooks delivered: PagerDuty {}, Jira {}; echoes suppressed (since the \
+         last restart of each sink): paging {}, ticketing {}",
+        about(s, streams::INTENTS, AcknowledgeIncidentRequested::SUBJECT, pd_acked).await,
+        about(s, streams::FACTS, IncidentAcknowledged::SUBJECT, pd_acked).await,
+        about(s, streams::INTENTS, CloseIncidentRequested::SUBJECT, jira_closed).await,
+        about(s, streams::FACTS, IncidentClosed::SUBJECT, jira_closed).await,
+        delivered.0,
+        delivered.1,
+        echoes.0,
+        echoes.1
+    );
+    assert_eq!(about(s, streams::INTENTS, AcknowledgeIncidentRequested::SUBJECT, pd_acked).await, 1);
+    assert_eq!(about(s, streams::INTENTS, CloseIncidentRequested::SUBJECT, jira_closed).await, 1);
+    assert_eq!((acks, closes, looped), (1, 1, 0), "only the people's actions became intents: nothing looped");
+    assert!(echoes.0 >= 1.0 && echoes.1 >= 1.0, "the sinks' own calls came back and were told apart: {echoes:?}");
+    let page = s.pagerduty.alerts().into_iter().find(|a| a.dedup_key == pd_acked).expect("the page");
+    assert_eq!(page.status, AlertStatus::Acknowledged);
+    let closed = s.jira.issues().into_iter().find(|i| incident_of(&i.labels).as_deref() == Some(jira_closed));
+    assert_eq!(closed.map(|i| i.status).as_deref(), Some("Closed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +465,12 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     s.jira.set_latency(Duration::ZERO);
     s.pagerduty.set_latency(Duration::ZERO);
     let bus_down = cut.elapsed();
+
+    until_accepted(&sent, 200).await;
+    // People act in the vendors' tools while alerts flow: the on-call acknowledges a page in
+    // PagerDuty, a colleague closes another incident's ticket in Jira.
+    let (pd_acked, jira_closed) = people_act(&s, &early).await;
+    faults.push("a person acknowledges a page in PagerDuty, another closes a ticket in Jira");
 
     until_accepted(&sent, 220).await;
     s.argocd = crash(s.argocd).await;
@@ -462,6 +580,9 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     assert_eq!(found_by_marker, held_at_kill, "each ticket Jira created for the killed sink was adopted by its marker");
     assert!(sent.refused > 0 || sent.unavailable > 0, "the faults were felt by the sender");
     assert!(pages_held_at_kill >= 1);
+
+    // Two-way sync: what the people did reached the domain once each, and nothing looped.
+    two_way(&s, &pd_acked, &jira_closed).await;
 
     // The on-call acknowledges every incident and closes it, at once: the acknowledges of
     // pages the killed paging sink left claimed land without waiting for ack_wait.
