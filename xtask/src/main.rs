@@ -675,12 +675,17 @@ fn password_var(user: &str) -> String {
 }
 
 /// Secrets of the demo configurations (placeholders the stand-ins accept; loopback only).
-const DEMO_SECRETS: [(&str, &str); 5] = [
+const DEMO_SECRETS: [(&str, &str); 9] = [
     ("SECRET_DEMO_ARGOCD_TOKEN", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.ZGVtbw"),
     ("SECRET_DEMO_JIRA_TOKEN", "demo-jira-pat"),
     ("SECRET_DEMO_GITHUB_TOKEN", "demo-github-token"),
     ("SECRET_DEMO_PAGERDUTY_ROUTING_KEY", "DEMOR0UT1NGKEY0123456789ABCDEFGH"),
     ("SECRET_DEMO_OPSGENIE_API_KEY", "demo-opsgenie-key"),
+    // The webhook secrets the stand-ins sign (or send) their webhooks with (sre-standins).
+    ("SECRET_DEMO_PAGERDUTY_WEBHOOK_SECRET", "demo-pagerduty-webhook"),
+    ("SECRET_DEMO_OPSGENIE_WEBHOOK_SECRET", "demo-opsgenie-webhook"),
+    ("SECRET_DEMO_JIRA_WEBHOOK_SECRET", "demo-jira-webhook"),
+    ("SECRET_DEMO_GITHUB_WEBHOOK_SECRET", "demo-github-webhook"),
 ];
 
 /// One HTTP/1.1 request over loopback; the status, or `None` when nothing answered.

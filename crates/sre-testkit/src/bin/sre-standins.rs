@@ -8,6 +8,13 @@
 //!   `IncidentAcknowledged` / `IncidentClosed`. It is not the SRE domain; it only lets the
 //!   adapters be seen working end to end.
 //!
+//! - Two-way sync: each vendor sends its webhooks to the sink that owns it (PagerDuty and
+//!   Opsgenie to paging-sink on 8083, Jira and GitHub to ticketing-sink on 8082), signed
+//!   with the demo's secrets. With `SRE_STANDINS_AUTO=1` the demo's people act in the
+//!   vendors' tools, not the domain: the on-call acknowledges each page in PagerDuty 5 s
+//!   after it arrives and closes each resolved Jira issue 5 s later, and the webhooks
+//!   carry that back to the domain. The pages' buttons do the same by hand.
+//!
 //! Prints a timeline of what each part received. Ctrl-C or SIGTERM stops it.
 #![allow(clippy::print_stdout)]
 
@@ -26,6 +33,16 @@ const ARGOCD_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.ZGVtbw";
 const JIRA_TOKEN: &str = "demo-jira-pat";
 const GITHUB_TOKEN: &str = "demo-github-token";
 const OPSGENIE_KEY: &str = "demo-opsgenie-key";
+/// The webhook secrets (the demo's `SECRET_DEMO_*_WEBHOOK_SECRET`, xtask).
+const PAGERDUTY_WEBHOOK: &str = "demo-pagerduty-webhook";
+const OPSGENIE_WEBHOOK: &str = "demo-opsgenie-webhook";
+const JIRA_WEBHOOK: &str = "demo-jira-webhook";
+const GITHUB_WEBHOOK: &str = "demo-github-webhook";
+/// Where the sinks listen in the demo (xtask: 8080 + their place in the list).
+const TICKETING: &str = "http://127.0.0.1:8082";
+const PAGING: &str = "http://127.0.0.1:8083";
+/// Who acts in the vendors' tools in the demo.
+const PERSON: &str = sre_testkit::vendor::PERSON;
 
 fn say(what: &str) {
     let now = jiff::Timestamp::now().strftime("%H:%M:%S");
@@ -59,6 +76,10 @@ async fn main() -> std::io::Result<()> {
     let github = FakeGithub::start_on(8091, GITHUB_TOKEN, &["example/incidents"]).await?;
     let pagerduty = FakePagerDuty::start_on(8092).await?;
     let opsgenie = FakeOpsgenie::start_on(8093, OPSGENIE_KEY).await?;
+    pagerduty.subscribe(&format!("{PAGING}/webhooks/pagerduty"), PAGERDUTY_WEBHOOK);
+    opsgenie.subscribe(&format!("{PAGING}/webhooks/opsgenie"), "X-Sre-Webhook-Secret", OPSGENIE_WEBHOOK);
+    jira.subscribe(&format!("{TICKETING}/webhooks/jira"), JIRA_WEBHOOK);
+    github.subscribe(&format!("{TICKETING}/webhooks/github"), GITHUB_WEBHOOK);
     say(
         "stand-ins: Argo CD :8089, Jira DC :8090, GitHub :8091, PagerDuty :8092, Opsgenie :8093 (each lists what it received at http://127.0.0.1:<port>/), domain control :8094",
     );
@@ -104,12 +125,18 @@ async fn main() -> std::io::Result<()> {
             }
         }
     }
-    let auto = std::env::var("SRE_STANDINS_AUTO").is_ok_and(|v| v == "1");
-    let domain = Arc::new(Domain::start(js, auto, Arc::new(say)));
+    // The demo's people act in the vendors' tools (two-way sync), so the domain does not
+    // acknowledge or close by itself.
+    let people = std::env::var("SRE_STANDINS_AUTO").is_ok_and(|v| v == "1");
+    let domain = Arc::new(Domain::start(js, false, Arc::new(say)));
     tokio::spawn(control(domain.clone()));
 
     // The timeline of what the vendors received.
     let mut seen = (0usize, 0usize, 0usize, 0usize, String::new());
+    let mut hooks_seen = [0usize; 4];
+    // What the people will do, and when: (when, PagerDuty dedup key or Jira key).
+    let mut to_acknowledge: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let mut to_close: Vec<(tokio::time::Instant, String)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut degraded = false;
@@ -129,6 +156,9 @@ async fn main() -> std::io::Result<()> {
             for i in &issues {
                 if i.status != "To Do" && !seen.4.contains(&format!("{}={};", i.key, i.status)) {
                     say(&format!("jira: {} is now {}", i.key, i.status));
+                    if people && i.status == "Resolved" {
+                        to_close.push((tokio::time::Instant::now() + Duration::from_secs(5), i.key.clone()));
+                    }
                 }
             }
             seen.4 = statuses;
@@ -136,6 +166,35 @@ async fn main() -> std::io::Result<()> {
         let events = pagerduty.events();
         for e in events.iter().skip(seen.1) {
             say(&format!("pagerduty: {} {} (applied: {})", e.action, e.dedup_key, e.applied));
+            if people && e.action == "trigger" && e.applied {
+                to_acknowledge.push((tokio::time::Instant::now() + Duration::from_secs(5), e.dedup_key.clone()));
+            }
+        }
+        let now = tokio::time::Instant::now();
+        for (_, key) in to_acknowledge.extract_if(.., |(at, _)| *at <= now) {
+            if pagerduty.acknowledge_as(&key, PERSON) {
+                say(&format!("person: {PERSON} acknowledges {key} in PagerDuty"));
+            }
+        }
+        for (_, key) in to_close.extract_if(.., |(at, _)| *at <= now) {
+            if jira.transition_as(&key, "Closed", PERSON) {
+                say(&format!("person: {PERSON} closes {key} in Jira"));
+            }
+        }
+        // The webhooks the vendors delivered, and how the sinks answered.
+        let deliveries = [
+            ("pagerduty", "paging-sink", pagerduty.webhooks()),
+            ("opsgenie", "paging-sink", opsgenie.webhooks().into_iter().map(|d| (d.event, d.by, d.status)).collect()),
+            ("jira", "ticketing-sink", jira.webhooks().into_iter().map(|d| (d.event, d.by, d.status)).collect()),
+            ("github", "ticketing-sink", github.webhooks().into_iter().map(|d| (d.event, d.by, d.status)).collect()),
+        ];
+        for (n, (vendor, sink, list)) in deliveries.into_iter().enumerate() {
+            let list: Vec<(String, String, u16)> = list;
+            for (event, by, status) in list.iter().skip(hooks_seen[n]) {
+                let who = if by == PERSON || by == "user_reference" { "a person" } else { "the sink's own call" };
+                say(&format!("{vendor} → {sink}: webhook {event} ({who}), answered {status}"));
+            }
+            hooks_seen[n] = list.len();
         }
         let gh = github.issues();
         for i in gh.iter().skip(seen.2) {
