@@ -58,3 +58,27 @@ fn the_specification_block_works_as_written() {
         &[("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY_ROUTING_KEY", "R0UT1NGKEY0123456789ABCDEFGHIJKL")],
     );
 }
+
+/// The receivers as the README and the chart's values tell a team to turn them on: the
+/// chart renders a configuration this version accepts, mounts their secrets, and exposes
+/// their paths alone.
+#[test]
+fn the_chart_turns_the_receivers_on_as_documented() {
+    sre_testkit::chart::assert_receivers(
+        Path::new(env!("CARGO_BIN_EXE_paging-sink")),
+        "paging-sink",
+        serde_json::json!({
+            "config": {"paging_integration": {
+                "pagerduty": {"webhook": {"enabled": true, "secret_refs": ["platform/pagerduty-webhook"]}},
+                "jsm": {"api_key_ref": "platform/jsm-api-key", "default_team": "sre",
+                        "webhook": {"enabled": true, "secret_refs": ["platform/jsm-webhook"]}}}},
+            "secrets": [
+                {"ref": "platform/pagerduty-routing-key", "secretName": "pagerduty-routing-key"},
+                {"ref": "platform/pagerduty-webhook", "secretName": "pagerduty-webhook"},
+                {"ref": "platform/jsm-api-key", "secretName": "jsm-api-key"},
+                {"ref": "platform/jsm-webhook", "secretName": "jsm-webhook"},
+            ],
+        }),
+        &["/webhooks/pagerduty", "/webhooks/jsm"],
+    );
+}

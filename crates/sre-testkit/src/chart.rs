@@ -51,6 +51,11 @@ pub struct Rendered {
 /// Helm's rendering and strict lint of chart `name` with `values` (JSON; merged over the
 /// chart's defaults as `--set` would).
 pub fn render(name: &str, values: &serde_json::Value) -> Rendered {
+    try_render(name, values).unwrap_or_else(|e| panic!("helm could not render {name}: {e}"))
+}
+
+/// [`render`], with Helm's refusal (a template's `fail`, say) as the error.
+pub fn try_render(name: &str, values: &serde_json::Value) -> Result<Rendered, String> {
     let python = std::env::var_os("SRE_HELM_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join(".tools/venv/bin/python"));
@@ -61,7 +66,9 @@ pub fn render(name: &str, values: &serde_json::Value) -> Rendered {
         .arg(values.to_string())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`: it installs Helm)", python.display()));
-    assert!(out.status.success(), "helm could not render {name}: {}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the renderer's JSON");
     let mut lint: Vec<String> = answer["lint"]["errors"]
         .as_array()
@@ -92,7 +99,7 @@ pub fn render(name: &str, values: &serde_json::Value) -> Rendered {
         }
         assert!(objects.insert(kind.clone(), doc).is_none(), "{name}: two {kind}s");
     }
-    Rendered { lint, objects }
+    Ok(Rendered { lint, objects })
 }
 
 /// Asserts everything this module promises about the chart of the adapter `bin` (whose
@@ -172,7 +179,79 @@ pub fn assert_chart(bin: &Path, name: &str, version: &str) {
     assert!(Duration::from_secs(pod_grace) > grace, "{name}: terminationGracePeriodSeconds must exceed shutdown_grace");
 
     assert_monitoring(name, &chart, &rendered);
+    assert_ingress(name, &rendered);
     assert_shared_templates(&chart);
+}
+
+/// No Ingress unless asked for; asked, it exposes exactly the webhook paths given (never
+/// health or metrics) on the Service's http port, and refuses any other path.
+fn assert_ingress(name: &str, rendered: &Rendered) {
+    assert!(!rendered.objects.contains_key("Ingress"), "{name}: an Ingress by default");
+    let exposed = ingress_paths(name, &render(name, &serde_json::json!({"ingress": ingress(&["/webhooks/test"])})));
+    assert_eq!(exposed, ["/webhooks/test"], "{name}");
+    let refused = try_render(name, &serde_json::json!({"ingress": ingress(&["/webhooks/test", "/metrics"])}));
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("/metrics is not a webhook path")),
+        "{name}: /metrics must never be exposed: {:?}",
+        refused.map(|r| r.objects.keys().cloned().collect::<Vec<_>>())
+    );
+}
+
+/// The `ingress` values exposing `paths` on a test host.
+pub fn ingress(paths: &[&str]) -> serde_json::Value {
+    serde_json::json!({"enabled": true, "className": "nginx", "host": "sre-hooks.example.com",
+        "tls": [{"secretName": "sre-hooks-tls", "hosts": ["sre-hooks.example.com"]}], "paths": paths})
+}
+
+/// The paths the rendered Ingress exposes, each checked to be exact and to reach the
+/// Service's http port.
+fn ingress_paths(name: &str, rendered: &Rendered) -> Vec<String> {
+    assert!(rendered.lint.is_empty(), "{name}: helm lint --strict: {:?}", rendered.lint);
+    let ingress = &rendered.objects.get("Ingress").unwrap_or_else(|| panic!("{name}: no Ingress rendered"));
+    let rule = &ingress["spec"]["rules"][0];
+    assert_eq!(rule["host"].as_str(), Some("sre-hooks.example.com"), "{name}: host");
+    let service = rendered.objects["Service"]["metadata"]["name"].as_str().expect("the Service's name");
+    rule["http"]["paths"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            assert_eq!(p["pathType"].as_str(), Some("Exact"), "{name}: each path exactly");
+            assert_eq!(p["backend"]["service"]["name"].as_str(), Some(service), "{name}: to the adapter's Service");
+            assert_eq!(p["backend"]["service"]["port"]["name"].as_str(), Some("http"), "{name}: its http port");
+            p["path"].as_str().expect("path").to_owned()
+        })
+        .collect()
+}
+
+/// The chart with its receivers turned on as its README says (`values`: the `config`
+/// additions and the `secrets` mounts): the ConfigMap is a configuration the adapter
+/// accepts, every webhook secret it names is mounted, and the Ingress exposes exactly
+/// `paths`.
+pub fn assert_receivers(bin: &Path, name: &str, values: serde_json::Value, paths: &[&str]) {
+    let mut values = values;
+    values["ingress"] = ingress(paths);
+    let rendered = render(name, &values);
+    assert_eq!(ingress_paths(name, &rendered), paths, "{name}: the receivers' paths, and nothing else");
+    let map = &rendered.objects["ConfigMap"];
+    let text = map["data"]["config.yaml"].as_str().expect("config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, text).expect("write");
+    let (status, stderr) = crate::service::check_config(bin, &file).expect("runs --check-config");
+    assert!(status.success(), "{name}: the receivers' configuration is refused: {stderr}");
+    let config: Value = serde_norway::from_str(text).expect("yaml");
+    let mut used = BTreeSet::new();
+    collect_refs(&config, &mut used);
+    let mounts: BTreeSet<String> =
+        rendered.objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["mountPath"].as_str()?.strip_prefix("/var/run/secrets/sre/").map(str::to_owned))
+            .collect();
+    assert!(used.iter().any(|r| r.contains("webhook")), "{name}: the receivers name their secrets: {used:?}");
+    assert_eq!(used, mounts, "{name}: every secret the receivers name is mounted");
 }
 
 /// The alerting rules and the dashboard ship as the chart renders them: the PrometheusRule
@@ -268,6 +347,8 @@ fn assert_shared_templates(chart: &Path) {
         ".Files.Get \"files/dashboard.json\"",
         "kind: PodDisruptionBudget",
         "kind: HorizontalPodAutoscaler",
+        "kind: Ingress",
+        "pathType: Exact",
         "path: /healthz",
         "path: /readyz",
         "path: /metrics",
@@ -283,17 +364,21 @@ fn assert_shared_templates(chart: &Path) {
     }
 }
 
-/// Secret references in a configuration: `secret_ref`, `*_ref`, and the webhook auth keys
-/// that take a ref (`bearer`, `basic`).
+/// Secret references in a configuration: `secret_ref`, `*_ref`, the lists `*_refs` (a
+/// receiver's secrets, several while one rotates), and the webhook auth keys that take a
+/// ref (`bearer`, `basic`).
 fn collect_refs(value: &Value, out: &mut BTreeSet<String>) {
     match value {
         Value::Mapping(map) => {
             for (k, v) in map {
                 let key = k.as_str().unwrap_or_default();
                 let is_ref = key == "secret_ref" || key.ends_with("_ref") || key == "bearer" || key == "basic";
-                match v.as_str() {
-                    Some(s) if is_ref => {
+                match (v.as_str(), v.as_sequence()) {
+                    (Some(s), _) if is_ref => {
                         out.insert(s.to_owned());
+                    }
+                    (_, Some(refs)) if key.ends_with("_refs") => {
+                        out.extend(refs.iter().filter_map(|r| r.as_str().map(str::to_owned)));
                     }
                     _ => collect_refs(v, out),
                 }

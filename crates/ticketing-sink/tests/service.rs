@@ -63,3 +63,27 @@ fn the_specification_block_works_as_written() {
         ],
     );
 }
+
+/// The receivers as the README and the chart's values tell a team to turn them on: the
+/// chart renders a configuration this version accepts, mounts their secrets, and exposes
+/// their paths alone.
+#[test]
+fn the_chart_turns_the_receivers_on_as_documented() {
+    sre_testkit::chart::assert_receivers(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        "ticketing-sink",
+        serde_json::json!({
+            "config": {"ticketing_integration": {
+                "jira": {"webhook": {"enabled": true, "secret_refs": ["platform/jira-webhook"],
+                                     "ignore_users": ["5b10a2844c20165700ede21g"]}},
+                "github": {"webhook": {"enabled": true, "secret_refs": ["platform/github-webhook"]}}}},
+            "secrets": [
+                {"ref": "platform/jira-credentials", "secretName": "jira-credentials"},
+                {"ref": "platform/github-token", "secretName": "github-token"},
+                {"ref": "platform/jira-webhook", "secretName": "jira-webhook"},
+                {"ref": "platform/github-webhook", "secretName": "github-webhook"},
+            ],
+        }),
+        &["/webhooks/jira", "/webhooks/github"],
+    );
+}
