@@ -9,7 +9,10 @@ fn starts_serves_health_and_stops_cleanly() {
         Path::new(env!("CARGO_BIN_EXE_paging-sink")),
         &example,
         "paging_integration",
-        &[("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY_ROUTING_KEY", "R0UT1NGKEY0123456789ABCDEFGHIJKL")],
+        &[
+            ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY_ROUTING_KEY", "R0UT1NGKEY0123456789ABCDEFGHIJKL"),
+            ("SECRET_PLATFORM_PAGERDUTY_WEBHOOK_SECRET", "whsec-example"),
+        ],
     );
 }
 

@@ -9,7 +9,11 @@ fn starts_serves_health_and_stops_cleanly() {
         Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
         &example,
         "ticketing_integration",
-        &[("SECRET_PLATFORM_JIRA_CREDENTIALS_TOKEN", "t0ken"), ("SECRET_PLATFORM_GITHUB_TOKEN_TOKEN", "ghs_t0ken")],
+        &[
+            ("SECRET_PLATFORM_JIRA_CREDENTIALS_TOKEN", "t0ken"),
+            ("SECRET_PLATFORM_GITHUB_TOKEN_TOKEN", "ghs_t0ken"),
+            ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", "jira-webhook-secret"),
+        ],
     );
 }
 
