@@ -520,6 +520,9 @@ fn spawn(cmd: &mut Command, what: &str) -> anyhow::Result<Child> {
 /// up) and idle RSS, and prints it all as one report.
 fn bench() -> anyhow::Result<()> {
     let tools = setup()?;
+    // Some benchmarks run another adapter's release binary beside their own (the
+    // receiver benchmark measures against the ingress path): build them all first.
+    status(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     let mut report = String::new();
     let mut summaries: Vec<std::collections::BTreeMap<String, String>> = Vec::new();
     for adapter in ADAPTERS {

@@ -472,3 +472,32 @@ async fn a_deferred_page_held_back_past_its_opening_is_shown_overdue_until_paged
     eventually("no longer overdue", WAIT, || async { sink.metric(OVERDUE, &[]) == 0.0 }).await;
     assert_eq!(sink.metric("paging_sink_pages_total", &["Fired"]), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_provider_was_removed_is_dead_lettered_saying_to_keep_it() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let og = FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let s = stack(&config(&pd, Some(&og), ALWAYS));
+    let mut sink = s.sink("paging-0");
+    s.created("inc-etl", Severity::Critical, "etl", "f-etl").await;
+    eventually("paged in opsgenie", WAIT, || async { og.alerts().len() == 1 }).await;
+    sink.terminate(WAIT).expect("stops");
+
+    // The team removes `opsgenie:` (and its route) too early: the page made with it cannot
+    // be followed up anywhere else, and the reason says what to do.
+    std::fs::write(&s.config, config(&pd, None, ALWAYS)).expect("config");
+    let _sink = s.sink("paging-1");
+    s.resolved("inc-etl").await;
+    eventually("dead-lettered", WAIT, || async {
+        !stream_records(&s.nats.url(), streams::DEAD_LETTER).await.is_empty()
+    })
+    .await;
+    let dead = stream_records(&s.nats.url(), streams::DEAD_LETTER).await;
+    let reason = dead[0].1.get(headers::DEAD_LETTER_REASON).map(|v| v.to_string()).unwrap_or_default();
+    assert!(
+        reason.contains("paging_integration.opsgenie is not configured") && reason.contains("keep its section"),
+        "{reason}"
+    );
+    assert_eq!(og.alerts()[0].status, "open", "nothing was sent elsewhere");
+    assert!(pd.events().iter().all(|e| e.dedup_key != "inc-etl"), "not to PagerDuty either");
+}

@@ -56,10 +56,8 @@ async fn intents<M: BusMessage>(nats: &NatsServer) -> Vec<M> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_closing_and_commenting_on_github_is_one_intent_each() {
-    let nats = NatsServer::start().expect("nats");
-    let gh = FakeGithub::start(GITHUB_TOKEN, &["acme/incidents"]).await.expect("github");
+/// The ticketing-sink binary ticketing in `gh`'s `acme/incidents`, its GitHub receiver on.
+fn github_sink(nats: &NatsServer, gh: &FakeGithub) -> (tempfile::TempDir, ServiceProcess) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("ticketing-sink.yaml");
     let yaml = format!(
@@ -79,6 +77,14 @@ async fn a_person_closing_and_commenting_on_github_is_one_intent_each() {
     )
     .expect("spawns");
     sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    (dir, sink)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_closing_and_commenting_on_github_is_one_intent_each() {
+    let nats = NatsServer::start().expect("nats");
+    let gh = FakeGithub::start(GITHUB_TOKEN, &["acme/incidents"]).await.expect("github");
+    let (_dir, sink) = github_sink(&nats, &gh);
 
     let fact = IncidentCreated {
         incident_id: "inc-gh-1".into(),
@@ -270,4 +276,49 @@ async fn a_person_resolving_closing_and_commenting_in_jira_is_one_intent_each() 
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_closes_once_a_person_closes_in_github_and_nothing_loops() {
+    use sre_contracts::domain::v1::{IncidentClosed, ReopenIncidentRequested};
+    let nats = NatsServer::start().expect("nats");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    sre_testkit::domain::provision(&js).await.expect("streams");
+    let domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
+    let gh = FakeGithub::start(GITHUB_TOKEN, &["acme/incidents"]).await.expect("github");
+    let (_dir, sink) = github_sink(&nats, &gh);
+    gh.subscribe(&format!("http://127.0.0.1:{}/webhooks/github", sink.port()), SECRET);
+
+    let fact = IncidentCreated {
+        incident_id: "inc-gh-loop".into(),
+        title: "checkout: error rate above 5%".into(),
+        severity: Severity::Critical as i32,
+        ..Default::default()
+    };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-gh-loop", fact.encode_to_vec()).await;
+    eventually("the issue", WAIT, || async { !gh.issues().is_empty() }).await;
+    let number = gh.issues()[0].number;
+
+    // A person closes the issue on GitHub: the signed `issues.closed` webhook becomes one
+    // intent, the domain (stand-in) decides IncidentClosed, and the sink's own close finds
+    // the issue closed already; its comment comes back from the GitHub App: an echo.
+    assert!(gh.close_as("acme/incidents", number, "Octo Cat"));
+    let facts = |subject: &'static str| {
+        let url = nats.url();
+        async move { stream_messages(&url, streams::FACTS).await.into_iter().filter(|(s, _)| s == subject).count() }
+    };
+    eventually("IncidentClosed", WAIT, || async { facts(IncidentClosed::SUBJECT).await == 1 }).await;
+    eventually("the sink handled the close and its webhooks came back", WAIT, || async {
+        sink.metric("ticketing_sink_webhook_events_total{", &["outcome=\"Echo\""]) >= 1.0
+    })
+    .await;
+    let deliveries = gh.webhooks();
+    assert!(deliveries.iter().all(|d| d.status == 200), "every delivery stored or ignored: {deliveries:?}");
+    assert!(deliveries.iter().any(|d| d.event == "issues.closed" && d.by == "Octo Cat"), "{deliveries:?}");
+    assert_eq!(intents::<CloseIncidentRequested>(&nats).await.len(), 1, "the person's close reached the domain once");
+    assert_eq!(intents::<AnnotateIncidentRequested>(&nats).await.len(), 0, "the sink's comment is not a note");
+    assert_eq!(intents::<ReopenIncidentRequested>(&nats).await.len(), 0);
+    assert_eq!(intents::<ResolveIncidentRequested>(&nats).await.len(), 0);
+    assert_eq!(domain.external().len(), 1);
+    assert_eq!(gh.issues()[0].state, "closed", "left as the person left it");
 }
