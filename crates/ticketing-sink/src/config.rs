@@ -57,6 +57,9 @@ pub struct Integration {
     pub routes: Vec<Route>,
     /// Log what would be sent and send nothing.
     pub dry_run: bool,
+    /// Comment on the ticket when the incident is acknowledged (who, and where: "by Dana
+    /// in pagerduty"), once; no transition. On by default.
+    pub comment_acknowledged: bool,
     /// The durable consumer (shared by every replica).
     pub consumer: ConsumerConfig,
 }
@@ -71,6 +74,7 @@ impl Default for Integration {
             templates: Templates::default(),
             routes: Vec::new(),
             dry_run: false,
+            comment_acknowledged: true,
             consumer: ConsumerConfig { durable_name: "ticketing-sink".to_owned(), ..ConsumerConfig::default() },
         }
     }

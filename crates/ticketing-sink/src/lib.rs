@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sre_bus::FactConsumer;
 use sre_contracts::BusMessage;
-use sre_contracts::domain::v1::{IncidentClosed, IncidentCreated, IncidentResolved};
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved};
 use sre_runtime::ServiceContext;
 use sre_runtime::axum::Router;
 use sre_runtime::outbound::HttpClient;
@@ -46,6 +46,7 @@ pub fn consumer_config(integration: &config::Integration) -> sre_bus::ConsumerCo
     }
     consumer.filter_subjects = vec![
         IncidentCreated::SUBJECT.to_owned(),
+        IncidentAcknowledged::SUBJECT.to_owned(),
         IncidentResolved::SUBJECT.to_owned(),
         IncidentClosed::SUBJECT.to_owned(),
     ];

@@ -13,6 +13,8 @@ use crate::config::Provider;
 pub enum Action {
     /// IncidentCreated.
     Create,
+    /// IncidentAcknowledged (a comment on the ticket, no transition).
+    Acknowledge,
     /// IncidentResolved.
     Resolve,
     /// IncidentClosed.
@@ -93,7 +95,7 @@ impl TicketMetrics {
     pub fn prime(&self, providers: impl IntoIterator<Item = Provider>) {
         use Outcome::{Done, DryRun, Duplicate, Failed, Recovered, Retried, Waiting};
         for provider in providers {
-            for action in [Action::Create, Action::Resolve, Action::Close] {
+            for action in [Action::Create, Action::Acknowledge, Action::Resolve, Action::Close] {
                 for outcome in [Done, Recovered, Duplicate, Waiting, DryRun, Failed, Retried] {
                     let _ = self.tickets.get_or_create(&Labels { provider, action, outcome });
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use sre_bus::{Disposition, FactHandler, KvError, ReceivedFact};
 use sre_contracts::SeverityExt;
-use sre_contracts::domain::v1::{IncidentClosed, IncidentCreated, IncidentResolved, Severity};
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved, Severity};
 use sre_resilience::{
     Backoff, BreakerConfig, BreakerState, CallError, ErrorClass, RateLimit, Retryable, Upstream, UpstreamConfig,
 };
@@ -188,6 +188,7 @@ impl Sink {
             ticket: None,
             claimed_at: Some(now),
             renewed_at: None,
+            acknowledge_commented: false,
             resolve_commented: false,
             close_commented: false,
             note: None,
@@ -358,8 +359,8 @@ impl Sink {
         }
     }
 
-    /// IncidentResolved and IncidentClosed: a comment, then the vendor's transition, each
-    /// step recorded so a redelivery does not repeat it.
+    /// IncidentAcknowledged, IncidentResolved and IncidentClosed: a comment, then (resolve,
+    /// close) the vendor's transition, each step recorded so a redelivery does not repeat it.
     async fn on_update(&self, incident_id: &str, action: Action, comment: String) -> Disposition {
         for _ in 0..3 {
             let read = match self.tickets.get(incident_id).await {
@@ -375,6 +376,7 @@ impl Sink {
             };
             let provider = read.record.target.provider;
             let (done_state, commented) = match action {
+                Action::Acknowledge => (TicketState::Created, read.record.acknowledge_commented),
                 Action::Resolve => (TicketState::Resolved, read.record.resolve_commented),
                 _ => (TicketState::Closed, read.record.close_commented),
             };
@@ -417,7 +419,13 @@ impl Sink {
                         Err(disposition) => return disposition,
                     }
                 }
-                (TicketState::Failed, _) | (TicketState::Closed, _) | (TicketState::Resolved, Action::Resolve) => {
+                (TicketState::Failed, _)
+                | (TicketState::Closed, _)
+                | (TicketState::Resolved, Action::Resolve | Action::Acknowledge) => {
+                    self.metrics.count(provider, action, Outcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                (TicketState::Created, Action::Acknowledge) if commented => {
                     self.metrics.count(provider, action, Outcome::Duplicate);
                     return Disposition::Ack;
                 }
@@ -439,6 +447,7 @@ impl Sink {
                     }
                     let mut noted = read.record.clone();
                     match action {
+                        Action::Acknowledge => noted.acknowledge_commented = true,
                         Action::Resolve => noted.resolve_commented = true,
                         _ => noted.close_commented = true,
                     }
@@ -449,6 +458,8 @@ impl Sink {
                     }
                 }
                 let step = match action {
+                    // An acknowledge is the comment alone.
+                    Action::Acknowledge => Ok(()),
                     Action::Resolve => self.vendor(provider, || tracker.resolve(&project, &ticket)).await,
                     _ => self.vendor(provider, || tracker.close(&project, &ticket)).await,
                 };
@@ -511,6 +522,12 @@ impl FactHandler for Handler {
         if fact.is::<IncidentCreated>() {
             match fact.decode::<IncidentCreated>() {
                 Ok(i) => self.0.on_created(i).await,
+                Err(e) => undecodable(e),
+            }
+        } else if fact.is::<IncidentAcknowledged>() {
+            match fact.decode::<IncidentAcknowledged>() {
+                Ok(_) if !self.0.config.comment_acknowledged => Disposition::Ack,
+                Ok(a) => self.0.on_update(&a.incident_id, Action::Acknowledge, note("acknowledged", &a.by, "")).await,
                 Err(e) => undecodable(e),
             }
         } else if fact.is::<IncidentResolved>() {

@@ -51,6 +51,9 @@ pub struct TicketRecord {
     /// live one in seconds (see `sink::STALE_CLAIM`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewed_at: Option<Timestamp>,
+    /// Whether the acknowledge comment was posted (who acknowledged, and where).
+    #[serde(default)]
+    pub acknowledge_commented: bool,
     /// Whether the resolve comment was posted (so a retry does not post it twice).
     #[serde(default)]
     pub resolve_commented: bool,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use prost::Message;
-use sre_contracts::domain::v1::{IncidentClosed, IncidentCreated, IncidentResolved, Severity};
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved, Severity};
 use sre_contracts::{BusMessage, headers, streams};
 use sre_testkit::NatsServer;
 use sre_testkit::bus::{eventually, publish, stream_records};
@@ -68,6 +68,11 @@ impl Stack {
             ..Default::default()
         };
         publish(&self.nats.url(), IncidentCreated::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+
+    async fn acknowledged(&self, id: &str, by: &str, msg_id: &str) {
+        let fact = IncidentAcknowledged { incident_id: id.into(), by: by.into(), ..Default::default() };
+        publish(&self.nats.url(), IncidentAcknowledged::SUBJECT, msg_id, fact.encode_to_vec()).await;
     }
 
     async fn resolved(&self, id: &str) {
@@ -401,4 +406,36 @@ async fn a_resolve_right_after_a_crash_mid_create_reaches_the_github_issue_in_se
     })
     .await;
     assert_eq!(gh.issues().len(), 1, "found by its marker, never created twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledge_is_one_comment_saying_who_and_where_and_no_transition() {
+    let jira =
+        FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS", "PAY"]).await.expect("jira");
+    let s = stack(&jira_config(&jira, "data_center"));
+    let sink = s.sink("ticketing-0");
+    s.created("inc-ack", "checkout-api", "f-ack").await;
+    eventually("the ticket", WAIT, || async { !jira.issues().is_empty() }).await;
+
+    // Acknowledged by a person in PagerDuty (the domain names both), the fact twice.
+    s.acknowledged("inc-ack", "Dana On-call in pagerduty", "ack-1").await;
+    s.acknowledged("inc-ack", "Dana On-call in pagerduty", "ack-2").await;
+    eventually("both handled", WAIT, || async {
+        sink.metric("ticketing_sink_facts_total", &["action=\"Acknowledge\"", "outcome=\"Done\""]) == 1.0
+            && sink.metric("ticketing_sink_facts_total", &["action=\"Acknowledge\"", "outcome=\"Duplicate\""]) == 1.0
+    })
+    .await;
+    let issue = jira.issues().remove(0);
+    assert_eq!(issue.status, "To Do", "an acknowledge moves nothing");
+    assert_eq!(issue.comments, [serde_json::json!("Incident acknowledged by Dana On-call in pagerduty.")]);
+
+    // Resolved, then an acknowledge arriving late: no comment on a resolved ticket.
+    s.resolved("inc-ack").await;
+    eventually("resolved", WAIT, || async { jira.issues()[0].status == "Resolved" }).await;
+    s.acknowledged("inc-ack", "someone late", "ack-3").await;
+    eventually("the late one handled", WAIT, || async {
+        sink.metric("ticketing_sink_facts_total", &["action=\"Acknowledge\"", "outcome=\"Duplicate\""]) == 2.0
+    })
+    .await;
+    assert_eq!(jira.issues()[0].comments.len(), 2, "the acknowledge and the resolve comments only");
 }

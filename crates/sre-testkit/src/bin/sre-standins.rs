@@ -134,6 +134,7 @@ async fn main() -> std::io::Result<()> {
     // The timeline of what the vendors received.
     let mut seen = (0usize, 0usize, 0usize, 0usize, String::new());
     let mut hooks_seen = [0usize; 4];
+    let mut comments_seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     // What the people will do, and when: (when, PagerDuty dedup key or Jira key).
     let mut to_acknowledge: Vec<(tokio::time::Instant, String)> = Vec::new();
     let mut to_close: Vec<(tokio::time::Instant, String)> = Vec::new();
@@ -150,6 +151,14 @@ async fn main() -> std::io::Result<()> {
         let issues = jira.issues();
         for i in issues.iter().skip(seen.0) {
             say(&format!("jira: created {} \"{}\"", i.key, i.summary));
+        }
+        for i in &issues {
+            let known = comments_seen.entry(i.key.clone()).or_insert(0);
+            for c in i.comments.iter().skip(*known) {
+                let text = c.as_str().map_or_else(|| c.to_string(), str::to_owned);
+                say(&format!("jira: comment on {}: \"{text}\"", i.key));
+            }
+            *known = i.comments.len();
         }
         let statuses: String = issues.iter().map(|i| format!("{}={};", i.key, i.status)).collect();
         if statuses != seen.4 {
