@@ -216,7 +216,7 @@ impl Outbox {
     }
 
     /// Delivers `body` with `headers` in the background, retrying as `retries` says (a
-    /// quarter second apart, for ten seconds, where the vendor's own schedule is hours).
+    /// quarter second apart, for thirty seconds, where the vendor's own schedule is hours).
     pub(crate) fn send(&self, event: &str, by: &str, headers: Vec<(String, String)>, body: String, retries: Retries) {
         let Some((url, _)) = self.subscription.lock().unwrap_or_else(PoisonError::into_inner).clone() else { return };
         let (delivered, event, by) = (self.delivered.clone(), event.to_owned(), by.to_owned());
@@ -227,7 +227,7 @@ impl Outbox {
             let mut all: Vec<(&str, &str)> = vec![("Content-Type", "application/json")];
             all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let (mut status, mut attempts) = (0, 0);
-            while attempts < 40 {
+            while attempts < 120 {
                 if attempts > 0 {
                     std::thread::sleep(Duration::from_millis(250)); // the vendor's retry delay
                 }

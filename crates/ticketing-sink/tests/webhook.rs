@@ -322,3 +322,68 @@ async fn the_loop_closes_once_a_person_closes_in_github_and_nothing_loops() {
     assert_eq!(domain.external().len(), 1);
     assert_eq!(gh.issues()[0].state, "closed", "left as the person left it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_retry() {
+    use sre_contracts::domain::v1::IncidentClosed;
+    let mut nats = NatsServer::start().expect("nats");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    sre_testkit::domain::provision(&js).await.expect("streams");
+    let _domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
+    let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ticketing-sink.yaml");
+    let yaml = format!(
+        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
+         project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
+         secret_refs: [platform/jira-webhook]\n      ignore_users: [{}]\n",
+        jira.url(),
+        sre_testkit::jira::SERVICE_ACCOUNT
+    );
+    std::fs::write(&config, yaml).expect("config");
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &[
+            ("NATS_URL", &nats.url()),
+            ("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN),
+            ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET),
+        ],
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", sink.port()), JIRA_SECRET);
+    let fact =
+        IncidentCreated { incident_id: "inc-jira-away".into(), title: "checkout down".into(), ..Default::default() };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-jira-away", fact.encode_to_vec()).await;
+    eventually("the ticket", WAIT, || async { !jira.issues().is_empty() }).await;
+    let key = jira.issues()[0].key.clone();
+
+    // The bus goes away; a person closes the ticket in Jira. The receiver cannot store the
+    // intent, answers 503, and Jira retries until it can.
+    nats.kill();
+    assert!(jira.transition_as(&key, "Closed", "Grace Hopper"));
+    eventually("a 503 while the bus is away", WAIT, || async {
+        sink.metric("ticketing_sink_webhook_refused_total{", &["provider=\"jira\"", "reason=\"BusUnavailable\""])
+            + sink.metric("ticketing_sink_webhook_refused_total{", &["provider=\"jira\"", "reason=\"Timeout\""])
+            >= 1.0
+    })
+    .await;
+    nats.restart().expect("nats-server restarts on its store");
+    eventually("Jira's retry delivered", WAIT, || async {
+        jira.webhooks().iter().any(|d| d.by == "Grace Hopper" && d.status == 200)
+    })
+    .await;
+    let delivery = jira.webhooks().into_iter().find(|d| d.by == "Grace Hopper").expect("the person's webhook");
+    assert!(delivery.attempts > 1, "stored on a retry, not the first attempt: {delivery:?}");
+    assert_eq!(intents::<CloseIncidentRequested>(&nats).await.len(), 1, "stored once");
+    let facts = || async {
+        stream_messages(&nats.url(), streams::FACTS)
+            .await
+            .into_iter()
+            .filter(|(s, _)| s == IncidentClosed::SUBJECT)
+            .count()
+    };
+    eventually("the domain closed it", WAIT, || async { facts().await == 1 }).await;
+    assert_eq!(jira.issues()[0].status, "Closed");
+}
