@@ -101,9 +101,8 @@ async fn system() -> System {
         &format!(
             "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
              project_key: OPS\n    secret_ref: sys/jira\n    requests_per_minute: 60000\n    webhook:\n      enabled: true\n      \
-             secret_refs: [sys/jira-webhook]\n      ignore_users: [{}]\n  consumer:\n    ack_wait: 10s\n{no_streams}",
-            jira.url(),
-            sre_testkit::jira::SERVICE_ACCOUNT
+             secret_refs: [sys/jira-webhook]\n  consumer:\n    ack_wait: 10s\n{no_streams}",
+            jira.url()
         ),
         &seeds,
         &[("SECRET_SYS_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_SYS_JIRA_WEBHOOK_SECRET", JIRA_WEBHOOK_SECRET)],

@@ -231,8 +231,9 @@ pub struct JiraWebhook {
     /// Whether comments are passed on as notes.
     #[serde(default = "yes")]
     pub comments: bool,
-    /// Accounts whose actions are this sink's own: Cloud `accountId`, Data Center user
-    /// name (the service account of `secret_ref`).
+    /// More accounts whose actions are this sink's own (automation acting for it): Cloud
+    /// `accountId`, Data Center user name. The account of `secret_ref` itself is learnt
+    /// from `GET /myself`.
     #[serde(default)]
     pub ignore_users: Vec<String>,
     /// Largest body accepted.

@@ -111,6 +111,9 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     metrics.prime(trackers.keys().copied());
     // The GitHub webhook (two-way sync), served once the ticket records are open.
     let tickets_cell: Arc<std::sync::OnceLock<state::Tickets>> = Arc::default();
+    // The accounts the credentials act as: learnt by the credentials check, read by the Jira
+    // receiver (its changes are this sink's own).
+    let own_accounts = receiver::OwnAccounts::default();
     let mut router = Router::new();
     if let Some(hook) = integration.github.as_ref().and_then(|g| g.webhook.as_ref()).filter(|w| w.enabled) {
         let secrets = sre_runtime::inbound::receiver_secrets(
@@ -148,6 +151,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             tickets: tickets_cell.clone(),
             source: ctx.bus.source().clone(),
             metrics: metrics.clone(),
+            own_accounts: own_accounts.clone(),
         };
         metrics.receivers.prime(Provider::Jira.name());
         tracing::info!(%path, "Jira webhook receiver on");
@@ -179,7 +183,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
         let _ = tickets_cell.set(tickets.clone());
         let consumer_config = consumer_config(&integration);
         let dry_run = integration.dry_run;
-        let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics));
+        let sink = Arc::new(sink::Sink::new(integration, tickets, trackers, metrics, own_accounts));
         tasks.spawn({
             let (s, stop) = (sink.clone(), cancel.clone());
             watch.breakers.clone().watch(sre_runtime::SinkWatch::BREAKERS_EVERY, stop, move || s.breaker_states())

@@ -43,6 +43,9 @@ pub struct Sink {
     upstreams: BTreeMap<Provider, Upstream>,
     metrics: TicketMetrics,
     credentials: Mutex<BTreeMap<Provider, Result<(), String>>>,
+    /// The accounts the credentials act as (Jira's `myself`), learnt at each check: the
+    /// Jira receiver takes their changes for this sink's own.
+    pub own_accounts: crate::receiver::OwnAccounts,
 }
 
 impl std::fmt::Debug for Sink {
@@ -86,6 +89,7 @@ impl Sink {
         tickets: Tickets,
         trackers: BTreeMap<Provider, Arc<dyn Tracker>>,
         metrics: TicketMetrics,
+        own_accounts: crate::receiver::OwnAccounts,
     ) -> Self {
         let upstreams = trackers
             .keys()
@@ -104,7 +108,7 @@ impl Sink {
                 (*p, upstream)
             })
             .collect();
-        Self { config, tickets, trackers, upstreams, metrics, credentials: Mutex::new(BTreeMap::new()) }
+        Self { config, tickets, trackers, upstreams, metrics, credentials: Mutex::new(BTreeMap::new()), own_accounts }
     }
 
     /// The configured providers.
@@ -133,7 +137,12 @@ impl Sink {
     pub async fn check_credentials(&self) {
         for (provider, tracker) in &self.trackers {
             let result = match tracker.check().await {
-                Ok(()) => Ok(()),
+                Ok(account) => {
+                    if let Some(account) = account {
+                        self.own_accounts.learn(*provider, account);
+                    }
+                    Ok(())
+                }
                 Err(e) if e.class() == ErrorClass::Auth => Err(format!("credentials refused: {e}")),
                 // Unreachable is the breaker's business; keep the last verdict.
                 Err(_) => continue,

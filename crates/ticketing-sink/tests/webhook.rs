@@ -336,9 +336,8 @@ async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_
     let yaml = format!(
         "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
          project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
-         secret_refs: [platform/jira-webhook]\n      ignore_users: [{}]\n",
-        jira.url(),
-        sre_testkit::jira::SERVICE_ACCOUNT
+         secret_refs: [platform/jira-webhook]\n",
+        jira.url()
     );
     std::fs::write(&config, yaml).expect("config");
     let mut sink = ServiceProcess::spawn(
@@ -386,4 +385,12 @@ async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_
     };
     eventually("the domain closed it", WAIT, || async { facts().await == 1 }).await;
     assert_eq!(jira.issues()[0].status, "Closed");
+    // The sink's own close comment comes back from Jira by the account its token acts as,
+    // learnt from `myself` (no `ignore_users` configured): an echo, not a note.
+    eventually("the sink's comment came back", WAIT, || async {
+        sink.metric("ticketing_sink_webhook_events_total{", &["provider=\"jira\"", "outcome=\"Echo\""]) >= 1.0
+    })
+    .await;
+    assert_eq!(intents::<AnnotateIncidentRequested>(&nats).await.len(), 0, "the sink's comment is not a note");
+    assert!(sink.logs().contains(sre_testkit::jira::SERVICE_ACCOUNT), "the learnt account is logged once");
 }

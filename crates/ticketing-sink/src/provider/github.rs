@@ -197,10 +197,13 @@ impl Tracker for Github {
         })
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), VendorError>> {
+    fn check(&self) -> BoxFuture<'_, Result<Option<String>, VendorError>> {
         // The repository, not `/user`: installation tokens have no user, and this also
-        // proves access to where the issues go.
-        Box::pin(async move { self.call(http::Method::GET, &format!("/repos/{}", self.repo), None).await.map(|_| ()) })
+        // proves access to where the issues go. (A GitHub App's own actions are told apart
+        // by `sender.type: Bot`; a personal token's login goes in `ignore_senders`.)
+        Box::pin(
+            async move { self.call(http::Method::GET, &format!("/repos/{}", self.repo), None).await.map(|_| None) },
+        )
     }
 }
 

@@ -268,8 +268,15 @@ impl Tracker for Jira {
         Box::pin(self.transition(ticket, &self.close))
     }
 
-    fn check(&self) -> BoxFuture<'_, Result<(), VendorError>> {
-        Box::pin(async move { self.call(http::Method::GET, "/myself", None).await.map(|_| ()) })
+    fn check(&self) -> BoxFuture<'_, Result<Option<String>, VendorError>> {
+        Box::pin(async move {
+            let answer = self.call(http::Method::GET, "/myself", None).await?;
+            let me: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Ok(["accountId", "name"]
+                .iter()
+                .find_map(|k| me.get(*k).and_then(Value::as_str).filter(|v| !v.is_empty()))
+                .map(str::to_owned))
+        })
     }
 }
 

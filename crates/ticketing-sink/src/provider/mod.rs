@@ -64,6 +64,8 @@ pub trait Tracker: Send + Sync {
     fn resolve<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>>;
     /// Closes the ticket (Jira: the close transition; GitHub: closed as completed).
     fn close<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>>;
-    /// Checks the credentials (Jira: `myself`; GitHub: the repository), for readiness.
-    fn check(&self) -> BoxFuture<'_, Result<(), VendorError>>;
+    /// Checks the credentials (Jira: `myself`; GitHub: the repository), for readiness;
+    /// the account they act as, where the vendor names it (Jira: `accountId` on Cloud,
+    /// `name` on Data Center), so two-way sync tells the sink's own changes apart.
+    fn check(&self) -> BoxFuture<'_, Result<Option<String>, VendorError>>;
 }

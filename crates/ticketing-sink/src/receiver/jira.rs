@@ -12,7 +12,8 @@
 //! - Which status means what is configured (`resolved_statuses`, `closed_statuses`, any
 //!   other of the `done` category by `done_means`); out of `done` on a resolved or closed
 //!   ticket is a reopen.
-//! - Echoes: `ignore_users` (the sink's service account), an `accountType` other than
+//! - Echoes: the account the sink's credentials act as (learnt from `GET /myself` at the
+//!   credentials check), `ignore_users` (more accounts), an `accountType` other than
 //!   `atlassian` (apps, automation), and a state the ticket record already holds.
 //! - `X-Atlassian-Webhook-Identifier` (kept across retries) is the idempotency key; where
 //!   it is missing (older Data Center) the event's own identity stands in (event, issue,
@@ -51,6 +52,8 @@ pub struct JiraReceiver {
     pub source: Source,
     /// Metrics.
     pub metrics: TicketMetrics,
+    /// The account the sink's Jira credentials act as (learnt from `myself`).
+    pub own_accounts: super::OwnAccounts,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +203,8 @@ impl Webhook for JiraReceiver {
         });
         let ignored_user = self.settings.ignore_users.iter().any(|u| {
             (!actor.account_id.is_empty() && *u == actor.account_id) || (!actor.name.is_empty() && *u == actor.name)
-        });
+        }) || self.own_accounts.is(Provider::Jira, &actor.account_id)
+            || self.own_accounts.is(Provider::Jira, &actor.name);
         let app = actor.account_type.as_deref().is_some_and(|t| t != "atlassian");
         if ignored_user || app {
             return Ok(self.metrics.receivers.ignored(provider, Outcome::Echo, "done by this sink", &what));
