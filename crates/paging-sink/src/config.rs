@@ -444,3 +444,34 @@ impl ServiceConfig for Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(yaml: &str) -> Result<(), ConfigError> {
+        let config: Config = serde_norway::from_str(yaml).expect("yaml");
+        config.validate()
+    }
+
+    #[test]
+    fn jsm_is_a_provider_of_its_own_with_teams_not_routing_keys() {
+        let base = "paging_integration:\n  default_provider: jsm\n";
+        let e = validate(base).expect_err("no jsm section");
+        assert_eq!(
+            (e.path.as_str(), e.reason.as_str()),
+            ("paging_integration.jsm", "required when default_provider is jsm")
+        );
+        let ok = format!("{base}  jsm:\n    api_key_ref: platform/jsm\n    default_team: sre\n");
+        validate(&ok).expect("jsm on its defaults");
+        let config: Config = serde_norway::from_str(&ok).expect("yaml");
+        let jsm = config.paging_integration.jsm.expect("jsm");
+        assert_eq!(jsm.base_url, "https://api.atlassian.com/jsm/ops/integration");
+        let keyed = format!("{ok}  routes:\n    - match: {{team: data}}\n      routing_key_ref: platform/pd\n");
+        let e = validate(&keyed).expect_err("a routing key on a jsm route");
+        assert_eq!(e.path, "paging_integration.routes[0].routing_key_ref");
+        assert!(e.reason.contains("jsm routes name a team"), "{}", e.reason);
+        let http = format!("{base}  jsm:\n    api_key_ref: platform/jsm\n    base_url: ftp://jsm.example\n");
+        assert_eq!(validate(&http).expect_err("a scheme").path, "paging_integration.jsm.base_url");
+    }
+}

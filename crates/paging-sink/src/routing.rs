@@ -70,6 +70,7 @@ mod tests {
 default_provider: pagerduty
 pagerduty: {routing_key_ref: platform/pd-default}
 opsgenie: {api_key_ref: platform/opsgenie, default_team: sre}
+jsm: {api_key_ref: platform/jsm, default_team: sre-jsm}
 routes:
   - match: {service: payments-api}
     routing_key_ref: platform/pd-payments
@@ -78,6 +79,11 @@ routes:
     team: data-oncall
   - match: {labels: {cluster: edge-1}}
     provider: opsgenie
+  - match: {service: search}
+    provider: jsm
+  - match: {service: checkout}
+    provider: jsm
+    team: checkout-oncall
 "#;
         serde_norway::from_str(yaml).expect("config")
     }
@@ -104,6 +110,14 @@ routes:
         assert_eq!((t.provider, t.team.as_deref()), (Provider::Opsgenie, Some("data-oncall")));
         let t = route(&c, &incident("etl", "data", "staging", &[("cluster", "edge-1")]));
         assert_eq!((t.provider, t.route.as_str(), t.team.as_deref()), (Provider::Opsgenie, "routes[2]", Some("sre")));
+        let t = route(&c, &incident("search", "web", "staging", &[]));
+        assert_eq!(
+            (t.provider, t.route.as_str(), t.team.as_deref(), t.routing_key_ref.as_deref()),
+            (Provider::Jsm, "routes[3]", Some("sre-jsm"), None),
+            "JSM's default team, never a routing key"
+        );
+        let t = route(&c, &incident("checkout", "web", "staging", &[]));
+        assert_eq!((t.provider, t.team.as_deref()), (Provider::Jsm, Some("checkout-oncall")));
         let t = route(&c, &incident("etl", "data", "staging", &[("cluster", "core-1")]));
         assert_eq!(
             (t.provider, t.route.as_str(), t.routing_key_ref.as_deref()),

@@ -267,3 +267,72 @@ async fn without_a_leader_readiness_says_so_the_logs_stay_quiet_and_it_comes_bac
     eprintln!("while down: {kv_warnings} KV warnings, {pulls} pull warnings for {attempts} failed pulls");
     assert!(pulls <= 2, "a warning per episode, not per attempt: {pulls} for {attempts} failed pulls");
 }
+
+/// An upgrade on the cluster as deployed: the operator provisioned the R3 streams and the
+/// ticketing-sink consumer as the previous release listed it (without
+/// `IncidentAcknowledged`); the new sink, on the charts' bus settings, widens that consumer
+/// in place (still R3, nothing lost) and comments the acknowledge on the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_ticketing_sink_widens_the_operators_consumer_in_place() {
+    use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentResolved};
+    let _serial = SERIAL.lock().await;
+    let cluster = NatsCluster::start(3).expect("cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, js) = client(&cluster.url(0)).await;
+    assert_eq!(sre_testkit::domain::provision_replicated(&js, 3).await, Ok(3), "the operator's R3 streams");
+    let previous = [IncidentCreated::SUBJECT, IncidentResolved::SUBJECT, IncidentClosed::SUBJECT];
+    let facts = js.get_stream(streams::FACTS).await.expect("facts stream");
+    facts
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("ticketing-sink".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            filter_subjects: previous.iter().map(|s| (*s).to_owned()).collect(),
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("the previous release's consumer");
+
+    let jira = sre_testkit::jira::FakeJira::start(sre_testkit::jira::Flavor::DataCenter, "Bearer t0ken", &["OPS"])
+        .await
+        .expect("jira");
+    let config = format!(
+        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
+         project_key: OPS\n    secret_ref: platform/jira\nruntime:\n  bus:\n    manage_streams: false\n    streams:\n      \
+         replicas: auto\n",
+        jira.url()
+    );
+    let urls = cluster.urls();
+    let mut sink = spawn(
+        "ticketing-sink",
+        dir.path(),
+        &config,
+        &[("NATS_URL", &urls), ("POD_NAME", "ticketing-0"), ("SECRET_PLATFORM_JIRA_TOKEN", "t0ken")],
+    );
+    ready(&mut sink, "ticketing-sink after the upgrade");
+    let mut consumer =
+        facts.get_consumer::<async_nats::jetstream::consumer::pull::Config>("ticketing-sink").await.expect("consumer");
+    let info = consumer.info().await.expect("info").clone();
+    assert_eq!(
+        info.config.filter_subjects,
+        [IncidentCreated::SUBJECT, IncidentAcknowledged::SUBJECT, IncidentResolved::SUBJECT, IncidentClosed::SUBJECT],
+        "widened in place"
+    );
+    let replicas = info.cluster.as_ref().map_or(0, |c| c.replicas.len() + 1);
+    assert_eq!(replicas, 3, "still three replicas: {:?}", info.cluster);
+
+    publish_created(&js, "inc-upgraded").await;
+    eventually("the ticket", WAIT, || async { !jira.issues().is_empty() }).await;
+    let ack = IncidentAcknowledged {
+        incident_id: "inc-upgraded".into(),
+        by: "Dana in pagerduty".into(),
+        ..Default::default()
+    };
+    js.publish(IncidentAcknowledged::SUBJECT, ack.encode_to_vec().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    eventually("the acknowledge commented", WAIT, || async { jira.issues()[0].comments.len() == 1 }).await;
+    assert_eq!(jira.issues()[0].comments[0], serde_json::json!("Incident acknowledged by Dana in pagerduty."));
+}

@@ -124,4 +124,55 @@ async fn a_button_acts_as_a_person_and_the_vendor_sends_its_signed_webhook() {
     assert_eq!(event["issue"]["fields"]["status"]["name"], "Closed");
     assert_eq!(event["changelog"]["items"][0]["field"], "status");
     assert_eq!(event["user"]["displayName"], sre_testkit::vendor::PERSON);
+
+    // GitHub: close an issue from its page (signed `issues.closed`, by a user, not the bot).
+    let gh = FakeGithub::start("t", &["example/incidents"]).await.expect("github");
+    let (hook, got) = endpoint().await;
+    gh.subscribe(&hook, "gh-secret");
+    let p = port(gh.url());
+    let created = tokio::task::spawn_blocking(move || {
+        let headers = [("Authorization", "Bearer t"), ("User-Agent", "test"), ("Content-Type", "application/json")];
+        sre_testkit::service::http_request(
+            p,
+            "POST",
+            "/repos/example/incidents/issues",
+            &headers,
+            br#"{"title":"down"}"#,
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(created.map(|c| c.0), Some(201));
+    eventually("the bot's issues.opened", wait, || async { got.lock().expect("lock").len() == 1 }).await;
+    assert_eq!(press(gh.url(), "/_person/close?key=example%2Fincidents%231").await, 303);
+    assert_eq!(gh.issues()[0].state, "closed");
+    eventually("the close webhook", wait, || async { got.lock().expect("lock").len() == 2 }).await;
+    let (headers, body) = got.lock().expect("lock")[1].clone();
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(header("x-hub-signature-256"), format!("sha256={}", hmac_hex("gh-secret", &body)));
+    assert_eq!(header("x-github-event"), "issues");
+    let event: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((event["action"].as_str(), event["sender"]["type"].as_str()), (Some("closed"), Some("User")));
+
+    // Opsgenie: acknowledge an alert from its page (the shared-secret header, source web).
+    let og = FakeOpsgenie::start("k").await.expect("opsgenie");
+    let (hook, got) = endpoint().await;
+    og.subscribe(&hook, "X-Sre-Webhook-Secret", "og-secret");
+    let p = port(og.url());
+    let created = tokio::task::spawn_blocking(move || {
+        let headers = [("Authorization", "GenieKey k"), ("Content-Type", "application/json")];
+        sre_testkit::service::http_request(p, "POST", "/v2/alerts", &headers, br#"{"message":"down","alias":"inc-9"}"#)
+    })
+    .await
+    .expect("join");
+    assert_eq!(created.map(|c| c.0), Some(202));
+    eventually("the API integration's Create", wait, || async { got.lock().expect("lock").len() == 1 }).await;
+    assert_eq!(press(og.url(), "/_person/acknowledge?key=inc-9").await, 303);
+    assert_eq!(og.alerts()[0].status, "acknowledged");
+    eventually("the acknowledge webhook", wait, || async { got.lock().expect("lock").len() == 2 }).await;
+    let (headers, body) = got.lock().expect("lock")[1].clone();
+    assert_eq!(headers.get("x-sre-webhook-secret").and_then(|v| v.to_str().ok()), Some("og-secret"));
+    let event: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((event["action"].as_str(), event["source"]["type"].as_str()), (Some("Acknowledge"), Some("web")));
+    assert_eq!(event["alert"]["alias"], "inc-9");
 }

@@ -56,27 +56,37 @@ async fn intents<M: BusMessage>(nats: &NatsServer) -> Vec<M> {
         .collect()
 }
 
-/// The ticketing-sink binary ticketing in `gh`'s `acme/incidents`, its GitHub receiver on.
-fn github_sink(nats: &NatsServer, gh: &FakeGithub) -> (tempfile::TempDir, ServiceProcess) {
+/// The ticketing-sink binary on `yaml` (its whole configuration) with `secrets` as
+/// environment, ready.
+fn start_sink(nats: &NatsServer, yaml: &str, secrets: &[(&str, &str)]) -> (tempfile::TempDir, ServiceProcess) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("ticketing-sink.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    let url = nats.url();
+    let mut envs = vec![("NATS_URL", url.as_str())];
+    envs.extend_from_slice(secrets);
+    let mut sink = ServiceProcess::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
+        &["--config", config.to_str().expect("utf-8")],
+        &envs,
+    )
+    .expect("spawns");
+    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    (dir, sink)
+}
+
+/// The ticketing-sink binary ticketing in `gh`'s `acme/incidents`, its GitHub receiver on.
+fn github_sink(nats: &NatsServer, gh: &FakeGithub) -> (tempfile::TempDir, ServiceProcess) {
     let yaml = format!(
         "ticketing_integration:\n  default_provider: github\n  github:\n    repo: acme/incidents\n    secret_ref: platform/github\n    \
          base_url: {}\n    webhook:\n      enabled: true\n      secret_refs: [platform/github-webhook]\n",
         gh.url()
     );
-    std::fs::write(&config, yaml).expect("config");
-    let mut sink = ServiceProcess::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
-        &["--config", config.to_str().expect("utf-8")],
-        &[
-            ("NATS_URL", &nats.url()),
-            ("SECRET_PLATFORM_GITHUB_TOKEN", GITHUB_TOKEN),
-            ("SECRET_PLATFORM_GITHUB_WEBHOOK_SECRET", SECRET),
-        ],
-    )
-    .expect("spawns");
-    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    let (dir, sink) = start_sink(
+        nats,
+        &yaml,
+        &[("SECRET_PLATFORM_GITHUB_TOKEN", GITHUB_TOKEN), ("SECRET_PLATFORM_GITHUB_WEBHOOK_SECRET", SECRET)],
+    );
     (dir, sink)
 }
 
@@ -203,26 +213,17 @@ fn jira_update(
 async fn a_person_resolving_closing_and_commenting_in_jira_is_one_intent_each() {
     let nats = NatsServer::start().expect("nats");
     let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ticketing-sink.yaml");
     let yaml = format!(
         "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
          project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
          secret_refs: [platform/jira-webhook]\n      ignore_users: [sre-bot]\n",
         jira.url()
     );
-    std::fs::write(&config, yaml).expect("config");
-    let mut sink = ServiceProcess::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
-        &["--config", config.to_str().expect("utf-8")],
-        &[
-            ("NATS_URL", &nats.url()),
-            ("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN),
-            ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET),
-        ],
-    )
-    .expect("spawns");
-    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    let (_dir, sink) = start_sink(
+        &nats,
+        &yaml,
+        &[("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET)],
+    );
     let fact = IncidentCreated {
         incident_id: "inc-jira-1".into(),
         title: "payments: latency above 2 s".into(),
@@ -331,26 +332,17 @@ async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_
     sre_testkit::domain::provision(&js).await.expect("streams");
     let _domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
     let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("ticketing-sink.yaml");
     let yaml = format!(
         "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
          project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
          secret_refs: [platform/jira-webhook]\n",
         jira.url()
     );
-    std::fs::write(&config, yaml).expect("config");
-    let mut sink = ServiceProcess::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
-        &["--config", config.to_str().expect("utf-8")],
-        &[
-            ("NATS_URL", &nats.url()),
-            ("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN),
-            ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET),
-        ],
-    )
-    .expect("spawns");
-    sink.wait_for_status("/readyz", 200, WAIT).expect("ready");
+    let (_dir, sink) = start_sink(
+        &nats,
+        &yaml,
+        &[("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET)],
+    );
     jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", sink.port()), JIRA_SECRET);
     let fact =
         IncidentCreated { incident_id: "inc-jira-away".into(), title: "checkout down".into(), ..Default::default() };
