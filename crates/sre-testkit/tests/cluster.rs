@@ -277,6 +277,9 @@ async fn an_upgraded_ticketing_sink_widens_the_operators_consumer_in_place() {
     use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentResolved};
     let _serial = SERIAL.lock().await;
     let cluster = NatsCluster::start(3).expect("cluster");
+    // The operator provisions a cluster whose meta group has settled (a just-formed one can
+    // time out creating R3 streams for a while on a loaded machine).
+    cluster.wait_settled().expect("settled");
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, js) = client(&cluster.url(0)).await;
     assert_eq!(sre_testkit::domain::provision_replicated(&js, 3).await, Ok(3), "the operator's R3 streams");
