@@ -178,13 +178,14 @@ impl Default for Limits {
 }
 
 impl ServiceConfig for Config {
+    type Valid = Config;
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
     }
     fn runtime_mut(&mut self) -> &mut RuntimeConfig {
         &mut self.runtime
     }
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<Config, ConfigError> {
         let i = &self.alertmanager_integration;
         if !i.webhook_path.starts_with('/') {
             return Err(ConfigError::new("alertmanager_integration.webhook_path", "must start with `/`"));
@@ -211,6 +212,6 @@ impl ServiceConfig for Config {
                 ),
             ));
         }
-        Ok(())
+        Ok(self.clone())
     }
 }

@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    sre_runtime::run(alertmanager_ingress::SPEC, alertmanager_ingress::start)
+    sre_runtime::run::<alertmanager_ingress::Config, _, _>(alertmanager_ingress::SPEC, alertmanager_ingress::start)
 }

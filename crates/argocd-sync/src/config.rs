@@ -266,6 +266,7 @@ fn default_timeout() -> Duration {
 }
 
 impl ServiceConfig for Config {
+    type Valid = Config;
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
     }
@@ -296,7 +297,7 @@ impl ServiceConfig for Config {
         notes
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<Config, ConfigError> {
         let i = &self.argocd_integration;
         if i.poll_interval < Duration::from_secs(1) {
             return Err(ConfigError::new("argocd_integration.poll_interval", "must be at least 1s"));
@@ -305,7 +306,7 @@ impl ServiceConfig for Config {
             return Err(ConfigError::new("argocd_integration.hysteresis.observations", "must be at least 1"));
         }
         if !i.enabled {
-            return Ok(());
+            return Ok(self.clone());
         }
         if i.argocd_server.is_empty() {
             return Err(ConfigError::new("argocd_integration.argocd_server", "list at least one Argo CD server"));
@@ -336,7 +337,7 @@ impl ServiceConfig for Config {
                 ),
             ));
         }
-        Ok(())
+        Ok(self.clone())
     }
 }
 

@@ -8,9 +8,9 @@ pub mod apps;
 pub mod argocd;
 pub mod client;
 pub mod config;
-pub mod core;
 pub mod cycle;
 pub mod metrics;
+pub mod observe;
 pub mod poller;
 pub mod state;
 
@@ -81,7 +81,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
             environments: integration.environments.clone(),
             environment_from: integration.environment_from,
             environment_label: integration.environment_label.clone(),
-            hysteresis: core::Hysteresis {
+            hysteresis: observe::Hysteresis {
                 observations: integration.hysteresis.observations,
                 hold: integration.hysteresis.hold,
             },
@@ -104,7 +104,7 @@ pub async fn start(ctx: ServiceContext<Config>) -> anyhow::Result<Router> {
     {
         let states: Vec<(String, Upstream)> =
             pollers.iter().map(|(rules, _, upstream)| (rules.server.clone(), upstream.clone())).collect();
-        ctx.tasks.spawn(breakers.watch(sre_runtime::SinkWatch::BREAKERS_EVERY, ctx.shutdown.clone(), move || {
+        ctx.tasks.spawn(breakers.watch(sre_runtime::BreakerMetrics::EVERY, ctx.shutdown.clone(), move || {
             states.iter().map(|(server, u)| (server.clone(), u.breaker_state())).collect()
         }));
     }

@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    sre_runtime::run(argocd_sync::SPEC, argocd_sync::start)
+    sre_runtime::run::<argocd_sync::Config, _, _>(argocd_sync::SPEC, argocd_sync::start)
 }

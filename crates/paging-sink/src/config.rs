@@ -1,14 +1,17 @@
 //! Configuration in the specification's shape (`paging_integration:`), plus routing,
 //! weekdays, base URLs, `dry_run` and the consumer's settings.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 use sre_bus::ConsumerConfig;
 use sre_runtime::{ConfigError, RuntimeConfig, SecretRef, ServiceConfig};
 
-use crate::schedule::{BusinessHours, Weekday, parse_time};
+use sre_sink::receiver::check_settings;
+
+pub use crate::provider::Provider;
+pub use crate::schedule::When;
+use crate::schedule::{BusinessHours, Policy, Weekday, parse_time};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -18,55 +21,6 @@ pub struct Config {
     pub paging_integration: Integration,
     /// Bus, HTTP, telemetry and shutdown settings shared by every adapter.
     pub runtime: RuntimeConfig,
-}
-
-/// A paging provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// PagerDuty Events API v2.
-    Pagerduty,
-    /// Opsgenie Alert API v2 (end of support 2027-04-05).
-    Opsgenie,
-    /// Jira Service Management Operations' integration API, Opsgenie's successor.
-    Jsm,
-}
-
-impl Provider {
-    /// The provider's name in logs, metrics, readiness and errors.
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Pagerduty => crate::provider::pagerduty::NAME,
-            Provider::Opsgenie => crate::provider::opsgenie::NAME,
-            Provider::Jsm => crate::provider::opsgenie::JSM_NAME,
-        }
-    }
-
-    /// The provider's name as people know it.
-    pub fn title(self) -> &'static str {
-        match self {
-            Provider::Pagerduty => "PagerDuty",
-            Provider::Opsgenie => "Opsgenie",
-            Provider::Jsm => "Jira Service Management",
-        }
-    }
-
-    /// Whether its routes name a team (Opsgenie and JSM) rather than a routing key.
-    pub fn by_team(self) -> bool {
-        matches!(self, Provider::Opsgenie | Provider::Jsm)
-    }
-}
-
-/// When a severity pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum When {
-    /// At once, day or night.
-    Immediate,
-    /// At once inside business hours; outside them deferred to the next opening.
-    BusinessHoursOnly,
-    /// Never.
-    Never,
 }
 
 /// `paging_integration:`.
@@ -291,7 +245,7 @@ impl Opsgenie {
 pub struct Route {
     /// What an incident must match (every given field).
     #[serde(rename = "match", default)]
-    pub matches: RouteMatch,
+    pub matches: sre_sink::RouteMatch,
     /// Provider; default: `default_provider`.
     #[serde(default)]
     pub provider: Option<Provider>,
@@ -301,20 +255,6 @@ pub struct Route {
     /// Opsgenie: responding team.
     #[serde(default)]
     pub team: Option<String>,
-}
-
-/// `routes[].match`: every field given must equal the incident's.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouteMatch {
-    /// Incident service.
-    pub service: Option<String>,
-    /// Owning team.
-    pub team: Option<String>,
-    /// Environment.
-    pub environment: Option<String>,
-    /// Labels that must all be present with these values.
-    pub labels: BTreeMap<String, String>,
 }
 
 /// `paging_integration.escalation:`.
@@ -380,18 +320,65 @@ impl HoursConfig {
     }
 }
 
+/// The configuration start consumes: the file, with its escalation policy resolved
+/// (business hours in their time zone).
+#[derive(Debug, Clone)]
+pub struct Valid {
+    /// The file as parsed.
+    pub config: Config,
+    /// The escalation policy.
+    pub policy: Policy,
+}
+
 impl ServiceConfig for Config {
+    type Valid = Valid;
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
     }
     fn runtime_mut(&mut self) -> &mut RuntimeConfig {
         &mut self.runtime
     }
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn notices(&self, secrets: &sre_runtime::SecretStore) -> Vec<String> {
+        use sre_sink::receiver::{receiver_secret_refs, secret_notices};
         let i = &self.paging_integration;
-        i.escalation.business_hours.resolve()?;
         if !i.enabled {
-            return Ok(());
+            return Vec::new();
+        }
+        let mut wanted = Vec::new();
+        if let Some(pd) = &i.pagerduty {
+            wanted.push((
+                "paging_integration.pagerduty.routing_key_ref".to_owned(),
+                &pd.routing_key_ref,
+                "routing_key",
+            ));
+            wanted.extend(receiver_secret_refs("paging_integration.pagerduty.webhook", pd.webhook.as_ref()));
+        }
+        for (n, route) in i.routes.iter().enumerate() {
+            if let Some(r) = &route.routing_key_ref {
+                wanted.push((format!("paging_integration.routes[{n}].routing_key_ref"), r, "routing_key"));
+            }
+        }
+        if let Some(og) = &i.opsgenie {
+            wanted.push(("paging_integration.opsgenie.api_key_ref".to_owned(), &og.api_key_ref, "api_key"));
+            wanted.extend(receiver_secret_refs("paging_integration.opsgenie.webhook", og.webhook.as_ref()));
+        }
+        if let Some(jsm) = &i.jsm {
+            wanted.push(("paging_integration.jsm.api_key_ref".to_owned(), &jsm.api_key_ref, "api_key"));
+            wanted.extend(receiver_secret_refs("paging_integration.jsm.webhook", jsm.webhook.as_ref()));
+        }
+        secret_notices(secrets, &wanted)
+    }
+
+    fn validate(&self) -> Result<Valid, ConfigError> {
+        let i = &self.paging_integration;
+        let hours = i.escalation.business_hours.resolve()?;
+        let policy = Policy { critical: i.escalation.critical, high: i.escalation.high, hours };
+        let valid = Valid { config: self.clone(), policy };
+        check_settings("paging_integration.pagerduty.webhook", i.pagerduty.as_ref().and_then(|p| p.webhook.as_ref()))?;
+        check_settings("paging_integration.opsgenie.webhook", i.opsgenie.as_ref().and_then(|o| o.webhook.as_ref()))?;
+        check_settings("paging_integration.jsm.webhook", i.jsm.as_ref().and_then(|j| j.webhook.as_ref()))?;
+        if !i.enabled {
+            return Ok(valid);
         }
         let configured = |p: Provider| match p {
             Provider::Pagerduty => i.pagerduty.is_some(),
@@ -441,15 +428,17 @@ impl ServiceConfig for Config {
         if i.deferred_check_interval < Duration::from_secs(1) {
             return Err(ConfigError::new("paging_integration.deferred_check_interval", "must be at least 1s"));
         }
-        Ok(())
+        Ok(valid)
     }
 }
+
+sre_sink::receiver_settings!(Webhook, OpsgenieWebhook);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn validate(yaml: &str) -> Result<(), ConfigError> {
+    fn validate(yaml: &str) -> Result<Valid, ConfigError> {
         let config: Config = serde_norway::from_str(yaml).expect("yaml");
         config.validate()
     }

@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    sre_runtime::run(paging_sink::SPEC, paging_sink::start)
+    sre_runtime::run::<paging_sink::Config, _, _>(paging_sink::SPEC, paging_sink::start)
 }

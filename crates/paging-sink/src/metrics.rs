@@ -4,10 +4,9 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::config::Provider;
+use crate::provider::Provider;
 
 /// What became of an `IncidentCreated`.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -60,55 +59,28 @@ pub enum FollowUpOutcome {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PageLabels {
-    provider: Provider,
+    provider: &'static str,
     outcome: PageOutcome,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FollowUpLabels {
-    provider: Provider,
+    provider: &'static str,
     action: ActionLabel,
     outcome: FollowUpOutcome,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VendorLabels {
-    provider: Provider,
-}
-
-impl EncodeLabelValue for Provider {
-    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        use std::fmt::Write;
-        encoder.write_str(self.name())
-    }
-}
-
-/// The metrics; cheap to clone.
-#[derive(Debug, Clone)]
+/// The metrics; cheap to clone. (The vendor calls' and the receivers' are `sre_sink`'s,
+/// under this sink's prefix.)
+#[derive(Debug, Clone, Default)]
 pub struct PagingMetrics {
     pages: Family<PageLabels, Counter>,
     follow_ups: Family<FollowUpLabels, Counter>,
-    vendor_seconds: Family<VendorLabels, Histogram>,
-    /// The webhook receivers' (two-way sync).
-    pub receivers: sre_runtime::inbound::ReceiverMetrics,
     /// Deferred pages waiting, at the last scan.
     pub deferred: Gauge,
     /// How long past its business-hours opening the most overdue deferred page still
     /// waits, at the last scan (0: none overdue).
     pub deferred_overdue: Gauge,
-}
-
-impl Default for PagingMetrics {
-    fn default() -> Self {
-        Self {
-            pages: Family::default(),
-            follow_ups: Family::default(),
-            vendor_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
-            receivers: sre_runtime::inbound::ReceiverMetrics::default(),
-            deferred: Gauge::default(),
-            deferred_overdue: Gauge::default(),
-        }
-    }
 }
 
 impl PagingMetrics {
@@ -120,18 +92,12 @@ impl PagingMetrics {
             "Acknowledge and resolve facts by provider, action and outcome",
             self.follow_ups.clone(),
         );
-        r.register(
-            "paging_sink_vendor_seconds",
-            "Time of a vendor call, retries included",
-            self.vendor_seconds.clone(),
-        );
         r.register("paging_sink_deferred", "Deferred pages waiting for business hours", self.deferred.clone());
         r.register(
             "paging_sink_deferred_overdue_seconds",
             "Seconds the most overdue deferred page has waited past its opening (0: none)",
             self.deferred_overdue.clone(),
         );
-        self.receivers.register(r, "paging_sink");
     }
 
     /// Creates every series of `providers` at 0, so dashboards and alert rules see them
@@ -143,29 +109,24 @@ impl PagingMetrics {
             for outcome in
                 [P::Paged, P::Deferred, P::Fired, P::Duplicate, P::NotPaged, P::DryRun, P::Failed, P::Retried]
             {
-                let _ = self.pages.get_or_create(&PageLabels { provider, outcome });
+                let _ = self.pages.get_or_create(&PageLabels { provider: provider.name(), outcome });
             }
             for action in [ActionLabel::Acknowledge, ActionLabel::Resolve] {
                 for outcome in [F::Sent, F::NotPaged, F::Cancelled, F::Duplicate, F::DryRun, F::Failed, F::Retried] {
-                    let _ = self.follow_ups.get_or_create(&FollowUpLabels { provider, action, outcome });
+                    let _ =
+                        self.follow_ups.get_or_create(&FollowUpLabels { provider: provider.name(), action, outcome });
                 }
             }
-            let _ = self.vendor_seconds.get_or_create(&VendorLabels { provider });
         }
     }
 
     /// Counts a page outcome.
     pub fn page(&self, provider: Provider, outcome: PageOutcome) {
-        self.pages.get_or_create(&PageLabels { provider, outcome }).inc();
+        self.pages.get_or_create(&PageLabels { provider: provider.name(), outcome }).inc();
     }
 
     /// Counts a follow-up outcome.
     pub fn follow_up(&self, provider: Provider, action: ActionLabel, outcome: FollowUpOutcome) {
-        self.follow_ups.get_or_create(&FollowUpLabels { provider, action, outcome }).inc();
-    }
-
-    /// Records a vendor call's duration.
-    pub fn vendor(&self, provider: Provider, seconds: f64) {
-        self.vendor_seconds.get_or_create(&VendorLabels { provider }).observe(seconds);
+        self.follow_ups.get_or_create(&FollowUpLabels { provider: provider.name(), action, outcome }).inc();
     }
 }

@@ -3,8 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use sre_contracts::domain::v1::IncidentCreated;
+use sre_sink::routing::{Matched, first_match};
 
-use crate::config::{Integration, Provider, Route};
+use crate::config::{Integration, Route};
+use crate::provider::Provider;
 
 /// Where an incident pages. Kept with the page, so its acknowledge and resolve go to the
 /// same place even if the routes change meanwhile. Holds secret *references*, never keys.
@@ -22,14 +24,6 @@ pub struct Target {
     pub team: Option<String>,
 }
 
-fn matches(route: &Route, incident: &IncidentCreated) -> bool {
-    let m = &route.matches;
-    m.service.as_ref().is_none_or(|s| *s == incident.service)
-        && m.team.as_ref().is_none_or(|t| *t == incident.team)
-        && m.environment.as_ref().is_none_or(|e| *e == incident.environment)
-        && m.labels.iter().all(|(k, v)| incident.labels.get(k) == Some(v))
-}
-
 /// The target of `incident` under `config`.
 pub fn route(config: &Integration, incident: &IncidentCreated) -> Target {
     let default_target = |provider: Provider, route: String| Target {
@@ -45,20 +39,16 @@ pub fn route(config: &Integration, incident: &IncidentCreated) -> Target {
             Provider::Jsm => config.jsm.as_ref().and_then(|j| j.default_team.clone()),
         },
     };
-    for (n, r) in config.routes.iter().enumerate() {
-        if matches(r, incident) {
-            let provider = r.provider.unwrap_or(config.default_provider);
-            let mut target = default_target(provider, format!("routes[{n}]"));
-            if let Some(key) = &r.routing_key_ref {
-                target.routing_key_ref = Some(key.as_str().to_owned());
-            }
-            if let Some(team) = &r.team {
-                target.team = Some(team.clone());
-            }
-            return target;
-        }
+    let matched = first_match(&config.routes, |r: &Route| &r.matches, incident);
+    let Matched::Route(_, r) = matched else { return default_target(config.default_provider, matched.name()) };
+    let mut target = default_target(r.provider.unwrap_or(config.default_provider), matched.name());
+    if let Some(key) = &r.routing_key_ref {
+        target.routing_key_ref = Some(key.as_str().to_owned());
     }
-    default_target(config.default_provider, "default".to_owned())
+    if let Some(team) = &r.team {
+        target.team = Some(team.clone());
+    }
+    target
 }
 
 #[cfg(test)]

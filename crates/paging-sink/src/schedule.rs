@@ -13,7 +13,17 @@ use jiff::{Timestamp, ToSpan};
 use serde::Deserialize;
 use sre_contracts::domain::v1::Severity;
 
-use crate::config::When;
+/// When a severity pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// At once, day or night.
+    Immediate,
+    /// At once inside business hours; outside them deferred to the next opening.
+    BusinessHoursOnly,
+    /// Never.
+    Never,
+}
 
 /// A day of the week, as written in the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

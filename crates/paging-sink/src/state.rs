@@ -7,18 +7,24 @@
 //! index, so the replicas' scan reads only what is waiting). Every state change is a
 //! compare-and-set on the record's revision.
 
+use std::time::Duration;
+
 use base64::Engine;
-use bytes::Bytes;
 use jiff::Timestamp;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sre_bus::{Bus, Kv, KvConfig, KvEntry, KvError};
 use sre_contracts::domain::v1::IncidentCreated;
+use sre_sink::records::Index;
+use sre_sink::{Bucket, Claim, Record, RecordError, Records};
 
 use crate::routing::Target;
 
-/// The bucket.
-pub const BUCKET: &str = "sre_paging_sink_pages";
+/// The bucket (records expire long after any follow-up).
+pub const BUCKET: Bucket = Bucket {
+    name: "sre_paging_sink_pages",
+    description: "paging-sink: one record per paged or deferred incident",
+    max_age: Duration::from_secs(30 * 24 * 3600),
+};
 
 /// Where a page stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,112 +120,92 @@ impl PageRecord {
     }
 }
 
-/// A record as read, with its revision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Read {
-    /// The record.
-    pub record: PageRecord,
-    /// Its revision, for compare-and-set.
-    pub revision: u64,
-}
-
-/// The store; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Pages {
-    kv: Kv,
-}
-
-/// A KV key for an incident id: the id itself when it is a valid key token, else a hash.
-pub fn token(incident_id: &str) -> String {
-    let valid = !incident_id.is_empty()
-        && incident_id.len() <= 200
-        && incident_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        incident_id.to_owned()
-    } else {
-        sre_resilience::idempotency::derive_key("h", &[incident_id]).replace(':', "-")
+impl Record for PageRecord {
+    const PREFIX: &'static str = "page";
+    fn incident_id(&self) -> &str {
+        &self.incident_id
     }
 }
 
-fn decode(entry: KvEntry) -> Result<Read, KvError> {
-    let record = serde_json::from_slice(&entry.value).map_err(|e| KvError::Unavailable(format!("decode: {e}")))?;
-    Ok(Read { record, revision: entry.revision })
+/// A claimed page's holder renews `updated_at` (the record's last change) while its
+/// trigger is in flight: the sign of life the claim rule reads.
+impl Claim for PageRecord {
+    fn last_alive(&self) -> Option<Timestamp> {
+        (self.state == PageState::Claimed).then_some(self.updated_at)
+    }
+
+    fn renew(&mut self, now: Timestamp) {
+        self.updated_at = now;
+    }
 }
 
-fn encode(record: &PageRecord) -> Bytes {
-    Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+/// A record as read.
+pub type Read = sre_sink::Read<PageRecord>;
+
+/// The page records, and the index of the deferred ones; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    records: Records<PageRecord>,
+    due: Index,
 }
 
 impl Pages {
-    /// Opens the bucket (records expire after `max_age`, long after any follow-up).
-    pub async fn open(bus: &Bus, max_age: std::time::Duration, reach: sre_bus::Reachability) -> Result<Self, KvError> {
-        let kv = Kv::open_watched(
-            bus,
-            KvConfig {
-                bucket: BUCKET.to_owned(),
-                description: "paging-sink: one record per paged or deferred incident".to_owned(),
-                max_age,
-                history: 1,
-                replicas: bus.config().streams.replicas,
-            },
-            reach,
-        )
-        .await?;
-        Ok(Self { kv })
+    /// The pages kept in `records`.
+    pub fn new(records: Records<PageRecord>) -> Self {
+        let due = records.index("due");
+        Self { records, due }
     }
 
-    /// Asks the bucket for its status every `every` until `cancel` (readiness).
-    pub async fn probe(&self, every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
-        self.kv.probe(every, cancel).await;
+    /// The records.
+    pub fn records(&self) -> &Records<PageRecord> {
+        &self.records
     }
 
     /// The record of `incident_id`.
-    pub async fn get(&self, incident_id: &str) -> Result<Option<Read>, KvError> {
-        self.kv.get(&format!("page.{}", token(incident_id))).await?.map(decode).transpose()
+    pub async fn get(&self, incident_id: &str) -> Result<Option<Read>, RecordError> {
+        self.records.get(incident_id).await
     }
 
     /// Creates the record; `AlreadyExists` when another delivery or replica got there first.
-    pub async fn create(&self, record: &PageRecord) -> Result<u64, KvError> {
-        let revision = self.kv.create(&format!("page.{}", token(&record.incident_id)), encode(record)).await?;
+    pub async fn create(&self, record: &PageRecord) -> Result<u64, RecordError> {
+        let revision = self.records.create(record).await?;
         if record.state == PageState::Deferred {
             self.mark_due(record).await?;
         }
         Ok(revision)
     }
 
-    /// Replaces the record if it is still at `revision`.
-    pub async fn update(&self, record: &PageRecord, revision: u64) -> Result<u64, KvError> {
-        let revision =
-            self.kv.update(&format!("page.{}", token(&record.incident_id)), encode(record), revision).await?;
+    /// Replaces the record if it is still at `revision`, keeping the deferred index true.
+    pub async fn update(&self, record: &PageRecord, revision: u64) -> Result<u64, RecordError> {
+        let revision = self.records.update(record, revision).await?;
         match record.state {
             PageState::Deferred => self.mark_due(record).await?,
             // A claim keeps its marker: if the claiming replica dies, the scan finds the
             // stale claim and finishes it.
             PageState::Claimed => {}
-            _ if record.deferred => self.kv.delete(&format!("due.{}", token(&record.incident_id))).await?,
+            _ if record.deferred => self.due.unmark(&record.incident_id).await?,
             _ => {}
         }
         Ok(revision)
     }
 
-    async fn mark_due(&self, record: &PageRecord) -> Result<(), KvError> {
-        let due = record.due.map(|d| d.to_string()).unwrap_or_default();
-        self.kv.put(&format!("due.{}", token(&record.incident_id)), Bytes::from(due)).await.map(|_| ())
+    async fn mark_due(&self, record: &PageRecord) -> Result<(), RecordError> {
+        self.due.mark(&record.incident_id, &record.due.map(|d| d.to_string()).unwrap_or_default()).await
     }
 
     /// The incident tokens with a deferred page.
-    pub async fn deferred(&self) -> Result<Vec<String>, KvError> {
-        Ok(self.kv.keys("due.").await?.into_iter().filter_map(|k| k.strip_prefix("due.").map(str::to_owned)).collect())
+    pub async fn deferred(&self) -> Result<Vec<String>, RecordError> {
+        self.due.tokens().await
     }
 
     /// The record under an incident token (as listed by [`Pages::deferred`]).
-    pub async fn get_token(&self, token: &str) -> Result<Option<Read>, KvError> {
-        self.kv.get(&format!("page.{token}")).await?.map(decode).transpose()
+    pub async fn get_token(&self, token: &str) -> Result<Option<Read>, RecordError> {
+        self.records.get_token(token).await
     }
 
     /// Drops a stale due marker.
-    pub async fn forget_due(&self, token: &str) -> Result<(), KvError> {
-        self.kv.delete(&format!("due.{token}")).await
+    pub async fn forget_due(&self, token: &str) -> Result<(), RecordError> {
+        self.due.unmark_token(token).await
     }
 }
 
@@ -228,21 +214,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_valid_kv_keys_and_stable() {
-        assert_eq!(token("inc-42_a"), "inc-42_a");
-        for odd in ["inc 42", "a.b", "ü", "", &"x".repeat(300)] {
-            let t = token(odd);
-            assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{t}");
-            assert_eq!(t, token(odd));
-        }
-        assert_ne!(token("a.b"), token("a b"));
-    }
-
-    #[test]
     fn records_drop_the_incident_once_it_cannot_be_needed() {
         let incident = IncidentCreated { incident_id: "inc-1".into(), title: "disk full".into(), ..Default::default() };
         let target = Target {
-            provider: crate::config::Provider::Pagerduty,
+            provider: crate::provider::Provider::Pagerduty,
             route: "default".into(),
             routing_key_ref: None,
             team: None,

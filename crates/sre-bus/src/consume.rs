@@ -5,7 +5,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
@@ -13,8 +15,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved};
-use sre_contracts::{BusMessage, Fact, headers, streams, subjects};
+use sre_contracts::{Fact, headers, streams, subjects};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -112,9 +113,7 @@ struct IncidentRef {
 
 /// The key that orders facts: the incident id for incident facts, else the subject.
 fn ordering_key(fact: &ReceivedFact) -> String {
-    let incident =
-        [IncidentCreated::SUBJECT, IncidentAcknowledged::SUBJECT, IncidentResolved::SUBJECT, IncidentClosed::SUBJECT]
-            .contains(&fact.subject.as_str());
+    let incident = sre_contracts::INCIDENT_FACT_SUBJECTS.contains(&fact.subject.as_str());
     if incident && let Ok(r) = IncidentRef::decode(fact.payload.clone()) {
         return r.incident_id;
     }
@@ -474,6 +473,8 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sre_contracts::BusMessage;
+    use sre_contracts::domain::v1::{IncidentCreated, IncidentResolved};
 
     #[test]
     fn incident_facts_are_ordered_by_incident() {

@@ -39,5 +39,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 mod message;
 mod severity;
 
-pub use message::{BusMessage, ExternalIntent, Fact, IncidentFact, Intent, Kind, headers, streams, subjects};
+pub use message::{
+    BusMessage, ExternalIntent, Fact, INCIDENT_FACT_SUBJECTS, IncidentFact, Intent, Kind, headers, streams, subjects,
+};
 pub use severity::{ParseSeverityError, SeverityExt};

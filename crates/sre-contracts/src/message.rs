@@ -176,13 +176,18 @@ bus_messages!(Fact, Fact, "sre.domain.facts.v1":
 );
 
 macro_rules! incident_facts {
-    ($($name:ident),+) => {$(
-        impl IncidentFact for $name {
-            fn incident_id(&self) -> &str {
-                &self.incident_id
+    ($($name:ident),+) => {
+        $(
+            impl IncidentFact for $name {
+                fn incident_id(&self) -> &str {
+                    &self.incident_id
+                }
             }
-        }
-    )+};
+        )+
+        /// The subjects of every fact about one incident (consumers keep their order per
+        /// incident, and sinks filter on them).
+        pub const INCIDENT_FACT_SUBJECTS: &[&str] = &[$(<$name as BusMessage>::SUBJECT),+];
+    };
 }
 
 incident_facts!(IncidentCreated, IncidentAcknowledged, IncidentResolved, IncidentClosed);

@@ -39,15 +39,18 @@ impl ConfigError {
 
 /// The adapter's whole configuration file.
 pub trait ServiceConfig: DeserializeOwned + Default + Send + Sync + 'static {
+    /// The configuration once every check has passed: what the adapter's start consumes
+    /// (templates compiled, business hours resolved). `--check-config` builds it too, so
+    /// whatever start would refuse without a secret or the network is refused there.
+    type Valid: Send + Sync + 'static;
     /// The shared runtime section.
     fn runtime(&self) -> &RuntimeConfig;
     /// The shared runtime section, for overrides.
     fn runtime_mut(&mut self) -> &mut RuntimeConfig;
-    /// Checks that span keys (e.g. a threshold that must be below a window). Parsing has
-    /// already checked each key on its own.
-    fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
-    }
+    /// Checks that span keys (e.g. a threshold that must be below a window) and what the
+    /// values mean (a template's placeholders); parsing has already checked each key on
+    /// its own. Returns the validated configuration.
+    fn validate(&self) -> Result<Self::Valid, ConfigError>;
     /// What `--check-config` tells the operator beyond errors: a valid file that will not
     /// do what they may expect (e.g. a token that is not where it is looked for), each
     /// line naming the key and what to do.
@@ -119,8 +122,14 @@ impl Default for TelemetryConfig {
 }
 
 /// Parses `text` (YAML; empty means all defaults), applies the variable overrides and
-/// validates. Errors carry the key path.
-pub fn load_config<C: ServiceConfig>(text: &str, vars: &Vars) -> Result<C, ConfigError> {
+/// validates: the configuration start consumes. Errors carry the key path.
+pub fn load_config<C: ServiceConfig>(text: &str, vars: &Vars) -> Result<C::Valid, ConfigError> {
+    parse_config::<C>(text, vars)?.validate()
+}
+
+/// Parses `text` and applies the variable overrides, each key checked on its own; what
+/// spans keys is [`ServiceConfig::validate`]'s. Errors carry the key path.
+pub fn parse_config<C: ServiceConfig>(text: &str, vars: &Vars) -> Result<C, ConfigError> {
     let mut config: C = if text.trim().is_empty() {
         C::default()
     } else {
@@ -137,7 +146,6 @@ pub fn load_config<C: ServiceConfig>(text: &str, vars: &Vars) -> Result<C, Confi
         })?
     };
     apply_overrides(config.runtime_mut(), vars)?;
-    config.validate()?;
     Ok(config)
 }
 
@@ -197,14 +205,14 @@ pub fn read_file(path: Option<&std::path::Path>) -> Result<String, ConfigError> 
 mod tests {
     use super::*;
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Clone, Default, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct Sample {
         sample_integration: Section,
         runtime: RuntimeConfig,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Clone, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct Section {
         enabled: bool,
@@ -219,29 +227,30 @@ mod tests {
         }
     }
 
-    #[derive(Debug, Default, Deserialize)]
+    #[derive(Debug, Clone, Default, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct Nested {
         threshold: u32,
     }
 
     impl ServiceConfig for Sample {
+        type Valid = Sample;
         fn runtime(&self) -> &RuntimeConfig {
             &self.runtime
         }
         fn runtime_mut(&mut self) -> &mut RuntimeConfig {
             &mut self.runtime
         }
-        fn validate(&self) -> Result<(), ConfigError> {
+        fn validate(&self) -> Result<Sample, ConfigError> {
             if self.sample_integration.nested.threshold > 10 {
                 return Err(ConfigError::new("sample_integration.nested.threshold", "must be at most 10"));
             }
-            Ok(())
+            Ok(self.clone())
         }
     }
 
     fn load(text: &str) -> Result<Sample, ConfigError> {
-        load_config(text, &Vars::new())
+        load_config::<Sample>(text, &Vars::new())
     }
 
     #[test]
@@ -304,7 +313,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let c: Sample = load_config("runtime:\n  bus:\n    url: nats://file:4222\n", &vars).expect("parses");
+        let c: Sample = load_config::<Sample>("runtime:\n  bus:\n    url: nats://file:4222\n", &vars).expect("parses");
         assert_eq!(c.runtime.bus.url, "nats://10.0.0.1:4222");
         assert_eq!(c.runtime.http.addr, Some("127.0.0.1:9999".parse().expect("addr")));
         assert_eq!(c.runtime.telemetry.otlp_endpoint.as_deref(), Some("http://collector:4317"));

@@ -46,39 +46,3 @@ impl Health {
         (ready, results)
     }
 }
-
-/// What a fact sink's readiness and metrics follow besides its vendors: its KV bucket and
-/// its durable consumer (not ready while either has failed for more than a few seconds,
-/// or is not open yet), and its vendors' circuit breakers (`sre_upstream_breaker_state`).
-/// Both sinks wire it the same way; see [`SinkWatch::register`].
-#[derive(Debug, Clone)]
-pub struct SinkWatch {
-    /// The breaker gauge, to [`crate::BreakerMetrics::watch`] once the sink exists.
-    pub breakers: crate::BreakerMetrics,
-    /// The KV bucket: hand it to `Kv::open_watched`.
-    pub kv: sre_bus::Reachability,
-    /// The consumer: [`sre_bus::ReachabilitySlot::set`] once it is bound.
-    pub consumer: sre_bus::ReachabilitySlot,
-}
-
-impl SinkWatch {
-    /// How often the breakers' states are copied into the metrics.
-    pub const BREAKERS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-    /// How often the KV bucket is asked whether it answers.
-    pub const KV_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
-
-    /// Registers the `kv` and `consumer` readiness checks in `health` and the breaker
-    /// gauge in `metrics`, for the sink whose state lives in `bucket`.
-    pub fn register(health: &Health, metrics: &crate::Metrics, bucket: &str) -> Self {
-        let watch = Self {
-            breakers: crate::BreakerMetrics::default(),
-            kv: sre_bus::Reachability::new(format!("KV bucket {bucket}")),
-            consumer: sre_bus::ReachabilitySlot::new("fact consumer"),
-        };
-        watch.breakers.register(metrics);
-        let (kv, consumer) = (watch.kv.clone(), watch.consumer.clone());
-        health.register("kv", Arc::new(move || kv.readiness()));
-        health.register("consumer", Arc::new(move || consumer.readiness()));
-        watch
-    }
-}

@@ -11,7 +11,9 @@
 //! every refusal is JSON with `status`, `error` and, for a payload, `field`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -64,178 +66,9 @@ impl Reason {
     ];
 }
 
-/// What became of a vendor webhook that passed its authenticity check (a metric label:
-/// every receiver names them alike).
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Outcome {
-    /// An intent was published (or found already stored).
-    Intent,
-    /// The adapter's own action coming back, or a change its record already holds.
-    Echo,
-    /// About something the adapter did not create (another integration's incident, issue).
-    Unknown,
-    /// An event type or action not acted on.
-    Ignored,
-}
-
-impl Outcome {
-    /// Every outcome, e.g. to create each series at 0.
-    pub const ALL: [Outcome; 4] = [Outcome::Intent, Outcome::Echo, Outcome::Unknown, Outcome::Ignored];
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct EventLabels {
-    provider: String,
-    outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct RefusedLabels {
-    provider: String,
-    reason: Reason,
-}
-
-/// A sink's receiver metrics, `<prefix>_webhook_events_total{provider,outcome}` and
-/// `<prefix>_webhook_refused_total{provider,reason}`; cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct ReceiverMetrics {
-    events: prometheus_client::metrics::family::Family<EventLabels, prometheus_client::metrics::counter::Counter>,
-    refused: prometheus_client::metrics::family::Family<RefusedLabels, prometheus_client::metrics::counter::Counter>,
-}
-
-impl ReceiverMetrics {
-    /// Registers both under `prefix` (e.g. `paging_sink`).
-    pub fn register(&self, r: &mut prometheus_client::registry::Registry, prefix: &str) {
-        r.register(
-            format!("{prefix}_webhook_events"),
-            "Authentic vendor webhooks (two-way sync) by provider and outcome",
-            self.events.clone(),
-        );
-        r.register(
-            format!("{prefix}_webhook_refused"),
-            "Vendor webhooks refused, by provider and reason (a bad signature among them)",
-            self.refused.clone(),
-        );
-    }
-
-    /// Creates `provider`'s series at 0 (when its receiver is enabled).
-    pub fn prime(&self, provider: &str) {
-        for outcome in Outcome::ALL {
-            let _ = self.events.get_or_create(&EventLabels { provider: provider.to_owned(), outcome });
-        }
-        for reason in Reason::ALL {
-            let _ = self.refused.get_or_create(&RefusedLabels { provider: provider.to_owned(), reason });
-        }
-    }
-
-    /// Counts an authentic webhook.
-    pub fn event(&self, provider: &str, outcome: Outcome) {
-        self.events.get_or_create(&EventLabels { provider: provider.to_owned(), outcome }).inc();
-    }
-
-    /// Counts a refused webhook.
-    pub fn refused(&self, provider: &str, reason: Reason) {
-        self.refused.get_or_create(&RefusedLabels { provider: provider.to_owned(), reason }).inc();
-    }
-
-    /// An authentic webhook that asks for nothing (`outcome`, `why`): counted, logged, and
-    /// answered 200 with nothing published.
-    pub fn ignored<L>(&self, provider: &str, outcome: Outcome, why: &str, event: &str) -> Accepted<L> {
-        self.event(provider, outcome);
-        tracing::info!(provider, event, outcome = ?outcome, why, "webhook ignored");
-        let mut accepted = Accepted { envelopes: Vec::new(), labels: Vec::new(), summary: serde_json::Map::new() };
-        accepted.summary.insert("ignored".into(), json!(why));
-        accepted
-    }
-}
-
-/// The metadata of an intent a vendor webhook carried: its idempotency key derived from the
-/// vendor's event (or delivery) id, so a redelivered webhook is one intent on the bus.
-pub fn intent_meta(
-    vendor: &str,
-    event_id: &str,
-    correlation: &str,
-    source: &sre_contracts::domain::v1::Source,
-) -> Option<sre_contracts::domain::v1::MessageMeta> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Some(sre_contracts::domain::v1::MessageMeta {
-        idempotency_key: sre_resilience::idempotency::derive_key(&format!("{vendor}-webhook"), &[event_id]),
-        correlation_id: correlation.to_owned(),
-        causation_id: String::new(),
-        source: Some(source.clone()),
-        occurred_at: Some(prost_types::Timestamp {
-            seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
-        }),
-    })
-}
-
-/// A receiver's answer carrying one intent (`envelope`) about `incident_id`, for `event`.
-pub fn one_intent(envelope: Envelope, incident_id: &str, event: &str) -> Accepted<()> {
-    let mut accepted = Accepted { envelopes: vec![envelope], labels: vec![()], summary: serde_json::Map::new() };
-    accepted.summary.insert("incident_id".into(), json!(incident_id));
-    accepted.summary.insert("event".into(), json!(event));
-    accepted
-}
-
 /// A header's value as text (absent, or not text: `None`).
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// 401 unless `signatures` (hex) hold the body's HMAC-SHA256 under one of `secrets`.
-pub fn require_signature<'a>(
-    secrets: &[secrecy::SecretString],
-    body: &[u8],
-    signatures: impl IntoIterator<Item = &'a str>,
-) -> Result<(), Refusal> {
-    if signed_by_any(secrets, body, signatures) {
-        Ok(())
-    } else {
-        Err(Refusal::new(StatusCode::UNAUTHORIZED, Reason::BadSignature, "missing or invalid signature"))
-    }
-}
-
-/// 401 unless `presented` (a header a vendor sends as configured: Opsgenie and JSM sign
-/// nothing) equals one of `secrets`. Compared as SHA-256 digests in constant time, so
-/// neither content nor length leaks through timing.
-pub fn require_shared_secret(secrets: &[secrecy::SecretString], presented: Option<&str>) -> Result<(), Refusal> {
-    use secrecy::ExposeSecret;
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let refused = || Refusal::new(StatusCode::UNAUTHORIZED, Reason::Unauthorized, "missing or invalid credentials");
-    let presented: [u8; 32] = sha2::Sha256::digest(presented.ok_or_else(refused)?.as_bytes()).into();
-    let mut matched = subtle::Choice::from(0);
-    for secret in secrets {
-        let expected: [u8; 32] = sha2::Sha256::digest(secret.expose_secret().as_bytes()).into();
-        matched |= expected.ct_eq(&presented);
-    }
-    if bool::from(matched) { Ok(()) } else { Err(refused()) }
-}
-
-/// The secrets of a receiver (key `secret` of each ref): at least one, or the start fails
-/// naming `what`.
-pub fn receiver_secrets(
-    store: &crate::SecretStore,
-    refs: &[crate::SecretRef],
-    what: &str,
-) -> anyhow::Result<Vec<secrecy::SecretString>> {
-    let secrets = refs.iter().map(|r| store.resolve(r, "secret")).collect::<Result<Vec<_>, _>>()?;
-    anyhow::ensure!(!secrets.is_empty(), "{what}.secret_refs: at least one secret");
-    Ok(secrets)
-}
-
-impl Limits {
-    /// A vendor receiver's limits: `max_body_bytes`, and a deadline below the vendor's own
-    /// timeout (the answer is then ours: 503, retried) with the publish wait a second less.
-    pub fn receiver(max_body_bytes: usize, request_timeout: Duration) -> Self {
-        Self {
-            max_body_bytes,
-            request_timeout,
-            publish_timeout: request_timeout.saturating_sub(Duration::from_secs(1)).max(Duration::from_millis(500)),
-            max_concurrent_requests: 64,
-        }
-    }
 }
 
 /// A refusal: status, why, what was wrong and where.

@@ -23,8 +23,9 @@ mod telemetry;
 pub use cli::Cli;
 pub use config::{
     ConfigError, HttpConfig, RuntimeConfig, ServiceConfig, SeverityName, TelemetryConfig, Vars, load_config,
+    parse_config,
 };
-pub use health::{Health, ReadinessCheck, SinkWatch};
+pub use health::{Health, ReadinessCheck};
 pub use metrics::{BreakerMetrics, Metrics};
 pub use secrets::{SecretError, SecretRef, SecretStore};
 pub use service::{ServiceContext, ServiceSpec, router, run, until_ok};

@@ -48,6 +48,9 @@ struct UpstreamLabels {
 }
 
 impl BreakerMetrics {
+    /// How often a service copies its breakers' states into the gauge.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
     /// Registers the family in `metrics`.
     pub fn register(&self, metrics: &Metrics) {
         let family = self.family.clone();

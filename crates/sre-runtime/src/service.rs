@@ -19,8 +19,8 @@ use sre_contracts::domain::v1::Source;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, ServiceConfig, Vars};
-use crate::{Cli, Health, Metrics, SecretStore, load_config, telemetry};
+use crate::config::{self, RuntimeConfig, ServiceConfig, Vars};
+use crate::{Cli, Health, Metrics, SecretStore, parse_config, telemetry};
 
 /// What the runtime needs to know about an adapter.
 #[derive(Debug, Clone, Copy)]
@@ -33,11 +33,12 @@ pub struct ServiceSpec {
     pub default_http_port: u16,
 }
 
-/// Everything an adapter's start function gets.
+/// Everything an adapter's start function gets; `V` is its validated configuration
+/// ([`ServiceConfig::Valid`]).
 #[derive(Debug, Clone)]
-pub struct ServiceContext<C> {
+pub struct ServiceContext<V> {
     /// The validated configuration.
-    pub config: Arc<C>,
+    pub config: Arc<V>,
     /// The bus (connecting, or connected).
     pub bus: Bus,
     /// Register metrics here.
@@ -75,7 +76,7 @@ struct BuildLabels {
 pub fn run<C, F, Fut>(spec: ServiceSpec, start: F) -> ExitCode
 where
     C: ServiceConfig,
-    F: FnOnce(ServiceContext<C>) -> Fut,
+    F: FnOnce(ServiceContext<C::Valid>) -> Fut,
     Fut: Future<Output = anyhow::Result<Router>>,
 {
     // The adapter's own name and version in `--help` and `--version`.
@@ -85,9 +86,12 @@ where
         Err(err) => err.exit(),
     };
     let vars: Vars = std::env::vars().collect();
-    let loaded = config::read_file(cli.config.as_deref()).and_then(|text| load_config::<C>(&text, &vars));
-    let config = match loaded {
-        Ok(config) => config,
+    let parsed = config::read_file(cli.config.as_deref()).and_then(|text| parse_config::<C>(&text, &vars));
+    // The same validation for `--check-config` and for start: what start consumes is what
+    // it returns.
+    let loaded = parsed.and_then(|config| config.validate().map(|valid| (config, valid)));
+    let (config, valid) = match loaded {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("{}: invalid configuration: {err}", spec.name);
             return ExitCode::from(2);
@@ -108,7 +112,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(spec, config, vars, start)) {
+    match runtime.block_on(serve(spec, config.runtime().clone(), valid, vars, start)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "service failed");
@@ -118,13 +122,11 @@ where
     }
 }
 
-async fn serve<C, F, Fut>(spec: ServiceSpec, config: C, vars: Vars, start: F) -> anyhow::Result<()>
+async fn serve<V, F, Fut>(spec: ServiceSpec, rt: RuntimeConfig, config: V, vars: Vars, start: F) -> anyhow::Result<()>
 where
-    C: ServiceConfig,
-    F: FnOnce(ServiceContext<C>) -> Fut,
+    F: FnOnce(ServiceContext<V>) -> Fut,
     Fut: Future<Output = anyhow::Result<Router>>,
 {
-    let rt = config.runtime().clone();
     let instance = rt.instance.clone().unwrap_or_else(|| format!("{}-{}", spec.name, std::process::id()));
     let telemetry = telemetry::init(spec.name, &instance, &rt.telemetry)?;
     tracing::info!(service = spec.name, version = spec.version, instance = %instance, "starting");

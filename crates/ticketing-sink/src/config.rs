@@ -4,9 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sre_bus::ConsumerConfig;
 use sre_runtime::{ConfigError, RuntimeConfig, SecretRef, ServiceConfig};
+use sre_sink::receiver::check_settings;
+
+pub use crate::provider::Provider;
+pub use crate::provider::jira::Deployment;
+use crate::template::Template;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,26 +21,6 @@ pub struct Config {
     pub ticketing_integration: Integration,
     /// Bus, HTTP, telemetry and shutdown settings shared by every adapter.
     pub runtime: RuntimeConfig,
-}
-
-/// A ticketing provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    /// Jira Cloud or Data Center.
-    Jira,
-    /// GitHub Issues (github.com or Enterprise).
-    Github,
-}
-
-impl Provider {
-    /// The provider's name in logs, metrics, readiness and errors.
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Jira => crate::provider::jira::NAME,
-            Provider::Github => crate::provider::github::NAME,
-        }
-    }
 }
 
 /// `ticketing_integration:`.
@@ -78,16 +63,6 @@ impl Default for Integration {
             consumer: ConsumerConfig { durable_name: "ticketing-sink".to_owned(), ..ConsumerConfig::default() },
         }
     }
-}
-
-/// Jira Cloud (REST v3, ADF) or Data Center (REST v2, wiki text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Deployment {
-    /// `*.atlassian.net` or `api.atlassian.com`: v3, ADF, `search/jql`, Basic email:token.
-    Cloud,
-    /// Self-hosted: v2, wiki markup, `search`, Bearer personal access token.
-    DataCenter,
 }
 
 /// `ticketing_integration.jira:`.
@@ -154,15 +129,7 @@ fn default_labels() -> Vec<String> {
 impl Jira {
     /// The deployment in effect.
     pub fn deployment(&self) -> Deployment {
-        self.deployment.unwrap_or_else(|| {
-            let host =
-                self.base_url.split("://").nth(1).unwrap_or_default().split(['/', ':']).next().unwrap_or_default();
-            if host.ends_with(".atlassian.net") || host == "api.atlassian.com" {
-                Deployment::Cloud
-            } else {
-                Deployment::DataCenter
-            }
-        })
+        self.deployment.unwrap_or_else(|| Deployment::of(&self.base_url))
     }
 }
 
@@ -349,7 +316,7 @@ impl Default for Templates {
 pub struct Route {
     /// What an incident must match (every given field).
     #[serde(rename = "match", default)]
-    pub matches: RouteMatch,
+    pub matches: sre_sink::RouteMatch,
     /// Provider; default: `default_provider`.
     #[serde(default)]
     pub provider: Option<Provider>,
@@ -361,33 +328,63 @@ pub struct Route {
     pub repo: Option<String>,
 }
 
-/// `routes[].match`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouteMatch {
-    /// Incident service.
-    pub service: Option<String>,
-    /// Environment.
-    pub environment: Option<String>,
-    /// Owning team.
-    pub team: Option<String>,
-    /// Labels that must all be present with these values.
-    pub labels: BTreeMap<String, String>,
-}
-
 fn valid_repo(repo: &str) -> bool {
     repo.split('/').count() == 2 && repo.split('/').all(|p| !p.is_empty())
 }
 
+/// The configuration start consumes: the file, with its templates compiled.
+#[derive(Debug, Clone)]
+pub struct Valid {
+    /// The file as parsed.
+    pub config: Config,
+    /// `templates.title`, compiled.
+    pub title: Template,
+    /// `templates.body`, compiled.
+    pub body: Template,
+}
+
 impl ServiceConfig for Config {
+    type Valid = Valid;
     fn runtime(&self) -> &RuntimeConfig {
         &self.runtime
     }
     fn runtime_mut(&mut self) -> &mut RuntimeConfig {
         &mut self.runtime
     }
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn notices(&self, secrets: &sre_runtime::SecretStore) -> Vec<String> {
+        use sre_sink::receiver::{receiver_secret_refs, secret_notices};
         let i = &self.ticketing_integration;
+        if !i.enabled {
+            return Vec::new();
+        }
+        let mut wanted = Vec::new();
+        if let Some(j) = &i.jira {
+            wanted.push(("ticketing_integration.jira.secret_ref".to_owned(), &j.secret_ref, "token"));
+            if j.deployment() == Deployment::Cloud {
+                wanted.push(("ticketing_integration.jira.secret_ref".to_owned(), &j.secret_ref, "email"));
+            }
+            wanted.extend(receiver_secret_refs("ticketing_integration.jira.webhook", j.webhook.as_ref()));
+        }
+        if let Some(g) = &i.github {
+            wanted.push(("ticketing_integration.github.secret_ref".to_owned(), &g.secret_ref, "token"));
+            wanted.extend(receiver_secret_refs("ticketing_integration.github.webhook", g.webhook.as_ref()));
+        }
+        secret_notices(secrets, &wanted)
+    }
+
+    fn validate(&self) -> Result<Valid, ConfigError> {
+        let i = &self.ticketing_integration;
+        let template = |key: &str, text: &str| {
+            Template::parse(text)
+                .map_err(|reason| ConfigError::new(format!("ticketing_integration.templates.{key}"), reason))
+        };
+        let valid = Valid {
+            config: self.clone(),
+            title: template("title", &i.templates.title)?,
+            body: template("body", &i.templates.body)?,
+        };
+        check_settings("ticketing_integration.jira.webhook", i.jira.as_ref().and_then(|j| j.webhook.as_ref()))?;
+        check_settings("ticketing_integration.github.webhook", i.github.as_ref().and_then(|g| g.webhook.as_ref()))?;
         if let Some(g) = &i.github {
             if !valid_repo(&g.repo) {
                 return Err(ConfigError::new("ticketing_integration.github.repo", "expected `owner/name`"));
@@ -430,7 +427,7 @@ impl ServiceConfig for Config {
             }
         }
         if !i.enabled {
-            return Ok(());
+            return Ok(valid);
         }
         let configured = |p: Provider| match p {
             Provider::Jira => i.jira.is_some(),
@@ -462,6 +459,8 @@ impl ServiceConfig for Config {
                 _ => {}
             }
         }
-        Ok(())
+        Ok(valid)
     }
 }
+
+sre_sink::receiver_settings!(JiraWebhook, GithubWebhook);

@@ -3,5 +3,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    sre_runtime::run(ticketing_sink::SPEC, ticketing_sink::start)
+    sre_runtime::run::<ticketing_sink::Config, _, _>(ticketing_sink::SPEC, ticketing_sink::start)
 }

@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 use sre_contracts::domain::v1::IncidentCreated;
+use sre_sink::routing::{Matched, first_match};
 
-use crate::config::{Integration, Provider, Route};
+use crate::config::{Integration, Route};
+use crate::provider::Provider;
 
 /// Where a ticket lives. Kept with the ticket, so its updates go to the same place even
 /// if the routes change meanwhile.
@@ -19,14 +21,6 @@ pub struct Target {
     pub project: String,
 }
 
-fn matches(route: &Route, incident: &IncidentCreated) -> bool {
-    let m = &route.matches;
-    m.service.as_ref().is_none_or(|s| *s == incident.service)
-        && m.environment.as_ref().is_none_or(|e| *e == incident.environment)
-        && m.team.as_ref().is_none_or(|t| *t == incident.team)
-        && m.labels.iter().all(|(k, v)| incident.labels.get(k) == Some(v))
-}
-
 fn default_project(config: &Integration, provider: Provider) -> String {
     match provider {
         Provider::Jira => config.jira.as_ref().map(|j| j.project_key.clone()),
@@ -37,22 +31,19 @@ fn default_project(config: &Integration, provider: Provider) -> String {
 
 /// The target of `incident` under `config`.
 pub fn route(config: &Integration, incident: &IncidentCreated) -> Target {
-    for (n, r) in config.routes.iter().enumerate() {
-        if matches(r, incident) {
+    let matched = first_match(&config.routes, |r: &Route| &r.matches, incident);
+    let (provider, project) = match matched {
+        Matched::Route(_, r) => {
             let provider = r.provider.unwrap_or(config.default_provider);
             let project = match provider {
                 Provider::Jira => r.project_key.clone(),
                 Provider::Github => r.repo.clone(),
-            }
-            .unwrap_or_else(|| default_project(config, provider));
-            return Target { provider, route: format!("routes[{n}]"), project };
+            };
+            (provider, project)
         }
-    }
-    Target {
-        provider: config.default_provider,
-        route: "default".to_owned(),
-        project: default_project(config, config.default_provider),
-    }
+        Matched::Default => (config.default_provider, None),
+    };
+    Target { provider, route: matched.name(), project: project.unwrap_or_else(|| default_project(config, provider)) }
 }
 
 #[cfg(test)]

@@ -1,51 +1,41 @@
-//! The fact handler: one ticket per incident, claimed in the KV bucket before the vendor
-//! is asked, recovered by its marker after a crash, updated step by step with
-//! compare-and-set so a redelivery repeats nothing that was done.
+//! The shell around the plan: reads the ticket record, asks `plan` what to do, does that
+//! one step (a vendor call through the shared resilience layer, under the claim), writes
+//! its outcome with compare-and-set, and asks again. The claim rule is `sre_sink::claim`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use jiff::Timestamp;
-use sre_bus::{Disposition, FactHandler, KvError, ReceivedFact};
+use sre_bus::Disposition;
 use sre_contracts::SeverityExt;
-use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved, Severity};
-use sre_resilience::{
-    Backoff, BreakerConfig, BreakerState, CallError, ErrorClass, RateLimit, Retryable, Upstream, UpstreamConfig,
-};
+use sre_contracts::domain::v1::{IncidentCreated, Severity};
+use sre_resilience::{CallError, ErrorClass, Retryable};
+use sre_sink::records::RETRY;
+use sre_sink::{IncidentFact, RecordError, Vendors, claim};
 
-use crate::config::{Integration, Provider};
+use crate::config::Valid;
+use crate::marker::marker;
 use crate::metrics::{Action, Outcome, TicketMetrics};
-use crate::provider::{NewTicket, TicketRef, Tracker, VendorError, clip};
-use crate::routing::{Target, route};
-use crate::state::{Read, TicketRecord, TicketState, Tickets, token};
-use crate::template::render;
+use crate::plan::{self, CreateFailed, OnCreated, OnUpdate, note};
+use crate::provider::{Configured, NewTicket, Provider, TicketRef, Tracker, VendorError, clip};
+use crate::receiver::OwnAccounts;
+use crate::routing::route;
+use crate::state::{Read, TicketRecord, TicketState, Tickets};
 
-/// A claim whose holder has not renewed it for this long was left by a crash: the ticket
-/// is looked for by its marker, then created if absent. A live holder renews every
-/// [`RENEW_CLAIM`] while its vendor call runs, so this only has to outlast a few missed
-/// renewals, not the longest call.
-pub const STALE_CLAIM: Duration = Duration::from_secs(10);
-/// How often a holder renews its claim while the vendor works.
-pub const RENEW_CLAIM: Duration = Duration::from_secs(2);
-/// Wait before retrying when the KV bucket did not answer, or another delivery holds the claim.
-const RETRY: Duration = Duration::from_secs(2);
-/// Wait for a ticket that does not exist yet (a Resolved before its Created).
-const WAIT_FOR_TICKET: Duration = Duration::from_secs(5);
 /// Title limit applied to every provider (Jira's 255).
 const TITLE_MAX: usize = 255;
+/// Steps one fact may take before it is retried (a comment, a transition, a recovery, and
+/// a few compare-and-set conflicts).
+const MAX_STEPS: usize = 8;
 
 /// The sink.
 pub struct Sink {
-    config: Integration,
+    config: Arc<Valid>,
     tickets: Tickets,
-    trackers: BTreeMap<Provider, Arc<dyn Tracker>>,
-    upstreams: BTreeMap<Provider, Upstream>,
+    trackers: BTreeMap<Provider, Configured>,
+    vendors: Arc<Vendors<Provider>>,
     metrics: TicketMetrics,
-    credentials: Mutex<BTreeMap<Provider, Result<(), String>>>,
-    /// The accounts the credentials act as (Jira's `myself`), learnt at each check: the
-    /// Jira receiver takes their changes for this sink's own.
-    pub own_accounts: crate::receiver::OwnAccounts,
+    own_accounts: OwnAccounts,
 }
 
 impl std::fmt::Debug for Sink {
@@ -58,294 +48,211 @@ fn retry(reason: impl Into<String>) -> Disposition {
     Disposition::Retry { after: RETRY, reason: reason.into() }
 }
 
-/// How long to wait before looking at a live claim of this age again: soon (a live holder
-/// records its ticket within a call), but never later than the moment the claim goes stale,
-/// so a claim left by a crash is recovered on the next delivery instead of using up
-/// `max_deliver` on 2 s retries (found by the whole-system fault test). `None`: stale now.
-fn until_stale(age: jiff::SignedDuration) -> Option<Duration> {
-    let age = Duration::try_from(age).unwrap_or_default();
-    let left = STALE_CLAIM.checked_sub(age).filter(|d| !d.is_zero())?;
-    // Two quick looks for a holder that is about to finish, then straight to staleness.
-    Some(if age < RETRY * 2 { RETRY.min(left) } else { left + Duration::from_millis(100) })
-}
-
-/// How long a resolve or close waits on a ticket still being created. A claim left by a
-/// crash is recovered only when it goes stale (and its IncidentCreated is redelivered), so
-/// looking every 5 s meanwhile would spend `max_deliver` for nothing: the next look is at
-/// the earliest moment the ticket can exist, then every 5 s.
-fn wait_for_claimed(age: Option<jiff::SignedDuration>) -> Duration {
-    age.and_then(until_stale).map_or(WAIT_FOR_TICKET, |d| d.max(WAIT_FOR_TICKET))
-}
-
-/// The marker of an incident: a Jira label, a hidden line in a GitHub issue.
-pub fn marker(incident_id: &str) -> String {
-    format!("sre-incident-{}", token(incident_id))
+fn vendor_failed(e: CallError<VendorError>) -> Disposition {
+    match e {
+        CallError::Permanent(e) => Disposition::DeadLetter { reason: e.to_string() },
+        e => Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() },
+    }
 }
 
 impl Sink {
     /// A sink writing through `trackers`.
     pub fn new(
-        config: Integration,
+        config: Arc<Valid>,
         tickets: Tickets,
-        trackers: BTreeMap<Provider, Arc<dyn Tracker>>,
+        trackers: BTreeMap<Provider, Configured>,
+        vendors: Arc<Vendors<Provider>>,
         metrics: TicketMetrics,
-        own_accounts: crate::receiver::OwnAccounts,
+        own_accounts: OwnAccounts,
     ) -> Self {
-        let upstreams = trackers
-            .keys()
-            .map(|p| {
-                let name = p.name();
-                let per_minute = match p {
-                    Provider::Jira => config.jira.as_ref().map_or(300, |j| j.requests_per_minute),
-                    Provider::Github => config.github.as_ref().map_or(80, |g| g.requests_per_minute),
-                };
-                let upstream = Upstream::new(UpstreamConfig {
-                    name,
-                    backoff: Backoff::default(),
-                    breaker: BreakerConfig::default(),
-                    rate_limit: std::num::NonZeroU32::new(per_minute).map(RateLimit::per_minute),
-                });
-                (*p, upstream)
-            })
-            .collect();
-        Self { config, tickets, trackers, upstreams, metrics, credentials: Mutex::new(BTreeMap::new()), own_accounts }
+        Self { config, tickets, trackers, vendors, metrics, own_accounts }
     }
 
-    /// The configured providers.
-    pub fn providers(&self) -> Vec<Provider> {
-        self.trackers.keys().copied().collect()
+    fn dry_run(&self) -> bool {
+        self.config.config.ticketing_integration.dry_run
     }
 
-    /// Readiness of `provider`: its credentials were accepted at the last check and its
-    /// breaker is not open.
-    pub fn provider_ready(&self, provider: Provider) -> Result<(), String> {
-        if let Some(Err(e)) = self.credentials.lock().unwrap_or_else(PoisonError::into_inner).get(&provider) {
-            return Err(e.clone());
-        }
-        match self.upstreams.get(&provider).map(Upstream::breaker_state) {
-            Some(BreakerState::Open) => Err("circuit open: the vendor is failing; facts wait on the bus".to_owned()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Each provider's circuit breaker, for the metrics.
-    pub fn breaker_states(&self) -> Vec<(&'static str, BreakerState)> {
-        self.upstreams.iter().map(|(p, u)| (p.name(), u.breaker_state())).collect()
-    }
-
-    /// Checks each provider's credentials now (at start and then periodically).
+    /// Checks each provider's credentials now (at start and then periodically), and learns
+    /// the account they act as (two-way sync tells the sink's own changes by it).
     pub async fn check_credentials(&self) {
-        for (provider, tracker) in &self.trackers {
-            let result = match tracker.check().await {
+        for (provider, configured) in &self.trackers {
+            match configured.tracker.check().await {
                 Ok(account) => {
                     if let Some(account) = account {
                         self.own_accounts.learn(*provider, account);
                     }
-                    Ok(())
+                    self.vendors.credentials_checked(*provider, Ok(()));
                 }
-                Err(e) if e.class() == ErrorClass::Auth => Err(format!("credentials refused: {e}")),
+                Err(e) if e.class() == ErrorClass::Auth => {
+                    self.vendors.credentials_checked(*provider, Err(format!("credentials refused: {e}")));
+                }
                 // Unreachable is the breaker's business; keep the last verdict.
-                Err(_) => continue,
-            };
-            if let Err(e) = &result {
-                tracing::error!(provider = ?provider, reason = %e, "ticketing credentials refused");
+                Err(_) => {}
             }
-            self.credentials.lock().unwrap_or_else(PoisonError::into_inner).insert(*provider, result);
         }
     }
 
-    fn tracker(&self, provider: Provider) -> Result<(&Arc<dyn Tracker>, &Upstream), String> {
-        match (self.trackers.get(&provider), self.upstreams.get(&provider)) {
-            (Some(t), Some(u)) => Ok((t, u)),
-            _ => Err(format!("{provider:?} is not configured")),
-        }
+    fn tracker(&self, provider: Provider) -> Result<&Configured, Disposition> {
+        self.trackers
+            .get(&provider)
+            .ok_or_else(|| Disposition::DeadLetter { reason: format!("{} is not configured", provider.name()) })
     }
 
-    async fn vendor<T, F>(&self, provider: Provider, op: impl Fn() -> F) -> Result<T, CallError<VendorError>>
+    /// One call with `provider`'s credential, through its upstream.
+    async fn vendor<T, F>(
+        &self,
+        provider: Provider,
+        op: impl Fn(Arc<dyn Tracker>) -> F,
+    ) -> Result<T, CallError<VendorError>>
     where
-        F: std::future::Future<Output = Result<T, VendorError>>,
+        F: Future<Output = Result<T, VendorError>>,
     {
-        let Ok((_, upstream)) = self.tracker(provider) else {
-            return Err(CallError::Permanent(VendorError::Invalid(format!("{provider:?} is not configured"))));
+        let Some(configured) = self.trackers.get(&provider) else {
+            return Err(CallError::Permanent(VendorError::Invalid(format!("{} is not configured", provider.name()))));
         };
-        let started = Instant::now();
-        let result = upstream.call(op).await;
-        self.metrics.vendor(provider, started.elapsed().as_secs_f64());
-        result
+        let tracker = configured.tracker.clone();
+        self.vendors.call(provider, &configured.credential, || op(tracker.clone())).await
     }
 
-    fn new_ticket(&self, incident: &IncidentCreated, target: &Target) -> NewTicket {
-        let t = &self.config.templates;
+    fn new_ticket(&self, incident: &IncidentCreated, project: &str) -> NewTicket {
         NewTicket {
-            project: target.project.clone(),
-            title: clip(&render(&t.title, incident), TITLE_MAX),
-            body: render(&t.body, incident),
+            project: project.to_owned(),
+            title: clip(&self.config.title.render(incident), TITLE_MAX),
+            body: self.config.body.render(incident),
             marker: marker(&incident.incident_id),
             severity: Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified).config_name().to_owned(),
         }
     }
 
     async fn on_created(&self, incident: IncidentCreated) -> Disposition {
-        let target = route(&self.config, &incident);
+        let integration = &self.config.config.ticketing_integration;
+        let target = route(integration, &incident);
         let provider = target.provider;
         let count = |o| self.metrics.count(provider, Action::Create, o);
         let now = Timestamp::now();
-        let claim = TicketRecord {
-            incident_id: incident.incident_id.clone(),
-            state: TicketState::Claimed,
-            target: target.clone(),
-            ticket: None,
-            claimed_at: Some(now),
-            renewed_at: None,
-            acknowledge_commented: false,
-            resolve_commented: false,
-            close_commented: false,
-            note: None,
-            updated_at: now,
-        };
-        match self.tickets.create(&claim).await {
+        // The common case is a new incident: claim first, read only when a record exists.
+        let claim = TicketRecord::claim(&incident.incident_id, target, now);
+        let read = match self.tickets.create(&claim).await {
             Ok(revision) => return self.create_ticket(&incident, Read { record: claim, revision }, false).await,
-            Err(KvError::AlreadyExists) => {}
-            Err(e) => return retry(format!("ticket records unavailable: {e}")),
-        }
-        let read = match self.tickets.get(&incident.incident_id).await {
-            Ok(Some(read)) => read,
-            Ok(None) => return retry("ticket record vanished; trying again"),
-            Err(e) => return retry(format!("ticket records unavailable: {e}")),
+            Err(RecordError::AlreadyExists) => match self.tickets.get(&incident.incident_id).await {
+                Ok(Some(read)) => read,
+                Ok(None) => return retry("ticket record vanished; trying again"),
+                Err(e) => return e.disposition("ticket record"),
+            },
+            Err(e) => return e.disposition("ticket record"),
         };
-        if read.record.state != TicketState::Claimed {
-            count(Outcome::Duplicate);
-            return Disposition::Ack;
-        }
-        if let Some(after) = read.record.last_alive().and_then(|at| until_stale(now.duration_since(at))) {
-            count(Outcome::Waiting);
-            return Disposition::Retry { after, reason: "another delivery is creating the ticket".to_owned() };
-        }
-        // A crash (or a failed call) left the claim. Re-claim it, then look for the ticket
-        // by its marker before creating one. A released claim (`claimed_at: None`) means
-        // the vendor answered with an error: nothing was created, nothing to look for.
-        let maybe_created = read.record.claimed_at.is_some();
-        let read = match self.reclaim(&read).await {
-            Ok(read) => read,
-            Err(disposition) => return disposition,
-        };
-        if maybe_created && !self.config.dry_run {
-            let (found, read) = self.find_by_marker(read, &incident.incident_id).await;
-            match found {
-                Ok(Some(found)) => return self.record_created(&read, found, Outcome::Recovered).await,
-                Ok(None) => return self.create_ticket(&incident, read, true).await,
-                Err(disposition) => return disposition,
+        match plan::on_created(Some(&read.record), now, self.dry_run()) {
+            OnCreated::Done => {
+                count(Outcome::Duplicate);
+                Disposition::Ack
+            }
+            OnCreated::Wait(after) => {
+                count(Outcome::Waiting);
+                Disposition::Retry { after, reason: "another delivery is creating the ticket".to_owned() }
+            }
+            OnCreated::Claim => retry("ticket record contended"),
+            OnCreated::TakeOver { search_first } => {
+                let read = match self.take_over(&read).await {
+                    Ok(read) => read,
+                    Err(disposition) => return disposition,
+                };
+                if !search_first {
+                    return self.create_ticket(&incident, read, true).await;
+                }
+                match self.find_by_marker(read).await {
+                    (Ok(Some(found)), read) => self.record_created(&read, found, Outcome::Recovered).await,
+                    (Ok(None), read) => self.create_ticket(&incident, read, true).await,
+                    (Err(disposition), _) => disposition,
+                }
             }
         }
-        self.create_ticket(&incident, read, true).await
     }
 
     /// Takes over a stale claim: renewed now, its first create time kept (the ticket a
     /// crashed holder made is no older than that, whatever happened since).
-    async fn reclaim(&self, read: &Read) -> Result<Read, Disposition> {
+    async fn take_over(&self, read: &Read) -> Result<Read, Disposition> {
         let now = Timestamp::now();
-        let mut reclaimed = read.record.clone();
-        reclaimed.claimed_at = Some(read.record.claimed_at.unwrap_or(now));
-        reclaimed.renewed_at = Some(now);
-        reclaimed.updated_at = now;
-        match self.tickets.update(&reclaimed, read.revision).await {
-            Ok(revision) => Ok(Read { record: reclaimed, revision }),
-            Err(KvError::WrongRevision) => Err(retry("another delivery took over the claim")),
-            Err(e) => Err(retry(format!("ticket records unavailable: {e}"))),
+        let mut taken = read.record.clone();
+        taken.claimed_at = Some(read.record.claimed_at.unwrap_or(now));
+        taken.renewed_at = Some(now);
+        taken.updated_at = now;
+        match self.tickets.replace(read, taken).await {
+            Ok(read) => Ok(read),
+            Err(RecordError::WrongRevision) => Err(retry("another delivery took over the claim")),
+            Err(e) => Err(e.disposition("ticket record")),
         }
     }
 
     /// Looks for the ticket a crashed holder may have made, by its marker, renewing the
     /// claim meanwhile. Returns the claim as it now stands.
-    async fn find_by_marker(&self, read: Read, incident_id: &str) -> (Result<Option<TicketRef>, Disposition>, Read) {
+    async fn find_by_marker(&self, read: Read) -> (Result<Option<TicketRef>, Disposition>, Read) {
         let target = read.record.target.clone();
-        let Ok((tracker, _)) = self.tracker(target.provider) else {
-            let reason = format!("{:?} is not configured", target.provider);
-            return (Err(Disposition::DeadLetter { reason }), read);
-        };
-        let tracker = tracker.clone();
-        let mark = marker(incident_id);
+        let mark = marker(&read.record.incident_id);
         let since = read.record.claimed_at.unwrap_or(read.record.updated_at);
-        let (result, read) =
-            self.renewing(read, self.vendor(target.provider, || tracker.find(&target.project, &mark, since))).await;
+        let search = self.vendor(target.provider, |t| {
+            let (project, mark) = (target.project.clone(), mark.clone());
+            async move { t.find(&project, &mark, since).await }
+        });
+        let (result, read) = claim::renewing(&self.tickets, read, search).await;
         let found = match result {
-            Ok(Some(found)) => {
-                tracing::info!(%incident_id, ticket = %found.key, "ticket found by its marker after an interrupted create");
-                Ok(Some(found))
+            Ok(found) => {
+                if let Some(ticket) = &found {
+                    tracing::info!(incident_id = %read.record.incident_id, ticket = %ticket.key,
+                        "ticket found by its marker after an interrupted create");
+                }
+                Ok(found)
             }
-            Ok(None) => Ok(None),
-            Err(CallError::Permanent(e)) => Err(Disposition::DeadLetter { reason: e.to_string() }),
-            Err(e) => Err(Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }),
+            Err(e) => Err(vendor_failed(e)),
         };
         (found, read)
-    }
-
-    /// Runs `work` (a vendor call made under the claim) while renewing the claim every
-    /// [`RENEW_CLAIM`], and returns its output with the claim as it now stands (the
-    /// revision the caller must write on).
-    async fn renewing<T>(&self, read: Read, work: impl std::future::Future<Output = T>) -> (T, Read) {
-        sre_bus::renewing(read, RENEW_CLAIM, work, |read: Read| async move {
-            let mut renewed = read.record.clone();
-            renewed.renewed_at = Some(Timestamp::now());
-            match self.tickets.update(&renewed, read.revision).await {
-                Ok(revision) => Read { record: renewed, revision },
-                Err(e) => {
-                    tracing::warn!(incident_id = %read.record.incident_id, error = %e, "claim not renewed");
-                    read
-                }
-            }
-        })
-        .await
     }
 
     async fn create_ticket(&self, incident: &IncidentCreated, read: Read, after_recovery: bool) -> Disposition {
         let target = read.record.target.clone();
         let provider = target.provider;
-        let ticket = self.new_ticket(incident, &target);
-        if self.config.dry_run {
-            tracing::info!(incident_id = %incident.incident_id, provider = ?provider, project = %target.project,
+        let ticket = self.new_ticket(incident, &target.project);
+        if self.dry_run() {
+            tracing::info!(incident_id = %incident.incident_id, provider = provider.name(), project = %target.project,
                 title = %ticket.title, "dry run: would create a ticket");
             let dry = TicketRef { key: "dry-run".to_owned(), url: String::new() };
             return self.record_created(&read, dry, Outcome::DryRun).await;
         }
-        let tracker = match self.tracker(provider) {
-            Ok((t, _)) => t.clone(),
-            Err(e) => return Disposition::DeadLetter { reason: e },
-        };
-        let (result, read) = self.renewing(read, self.vendor(provider, || tracker.create(&ticket))).await;
-        match result {
+        if let Err(disposition) = self.tracker(provider) {
+            return disposition;
+        }
+        let create = self.vendor(provider, |t| {
+            let ticket = ticket.clone();
+            async move { t.create(&ticket).await }
+        });
+        let (result, read) = claim::renewing(&self.tickets, read, create).await;
+        let error = match result {
             Ok(created) => {
-                tracing::info!(incident_id = %incident.incident_id, ticket = %created.key, provider = ?provider,
+                tracing::info!(incident_id = %incident.incident_id, ticket = %created.key, provider = provider.name(),
                     recovered_claim = after_recovery, "ticket created");
-                self.record_created(&read, created, Outcome::Done).await
+                return self.record_created(&read, created, Outcome::Done).await;
             }
-            Err(CallError::Permanent(e)) => {
-                let mut failed = read.record.clone();
-                failed.state = TicketState::Failed;
-                failed.note = Some(e.to_string());
-                failed.updated_at = Timestamp::now();
-                let _ = self.tickets.update(&failed, read.revision).await;
-                tracing::error!(incident_id = %incident.incident_id, reason = %e, "the vendor refused the ticket");
+            Err(e) => e,
+        };
+        let mut next = read.record.clone();
+        next.updated_at = Timestamp::now();
+        match plan::create_failed(&error, RETRY) {
+            CreateFailed::Refused(reason) => {
+                next.state = TicketState::Failed;
+                next.note = Some(reason.clone());
+                let _ = self.tickets.update(&next, read.revision).await;
+                tracing::error!(incident_id = %incident.incident_id, reason = %reason, "the vendor refused the ticket");
                 self.metrics.count(provider, Action::Create, Outcome::Failed);
-                Disposition::DeadLetter { reason: e.to_string() }
+                Disposition::DeadLetter { reason }
             }
-            Err(e) => {
-                // The vendor answered with an error, or the breaker is open: nothing was
-                // created, so the next delivery may create at once. After a timeout the
-                // create may have happened: the claim stays, to be recovered by marker.
-                let answered = matches!(&e, CallError::CircuitOpen { .. })
-                    || matches!(
-                        &e,
-                        CallError::Exhausted { last: VendorError::Status { .. } | VendorError::Throttled { .. }, .. }
-                    );
-                if answered {
-                    let mut released = read.record.clone();
-                    released.claimed_at = None;
-                    released.renewed_at = None;
-                    let _ = self.tickets.update(&released, read.revision).await;
-                }
+            CreateFailed::Released { after, reason } => {
+                (next.claimed_at, next.renewed_at) = (None, None);
+                let _ = self.tickets.update(&next, read.revision).await;
                 self.metrics.count(provider, Action::Create, Outcome::Retried);
-                Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }
+                Disposition::Retry { after, reason }
+            }
+            CreateFailed::Held { after, reason } => {
+                self.metrics.count(provider, Action::Create, Outcome::Retried);
+                Disposition::Retry { after, reason }
             }
         }
     }
@@ -354,8 +261,7 @@ impl Sink {
         let mut created = read.record.clone();
         created.state = TicketState::Created;
         created.ticket = Some(ticket);
-        created.claimed_at = None;
-        created.renewed_at = None;
+        (created.claimed_at, created.renewed_at) = (None, None);
         created.updated_at = Timestamp::now();
         match self.tickets.update(&created, read.revision).await {
             Ok(_) => {
@@ -368,222 +274,170 @@ impl Sink {
         }
     }
 
-    /// IncidentAcknowledged, IncidentResolved and IncidentClosed: a comment, then (resolve,
-    /// close) the vendor's transition, each step recorded so a redelivery does not repeat it.
+    /// An acknowledge, resolve or close: each step of the plan (recovery, comment,
+    /// transition) done and recorded in turn, so a redelivery repeats nothing done.
     async fn on_update(&self, incident_id: &str, action: Action, comment: String) -> Disposition {
-        for _ in 0..3 {
+        let default_provider = self.config.config.ticketing_integration.default_provider;
+        let mut acted = false;
+        for _ in 0..MAX_STEPS {
             let read = match self.tickets.get(incident_id).await {
-                Ok(Some(read)) => read,
-                Ok(None) => {
-                    self.metrics.count(self.config.default_provider, action, Outcome::Waiting);
-                    return Disposition::Retry {
-                        after: WAIT_FOR_TICKET,
-                        reason: "the ticket does not exist yet".to_owned(),
-                    };
-                }
-                Err(e) => return retry(format!("ticket records unavailable: {e}")),
+                Ok(read) => read,
+                Err(e) => return e.disposition("ticket record"),
             };
-            let provider = read.record.target.provider;
-            let (done_state, commented) = match action {
-                Action::Acknowledge => (TicketState::Created, read.record.acknowledge_commented),
-                Action::Resolve => (TicketState::Resolved, read.record.resolve_commented),
-                _ => (TicketState::Closed, read.record.close_commented),
+            let provider = read.as_ref().map_or(default_provider, |r| r.record.target.provider);
+            let count = |o| self.metrics.count(provider, action, o);
+            let step = plan::on_update(action, read.as_ref().map(|r| &r.record), Timestamp::now(), self.dry_run());
+            let Some(read) = read else {
+                // No record: the plan can only wait.
+                count(Outcome::Waiting);
+                return match step {
+                    OnUpdate::Wait { after, reason } => Disposition::Retry { after, reason: reason.to_owned() },
+                    _ => retry("the ticket does not exist yet"),
+                };
             };
-            match (read.record.state, action) {
-                (TicketState::Claimed, _) => {
-                    let age = read.record.last_alive().map(|at| Timestamp::now().duration_since(at));
-                    if age.and_then(until_stale).is_some() || read.record.claimed_at.is_none() || self.config.dry_run {
-                        // A live holder is creating it (or nothing was created and its
-                        // IncidentCreated is on its way back): look again soon.
-                        self.metrics.count(provider, action, Outcome::Waiting);
-                        return Disposition::Retry {
-                            after: wait_for_claimed(age),
-                            reason: "the ticket is being created".to_owned(),
-                        };
-                    }
-                    // Its holder crashed. The ticket may exist: find it by its marker now,
-                    // instead of waiting for the IncidentCreated to come back (ack_wait).
-                    let claim = match self.reclaim(&read).await {
-                        Ok(claim) => claim,
-                        Err(disposition) => return disposition,
-                    };
-                    let (found, claim) = self.find_by_marker(claim, incident_id).await;
-                    match found {
-                        Ok(Some(ticket)) => match self.record_created(&claim, ticket, Outcome::Recovered).await {
-                            Disposition::Ack => continue,
-                            other => return other,
-                        },
-                        Ok(None) => {
-                            // Never created: only the IncidentCreated can create it. Leave the
-                            // claim stale, so its redelivery creates at once.
-                            let mut stale = claim.record.clone();
-                            stale.renewed_at = None;
-                            let _ = self.tickets.update(&stale, claim.revision).await;
-                            self.metrics.count(provider, action, Outcome::Waiting);
-                            return Disposition::Retry {
-                                after: WAIT_FOR_TICKET,
-                                reason: "the ticket was never created; waiting for its IncidentCreated".to_owned(),
-                            };
-                        }
-                        Err(disposition) => return disposition,
-                    }
-                }
-                (TicketState::Failed, _)
-                | (TicketState::Closed, _)
-                | (TicketState::Resolved, Action::Resolve | Action::Acknowledge) => {
-                    self.metrics.count(provider, action, Outcome::Duplicate);
+            let result = match step {
+                OnUpdate::Done => {
+                    count(match (acted, self.dry_run()) {
+                        (false, _) => Outcome::Duplicate,
+                        (true, false) => Outcome::Done,
+                        (true, true) => Outcome::DryRun,
+                    });
                     return Disposition::Ack;
                 }
-                (TicketState::Created, Action::Acknowledge) if commented => {
-                    self.metrics.count(provider, action, Outcome::Duplicate);
-                    return Disposition::Ack;
+                OnUpdate::Wait { after, reason } => {
+                    count(Outcome::Waiting);
+                    return Disposition::Retry { after, reason: reason.to_owned() };
                 }
-                _ => {}
+                OnUpdate::Recover => self.recover(read).await,
+                OnUpdate::Comment => self.comment(read, action, &comment).await,
+                OnUpdate::Transition { to } => self.transition(read, to).await,
+            };
+            match result {
+                Ok(()) => acted = true,
+                Err(Stopped::Again) => {}
+                Err(Stopped::With(outcome, disposition)) => {
+                    count(outcome);
+                    return disposition;
+                }
             }
-            let Some(ticket) = read.record.ticket.clone() else { return retry("ticket record without a ticket") };
-            let project = read.record.target.project.clone();
-            if self.config.dry_run {
-                tracing::info!(%incident_id, ticket = %ticket.key, action = ?action, "dry run: would update the ticket");
-            } else {
-                let tracker = match self.tracker(provider) {
-                    Ok((t, _)) => t.clone(),
-                    Err(e) => return Disposition::DeadLetter { reason: e },
-                };
-                let mut read = read.clone();
-                if !commented {
-                    if let Err(e) = self.vendor(provider, || tracker.comment(&project, &ticket, &comment)).await {
-                        return self.vendor_failed(provider, action, e);
-                    }
-                    let mut noted = read.record.clone();
-                    match action {
-                        Action::Acknowledge => noted.acknowledge_commented = true,
-                        Action::Resolve => noted.resolve_commented = true,
-                        _ => noted.close_commented = true,
-                    }
-                    match self.tickets.update(&noted, read.revision).await {
-                        Ok(revision) => read = Read { record: noted, revision },
-                        Err(KvError::WrongRevision) => continue,
-                        Err(e) => return retry(format!("comment posted, record not saved: {e}")),
-                    }
-                }
-                let step = match action {
-                    // An acknowledge is the comment alone.
-                    Action::Acknowledge => Ok(()),
-                    Action::Resolve => self.vendor(provider, || tracker.resolve(&project, &ticket)).await,
-                    _ => self.vendor(provider, || tracker.close(&project, &ticket)).await,
-                };
-                if let Err(e) = step {
-                    return self.vendor_failed(provider, action, e);
-                }
-                return self.record_state(&read, done_state, provider, action).await;
-            }
-            return self.record_state(&read, done_state, provider, action).await;
         }
         retry("ticket record contended")
     }
 
-    async fn record_state(&self, read: &Read, state: TicketState, provider: Provider, action: Action) -> Disposition {
-        let mut next = read.record.clone();
-        next.state = state;
+    /// Recovers a crashed create: takes the claim over, searches by marker, records what
+    /// it found; not found, leaves the claim stale so its IncidentCreated creates at once.
+    async fn recover(&self, read: Read) -> Result<(), Stopped> {
+        let claim = self.take_over(&read).await.map_err(|d| Stopped::With(Outcome::Retried, d))?;
+        match self.find_by_marker(claim).await {
+            (Ok(Some(ticket)), claim) => match self.record_created(&claim, ticket, Outcome::Recovered).await {
+                Disposition::Ack => Ok(()),
+                other => Err(Stopped::With(Outcome::Retried, other)),
+            },
+            (Ok(None), claim) => {
+                let mut stale = claim.record.clone();
+                stale.renewed_at = None;
+                let _ = self.tickets.update(&stale, claim.revision).await;
+                let reason = "the ticket was never created; waiting for its IncidentCreated".to_owned();
+                Err(Stopped::With(Outcome::Waiting, Disposition::Retry { after: plan::WAIT_FOR_TICKET, reason }))
+            }
+            (Err(disposition), _) => Err(Stopped::failed(disposition)),
+        }
+    }
+
+    async fn comment(&self, read: Read, action: Action, text: &str) -> Result<(), Stopped> {
+        let Some(ticket) = read.record.ticket.clone() else {
+            return Err(Stopped::With(Outcome::Retried, retry("ticket record without a ticket")));
+        };
+        let project = read.record.target.project.clone();
+        self.vendor(read.record.target.provider, |t| {
+            let (project, ticket, text) = (project.clone(), ticket.clone(), text.to_owned());
+            async move { t.comment(&project, &ticket, &text).await }
+        })
+        .await
+        .map_err(|e| Stopped::failed(vendor_failed(e)))?;
+        let mut noted = read.record.clone();
+        match action {
+            Action::Acknowledge => noted.acknowledge_commented = true,
+            Action::Resolve => noted.resolve_commented = true,
+            Action::Close => noted.close_commented = true,
+            Action::Create => {}
+        }
+        self.record(&read, noted, "comment posted").await
+    }
+
+    async fn transition(&self, read: Read, to: TicketState) -> Result<(), Stopped> {
+        let Some(ticket) = read.record.ticket.clone() else {
+            return Err(Stopped::With(Outcome::Retried, retry("ticket record without a ticket")));
+        };
+        let project = read.record.target.project.clone();
+        if self.dry_run() {
+            tracing::info!(incident_id = %read.record.incident_id, ticket = %ticket.key, to = ?to,
+                "dry run: would update the ticket");
+        } else {
+            self.vendor(read.record.target.provider, |t| {
+                let (project, ticket) = (project.clone(), ticket.clone());
+                async move {
+                    match to {
+                        TicketState::Closed => t.close(&project, &ticket).await,
+                        _ => t.resolve(&project, &ticket).await,
+                    }
+                }
+            })
+            .await
+            .map_err(|e| Stopped::failed(vendor_failed(e)))?;
+        }
+        let mut moved = read.record.clone();
+        moved.state = to;
+        self.record(&read, moved, "ticket updated").await
+    }
+
+    /// Writes `next` over `read`. A conflict means another delivery wrote first: read
+    /// again. Done at the vendor but not recorded: transitions are idempotent there; a
+    /// comment may be posted again by the retry (the conflict makes that rare).
+    async fn record(&self, read: &Read, mut next: TicketRecord, done: &str) -> Result<(), Stopped> {
         next.updated_at = Timestamp::now();
         match self.tickets.update(&next, read.revision).await {
-            Ok(_) | Err(KvError::WrongRevision) => {
-                let outcome = if self.config.dry_run { Outcome::DryRun } else { Outcome::Done };
-                self.metrics.count(provider, action, outcome);
+            Ok(_) => Ok(()),
+            Err(RecordError::WrongRevision) => Err(Stopped::Again),
+            Err(e) => Err(Stopped::With(Outcome::Retried, retry(format!("{done}, record not saved: {e}")))),
+        }
+    }
+}
+
+/// Why a step of an update did not go on.
+enum Stopped {
+    /// Another delivery wrote first: read the record again and ask the plan again.
+    Again,
+    /// Stop with this outcome and disposition.
+    With(Outcome, Disposition),
+}
+
+impl Stopped {
+    fn failed(disposition: Disposition) -> Self {
+        let outcome = match &disposition {
+            Disposition::DeadLetter { .. } => Outcome::Failed,
+            _ => Outcome::Retried,
+        };
+        Stopped::With(outcome, disposition)
+    }
+}
+
+impl sre_sink::Sink for Sink {
+    async fn handle(&self, fact: IncidentFact) -> Disposition {
+        match fact {
+            IncidentFact::Created(incident) => self.on_created(incident).await,
+            IncidentFact::Acknowledged(_) if !self.config.config.ticketing_integration.comment_acknowledged => {
                 Disposition::Ack
             }
-            // Done at the vendor, not recorded: transitions and labels are idempotent
-            // there, so doing them again is harmless.
-            Err(e) => retry(format!("ticket updated, record not saved: {e}")),
-        }
-    }
-
-    fn vendor_failed(&self, provider: Provider, action: Action, e: CallError<VendorError>) -> Disposition {
-        match e {
-            CallError::Permanent(e) => {
-                self.metrics.count(provider, action, Outcome::Failed);
-                Disposition::DeadLetter { reason: e.to_string() }
+            IncidentFact::Acknowledged(a) => {
+                self.on_update(&a.incident_id, Action::Acknowledge, note("acknowledged", &a.by, "")).await
             }
-            e => {
-                self.metrics.count(provider, action, Outcome::Retried);
-                Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }
+            IncidentFact::Resolved(r) => {
+                self.on_update(&r.incident_id, Action::Resolve, note("resolved", &r.by, &r.reason)).await
+            }
+            IncidentFact::Closed(c) => {
+                self.on_update(&c.incident_id, Action::Close, note("closed", &c.by, &c.reason)).await
             }
         }
-    }
-}
-
-/// The handler the fact consumer runs.
-#[derive(Debug, Clone)]
-pub struct Handler(pub Arc<Sink>);
-
-fn note(verb: &str, by: &str, reason: &str) -> String {
-    match (by.is_empty(), reason.is_empty()) {
-        (true, true) => format!("Incident {verb}."),
-        (false, true) => format!("Incident {verb} by {by}."),
-        (true, false) => format!("Incident {verb}: {reason}"),
-        (false, false) => format!("Incident {verb} by {by}: {reason}"),
-    }
-}
-
-impl FactHandler for Handler {
-    async fn handle(&self, fact: ReceivedFact) -> Disposition {
-        let undecodable = |e: prost::DecodeError| Disposition::DeadLetter { reason: format!("undecodable fact: {e}") };
-        if fact.is::<IncidentCreated>() {
-            match fact.decode::<IncidentCreated>() {
-                Ok(i) => self.0.on_created(i).await,
-                Err(e) => undecodable(e),
-            }
-        } else if fact.is::<IncidentAcknowledged>() {
-            match fact.decode::<IncidentAcknowledged>() {
-                Ok(_) if !self.0.config.comment_acknowledged => Disposition::Ack,
-                Ok(a) => self.0.on_update(&a.incident_id, Action::Acknowledge, note("acknowledged", &a.by, "")).await,
-                Err(e) => undecodable(e),
-            }
-        } else if fact.is::<IncidentResolved>() {
-            match fact.decode::<IncidentResolved>() {
-                Ok(r) => self.0.on_update(&r.incident_id, Action::Resolve, note("resolved", &r.by, &r.reason)).await,
-                Err(e) => undecodable(e),
-            }
-        } else if fact.is::<IncidentClosed>() {
-            match fact.decode::<IncidentClosed>() {
-                Ok(c) => self.0.on_update(&c.incident_id, Action::Close, note("closed", &c.by, &c.reason)).await,
-                Err(e) => undecodable(e),
-            }
-        } else {
-            Disposition::Ack
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_live_claim_is_looked_at_again_soon_and_a_crashed_one_when_it_goes_stale() {
-        let secs = |s: i64| jiff::SignedDuration::from_secs(s);
-        // A holder that just renewed: look again in RETRY.
-        assert_eq!(until_stale(secs(0)), Some(RETRY));
-        // Not renewed for 5 s (the holder crashed): next look when it is stale.
-        assert_eq!(until_stale(secs(5)), Some(Duration::from_millis(5_100)));
-        assert_eq!(until_stale(secs(9)), Some(Duration::from_millis(1_100)));
-        assert_eq!(until_stale(secs(10)), None);
-        assert_eq!(until_stale(secs(600)), None);
-        // A clock behind the claim's: treated as just claimed.
-        assert_eq!(until_stale(secs(-5)), Some(RETRY));
-        // Staleness is seconds, and a live holder renews well within it.
-        assert!(STALE_CLAIM <= Duration::from_secs(10) && RENEW_CLAIM * 4 <= STALE_CLAIM);
-    }
-
-    #[test]
-    fn a_resolve_waits_on_a_live_claim_until_it_could_go_stale() {
-        let secs = |s: i64| Some(jiff::SignedDuration::from_secs(s));
-        // A live create: look again soon.
-        assert_eq!(wait_for_claimed(secs(0)), WAIT_FOR_TICKET);
-        // Not renewed for 4 s: the next look when it would be stale.
-        assert_eq!(wait_for_claimed(secs(4)), Duration::from_millis(6_100));
-        // Stale already, or unknown: every 5 s.
-        assert_eq!(wait_for_claimed(secs(90)), WAIT_FOR_TICKET);
-        assert_eq!(wait_for_claimed(None), WAIT_FOR_TICKET);
     }
 }

@@ -1,20 +1,31 @@
-//! The incident-to-ticket mapping, in the JetStream KV bucket `sre_ticketing_sink_tickets`
-//! (key `ticket.<incident>`). The record is claimed with compare-and-set *before* the
-//! vendor is asked to create anything; every later step is a compare-and-set on it.
+//! The incident-to-ticket record, in the JetStream KV bucket `sre_ticketing_sink_tickets`
+//! (key `ticket.<incident>`). It is claimed with compare-and-set *before* the vendor is
+//! asked to create anything (`sre_sink::claim`); every later step is a compare-and-set on
+//! it.
 
-use bytes::Bytes;
+use std::time::Duration;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sre_bus::{Bus, Kv, KvConfig, KvError};
+use sre_sink::{Bucket, Claim, Record, Records};
 
 use crate::provider::TicketRef;
 use crate::routing::Target;
 
 /// The bucket.
-pub const BUCKET: &str = "sre_ticketing_sink_tickets";
+pub const BUCKET: Bucket = Bucket {
+    name: "sre_ticketing_sink_tickets",
+    description: "ticketing-sink: incident to ticket",
+    max_age: Duration::from_secs(90 * 24 * 3600),
+};
+
+/// The records.
+pub type Tickets = Records<TicketRecord>;
+/// A record as read.
+pub type Read = sre_sink::Read<TicketRecord>;
 
 /// Where a ticket stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketState {
     /// A replica is creating the ticket (or died doing so: see `claimed_at`).
@@ -27,6 +38,12 @@ pub enum TicketState {
     Closed,
     /// The vendor refused to create it (the reason is in `note`).
     Failed,
+}
+
+impl TicketState {
+    /// Every state.
+    pub const ALL: [TicketState; 5] =
+        [TicketState::Claimed, TicketState::Created, TicketState::Resolved, TicketState::Closed, TicketState::Failed];
 }
 
 /// One incident's ticket.
@@ -46,9 +63,7 @@ pub struct TicketRecord {
     /// error, so nothing was created).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_at: Option<Timestamp>,
-    /// When the replica holding the claim last said it is alive: it renews the claim every
-    /// few seconds while its vendor call runs, so a claim left by a crash is told from a
-    /// live one in seconds (see `sink::STALE_CLAIM`).
+    /// When the replica holding the claim last said it is alive (`sre_sink::claim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewed_at: Option<Timestamp>,
     /// Whether the acknowledge comment was posted (who acknowledged, and where).
@@ -68,92 +83,72 @@ pub struct TicketRecord {
 }
 
 impl TicketRecord {
-    /// The last sign of life of the claim's holder.
-    pub fn last_alive(&self) -> Option<Timestamp> {
+    /// The claim of a new ticket for `incident_id` at `target`, its first call starting at
+    /// `now`.
+    pub fn claim(incident_id: &str, target: Target, now: Timestamp) -> Self {
+        Self {
+            incident_id: incident_id.to_owned(),
+            state: TicketState::Claimed,
+            target,
+            ticket: None,
+            claimed_at: Some(now),
+            renewed_at: None,
+            acknowledge_commented: false,
+            resolve_commented: false,
+            close_commented: false,
+            note: None,
+            updated_at: now,
+        }
+    }
+}
+
+impl Record for TicketRecord {
+    const PREFIX: &'static str = "ticket";
+    fn incident_id(&self) -> &str {
+        &self.incident_id
+    }
+}
+
+impl Claim for TicketRecord {
+    fn last_alive(&self) -> Option<Timestamp> {
         match (self.claimed_at, self.renewed_at) {
             (Some(c), Some(r)) => Some(c.max(r)),
             (c, r) => c.or(r),
         }
     }
-}
 
-/// A record as read, with its revision.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Read {
-    /// The record.
-    pub record: TicketRecord,
-    /// Its revision, for compare-and-set.
-    pub revision: u64,
-}
-
-/// A KV key token for an incident id: the id itself when it is a valid token, else a
-/// hash. Also the ticket's marker suffix.
-pub fn token(incident_id: &str) -> String {
-    let valid = !incident_id.is_empty()
-        && incident_id.len() <= 200
-        && incident_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        incident_id.to_owned()
-    } else {
-        sre_resilience::idempotency::derive_key("h", &[incident_id]).replace(':', "-")
+    fn renew(&mut self, now: Timestamp) {
+        self.renewed_at = Some(now);
     }
 }
 
-/// The store; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Tickets {
-    kv: Kv,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Provider;
 
-impl Tickets {
-    /// Opens the bucket.
-    pub async fn open(bus: &Bus, max_age: std::time::Duration, reach: sre_bus::Reachability) -> Result<Self, KvError> {
-        let kv = Kv::open_watched(
-            bus,
-            KvConfig {
-                bucket: BUCKET.to_owned(),
-                description: "ticketing-sink: incident to ticket".to_owned(),
-                max_age,
-                history: 1,
-                replicas: bus.config().streams.replicas,
-            },
-            reach,
-        )
-        .await?;
-        Ok(Self { kv })
-    }
-
-    /// Asks the bucket for its status every `every` until `cancel` (readiness).
-    pub async fn probe(&self, every: std::time::Duration, cancel: tokio_util::sync::CancellationToken) {
-        self.kv.probe(every, cancel).await;
-    }
-
-    fn key(incident_id: &str) -> String {
-        format!("ticket.{}", token(incident_id))
-    }
-
-    /// The record of `incident_id`.
-    pub async fn get(&self, incident_id: &str) -> Result<Option<Read>, KvError> {
-        let Some(entry) = self.kv.get(&Self::key(incident_id)).await? else { return Ok(None) };
-        let record = serde_json::from_slice(&entry.value).map_err(|e| KvError::Unavailable(format!("decode: {e}")))?;
-        Ok(Some(Read { record, revision: entry.revision }))
-    }
-
-    /// Creates the record: the claim.
-    pub async fn create(&self, record: &TicketRecord) -> Result<u64, KvError> {
-        self.kv
-            .create(&Self::key(&record.incident_id), Bytes::from(serde_json::to_vec(record).unwrap_or_default()))
-            .await
-    }
-
-    /// Replaces the record if it is still at `revision`.
-    pub async fn update(&self, record: &TicketRecord, revision: u64) -> Result<u64, KvError> {
-        self.kv
-            .update(
-                &Self::key(&record.incident_id),
-                Bytes::from(serde_json::to_vec(record).unwrap_or_default()),
-                revision,
-            )
-            .await
+    #[test]
+    fn the_record_json_is_what_earlier_releases_wrote() {
+        let target = Target { provider: Provider::Jira, route: "default".into(), project: "OPS".into() };
+        let at = Timestamp::from_second(1_700_000_000).expect("ts");
+        let mut record = TicketRecord::claim("inc-1", target, at);
+        record.state = TicketState::Created;
+        record.ticket = Some(TicketRef { key: "OPS-1".into(), url: "https://jira/browse/OPS-1".into() });
+        record.claimed_at = None;
+        let json = serde_json::to_value(&record).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "incident_id": "inc-1", "state": "created",
+                "target": {"provider": "jira", "route": "default", "project": "OPS"},
+                "ticket": {"key": "OPS-1", "url": "https://jira/browse/OPS-1"},
+                "acknowledge_commented": false, "resolve_commented": false, "close_commented": false,
+                "updated_at": "2023-11-14T22:13:20Z"
+            })
+        );
+        // A record of an earlier release, without the comment flags, still reads.
+        let old = r#"{"incident_id":"inc-2","state":"claimed","target":{"provider":"github","route":"routes[0]","project":"acme/ops"},"claimed_at":"2023-11-14T22:13:20Z","updated_at":"2023-11-14T22:13:20Z"}"#;
+        let read: TicketRecord = serde_json::from_str(old).expect("reads");
+        assert_eq!((read.state, read.last_alive()), (TicketState::Claimed, Some(at)));
     }
 }

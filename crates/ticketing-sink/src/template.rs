@@ -1,73 +1,135 @@
 //! Title and body templates over an incident: `{name}` placeholders, `{{` and `}}` for
-//! literal braces. Unknown placeholders are refused when the configuration loads, not when
+//! literal braces. A template is compiled when the configuration is validated, so an
+//! unknown placeholder (`{titel}`) is refused by `--check-config` and at start, never when
 //! an incident arrives. Pure.
 
 use sre_contracts::SeverityExt;
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
 
-/// The placeholders a template may use.
-pub const NAMES: &[&str] = &[
-    "incident_id",
-    "title",
-    "description",
-    "severity",
-    "service",
-    "environment",
-    "team",
-    "runbook_url",
-    "url",
-    "labels",
-];
-
-/// Checks a template: `Err` names the first unknown placeholder or an unclosed brace.
-pub fn check(template: &str) -> Result<(), String> {
-    render_with(template, |name| NAMES.contains(&name).then(String::new)).map(|_| ())
+/// A value a template may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `{incident_id}`.
+    IncidentId,
+    /// `{title}`.
+    Title,
+    /// `{description}`.
+    Description,
+    /// `{severity}` (`critical`…).
+    Severity,
+    /// `{service}`.
+    Service,
+    /// `{environment}`.
+    Environment,
+    /// `{team}`.
+    Team,
+    /// `{runbook_url}`.
+    RunbookUrl,
+    /// `{url}`.
+    Url,
+    /// `{labels}` (`k=v, …`).
+    Labels,
 }
 
-/// Renders `template` over `incident`.
-pub fn render(template: &str, incident: &IncidentCreated) -> String {
-    render_with(template, |name| Some(value(incident, name))).unwrap_or_else(|_| template.to_owned())
-}
+impl Field {
+    /// Every field with its placeholder name.
+    pub const ALL: [(&'static str, Field); 10] = [
+        ("incident_id", Field::IncidentId),
+        ("title", Field::Title),
+        ("description", Field::Description),
+        ("severity", Field::Severity),
+        ("service", Field::Service),
+        ("environment", Field::Environment),
+        ("team", Field::Team),
+        ("runbook_url", Field::RunbookUrl),
+        ("url", Field::Url),
+        ("labels", Field::Labels),
+    ];
 
-fn value(incident: &IncidentCreated, name: &str) -> String {
-    match name {
-        "incident_id" => incident.incident_id.clone(),
-        "title" => incident.title.clone(),
-        "description" => incident.description.clone(),
-        "severity" => Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified).config_name().to_owned(),
-        "service" => incident.service.clone(),
-        "environment" => incident.environment.clone(),
-        "team" => incident.team.clone(),
-        "runbook_url" => incident.runbook_url.clone(),
-        "url" => incident.url.clone(),
-        "labels" => incident.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
-        _ => String::new(),
+    fn named(name: &str) -> Option<Field> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+    }
+
+    fn value(self, incident: &IncidentCreated) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            Field::IncidentId => Borrowed(&incident.incident_id),
+            Field::Title => Borrowed(&incident.title),
+            Field::Description => Borrowed(&incident.description),
+            Field::Severity => {
+                Borrowed(Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified).config_name())
+            }
+            Field::Service => Borrowed(&incident.service),
+            Field::Environment => Borrowed(&incident.environment),
+            Field::Team => Borrowed(&incident.team),
+            Field::RunbookUrl => Borrowed(&incident.runbook_url),
+            Field::Url => Borrowed(&incident.url),
+            Field::Labels => {
+                Owned(incident.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
+            }
+        }
     }
 }
 
-fn render_with(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
-            rest = &tail[2..];
-            continue;
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(Field),
+}
+
+/// A compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Compiles `text`: `Err` names the first unknown placeholder or an unpaired brace.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                literal.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err("`}` without `{` (write `}}` for a brace)".to_owned());
+            }
+            let Some(end) = tail.find('}') else { return Err("`{` is not closed".to_owned()) };
+            let name = &tail[1..end];
+            let field = Field::named(name).ok_or_else(|| {
+                let known: Vec<&str> = Field::ALL.iter().map(|(n, _)| *n).collect();
+                format!("unknown placeholder `{{{name}}}`; known: {}", known.join(", "))
+            })?;
+            if !literal.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(Part::Field(field));
+            rest = &tail[end + 1..];
         }
-        if tail.starts_with('}') {
-            return Err("`}` without `{` (write `}}` for a brace)".to_owned());
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
         }
-        let Some(end) = tail.find('}') else { return Err("`{` is not closed".to_owned()) };
-        let name = &tail[1..end];
-        out.push_str(
-            &lookup(name).ok_or_else(|| format!("unknown placeholder `{{{name}}}`; known: {}", NAMES.join(", ")))?,
-        );
-        rest = &tail[end + 1..];
+        Ok(Self { parts })
     }
-    out.push_str(rest);
-    Ok(out)
+
+    /// The template over `incident`.
+    pub fn render(&self, incident: &IncidentCreated) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(f) => out.push_str(&f.value(incident)),
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -75,7 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_and_checks() {
+    fn renders_and_refuses_what_it_cannot_render() {
         let incident = IncidentCreated {
             incident_id: "inc-7".into(),
             title: "disk full".into(),
@@ -83,13 +145,12 @@ mod tests {
             labels: [("cluster".to_owned(), "eu-1".to_owned())].into(),
             ..Default::default()
         };
-        assert_eq!(
-            render("[{severity}] {title} ({incident_id}) {{x}} {labels}", &incident),
-            "[high] disk full (inc-7) {x} cluster=eu-1"
-        );
-        assert!(check("[{severity}] {title}").is_ok());
-        assert!(check("{titel}").expect_err("unknown").contains("titel"));
-        assert!(check("{title").is_err());
-        assert!(check("a } b").is_err());
+        let t = Template::parse("[{severity}] {title} ({incident_id}) {{x}} {labels}").expect("compiles");
+        assert_eq!(t.render(&incident), "[high] disk full (inc-7) {x} cluster=eu-1");
+        assert_eq!(Template::parse("plain").expect("text").render(&incident), "plain");
+        assert_eq!(Template::parse("").expect("empty").render(&incident), "");
+        assert!(Template::parse("{titel}").expect_err("unknown").contains("`{titel}`"));
+        assert!(Template::parse("{title").is_err());
+        assert!(Template::parse("a } b").is_err());
     }
 }

@@ -11,6 +11,49 @@ use std::pin::Pin;
 
 use sre_contracts::domain::v1::IncidentCreated;
 
+/// A paging provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// Opsgenie Alert API v2 (end of support 2027-04-05).
+    Opsgenie,
+    /// Jira Service Management Operations' integration API, Opsgenie's successor.
+    Jsm,
+}
+
+impl Provider {
+    /// The provider's name in logs, metrics, readiness and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Pagerduty => pagerduty::NAME,
+            Provider::Opsgenie => opsgenie::NAME,
+            Provider::Jsm => opsgenie::JSM_NAME,
+        }
+    }
+
+    /// The provider's name as people know it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::Pagerduty => "PagerDuty",
+            Provider::Opsgenie => "Opsgenie",
+            Provider::Jsm => "Jira Service Management",
+        }
+    }
+
+    /// Whether its routes name a team (Opsgenie and JSM) rather than a routing key.
+    pub fn by_team(self) -> bool {
+        matches!(self, Provider::Opsgenie | Provider::Jsm)
+    }
+}
+
+impl sre_sink::Vendor for Provider {
+    fn name(self) -> &'static str {
+        Provider::name(self)
+    }
+}
+
 /// A boxed future, so providers can sit behind `dyn Pager`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

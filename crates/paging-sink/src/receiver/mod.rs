@@ -14,8 +14,10 @@ pub use pagerduty::PagerDutyReceiver;
 use sre_contracts::domain::v1::{ExternalOrigin, MessageMeta};
 use sre_runtime::inbound::Refusal;
 
-use crate::config::Provider;
-use crate::state::{PageState, Pages, Read};
+use sre_sink::RecordsCell;
+
+use crate::provider::Provider;
+use crate::state::{PageRecord, PageState, Read};
 
 /// What a person's action in a paging tool asks of the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,11 +63,10 @@ impl Asked {
 /// The page record of `key`, when this sink paged it through one of `providers`; 503 while
 /// the records are not open or do not answer.
 pub(crate) async fn paged(
-    pages: &std::sync::OnceLock<Pages>,
+    pages: &RecordsCell<PageRecord>,
     key: &str,
     providers: &[Provider],
 ) -> Result<Option<Read>, Refusal> {
-    let pages = pages.get().ok_or_else(|| Refusal::unavailable("page records not open yet"))?;
-    let record = pages.get(key).await.map_err(|e| Refusal::unavailable(e.to_string()))?;
+    let record = pages.read(key).await?;
     Ok(record.filter(|r| providers.contains(&r.record.target.provider)))
 }

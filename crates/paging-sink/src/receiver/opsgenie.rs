@@ -15,18 +15,18 @@
 //! - No delivery id exists: `(alertId, action, updatedAt)` is the idempotency key
 //!   (`updatedAt` in nanoseconds, read as an integer).
 
-use std::sync::{Arc, OnceLock};
-
 use secrecy::SecretString;
 use serde::Deserialize;
 use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin, Source};
 use sre_runtime::axum::body::Bytes;
 use sre_runtime::axum::http::HeaderMap;
-use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
+use sre_runtime::inbound::{self, Accepted, Reason, Refusal, Webhook};
+use sre_sink::RecordsCell;
+use sre_sink::receiver::{self as kit, Outcome, ReceiverMetrics};
 
-use crate::config::{OpsgenieWebhook, Provider};
-use crate::metrics::PagingMetrics;
-use crate::state::Pages;
+use crate::config::OpsgenieWebhook;
+use crate::provider::Provider;
+use crate::state::PageRecord;
 
 /// The receiver; the page records arrive once the bus has opened them.
 pub struct OpsgenieReceiver {
@@ -37,11 +37,11 @@ pub struct OpsgenieReceiver {
     /// Its settings.
     pub settings: OpsgenieWebhook,
     /// The page records, set once open.
-    pub pages: Arc<OnceLock<Pages>>,
+    pub pages: RecordsCell<PageRecord>,
     /// This instance.
     pub source: Source,
     /// Metrics.
-    pub metrics: PagingMetrics,
+    pub metrics: ReceiverMetrics,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,7 +86,7 @@ impl Webhook for OpsgenieReceiver {
     type Label = ();
 
     async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
-        inbound::require_shared_secret(&self.secrets, inbound::header(headers, &self.settings.header))?;
+        kit::require_shared_secret(&self.secrets, inbound::header(headers, &self.settings.header))?;
         let parsed: Body = serde_json::from_slice(&body)
             .map_err(|e| Refusal::invalid("action", format!("not an Opsgenie webhook: {e}")))?;
         let provider = self.provider.name();
@@ -95,26 +95,21 @@ impl Webhook for OpsgenieReceiver {
             "Close" => Action::Resolve,
             "AddNote" => Action::Annotate,
             other => {
-                return Ok(self.metrics.receivers.ignored(provider, Outcome::Ignored, "an action not acted on", other));
+                return Ok(self.metrics.ignored(provider, Outcome::Ignored, "an action not acted on", other));
             }
         };
         let Some(alert) = parsed.alert else { return Err(Refusal::invalid("alert", "missing")) };
         let source = parsed.source.unwrap_or_default();
         let ours = source.kind.eq_ignore_ascii_case("api") || self.settings.ignore_sources.contains(&source.name);
         if ours {
-            return Ok(self.metrics.receivers.ignored(
-                provider,
-                Outcome::Echo,
-                "done by an integration",
-                &parsed.action,
-            ));
+            return Ok(self.metrics.ignored(provider, Outcome::Echo, "done by an integration", &parsed.action));
         }
         if alert.alias.is_empty() {
-            return Ok(self.metrics.receivers.ignored(provider, Outcome::Unknown, "no alias", &parsed.action));
+            return Ok(self.metrics.ignored(provider, Outcome::Unknown, "no alias", &parsed.action));
         }
         let record = super::paged(&self.pages, &alert.alias, &[Provider::Opsgenie, Provider::Jsm]).await?;
         let Some(record) = record else {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 provider,
                 Outcome::Unknown,
                 "not an alert this sink created",
@@ -123,7 +118,7 @@ impl Webhook for OpsgenieReceiver {
         };
         let held = action.held(record.record.state);
         if held {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 provider,
                 Outcome::Echo,
                 "the page record already holds it",
@@ -132,7 +127,7 @@ impl Webhook for OpsgenieReceiver {
         }
         let updated = alert.updated_at.unwrap_or_default();
         let event_id = format!("{}:{}:{updated}", alert.alert_id, parsed.action);
-        let meta = inbound::intent_meta(provider, &event_id, correlation, &self.source);
+        let meta = kit::intent_meta(provider, &event_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: provider.to_owned(),
             object_id: alert.alert_id.clone(),
@@ -154,12 +149,12 @@ impl Webhook for OpsgenieReceiver {
             _ => format!("closed in {} (#{})", self.provider.title(), alert.tiny_id),
         };
         let envelope = action.encode(meta, &incident_id, origin, text)?;
-        self.metrics.receivers.event(provider, Outcome::Intent);
-        Ok(inbound::one_intent(envelope, &incident_id, &parsed.action))
+        self.metrics.event(provider, Outcome::Intent);
+        Ok(kit::one_intent(envelope, &incident_id, &parsed.action))
     }
 
     fn refused(&self, reason: Reason) {
-        self.metrics.receivers.refused(self.provider.name(), reason);
+        self.metrics.refused(self.provider.name(), reason);
     }
 
     fn challenge(&self) -> &'static str {

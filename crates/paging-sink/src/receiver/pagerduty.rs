@@ -18,18 +18,17 @@
 //! - `X-Webhook-Id` (the same on every retry of a webhook) is the idempotency key, so a
 //!   redelivered webhook is 200 and no second intent.
 
-use std::sync::{Arc, OnceLock};
-
 use secrecy::SecretString;
 use serde::Deserialize;
 use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin, Source};
 use sre_runtime::axum::body::Bytes;
 use sre_runtime::axum::http::HeaderMap;
-use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
+use sre_runtime::inbound::{self, Accepted, Reason, Refusal, Webhook};
+use sre_sink::RecordsCell;
+use sre_sink::receiver::{self as kit, Outcome, ReceiverMetrics};
 
-use crate::config::Provider;
-use crate::metrics::PagingMetrics;
-use crate::state::Pages;
+use crate::provider::Provider;
+use crate::state::PageRecord;
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-pagerduty-signature";
@@ -41,11 +40,11 @@ pub struct PagerDutyReceiver {
     /// The subscription secrets (several while one rotates).
     pub secrets: Vec<SecretString>,
     /// The page records, set once open.
-    pub pages: Arc<OnceLock<Pages>>,
+    pub pages: RecordsCell<PageRecord>,
     /// This instance.
     pub source: Source,
     /// Metrics.
-    pub metrics: PagingMetrics,
+    pub metrics: ReceiverMetrics,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +94,7 @@ impl Webhook for PagerDutyReceiver {
     async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
         let presented = inbound::header(headers, SIGNATURE_HEADER).unwrap_or_default();
         let signatures = presented.split(',').filter_map(|s| s.trim().strip_prefix("v1="));
-        inbound::require_signature(&self.secrets, &body, signatures)?;
+        kit::require_signature(&self.secrets, &body, signatures)?;
         let parsed: Body = serde_json::from_slice(&body).map_err(|e| {
             let field = if e.to_string().contains("event_type") { "event.event_type" } else { "event" };
             Refusal::invalid(field, format!("not a PagerDuty v3 webhook: {e}"))
@@ -106,7 +105,7 @@ impl Webhook for PagerDutyReceiver {
             "incident.resolved" => Action::Resolve,
             "incident.reopened" => Action::Reopen,
             other => {
-                return Ok(self.metrics.receivers.ignored(
+                return Ok(self.metrics.ignored(
                     Provider::Pagerduty.name(),
                     Outcome::Ignored,
                     "an event type not acted on",
@@ -118,7 +117,7 @@ impl Webhook for PagerDutyReceiver {
         if agent.kind != "user_reference" {
             // What this sink did through the Events API comes back as a service or
             // integration, not a person.
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Pagerduty.name(),
                 Outcome::Echo,
                 "not done by a person",
@@ -127,7 +126,7 @@ impl Webhook for PagerDutyReceiver {
         }
         let data = event.data.unwrap_or_default();
         let Some(key) = data.incident_key.filter(|k| !k.is_empty()) else {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Pagerduty.name(),
                 Outcome::Unknown,
                 "no incident key",
@@ -136,7 +135,7 @@ impl Webhook for PagerDutyReceiver {
         };
         let record = super::paged(&self.pages, &key, &[Provider::Pagerduty]).await?;
         let Some(record) = record else {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Pagerduty.name(),
                 Outcome::Unknown,
                 "not an incident this sink paged",
@@ -145,7 +144,7 @@ impl Webhook for PagerDutyReceiver {
         };
         let held = action.held(record.record.state);
         if held {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Pagerduty.name(),
                 Outcome::Echo,
                 "the page record already holds it",
@@ -159,7 +158,7 @@ impl Webhook for PagerDutyReceiver {
             .unwrap_or(&event.id)
             .to_owned();
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = inbound::intent_meta(Provider::Pagerduty.name(), &webhook_id, correlation, &self.source);
+        let meta = kit::intent_meta(Provider::Pagerduty.name(), &webhook_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: Provider::Pagerduty.name().to_owned(),
             object_id: data.id,
@@ -171,12 +170,12 @@ impl Webhook for PagerDutyReceiver {
         let incident_id = record.record.incident_id;
         let resolution = data.resolve_reason.map(|r| r.to_string()).unwrap_or_default();
         let envelope = action.encode(meta, &incident_id, origin, resolution)?;
-        self.metrics.receivers.event(Provider::Pagerduty.name(), Outcome::Intent);
-        Ok(inbound::one_intent(envelope, &incident_id, &event.event_type))
+        self.metrics.event(Provider::Pagerduty.name(), Outcome::Intent);
+        Ok(kit::one_intent(envelope, &incident_id, &event.event_type))
     }
 
     fn refused(&self, reason: Reason) {
-        self.metrics.receivers.refused(Provider::Pagerduty.name(), reason);
+        self.metrics.refused(Provider::Pagerduty.name(), reason);
     }
 
     fn challenge(&self) -> &'static str {

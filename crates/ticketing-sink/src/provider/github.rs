@@ -37,11 +37,6 @@ impl std::fmt::Debug for Github {
     }
 }
 
-/// The hidden line that marks an incident's issue.
-pub fn marker_line(marker: &str) -> String {
-    format!("<!-- sre-incident: {marker} -->")
-}
-
 /// GitHub's answer as an error. 403 and 429 are rate limits when GitHub says so: no
 /// quota left (wait until `x-ratelimit-reset`), a `retry-after`, or the secondary-limit
 /// message (wait at least a minute).
@@ -106,7 +101,7 @@ impl Github {
     pub fn create_body(&self, ticket: &NewTicket) -> Value {
         json!({
             "title": ticket.title,
-            "body": format!("{}\n\n{}", ticket.body, marker_line(&ticket.marker)),
+            "body": format!("{}\n\n{}", ticket.body, crate::marker::line(&ticket.marker)),
             "labels": self.labels,
         })
     }
@@ -143,7 +138,7 @@ impl Tracker for Github {
         since: Timestamp,
     ) -> BoxFuture<'a, Result<Option<TicketRef>, VendorError>> {
         Box::pin(async move {
-            let line = marker_line(marker);
+            let line = crate::marker::line(marker);
             let label = self.labels.first().cloned().unwrap_or_default();
             let since = since - jiff::SignedDuration::from_mins(5);
             for page in 1..=FIND_PAGES {
@@ -176,7 +171,7 @@ impl Tracker for Github {
         Box::pin(async move {
             let path = format!("/repos/{project}/issues/{}/comments", ticket.key);
             // The marker tells the webhook of this comment from a person's (two-way sync).
-            let body = format!("{text}\n\n{}", crate::receiver::COMMENT_MARKER);
+            let body = format!("{text}\n\n{}", crate::marker::COMMENT_MARKER);
             self.call(http::Method::POST, &path, Some(json!({"body": body}))).await.map(|_| ())
         })
     }

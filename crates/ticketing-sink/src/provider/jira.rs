@@ -16,10 +16,32 @@ use serde_json::{Value, json};
 use sre_runtime::outbound::{Answer, HttpClient};
 
 use super::{BoxFuture, NewTicket, TicketRef, Tracker, VendorError, clip};
-use crate::config::Deployment;
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "jira";
+
+/// Jira Cloud (REST v3, ADF) or Data Center (REST v2, wiki text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deployment {
+    /// `*.atlassian.net` or `api.atlassian.com`: v3, ADF, `search/jql`, Basic email:token.
+    Cloud,
+    /// Self-hosted: v2, wiki markup, `search`, Bearer personal access token.
+    DataCenter,
+}
+
+impl Deployment {
+    /// The deployment a site's URL says: Cloud for `*.atlassian.net` and
+    /// `api.atlassian.com`, else Data Center.
+    pub fn of(base_url: &str) -> Self {
+        let host = base_url.split("://").nth(1).unwrap_or_default().split(['/', ':']).next().unwrap_or_default();
+        if host.ends_with(".atlassian.net") || host == "api.atlassian.com" {
+            Deployment::Cloud
+        } else {
+            Deployment::DataCenter
+        }
+    }
+}
 /// Jira's summary limit.
 pub const SUMMARY_MAX: usize = 255;
 

@@ -12,6 +12,41 @@ use serde::{Deserialize, Serialize};
 
 pub use sre_runtime::outbound::{VendorError, clip};
 
+/// One configured tracker: its client and the credential its calls are made with.
+#[derive(Clone)]
+pub struct Configured {
+    /// The client.
+    pub tracker: std::sync::Arc<dyn Tracker>,
+    /// The credential (its secret reference), whose limit and breaker the calls share.
+    pub credential: String,
+}
+
+/// A ticketing provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Jira Cloud or Data Center.
+    Jira,
+    /// GitHub Issues (github.com or Enterprise).
+    Github,
+}
+
+impl Provider {
+    /// The provider's name in logs, metrics, readiness and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Jira => jira::NAME,
+            Provider::Github => github::NAME,
+        }
+    }
+}
+
+impl sre_sink::Vendor for Provider {
+    fn name(self) -> &'static str {
+        Provider::name(self)
+    }
+}
+
 /// A boxed future, so providers can sit behind `dyn Tracker`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

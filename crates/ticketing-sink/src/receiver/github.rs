@@ -16,18 +16,18 @@
 //!   and a close the ticket record already holds are not asked again.
 //! - `X-GitHub-Delivery` (kept by a redelivery) is the idempotency key.
 
-use std::sync::{Arc, OnceLock};
-
 use secrecy::SecretString;
 use serde::Deserialize;
 use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin, Source};
 use sre_runtime::axum::body::Bytes;
 use sre_runtime::axum::http::HeaderMap;
-use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
+use sre_runtime::inbound::{self, Accepted, Reason, Refusal, Webhook};
+use sre_sink::RecordsCell;
+use sre_sink::receiver::{self as kit, Outcome, ReceiverMetrics};
 
-use crate::config::{CloseMeans, GithubWebhook, Provider};
-use crate::metrics::TicketMetrics;
-use crate::state::{TicketState, Tickets};
+use crate::config::{CloseMeans, GithubWebhook};
+use crate::provider::Provider;
+use crate::state::{TicketRecord, TicketState};
 
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
@@ -35,8 +35,6 @@ pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 pub const EVENT_HEADER: &str = "x-github-event";
 /// The delivery id, kept by a redelivery.
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
-/// What the sink's own comments carry, so their webhooks are told from a person's.
-pub const COMMENT_MARKER: &str = "<!-- sre-integration -->";
 
 /// The receiver; the ticket records arrive once the bus has opened them.
 pub struct GithubReceiver {
@@ -45,11 +43,11 @@ pub struct GithubReceiver {
     /// Its settings.
     pub settings: GithubWebhook,
     /// The ticket records, set once open.
-    pub tickets: Arc<OnceLock<Tickets>>,
+    pub tickets: RecordsCell<TicketRecord>,
     /// This instance.
     pub source: Source,
     /// Metrics.
-    pub metrics: TicketMetrics,
+    pub metrics: ReceiverMetrics,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,23 +106,16 @@ struct User {
 
 use super::Asked as Action;
 
-/// The marker token in an issue body (`<!-- sre-incident: sre-incident-<token> -->`).
-fn marker_token(body: &str) -> Option<&str> {
-    let start = body.find("<!-- sre-incident: ")? + "<!-- sre-incident: ".len();
-    let rest = &body[start..];
-    super::marker_token(&rest[..rest.find(" -->")?])
-}
-
 impl Webhook for GithubReceiver {
     type Label = ();
 
     async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
         let presented = inbound::header(headers, SIGNATURE_HEADER).unwrap_or_default();
         let signature = presented.trim().strip_prefix("sha256=");
-        inbound::require_signature(&self.secrets, &body, signature)?;
+        kit::require_signature(&self.secrets, &body, signature)?;
         let event = headers.get(EVENT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         if event != "issues" && event != "issue_comment" {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Github.name(),
                 Outcome::Ignored,
                 "an event not acted on",
@@ -142,7 +133,7 @@ impl Webhook for GithubReceiver {
             ("issues", "reopened") if hook.reopen => Action::Reopen,
             ("issue_comment", "created") if hook.comments && issue.pull_request.is_none() => Action::Annotate,
             _ => {
-                return Ok(self.metrics.receivers.ignored(
+                return Ok(self.metrics.ignored(
                     Provider::Github.name(),
                     Outcome::Ignored,
                     "an action not acted on",
@@ -154,27 +145,19 @@ impl Webhook for GithubReceiver {
         let comment = payload.comment;
         let ours = sender.kind == "Bot"
             || hook.ignore_senders.iter().any(|l| l.eq_ignore_ascii_case(&sender.login))
-            || comment.as_ref().is_some_and(|c| c.body.contains(COMMENT_MARKER));
+            || comment.as_ref().is_some_and(|c| c.body.contains(crate::marker::COMMENT_MARKER));
         if ours {
-            return Ok(self.metrics.receivers.ignored(
-                Provider::Github.name(),
-                Outcome::Echo,
-                "done by this sink",
-                &what,
-            ));
+            return Ok(self.metrics.ignored(Provider::Github.name(), Outcome::Echo, "done by this sink", &what));
         }
-        let Some(token) = issue.body.as_deref().and_then(marker_token) else {
-            return Ok(self.metrics.receivers.ignored(
+        let Some(token) = issue.body.as_deref().and_then(crate::marker::token_in_body) else {
+            return Ok(self.metrics.ignored(
                 Provider::Github.name(),
                 Outcome::Unknown,
                 "not an issue this sink opened",
                 &what,
             ));
         };
-        let Some(tickets) = self.tickets.get() else {
-            return Err(Refusal::unavailable("ticket records not open yet"));
-        };
-        let read = tickets.get(token).await.map_err(|e| Refusal::unavailable(e.to_string()))?;
+        let read = self.tickets.read(token).await?;
         let repo = payload.repository.map(|r| r.full_name).unwrap_or_default();
         let record = read.map(|r| r.record).filter(|r| {
             r.target.provider == Provider::Github
@@ -182,7 +165,7 @@ impl Webhook for GithubReceiver {
                 && r.ticket.as_ref().is_some_and(|t| t.key == issue.number.to_string())
         });
         let Some(record) = record else {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Github.name(),
                 Outcome::Unknown,
                 "no ticket record names this issue",
@@ -195,7 +178,7 @@ impl Webhook for GithubReceiver {
             Action::Reopen | Action::Annotate => false,
         };
         if held {
-            return Ok(self.metrics.receivers.ignored(
+            return Ok(self.metrics.ignored(
                 Provider::Github.name(),
                 Outcome::Echo,
                 "the ticket record already holds it",
@@ -213,7 +196,7 @@ impl Webhook for GithubReceiver {
             Some(c) => c.created_at.clone(),
             None => issue.updated_at.clone(),
         };
-        let meta = inbound::intent_meta(Provider::Github.name(), &delivery, correlation, &self.source);
+        let meta = kit::intent_meta(Provider::Github.name(), &delivery, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: Provider::Github.name().to_owned(),
             object_id: format!("{repo}#{}", issue.number),
@@ -234,12 +217,12 @@ impl Webhook for GithubReceiver {
             Action::Close | Action::Resolve => resolution,
         };
         let envelope = super::encode(action, meta, &incident_id, origin, text)?;
-        self.metrics.receivers.event(Provider::Github.name(), Outcome::Intent);
-        Ok(inbound::one_intent(envelope, &incident_id, &what))
+        self.metrics.event(Provider::Github.name(), Outcome::Intent);
+        Ok(kit::one_intent(envelope, &incident_id, &what))
     }
 
     fn refused(&self, reason: Reason) {
-        self.metrics.receivers.refused(Provider::Github.name(), reason);
+        self.metrics.refused(Provider::Github.name(), reason);
     }
 
     fn challenge(&self) -> &'static str {
@@ -261,13 +244,5 @@ mod tests {
         let payload = v["payload"].as_str().expect("payload").as_bytes();
         assert!(inbound::signed_by_any(&secret, payload, header.strip_prefix("sha256=")));
         assert!(!inbound::signed_by_any(&secret, b"Hello, World?", header.strip_prefix("sha256=")));
-    }
-
-    #[test]
-    fn the_marker_names_the_incident() {
-        let body = format!("text\n\n{}", crate::provider::github::marker_line(&crate::sink::marker("inc-42")));
-        assert_eq!(marker_token(&body), Some("inc-42"));
-        assert_eq!(marker_token("no marker here"), None);
-        assert_eq!(marker_token("<!-- sre-incident: sre-incident- -->"), None);
     }
 }

@@ -19,19 +19,19 @@
 //!   it is missing (older Data Center) the event's own identity stands in (event, issue,
 //!   timestamp, comment).
 
-use std::sync::{Arc, OnceLock};
-
 use secrecy::SecretString;
 use serde::Deserialize;
 use sre_contracts::domain::v1::{ExternalActor, ExternalOrigin, Source};
 use sre_resilience::idempotency::derive_key;
 use sre_runtime::axum::body::Bytes;
 use sre_runtime::axum::http::HeaderMap;
-use sre_runtime::inbound::{self, Accepted, Outcome, Reason, Refusal, Webhook};
+use sre_runtime::inbound::{self, Accepted, Reason, Refusal, Webhook};
+use sre_sink::RecordsCell;
+use sre_sink::receiver::{self as kit, Outcome, ReceiverMetrics};
 
-use crate::config::{DoneMeans, JiraWebhook, Provider};
-use crate::metrics::TicketMetrics;
-use crate::state::{TicketState, Tickets};
+use crate::config::{DoneMeans, JiraWebhook};
+use crate::provider::Provider;
+use crate::state::{TicketRecord, TicketState};
 
 /// The signature header (Jira's name: no `-256`).
 pub const SIGNATURE_HEADER: &str = "x-hub-signature";
@@ -47,11 +47,11 @@ pub struct JiraReceiver {
     /// The Jira site, for links (`<base>/browse/<key>`).
     pub base_url: String,
     /// The ticket records, set once open.
-    pub tickets: Arc<OnceLock<Tickets>>,
+    pub tickets: RecordsCell<TicketRecord>,
     /// This instance.
     pub source: Source,
     /// Metrics.
-    pub metrics: TicketMetrics,
+    pub metrics: ReceiverMetrics,
     /// The account the sink's Jira credentials act as (learnt from `myself`).
     pub own_accounts: super::OwnAccounts,
 }
@@ -171,24 +171,19 @@ impl Webhook for JiraReceiver {
 
     async fn accept(&self, headers: &HeaderMap, body: Bytes, correlation: &str) -> Result<Accepted<()>, Refusal> {
         let presented = inbound::header(headers, SIGNATURE_HEADER).unwrap_or_default();
-        inbound::require_signature(&self.secrets, &body, presented.trim().strip_prefix("sha256="))?;
+        kit::require_signature(&self.secrets, &body, presented.trim().strip_prefix("sha256="))?;
         let payload: Payload = serde_json::from_slice(&body)
             .map_err(|e| Refusal::invalid("webhookEvent", format!("not a Jira webhook: {e}")))?;
         let provider = Provider::Jira.name();
         let what = format!("{}/{}", payload.webhook_event, payload.event_type);
         if payload.webhook_event != "jira:issue_updated" {
-            return Ok(self.metrics.receivers.ignored(provider, Outcome::Ignored, "an event not acted on", &what));
+            return Ok(self.metrics.ignored(provider, Outcome::Ignored, "an event not acted on", &what));
         }
         let Some(issue) = payload.issue else { return Err(Refusal::invalid("issue", "missing")) };
         let commented = payload.event_type == "issue_commented" && payload.comment.is_some();
         let status_changed = payload.changelog.as_ref().is_some_and(|c| c.items.iter().any(|i| i.field == "status"));
         if !(status_changed || commented && self.settings.comments) {
-            return Ok(self.metrics.receivers.ignored(
-                provider,
-                Outcome::Ignored,
-                "no status change or comment",
-                &what,
-            ));
+            return Ok(self.metrics.ignored(provider, Outcome::Ignored, "no status change or comment", &what));
         }
         let actor = match (&payload.comment, commented) {
             (Some(c), true) => c.author.as_ref().or(payload.user.as_ref()),
@@ -207,37 +202,18 @@ impl Webhook for JiraReceiver {
             || self.own_accounts.is(Provider::Jira, &actor.name);
         let app = actor.account_type.as_deref().is_some_and(|t| t != "atlassian");
         if ignored_user || app {
-            return Ok(self.metrics.receivers.ignored(provider, Outcome::Echo, "done by this sink", &what));
+            return Ok(self.metrics.ignored(provider, Outcome::Echo, "done by this sink", &what));
         }
-        let Some(token) = issue.fields.labels.iter().find_map(|l| super::marker_token(l)) else {
-            return Ok(self.metrics.receivers.ignored(
-                provider,
-                Outcome::Unknown,
-                "not a ticket this sink opened",
-                &what,
-            ));
+        let Some(token) = issue.fields.labels.iter().find_map(|l| crate::marker::token_of(l)) else {
+            return Ok(self.metrics.ignored(provider, Outcome::Unknown, "not a ticket this sink opened", &what));
         };
-        let Some(tickets) = self.tickets.get() else {
-            return Err(Refusal::unavailable("ticket records not open yet"));
-        };
-        let read = tickets.get(token).await.map_err(|e| {
-            Refusal::new(
-                sre_runtime::axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                Reason::BusUnavailable,
-                e.to_string(),
-            )
-        })?;
+        let read = self.tickets.read(token).await?;
         let record = read.map(|r| r.record).filter(|r| {
             r.target.provider == Provider::Jira
                 && r.ticket.as_ref().is_some_and(|t| t.key.eq_ignore_ascii_case(&issue.key))
         });
         let Some(record) = record else {
-            return Ok(self.metrics.receivers.ignored(
-                provider,
-                Outcome::Unknown,
-                "no ticket record names this issue",
-                &what,
-            ));
+            return Ok(self.metrics.ignored(provider, Outcome::Unknown, "no ticket record names this issue", &what));
         };
         let action = if status_changed {
             let Some(status) = issue.fields.status.as_ref() else {
@@ -246,12 +222,7 @@ impl Webhook for JiraReceiver {
             match self.status_action(status, record.state) {
                 Some(a) => a,
                 None => {
-                    return Ok(self.metrics.receivers.ignored(
-                        provider,
-                        Outcome::Ignored,
-                        "a status not mapped",
-                        &what,
-                    ));
+                    return Ok(self.metrics.ignored(provider, Outcome::Ignored, "a status not mapped", &what));
                 }
             }
         } else {
@@ -263,12 +234,7 @@ impl Webhook for JiraReceiver {
             Action::Reopen | Action::Annotate => false,
         };
         if held {
-            return Ok(self.metrics.receivers.ignored(
-                provider,
-                Outcome::Echo,
-                "the ticket record already holds it",
-                &what,
-            ));
+            return Ok(self.metrics.ignored(provider, Outcome::Echo, "the ticket record already holds it", &what));
         }
         let comment = payload.comment.filter(|_| commented);
         let delivery = inbound::header(headers, DELIVERY_HEADER).filter(|v| !v.is_empty()).map_or_else(
@@ -280,7 +246,7 @@ impl Webhook for JiraReceiver {
             str::to_owned,
         );
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = inbound::intent_meta(Provider::Jira.name(), &delivery, correlation, &self.source);
+        let meta = kit::intent_meta(Provider::Jira.name(), &delivery, correlation, &self.source);
         let name = if actor.display_name.is_empty() { actor.name.clone() } else { actor.display_name.clone() };
         let origin = Some(ExternalOrigin {
             vendor: Provider::Jira.name().to_owned(),
@@ -301,12 +267,12 @@ impl Webhook for JiraReceiver {
             Action::Close | Action::Resolve | Action::Reopen => status,
         };
         let envelope = super::encode(action, meta, &incident_id, origin, text)?;
-        self.metrics.receivers.event(provider, Outcome::Intent);
-        Ok(inbound::one_intent(envelope, &incident_id, &what))
+        self.metrics.event(provider, Outcome::Intent);
+        Ok(kit::one_intent(envelope, &incident_id, &what))
     }
 
     fn refused(&self, reason: Reason) {
-        self.metrics.receivers.refused(Provider::Jira.name(), reason);
+        self.metrics.refused(Provider::Jira.name(), reason);
     }
 
     fn challenge(&self) -> &'static str {

@@ -6,18 +6,18 @@
 pub mod github;
 pub mod jira;
 
-pub use github::{COMMENT_MARKER, GithubReceiver};
+pub use github::GithubReceiver;
 pub use jira::JiraReceiver;
 
 /// The accounts this sink's credentials act as, per provider, as the vendors answered
 /// (`GET /myself`); shared by the credentials check (which learns them) and the receivers
 /// (which take their changes for echoes). Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct OwnAccounts(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<crate::config::Provider, String>>>);
+pub struct OwnAccounts(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<crate::provider::Provider, String>>>);
 
 impl OwnAccounts {
     /// Records `account` as `provider`'s own (a rotated token may act as another one).
-    pub fn learn(&self, provider: crate::config::Provider, account: String) {
+    pub fn learn(&self, provider: crate::provider::Provider, account: String) {
         let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.get(&provider) != Some(&account) {
             tracing::info!(provider = provider.name(), %account, "two-way sync: this account's changes are the sink's own");
@@ -26,7 +26,7 @@ impl OwnAccounts {
     }
 
     /// Whether `account` is `provider`'s own.
-    pub fn is(&self, provider: crate::config::Provider, account: &str) -> bool {
+    pub fn is(&self, provider: crate::provider::Provider, account: &str) -> bool {
         !account.is_empty()
             && self
                 .0
@@ -35,11 +35,6 @@ impl OwnAccounts {
                 .get(&provider)
                 .is_some_and(|a| a == account)
     }
-}
-
-/// The incident token of a marker (`sre-incident-<token>`), as `sink::marker` writes it.
-pub fn marker_token(marker: &str) -> Option<&str> {
-    marker.strip_prefix("sre-incident-").filter(|t| !t.is_empty())
 }
 
 /// What a person's action in a tracker asks of the domain.

@@ -1,0 +1,31 @@
+//! The runtime both fact sinks share, above `sre-runtime`: what a sink is made of besides
+//! its vendors and its decisions, written once.
+//!
+//! - [`records`]: typed KV records per incident, compare-and-set, a corrupt record its own
+//!   error;
+//! - [`claim`]: the claim → renew → stale rule (`src/design.md`);
+//! - [`vendors`]: one resilience layer (rate limit, breaker) per vendor credential, timed;
+//! - [`facts`]: the incident facts decoded once, and the consumer filtered to them;
+//! - [`routing`]: `routes[].match`, the same in every sink;
+//! - [`receiver`]: the receiver kit of two-way sync, on `sre_runtime::inbound`;
+//! - [`start`]: a sink's start, readiness and jobs ([`SinkStart`]), with [`watch`].
+//!
+//! A sink is its records, its facts, its vendors and a pure plan per fact. This crate knows
+//! no vendor, no ticket and no page.
+
+pub mod claim;
+pub mod facts;
+pub mod receiver;
+pub mod records;
+pub mod routing;
+pub mod start;
+pub mod vendors;
+pub mod watch;
+
+pub use claim::{Claim, Liveness};
+pub use facts::{FactKind, IncidentFact};
+pub use records::{Bucket, Read, Record, RecordError, Records};
+pub use routing::{Matched, RouteMatch};
+pub use start::{Job, RecordsCell, Sink, SinkStart, Started};
+pub use vendors::{Vendor, Vendors};
+pub use watch::SinkWatch;
