@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::core::Tracked;
+use crate::observe::Tracked;
 
 /// One application's slot: where its name lies in [`Apps::names`], and its state.
 #[derive(Debug, Clone, Copy, PartialEq)]

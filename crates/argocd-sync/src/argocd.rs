@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::core::{AppStatus, Health, Sync};
+use crate::observe::{AppStatus, Health, SyncState};
 
 /// The list.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -126,7 +126,10 @@ impl Application {
 
     /// Health and sync as the core sees them (missing values read as unknown).
     pub fn app_status(&self) -> AppStatus {
-        AppStatus { health: Health::parse(&self.status.health.status), sync: Sync::parse(&self.status.sync.status) }
+        AppStatus {
+            health: Health::parse(&self.status.health.status),
+            sync: SyncState::parse(&self.status.sync.status),
+        }
     }
 }
 
@@ -695,7 +698,7 @@ mod tests {
         assert_eq!(app.metadata.labels["project"], "sre");
         assert_eq!(app.spec.project, "sre");
         assert_eq!(app.spec.destination.name, "gke-alpha-01-europe-west1");
-        assert_eq!(app.app_status(), AppStatus { health: Health::Healthy, sync: Sync::Synced });
+        assert_eq!(app.app_status(), AppStatus { health: Health::Healthy, sync: SyncState::Synced });
         assert!(app.status.reconciled_at.is_some());
         assert!(app.key().ends_with(&format!("/{}", app.metadata.name)));
     }
@@ -725,7 +728,7 @@ mod tests {
         }
         let app = r#"{"items":[{"metadata":{"name":"a","labels":null},"status":{"health":{"status":"Weird"}}}]}"#;
         let list = parse_list(app.as_bytes()).expect("parses");
-        assert_eq!(list.items[0].app_status(), AppStatus { health: Health::Unknown, sync: Sync::Unknown });
+        assert_eq!(list.items[0].app_status(), AppStatus { health: Health::Unknown, sync: SyncState::Unknown });
         assert!(parse_list(b"{\"items\": [{}]}").is_err(), "an item without metadata is refused");
     }
 

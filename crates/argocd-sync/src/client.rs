@@ -8,65 +8,44 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject;
+use http_body_util::BodyExt;
 use secrecy::{ExposeSecret, SecretString};
-use sre_resilience::{ErrorClass, Retryable, classify_status};
+pub use sre_runtime::outbound::VendorError as ArgoError;
+use sre_runtime::outbound::{HttpClient, Opened, TransportError};
 
 use crate::argocd::{ApplicationList, ListParser};
 
+/// Vendor name in errors and logs.
+pub const NAME: &str = "argocd";
 /// Path of the application list.
 pub const APPLICATIONS_PATH: &str = "/api/v1/applications";
 /// Path of the application watch stream.
 pub const WATCH_PATH: &str = "/api/v1/stream/applications";
 
-/// Why a call failed. Messages carry Argo CD's own reason, never the token.
-#[derive(Debug, thiserror::Error)]
-pub enum ArgoError {
-    /// Argo CD answered with an error status.
-    #[error("argo cd answered {status}: {message}")]
-    Status {
-        /// HTTP status.
-        status: u16,
-        /// Argo CD's `message` (grpc-gateway error body), or the start of the body.
-        message: String,
-    },
-    /// No answer: connection refused, reset, DNS.
-    #[error("argo cd unreachable: {0}")]
-    Transport(String),
-    /// No answer within the request timeout.
-    #[error("argo cd did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The body was not an application list (a proxy's login page, say).
-    #[error("argo cd answered something that is not an application list: {0}")]
-    Body(String),
-    /// The configured URL cannot be used.
-    #[error("argo cd url: {0}")]
-    Url(String),
+fn transport(source: TransportError) -> ArgoError {
+    ArgoError::Transport { provider: NAME, source }
 }
 
-impl Retryable for ArgoError {
-    fn class(&self) -> ErrorClass {
-        match self {
-            ArgoError::Status { status, .. } => {
-                http::StatusCode::from_u16(*status).map_or(ErrorClass::Permanent, classify_status)
-            }
-            ArgoError::Transport(_) | ArgoError::Timeout(_) => ErrorClass::Transient,
-            ArgoError::Body(_) | ArgoError::Url(_) => ErrorClass::Permanent,
-        }
-    }
+fn timeout(after: Duration) -> ArgoError {
+    transport(TransportError::Timeout(after))
 }
 
-/// A client for one Argo CD server.
+fn unreachable(e: impl std::fmt::Display) -> ArgoError {
+    transport(TransportError::Unreachable(e.to_string()))
+}
+
+/// An answer that is not what Argo CD sends (a proxy's login page, say): permanent.
+fn not_a_list(what: impl std::fmt::Display) -> ArgoError {
+    ArgoError::Invalid(format!("argo cd answered something that is not {what}"))
+}
+
+/// A client for one Argo CD server, on the HTTP client every vendor module shares (TLS
+/// with an optional CA; errors as `VendorError`, with Argo CD's `Retry-After`).
 pub struct ArgoClient {
     base: String,
     token: Option<SecretString>,
     timeout: Duration,
-    http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    http: HttpClient,
 }
 
 impl std::fmt::Debug for ArgoClient {
@@ -87,46 +66,36 @@ impl ArgoClient {
     ) -> Result<Self, ArgoError> {
         let base = base.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(ArgoError::Url(format!("`{base}`: must start with https:// or http://")));
+            return Err(ArgoError::Invalid(format!("argo cd url `{base}`: must start with https:// or http://")));
         }
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if let Some(pem) = ca_pem {
-            let mut added = 0;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| ArgoError::Url(format!("ca_file: {e}")))?;
-                roots.add(cert).map_err(|e| ArgoError::Url(format!("ca_file: {e}")))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(ArgoError::Url("ca_file: no PEM certificate in it".to_owned()));
-            }
-        }
-        let tls =
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| ArgoError::Url(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        Ok(Self { base, token, timeout, http: Client::builder(TokioExecutor::new()).build(https) })
+        let http = HttpClient::new(timeout, ca_pem).map_err(|e| {
+            let reason = match &e {
+                TransportError::Invalid(m) => m.trim_start_matches("ca: ").to_owned(),
+                other => other.to_string(),
+            };
+            ArgoError::Invalid(format!("argo cd ca_file: {reason}"))
+        })?;
+        Ok(Self { base, token, timeout, http })
     }
 
     /// A `GET` of `url` asking for JSON, with the token when there is one.
-    fn get(&self, url: String) -> Result<hyper::Request<Empty<Bytes>>, ArgoError> {
-        let mut req = hyper::Request::get(url).header(http::header::ACCEPT, "application/json");
+    fn get(&self, url: String) -> Result<http::Request<Bytes>, ArgoError> {
+        let mut req = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", token.expose_secret()));
         }
-        req.body(Empty::new()).map_err(|e| ArgoError::Url(e.to_string()))
+        req.body(Bytes::new()).map_err(|e| ArgoError::Invalid(format!("argo cd request: {e}")))
+    }
+
+    /// Sends `req`; an error status is read (within the timeout) and classified, with its
+    /// `Retry-After`.
+    async fn open(&self, req: http::Request<Bytes>) -> Result<Opened, ArgoError> {
+        let opened = self.http.open(req).await.map_err(transport)?;
+        if opened.status.is_success() {
+            return Ok(opened);
+        }
+        let answer = opened.collect(self.timeout).await.map_err(transport)?;
+        Err(status_error(&answer))
     }
 
     /// `GET /api/v1/applications`, whole items, parsed lean as it streams in and collected.
@@ -165,18 +134,8 @@ impl ArgoClient {
         };
         let req = self.get(url)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let timeout = self.timeout;
-        let head = async {
-            let resp = self.http.request(req).await.map_err(|e| ArgoError::Transport(e.to_string()))?;
-            let status = resp.status();
-            let body = resp.into_body();
-            if !status.is_success() {
-                let bytes = body.collect().await.map_err(|e| ArgoError::Transport(e.to_string()))?.to_bytes();
-                return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
-            }
-            Ok(body)
-        };
-        let body = tokio::time::timeout_at(deadline, head).await.map_err(|_| ArgoError::Timeout(timeout))??;
+        let opened = tokio::time::timeout_at(deadline, self.open(req)).await.map_err(|_| timeout(self.timeout))??;
+        let (body, timeout) = (opened.body, self.timeout);
         Ok(ListReader { body, parser: Some(ListParser::default()), deadline, timeout, bytes: 0 })
     }
 
@@ -186,19 +145,14 @@ impl ArgoClient {
         // Kubernetes names are DNS labels; anything else is not a name Argo CD could have.
         let safe = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
         if !safe(namespace) || !safe(name) {
-            return Err(ArgoError::Url(format!("`{namespace}/{name}` is not a Kubernetes name")));
+            return Err(ArgoError::Invalid(format!("argo cd: `{namespace}/{name}` is not a Kubernetes name")));
         }
         let req = self.get(format!("{}{APPLICATIONS_PATH}/{name}?appNamespace={namespace}", self.base))?;
         let call = async {
-            let resp = self.http.request(req).await.map_err(|e| ArgoError::Transport(e.to_string()))?;
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await.map_err(|e| ArgoError::Transport(e.to_string()))?.to_bytes();
-            if !status.is_success() {
-                return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
-            }
-            serde_json::from_slice(&bytes).map_err(|e| ArgoError::Body(format!("application: {e}")))
+            let answer = self.open(req).await?.collect(self.timeout).await.map_err(transport)?;
+            serde_json::from_slice(&answer.body).map_err(|e| not_a_list(format_args!("an application: {e}")))
         };
-        tokio::time::timeout(self.timeout, call).await.map_err(|_| ArgoError::Timeout(self.timeout))?
+        tokio::time::timeout(self.timeout, call).await.map_err(|_| timeout(self.timeout))?
     }
 }
 
@@ -219,14 +173,13 @@ impl ListReader {
     pub async fn next(&mut self) -> Result<Option<Vec<Box<crate::argocd::Application>>>, ArgoError> {
         loop {
             let Some(parser) = self.parser.as_mut() else { return Ok(None) };
-            let frame = tokio::time::timeout_at(self.deadline, self.body.frame())
-                .await
-                .map_err(|_| ArgoError::Timeout(self.timeout))?;
+            let frame =
+                tokio::time::timeout_at(self.deadline, self.body.frame()).await.map_err(|_| timeout(self.timeout))?;
             match frame {
                 Some(frame) => {
-                    let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
+                    let frame = frame.map_err(unreachable)?;
                     if let Some(data) = frame.data_ref() {
-                        parser.feed(data).map_err(|e| ArgoError::Body(e.to_string()))?;
+                        parser.feed(data).map_err(|e| not_a_list(format_args!("an application list: {e}")))?;
                         self.bytes = parser.bytes();
                         let items: Vec<_> = parser.take_items().collect();
                         if !items.is_empty() {
@@ -236,7 +189,7 @@ impl ListReader {
                 }
                 None => {
                     let parser = self.parser.take().unwrap_or_default();
-                    let rest = parser.finish().map_err(|e| ArgoError::Body(e.to_string()))?;
+                    let rest = parser.finish().map_err(|e| not_a_list(format_args!("an application list: {e}")))?;
                     return Ok((!rest.items.is_empty()).then_some(rest.items));
                 }
             }
@@ -298,23 +251,10 @@ impl ArgoClient {
         tx: &tokio::sync::mpsc::Sender<crate::argocd::WatchEvent>,
     ) -> Result<(), ArgoError> {
         let req = self.get(format!("{}{WATCH_PATH}?fields={WATCH_FIELDS}", self.base))?;
-        let resp = tokio::time::timeout(self.timeout, self.http.request(req))
-            .await
-            .map_err(|_| ArgoError::Timeout(self.timeout))?
-            .map_err(|e| ArgoError::Transport(e.to_string()))?;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        if !status.is_success() {
-            let bytes = tokio::time::timeout(self.timeout, body.collect())
-                .await
-                .map_err(|_| ArgoError::Timeout(self.timeout))?
-                .map_err(|e| ArgoError::Transport(e.to_string()))?
-                .to_bytes();
-            return Err(ArgoError::Status { status: status.as_u16(), message: error_message(&bytes) });
-        }
+        let mut body = self.open(req).await?.body;
         let mut line: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ArgoError::Transport(e.to_string()))?;
+            let frame = frame.map_err(unreachable)?;
             let Some(data) = frame.data_ref() else { continue };
             let mut rest: &[u8] = data;
             while let Some(end) = rest.iter().position(|&b| b == b'\n') {
@@ -341,19 +281,17 @@ fn parse_watch_line(line: &[u8]) -> Result<Option<crate::argocd::WatchEvent>, Ar
         return Ok(None);
     }
     let parsed: crate::argocd::WatchLine =
-        serde_json::from_slice(line).map_err(|e| ArgoError::Body(format!("watch line: {e}")))?;
+        serde_json::from_slice(line).map_err(|e| not_a_list(format_args!("a watch event: {e}")))?;
     if let Some(err) = parsed.error {
         let message = err.get("message").and_then(|m| m.as_str()).unwrap_or("stream error").to_owned();
         let status = err.get("http_code").and_then(serde_json::Value::as_u64).unwrap_or(500) as u16;
-        return Err(ArgoError::Status { status, message });
+        return Err(ArgoError::Status { provider: NAME, status, message, retry_after: None });
     }
     Ok(parsed.result.filter(|r| r.kind != crate::argocd::EventType::Other))
 }
 
-/// Argo CD's reason from a grpc-gateway error body, else the first bytes of the body.
-fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+/// Argo CD's error answer: its reason from the grpc-gateway error body (`message`), and
+/// any `Retry-After`.
+fn status_error(answer: &sre_runtime::outbound::Answer) -> ArgoError {
+    sre_runtime::outbound::status_error(NAME, answer, |v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
 }

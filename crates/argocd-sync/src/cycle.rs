@@ -25,7 +25,7 @@ use sre_resilience::idempotency::derive_key;
 use crate::apps::{Apps, Updates};
 use crate::argocd::{Application, ApplicationList, environment_of};
 use crate::config::EnvironmentFrom;
-use crate::core::{AppStatus, Emit, FleetCounts, Hysteresis, Observed, Tracked, step};
+use crate::observe::{AppStatus, Emit, FleetCounts, Hysteresis, Observed, Tracked, step};
 
 /// What a cycle needs besides the list and the state.
 #[derive(Debug, Clone)]

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::argocd::{ApplicationList, EventType, WatchEvent};
 use crate::client::{ArgoClient, ArgoError};
-use crate::core::Tracked;
 use crate::cycle::{Change, CycleId, CycleRules, Detail, Planned, Planner, failed_cycle, health_check, plan_cycle};
 use crate::metrics::{ChangeLabel, DetailVia, PollOutcome, SyncMetrics};
+use crate::observe::Tracked;
 use crate::state::{Kept, Lease, SaveError, StateStore};
 
 /// Intents published per batch (each batch waits for its acks).
@@ -336,7 +336,7 @@ impl ServerPoller {
     /// replica must reload the state (another one wrote it).
     async fn cycle(&self, kept: &mut Kept, id: String) -> bool {
         let server = &self.rules.server;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let cycle = CycleId { id, correlation_id: correlation_id() };
         let correlation = &cycle.correlation_id;
         let now = Timestamp::now();

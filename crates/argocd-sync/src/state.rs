@@ -9,8 +9,8 @@ use bytes::Bytes;
 use sre_bus::{Bus, Kv, KvConfig, KvError};
 
 use crate::apps::{Apps, Updates};
-use crate::core::Tracked;
 use crate::cycle::fnv1a;
+use crate::observe::Tracked;
 
 /// Bucket of the leases, one key per server. Entries expire after the lease TTL (the
 /// bucket's `max_age`), so a leader that died without releasing is replaced.

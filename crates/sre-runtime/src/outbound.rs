@@ -39,6 +39,29 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// An answer whose body is still to be read.
+#[derive(Debug)]
+pub struct Opened {
+    /// Status.
+    pub status: http::StatusCode,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// The body, as it arrives.
+    pub body: hyper::body::Incoming,
+}
+
+impl Opened {
+    /// Reads the rest of the body (an error answer's, which is small) within `timeout`.
+    pub async fn collect(self, timeout: Duration) -> Result<Answer, TransportError> {
+        let body = tokio::time::timeout(timeout, self.body.collect())
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))?
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?
+            .to_bytes();
+        Ok(Answer { status: self.status, headers: self.headers, body })
+    }
+}
+
 /// A shared client; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -59,9 +82,14 @@ impl HttpClient {
         let mut roots = rustls::RootCertStore::empty();
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
         if let Some(pem) = ca_pem {
+            let mut added = 0;
             for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| TransportError::Invalid(format!("ca: {e}")))?;
                 roots.add(cert).map_err(|e| TransportError::Invalid(format!("ca: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(TransportError::Invalid("ca: no PEM certificate in it".to_owned()));
             }
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -78,6 +106,25 @@ impl HttpClient {
             .enable_http1()
             .wrap_connector(http);
         Ok(Self { inner: Client::builder(TokioExecutor::new()).build(https), timeout })
+    }
+
+    /// The timeout of one request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one request and returns the answer's head and its body unread, for a body
+    /// read as it streams (a long list, a watch). The timeout bounds the head only; the
+    /// caller bounds the body.
+    pub async fn open(&self, request: http::Request<Bytes>) -> Result<Opened, TransportError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, Full::new(body));
+        let resp = tokio::time::timeout(self.timeout, self.inner.request(request))
+            .await
+            .map_err(|_| TransportError::Timeout(self.timeout))?
+            .map_err(|e| TransportError::Unreachable(error_chain(&e)))?;
+        let (parts, body) = resp.into_parts();
+        Ok(Opened { status: parts.status, headers: parts.headers, body })
     }
 
     /// Sends one request and reads the whole answer within the timeout.

@@ -206,6 +206,9 @@ pub enum Mode {
     Unavailable,
     /// Answer after a delay.
     Slow(Duration),
+    /// 429 with `Retry-After` (whole seconds), as a rate-limiting ingress in front of
+    /// argocd-server answers.
+    Throttled(Duration),
 }
 
 #[derive(Debug)]
@@ -277,6 +280,14 @@ async fn gate(headers: &HeaderMap, token: &str, mode: Mode) -> Option<Response> 
     }
     match mode {
         Mode::Unavailable => Some((StatusCode::SERVICE_UNAVAILABLE, "upstream connect error").into_response()),
+        Mode::Throttled(after) => Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, after.as_secs().to_string())],
+                "Too Many Requests",
+            )
+                .into_response(),
+        ),
         Mode::Slow(d) => {
             tokio::time::sleep(d).await;
             None
@@ -306,7 +317,7 @@ async fn list(State(state): State<Arc<Mutex<Inner>>>, uri: axum::http::Uri, head
     let apps = state.lock().unwrap_or_else(PoisonError::into_inner).apps.clone();
     let fields: Vec<String> = fields.into_iter().map(str::to_owned).collect();
     let (body, took) = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
         let body = render_list(&apps, &fields);
         (body, started.elapsed())
@@ -348,7 +359,7 @@ async fn get_one(
     let Some(app) = app else {
         return runtime_error(StatusCode::NOT_FOUND, 5, &format!("applications.argoproj.io \"{name}\" not found"));
     };
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let body = app.to_json().to_string();
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     s.served.bytes += body.len() as u64;

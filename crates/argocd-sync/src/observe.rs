@@ -1,4 +1,4 @@
-//! The pure core of argocd-sync: what changed since the last observation (with
+//! What argocd-sync observes, purely: what changed since the last observation (with
 //! hysteresis), and the fleet counts of one cycle. No I/O, no clock: `now` is passed in.
 //!
 //! Per application the service keeps a [`Tracked`] state between cycles: the status it
@@ -20,7 +20,7 @@ pub struct AppStatus {
     /// Health (`status.health.status`).
     pub health: Health,
     /// Sync (`status.sync.status`).
-    pub sync: Sync,
+    pub sync: SyncState,
 }
 
 /// Argo CD health statuses (gitops-engine `health.go`); anything else reads as `Unknown`.
@@ -68,7 +68,7 @@ impl Health {
 
 /// Argo CD sync statuses; anything else reads as `Unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Sync {
+pub enum SyncState {
     /// Synced.
     Synced,
     /// OutOfSync.
@@ -77,22 +77,22 @@ pub enum Sync {
     Unknown,
 }
 
-impl Sync {
+impl SyncState {
     /// Reads Argo CD's string.
     pub fn parse(s: &str) -> Self {
         match s {
-            "Synced" => Sync::Synced,
-            "OutOfSync" => Sync::OutOfSync,
-            _ => Sync::Unknown,
+            "Synced" => SyncState::Synced,
+            "OutOfSync" => SyncState::OutOfSync,
+            _ => SyncState::Unknown,
         }
     }
 
     /// The contract's enum.
     pub fn to_proto(self) -> AppSync {
         match self {
-            Sync::Synced => AppSync::Synced,
-            Sync::OutOfSync => AppSync::OutOfSync,
-            Sync::Unknown => AppSync::Unknown,
+            SyncState::Synced => AppSync::Synced,
+            SyncState::OutOfSync => AppSync::OutOfSync,
+            SyncState::Unknown => AppSync::Unknown,
         }
     }
 }
@@ -267,9 +267,9 @@ impl FleetCounts {
         }
         let s = &mut c.by_sync;
         match a.status.sync {
-            Sync::Synced => s.synced += 1,
-            Sync::OutOfSync => s.out_of_sync += 1,
-            Sync::Unknown => s.unknown += 1,
+            SyncState::Synced => s.synced += 1,
+            SyncState::OutOfSync => s.out_of_sync += 1,
+            SyncState::Unknown => s.unknown += 1,
         }
         if a.status.health != Health::Healthy {
             c.unhealthy.push(UnhealthyApp {
@@ -297,7 +297,7 @@ mod tests {
     const D: Health = Health::Degraded;
 
     fn st(health: Health) -> AppStatus {
-        AppStatus { health, sync: Sync::Synced }
+        AppStatus { health, sync: SyncState::Synced }
     }
 
     fn t(secs: i64) -> Timestamp {
@@ -391,11 +391,11 @@ mod tests {
             Observed { app: key, environment: env, status: AppStatus { health, sync }, message }
         };
         let apps = vec![
-            app("b", "production", Health::Degraded, Sync::OutOfSync),
-            app("a", "production", Health::Healthy, Sync::Synced),
-            app("c", "production", Health::Progressing, Sync::Synced),
-            app("d", "staging", Health::Missing, Sync::Unknown),
-            app("e", "elsewhere", Health::Degraded, Sync::Synced),
+            app("b", "production", Health::Degraded, SyncState::OutOfSync),
+            app("a", "production", Health::Healthy, SyncState::Synced),
+            app("c", "production", Health::Progressing, SyncState::Synced),
+            app("d", "staging", Health::Missing, SyncState::Unknown),
+            app("e", "elsewhere", Health::Degraded, SyncState::Synced),
         ];
         let envs = vec!["production".to_owned(), "staging".to_owned(), "dev".to_owned()];
         let counts = fleet_counts(&envs, &apps);
@@ -414,7 +414,7 @@ mod tests {
             Just(None),
             (0u8..6, 0u8..3).prop_map(|(h, s)| Some(AppStatus {
                 health: [H, P, D, Health::Suspended, Health::Missing, Health::Unknown][h as usize],
-                sync: [Sync::Synced, Sync::OutOfSync, Sync::Unknown][s as usize],
+                sync: [SyncState::Synced, SyncState::OutOfSync, SyncState::Unknown][s as usize],
             }))
         ]
     }

@@ -58,9 +58,18 @@ async fn failures_are_classified_and_only_transient_ones_are_retried() {
     let err = client(argo.url(), TOKEN).list_applications().await.expect_err("503");
     assert_eq!(err.class(), ErrorClass::Transient);
 
+    // A rate-limiting ingress in front of Argo CD: its Retry-After is what the resilience
+    // layer waits for.
+    argo.set_mode(Mode::Throttled(Duration::from_secs(7)));
+    let err = client(argo.url(), TOKEN).list_applications().await.expect_err("429");
+    assert_eq!((err.class(), err.retry_after()), (ErrorClass::Throttled, Some(Duration::from_secs(7))), "{err}");
+
     argo.set_mode(Mode::Slow(Duration::from_secs(2)));
     let err = client(argo.url(), TOKEN).list_applications().await.expect_err("slow");
-    assert!(matches!(err, ArgoError::Timeout(_)), "{err}");
+    assert!(
+        matches!(err, ArgoError::Transport { source: sre_runtime::outbound::TransportError::Timeout(_), .. }),
+        "{err}"
+    );
     assert_eq!(err.class(), ErrorClass::Transient);
 
     let unreachable = ArgoClient::new("http://127.0.0.1:1", None, Duration::from_millis(300), None).expect("client");
@@ -140,6 +149,6 @@ async fn a_lean_list_carries_only_the_allowlisted_fields_and_a_get_the_rest() {
     assert!(matches!(gone, ArgoError::Status { status: 404, .. }), "{gone}");
     assert_eq!(gone.class(), ErrorClass::Permanent, "a deleted application is not retried");
     let odd = c.get_application("argocd", "web?x=1").await.expect_err("not a name");
-    assert!(matches!(odd, ArgoError::Url(_)), "{odd}");
+    assert!(matches!(odd, ArgoError::Invalid(_)), "{odd}");
     assert_eq!(argo.served().gets, 2, "the malformed name never left the process");
 }
