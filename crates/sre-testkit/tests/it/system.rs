@@ -25,7 +25,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use serde_json::json;
@@ -59,7 +61,7 @@ struct System {
 }
 
 async fn domain_client(nats: &NatsServer) -> async_nats::jetstream::Context {
-    let client = async_nats::ConnectOptions::with_user_and_password("sre-domain".into(), password("sre-domain").into())
+    let client = async_nats::ConnectOptions::with_user_and_password("sre-domain".into(), password("sre-domain"))
         .connect(nats.url())
         .await
         .expect("the domain connects");

@@ -16,27 +16,16 @@ use sre_contracts::domain::v1::{
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::NatsServer;
 
-const USERS: [(&str, &str); 5] = [
-    ("SRE_DOMAIN_PASSWORD", "domain-pw"),
-    ("ALERTMANAGER_INGRESS_PASSWORD", "ingress-pw"),
-    ("ARGOCD_SYNC_PASSWORD", "argocd-pw"),
-    ("TICKETING_SINK_PASSWORD", "ticketing-pw"),
-    ("PAGING_SINK_PASSWORD", "paging-pw"),
-];
-
 /// nats-server from the deploy file, with the passwords it reads from its environment
 /// defined in front of it (as a Kubernetes Secret would put them in the environment).
 fn server(dir: &Path) -> NatsServer {
-    let deploy = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/sre.conf"))
-        .expect("deploy/nats/sre.conf");
-    let vars: String = USERS.iter().map(|(k, v)| format!("{k}: \"{v}\"\n")).collect();
     let config = dir.join("nats.conf");
-    std::fs::write(&config, format!("{vars}\n{deploy}")).expect("config");
+    std::fs::write(&config, sre_testkit::stack::deploy_accounts()).expect("config");
     NatsServer::start_with_config(&config).expect("nats-server with the deploy permissions")
 }
 
-fn url(server: &NatsServer, user: &str, password: &str) -> String {
-    format!("nats://{user}:{password}@127.0.0.1:{}", server.port())
+fn url(server: &NatsServer, user: &str) -> String {
+    format!("nats://{user}:{}@127.0.0.1:{}", sre_testkit::stack::password(user), server.port())
 }
 
 /// A bus client; only the domain manages the streams (adapters' users may not).
@@ -95,9 +84,9 @@ impl FactHandler for Ack {
 async fn adapters_cannot_publish_facts_and_each_publishes_only_its_own_intents() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server(dir.path());
-    let domain = url(&server, "sre-domain", "domain-pw");
-    let ingress = url(&server, "alertmanager-ingress", "ingress-pw");
-    let sink = url(&server, "ticketing-sink", "ticketing-pw");
+    let domain = url(&server, "sre-domain");
+    let ingress = url(&server, "alertmanager-ingress");
+    let sink = url(&server, "ticketing-sink");
 
     // The domain provisions the streams; an adapter's user may not.
     let _domain_bus = step("domain provisions", bus(domain.clone(), "sre-domain")).await;
@@ -125,7 +114,7 @@ async fn adapters_cannot_publish_facts_and_each_publishes_only_its_own_intents()
     // …and so is deleting the facts stream…
     assert!(step("delete", js.delete_stream(streams::FACTS)).await.is_err(), "no stream deletion");
     // …and another adapter's intent: argocd-sync records fleet state, it does not ingest alerts.
-    let argocd = url(&server, "argocd-sync", "argocd-pw");
+    let argocd = url(&server, "argocd-sync");
     assert!(
         step("argocd ingests", raw_publish(argocd, IngestAlertRequested::SUBJECT, intent.encode_to_vec()))
             .await
@@ -194,7 +183,7 @@ async fn adapters_cannot_publish_facts_and_each_publishes_only_its_own_intents()
             .is_err(),
         "acknowledging is paging-sink's"
     );
-    let paging = url(&server, "paging-sink", "paging-pw");
+    let paging = url(&server, "paging-sink");
     let close = CloseIncidentRequested { incident_id: "inc-1".into(), ..Default::default() };
     assert!(
         step("paging closes", raw_publish(paging.clone(), CloseIncidentRequested::SUBJECT, close.encode_to_vec()))

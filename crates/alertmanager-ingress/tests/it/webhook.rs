@@ -18,8 +18,8 @@ use sre_testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-const SINGLE: &str = include_str!("../../../tests/fixtures/alertmanager/webhook-v4-firing-single.json");
-const RESOLVED: &str = include_str!("../../../tests/fixtures/alertmanager/webhook-v4-resolved.json");
+const SINGLE: &str = include_str!("../../../../tests/fixtures/alertmanager/webhook-v4-firing-single.json");
+const RESOLVED: &str = include_str!("../../../../tests/fixtures/alertmanager/webhook-v4-resolved.json");
 const PATH: &str = "/webhooks/alertmanager";
 
 struct Harness {
@@ -33,7 +33,7 @@ fn vars(pairs: &[(&str, &str)]) -> Vars {
 }
 
 async fn harness(server: &NatsServer, yaml: &str, vars: Vars) -> Harness {
-    let config: Config = load_config(yaml, &vars).expect("config");
+    let config: Config = load_config::<Config>(yaml, &vars).expect("config");
     let bus_config = sre_bus::BusConfig { url: server.url(), ..config.runtime.bus.clone() };
     let source = Source { service: "alertmanager-ingress".into(), instance: "test-0".into() };
     let bus = Bus::connect(bus_config, source, BusMetrics::default()).await.expect("bus");

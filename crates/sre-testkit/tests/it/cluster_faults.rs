@@ -14,7 +14,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use sre_contracts::domain::v1::{
@@ -37,7 +39,7 @@ const ARGOCD_TOKEN: &str = "argocd-token-0123456789";
 const DISRUPTIONS: Duration = Duration::from_secs(45);
 
 async fn domain_client(seeds: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::ConnectOptions::with_user_and_password("sre-domain".into(), password("sre-domain").into())
+    let client = async_nats::ConnectOptions::with_user_and_password("sre-domain".into(), password("sre-domain"))
         .retry_on_initial_connect()
         .connect(seeds.split(',').collect::<Vec<_>>())
         .await

@@ -28,8 +28,9 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
 #[test]
 fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
     let text = sre_testkit::chart::values_config("paging-sink", |_| {});
-    let config: paging_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("the chart's config");
-    let consumer = paging_sink::consumer_config(&config.paging_integration);
+    let config =
+        sre_runtime::load_config::<paging_sink::Config>(&text, &Default::default()).expect("the chart's config");
+    let consumer = paging_sink::consumer_config(&config.config.paging_integration);
     sre_testkit::chart::assert_json_file(
         "deploy/nats/jetstream/consumers/paging-sink.json",
         &sre_bus::consumer_definition(&consumer),
@@ -41,8 +42,8 @@ fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
     let text = sre_testkit::chart::values_config("paging-sink", |c| {
         c["paging_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
     });
-    let config: paging_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("parses");
-    let consumer = paging_sink::consumer_config(&config.paging_integration);
+    let config = sre_runtime::load_config::<paging_sink::Config>(&text, &Default::default()).expect("parses");
+    let consumer = paging_sink::consumer_config(&config.config.paging_integration);
     assert_eq!(consumer.durable_name, "paging-sink");
     assert_eq!(consumer.ack_wait, std::time::Duration::from_secs(10));
 }
@@ -84,4 +85,35 @@ fn the_chart_turns_the_receivers_on_as_documented() {
         }),
         &["/webhooks/pagerduty", "/webhooks/jsm"],
     );
+}
+
+/// What start would refuse, `--check-config` refuses, naming the key and the reason: a
+/// receiver switched on with no secret, and business hours that do not parse.
+#[test]
+fn check_config_refuses_what_start_would() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_paging-sink"));
+    type Edit = fn(&mut serde_norway::Value);
+    let cases: [(&str, Edit, &str); 2] = [
+        (
+            "paging_integration.pagerduty.webhook.secret_refs: list at least one secret",
+            |c| {
+                c["paging_integration"]["pagerduty"]["webhook"] =
+                    serde_norway::from_str("{enabled: true, secret_refs: []}").expect("yaml");
+            },
+            "a receiver on with no secret",
+        ),
+        (
+            "paging_integration.escalation.business_hours.timezone: `Europe/Berlni` is not an IANA time zone",
+            |c| c["paging_integration"]["escalation"]["business_hours"]["timezone"] = "Europe/Berlni".into(),
+            "a misspelt time zone",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (expected, edit, what) in cases {
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, sre_testkit::chart::values_config("paging-sink", edit)).expect("write");
+        let (status, stderr) = sre_testkit::service::check_config(bin, &file).expect("runs --check-config");
+        assert_eq!(status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+    }
 }

@@ -4,12 +4,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sre_testkit::NatsServer;
 use sre_testkit::service::ServiceProcess;
 
-const SINGLE: &str = include_str!("../../../tests/fixtures/alertmanager/webhook-v4-firing-single.json");
+const SINGLE: &str = include_str!("../../../../tests/fixtures/alertmanager/webhook-v4-firing-single.json");
 
 #[test]
 fn a_webhook_in_flight_at_sigterm_is_stored_and_answered() {

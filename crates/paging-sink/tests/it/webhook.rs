@@ -18,8 +18,8 @@ use sre_testkit::service::{ServiceProcess, http_request};
 
 const WAIT: Duration = Duration::from_secs(30);
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
-const VENDOR: &str = include_str!("../../../tests/fixtures/pagerduty/signature-vector.go-pagerduty.json");
-const ROTATION: &str = include_str!("../../../tests/fixtures/pagerduty/signature-vector.rotation.json");
+const VENDOR: &str = include_str!("../../../../tests/fixtures/pagerduty/signature-vector.go-pagerduty.json");
+const ROTATION: &str = include_str!("../../../../tests/fixtures/pagerduty/signature-vector.rotation.json");
 const SECRET: &str = "our-subscription-secret";
 const JSM_KEY: &str = "0f2c6a4e-9d1b-4c7e-8a35-5b6f7e8d9c01";
 
@@ -193,8 +193,8 @@ async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is()
 
 const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
 const OG_SECRET: &str = "opsgenie-shared-secret";
-const OG_ACK: &str = include_str!("../../../tests/fixtures/opsgenie/webhook-acknowledge.docs-example.json");
-const OG_NOTE: &str = include_str!("../../../tests/fixtures/opsgenie/webhook-addnote.docs-example.json");
+const OG_ACK: &str = include_str!("../../../../tests/fixtures/opsgenie/webhook-acknowledge.docs-example.json");
+const OG_NOTE: &str = include_str!("../../../../tests/fixtures/opsgenie/webhook-addnote.docs-example.json");
 
 /// The docs example of `action`, about `alias`, done through `source_type`.
 fn opsgenie_event(example: &str, alias: &str, source_type: &str, updated_at: i64) -> Vec<u8> {

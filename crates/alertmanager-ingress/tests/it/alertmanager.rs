@@ -1,7 +1,9 @@
 //! Real Alertmanager → alertmanager-ingress (the real binary) → real nats-server.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prost::Message;
 use serde_json::json;

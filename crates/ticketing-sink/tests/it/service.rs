@@ -29,9 +29,9 @@ fn the_helm_chart_values_are_a_configuration_this_version_accepts() {
 #[test]
 fn the_documented_consumer_is_the_one_the_chart_configuration_creates() {
     let text = sre_testkit::chart::values_config("ticketing-sink", |_| {});
-    let config: ticketing_sink::Config =
-        sre_runtime::load_config(&text, &Default::default()).expect("the chart's config");
-    let consumer = ticketing_sink::consumer_config(&config.ticketing_integration);
+    let config =
+        sre_runtime::load_config::<ticketing_sink::Config>(&text, &Default::default()).expect("the chart's config");
+    let consumer = ticketing_sink::consumer_config(&config.config.ticketing_integration);
     sre_testkit::chart::assert_json_file(
         "deploy/nats/jetstream/consumers/ticketing-sink.json",
         &sre_bus::consumer_definition(&consumer),
@@ -43,8 +43,8 @@ fn a_consumer_section_without_a_durable_name_keeps_the_sinks_name() {
     let text = sre_testkit::chart::values_config("ticketing-sink", |c| {
         c["ticketing_integration"]["consumer"] = serde_norway::from_str("ack_wait: 10s").expect("yaml");
     });
-    let config: ticketing_sink::Config = sre_runtime::load_config(&text, &Default::default()).expect("parses");
-    let consumer = ticketing_sink::consumer_config(&config.ticketing_integration);
+    let config = sre_runtime::load_config::<ticketing_sink::Config>(&text, &Default::default()).expect("parses");
+    let consumer = ticketing_sink::consumer_config(&config.config.ticketing_integration);
     assert_eq!(consumer.durable_name, "ticketing-sink");
     assert_eq!(consumer.ack_wait, std::time::Duration::from_secs(10));
 }
@@ -90,4 +90,38 @@ fn the_chart_turns_the_receivers_on_as_documented() {
         }),
         &["/webhooks/jira", "/webhooks/github"],
     );
+}
+
+/// What start would refuse, `--check-config` refuses, naming the key and the reason: a
+/// misspelt template placeholder, and a receiver switched on with no secret.
+#[test]
+fn check_config_refuses_what_start_would() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_ticketing-sink"));
+    type Edit = fn(&mut serde_norway::Value);
+    let cases: [(&str, Edit, &str); 2] = [
+        (
+            "ticketing_integration.templates.title: unknown placeholder `{titel}`",
+            |c| {
+                c["ticketing_integration"]["templates"] =
+                    serde_norway::from_str("title: '[{severity}] {titel}'").expect("yaml")
+            },
+            "a misspelt placeholder",
+        ),
+        (
+            "ticketing_integration.jira.webhook.secret_refs: list at least one secret",
+            |c| {
+                c["ticketing_integration"]["jira"]["webhook"] =
+                    serde_norway::from_str("{enabled: true, secret_refs: []}").expect("yaml");
+            },
+            "a receiver on with no secret",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (expected, edit, what) in cases {
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, sre_testkit::chart::values_config("ticketing-sink", edit)).expect("write");
+        let (status, stderr) = sre_testkit::service::check_config(bin, &file).expect("runs --check-config");
+        assert_eq!(status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+    }
 }

@@ -1,0 +1,6 @@
+//! paging-sink's integration tests, one binary (each extra binary re-links tokio, hyper and
+//! async-nats on a 2-core CI). One module per subject.
+
+mod paging;
+mod service;
+mod webhook;

@@ -1,0 +1,7 @@
+//! sre-bus's integration tests, one binary (each extra binary re-links tokio, hyper and
+//! async-nats on a 2-core CI). One module per subject.
+
+mod bus;
+mod compile_fail;
+mod definitions;
+mod permissions;

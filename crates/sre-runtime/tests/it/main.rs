@@ -1,0 +1,4 @@
+//! sre-runtime's integration tests, one binary (each extra binary re-links tokio, hyper and
+//! async-nats on a 2-core CI). One module per subject.
+
+mod inbound;

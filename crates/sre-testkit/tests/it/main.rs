@@ -1,0 +1,9 @@
+//! sre-testkit's integration tests, one binary (each extra binary re-links tokio, hyper and
+//! async-nats on a 2-core CI). One module per subject.
+
+mod cluster;
+mod cluster_faults;
+mod inventory;
+mod monitoring;
+mod pages;
+mod system;
