@@ -15,10 +15,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-/// The folder holding every adapter chart.
-pub fn charts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm")
-}
+pub use crate::charts_dir;
 
 /// The configuration in the chart's default values, as the ConfigMap carries it (YAML),
 /// with `edit` applied to it first (e.g. to leave out a key).

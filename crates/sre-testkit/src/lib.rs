@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub mod argocd;
 pub mod bus;
@@ -18,11 +20,13 @@ pub mod chart;
 pub mod cluster;
 pub mod domain;
 pub mod github;
+pub mod inventory;
 pub mod jira;
 pub mod monitoring;
 pub mod opsgenie;
 pub mod pagerduty;
 pub mod service;
+pub mod sink_bench;
 pub mod stack;
 pub mod vendor;
 
@@ -46,6 +50,11 @@ pub enum Error {
 }
 
 const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The folder holding every adapter chart.
+pub fn charts_dir() -> PathBuf {
+    workspace_root().join("deploy/helm")
+}
 
 /// The workspace root (where `.tools/` lives).
 pub fn workspace_root() -> PathBuf {

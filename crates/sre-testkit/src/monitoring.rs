@@ -13,8 +13,8 @@ use std::path::PathBuf;
 /// `prometheusRule.runbookBaseUrl`.
 pub const RUNBOOKS: &str = "https://github.com/sre-integration/sre-integration/blob/main/deploy/monitoring/runbooks";
 
-/// The adapters whose charts ship rules and a dashboard.
-pub const ADAPTERS: [&str; 4] = ["alertmanager-ingress", "argocd-sync", "ticketing-sink", "paging-sink"];
+/// The adapters whose charts ship rules and a dashboard: every adapter.
+pub use crate::inventory::ADAPTERS;
 
 /// `deploy/monitoring/`.
 pub fn monitoring_dir() -> PathBuf {
@@ -23,7 +23,7 @@ pub fn monitoring_dir() -> PathBuf {
 
 /// The adapter's rules file.
 pub fn rules_file(adapter: &str) -> PathBuf {
-    crate::chart::charts_dir().join(adapter).join("files/alerts.yaml")
+    crate::charts_dir().join(adapter).join("files/alerts.yaml")
 }
 
 /// One alerting rule as the file has it.
@@ -66,7 +66,7 @@ pub fn alerts(adapter: &str) -> Vec<Alert> {
 
 /// The adapter's dashboard.
 pub fn dashboard(adapter: &str) -> serde_json::Value {
-    let path = crate::chart::charts_dir().join(adapter).join("files/dashboard.json");
+    let path = crate::charts_dir().join(adapter).join("files/dashboard.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard.json")).expect("dashboard.json is JSON")
 }
 

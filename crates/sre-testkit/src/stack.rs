@@ -6,32 +6,28 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::json;
 
 use crate::service::{ServiceProcess, http_request};
 
-/// The bus users of `deploy/nats/sre.conf`: (user, the variable holding its password, the
-/// test password).
-pub const USERS: [(&str, &str, &str); 5] = [
-    ("sre-domain", "SRE_DOMAIN_PASSWORD", "pw-domain"),
-    ("alertmanager-ingress", "ALERTMANAGER_INGRESS_PASSWORD", "pw-ingress"),
-    ("argocd-sync", "ARGOCD_SYNC_PASSWORD", "pw-argocd"),
-    ("ticketing-sink", "TICKETING_SINK_PASSWORD", "pw-ticketing"),
-    ("paging-sink", "PAGING_SINK_PASSWORD", "pw-paging"),
-];
-
 /// A bus user's test password.
-pub fn password(user: &str) -> &'static str {
-    USERS.iter().find(|(u, _, _)| *u == user).map(|(_, _, p)| *p).expect("a deploy/nats user")
+pub fn password(user: &str) -> String {
+    assert!(crate::inventory::BUS_USERS.contains(&user), "{user} is no user of deploy/nats/sre.conf");
+    format!("pw-{user}")
 }
 
 /// `deploy/nats/sre.conf` with the test passwords it reads set before it: the accounts,
 /// users and allow-lists every bus test server runs with.
 pub fn deploy_accounts() -> String {
     let deploy = std::fs::read_to_string(crate::workspace_root().join("deploy/nats/sre.conf")).expect("sre.conf");
-    let vars: String = USERS.iter().map(|(_, var, pw)| format!("{var}: \"{pw}\"\n")).collect();
+    let vars: String = crate::inventory::BUS_USERS
+        .iter()
+        .map(|user| format!("{}: \"{}\"\n", crate::inventory::password_var(user), password(user)))
+        .collect();
     format!("{vars}\n{deploy}")
 }
 
@@ -72,7 +68,7 @@ impl Adapter {
         let mut envs = vec![
             ("NATS_URL".to_owned(), seeds.to_owned()),
             ("NATS_USER".to_owned(), name.to_owned()),
-            ("NATS_PASSWORD".to_owned(), password(name).to_owned()),
+            ("NATS_PASSWORD".to_owned(), password(name)),
             ("POD_NAME".to_owned(), pod.to_owned()),
             ("LOG_LEVEL".to_owned(), "info".to_owned()),
         ];

@@ -24,6 +24,7 @@ use std::time::Duration;
 use sre_testkit::argocd::{App, FakeArgoCd};
 use sre_testkit::domain::Domain;
 use sre_testkit::github::FakeGithub;
+use sre_testkit::inventory::demo;
 use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::opsgenie::FakeOpsgenie;
 use sre_testkit::pagerduty::FakePagerDuty;
@@ -39,8 +40,6 @@ const OPSGENIE_WEBHOOK: &str = "demo-opsgenie-webhook";
 const JIRA_WEBHOOK: &str = "demo-jira-webhook";
 const GITHUB_WEBHOOK: &str = "demo-github-webhook";
 /// Where the sinks listen in the demo (xtask: 8080 + their place in the list).
-const TICKETING: &str = "http://127.0.0.1:8082";
-const PAGING: &str = "http://127.0.0.1:8083";
 /// Who acts in the vendors' tools in the demo.
 const PERSON: &str = sre_testkit::vendor::PERSON;
 
@@ -61,7 +60,7 @@ async fn control(domain: Arc<Domain>) -> std::io::Result<()> {
         }
     }
     let app = axum::Router::new().route("/incidents/{id}/{action}", axum::routing::post(act)).with_state(domain);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 8094)).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", demo::DOMAIN)).await?;
     axum::serve(listener, app).await
 }
 
@@ -71,18 +70,28 @@ async fn main() -> std::io::Result<()> {
     let mut apps =
         vec![App::new("checkout", "production"), App::new("payments", "production"), App::new("search", "staging")];
     apps[2].health = "Progressing".into();
-    let argo = FakeArgoCd::start_on(8089, ARGOCD_TOKEN, apps).await?;
-    let jira = FakeJira::start_on(8090, Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS", "PAY"]).await?;
-    let github = FakeGithub::start_on(8091, GITHUB_TOKEN, &["example/incidents"]).await?;
-    let pagerduty = FakePagerDuty::start_on(8092).await?;
-    let opsgenie = FakeOpsgenie::start_on(8093, OPSGENIE_KEY).await?;
-    pagerduty.subscribe(&format!("{PAGING}/webhooks/pagerduty"), PAGERDUTY_WEBHOOK);
-    opsgenie.subscribe(&format!("{PAGING}/webhooks/opsgenie"), "X-Sre-Webhook-Secret", OPSGENIE_WEBHOOK);
-    jira.subscribe(&format!("{TICKETING}/webhooks/jira"), JIRA_WEBHOOK);
-    github.subscribe(&format!("{TICKETING}/webhooks/github"), GITHUB_WEBHOOK);
-    say(
-        "stand-ins: Argo CD :8089, Jira DC :8090, GitHub :8091, PagerDuty :8092, Opsgenie :8093 (each lists what it received at http://127.0.0.1:<port>/), domain control :8094",
-    );
+    let argo = FakeArgoCd::start_on(demo::ARGOCD, ARGOCD_TOKEN, apps).await?;
+    let jira =
+        FakeJira::start_on(demo::JIRA, Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS", "PAY"]).await?;
+    let github = FakeGithub::start_on(demo::GITHUB, GITHUB_TOKEN, &["example/incidents"]).await?;
+    let pagerduty = FakePagerDuty::start_on(demo::PAGERDUTY).await?;
+    let opsgenie = FakeOpsgenie::start_on(demo::OPSGENIE, OPSGENIE_KEY).await?;
+    let at = |adapter: &str| format!("http://127.0.0.1:{}", demo::adapter_port(adapter).expect("an adapter"));
+    let (ticketing, paging) = (at("ticketing-sink"), at("paging-sink"));
+    pagerduty.subscribe(&format!("{paging}/webhooks/pagerduty"), PAGERDUTY_WEBHOOK);
+    opsgenie.subscribe(&format!("{paging}/webhooks/opsgenie"), "X-Sre-Webhook-Secret", OPSGENIE_WEBHOOK);
+    jira.subscribe(&format!("{ticketing}/webhooks/jira"), JIRA_WEBHOOK);
+    github.subscribe(&format!("{ticketing}/webhooks/github"), GITHUB_WEBHOOK);
+    say(&format!(
+        "stand-ins: Argo CD :{}, Jira DC :{}, GitHub :{}, PagerDuty :{}, Opsgenie :{} (each lists what it received at \
+         http://127.0.0.1:<port>/), domain control :{}",
+        demo::ARGOCD,
+        demo::JIRA,
+        demo::GITHUB,
+        demo::PAGERDUTY,
+        demo::OPSGENIE,
+        demo::DOMAIN
+    ));
     // `nats://user:password@host:port[,nats://host:port…]`: the domain's own bus user
     // (deploy/nats), on one server or a cluster's seed list.
     let mut user = None;
