@@ -14,7 +14,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use alertmanager_ingress::config::KeySource;
 use alertmanager_ingress::mapping::{RequestContext, Rules, default_severity_map, map_webhook};

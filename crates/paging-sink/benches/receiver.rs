@@ -17,7 +17,9 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -100,7 +102,7 @@ async fn steady(client: &HttpClient, target: &Target, event: Event, n: usize, ra
     let start = Instant::now();
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {
-        tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / f64::from(rate))).into()).await;
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / f64::from(rate))).await;
         let (body, extra) = event(i, run);
         let (client, target) = (client.clone(), target.clone());
         pending.push(tokio::spawn(async move { send(&client, &target, body, &extra).await }));

@@ -1,6 +1,8 @@
 //! The intent-only publisher.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;

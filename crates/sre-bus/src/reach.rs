@@ -4,7 +4,9 @@
 //! the grace and do not churn readiness.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How long a resource may fail before readiness says so.
 pub const UNREACHABLE_GRACE: Duration = Duration::from_secs(5);

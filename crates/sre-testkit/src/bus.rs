@@ -1,7 +1,9 @@
 //! Reading what reached the bus, and waiting for a condition without a timed sleep.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Every message still in `stream`, in order, as `(subject, payload)`.
 pub async fn stream_messages(nats_url: &str, stream: &str) -> Vec<(String, bytes::Bytes)> {

@@ -49,7 +49,7 @@ pub struct Alert {
     /// Triggers merged into it after the first.
     pub merged: u32,
     /// When its first trigger arrived.
-    pub created: std::time::Instant,
+    pub created: tokio::time::Instant,
 }
 
 /// One accepted event, as received.
@@ -64,7 +64,7 @@ pub struct Event {
     /// Whether it changed an alert (acknowledge/resolve with a wrong routing key do not).
     pub applied: bool,
     /// When it arrived.
-    pub at: std::time::Instant,
+    pub at: tokio::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -201,7 +201,7 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
                 status: AlertStatus::Triggered,
                 trigger: event.clone(),
                 merged: 0,
-                created: std::time::Instant::now(),
+                created: tokio::time::Instant::now(),
             });
             true
         }
@@ -220,7 +220,13 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
         let event_type = if action == "acknowledge" { "incident.acknowledged" } else { "incident.resolved" };
         send_webhook(&s, event_type, &dedup_key, ("service_reference", "checkout (Events API v2)"));
     }
-    s.events.push(Event { action, routing_key, dedup_key: dedup_key.clone(), applied, at: std::time::Instant::now() });
+    s.events.push(Event {
+        action,
+        routing_key,
+        dedup_key: dedup_key.clone(),
+        applied,
+        at: tokio::time::Instant::now(),
+    });
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key})),

@@ -4,7 +4,9 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::{Error, free_port};
 
@@ -300,11 +302,11 @@ pub fn assert_starts_on_block(bin: &Path, block: &str, envs: &[(&str, &str)]) ->
     all.extend_from_slice(envs);
     let path = file.to_str().expect("utf-8 path");
     let mut service = ServiceProcess::spawn(bin, &["--config", path], &all).expect("spawns");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         match service.get("/readyz") {
             Some((_, body)) if body.contains("\"bus\":\"ok\"") => break,
-            _ if std::time::Instant::now() > deadline => {
+            _ if tokio::time::Instant::now() > deadline => {
                 panic!("never connected to the bus on the specification's block:\n{}", service.logs())
             }
             _ => std::thread::sleep(Duration::from_millis(50)),
