@@ -20,6 +20,10 @@ const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 struct PagerDuty(FakePagerDuty);
 
 impl BenchVendor for PagerDuty {
+    fn held(&self) -> usize {
+        usize::try_from(self.0.requests()).unwrap_or(usize::MAX)
+    }
+
     fn arrivals(&self) -> HashMap<String, Instant> {
         let mut first = HashMap::new();
         for e in self.0.events() {

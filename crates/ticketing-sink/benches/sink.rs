@@ -20,6 +20,10 @@ const AUTH: &str = "Bearer bench-token";
 struct Jira(FakeJira);
 
 impl BenchVendor for Jira {
+    fn held(&self) -> usize {
+        self.0.issues().len()
+    }
+
     fn arrivals(&self) -> HashMap<String, Instant> {
         self.0
             .issues()

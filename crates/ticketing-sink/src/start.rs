@@ -1,0 +1,136 @@
+//! The wiring: the sink's vendors, receivers and records, then `SinkStart` deals it its
+//! facts. What it is made of is listed in `lib.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sre_runtime::ServiceContext;
+use sre_runtime::axum::Router;
+use sre_sink::{Job, RecordsCell, SinkStart, Started, Vendors};
+
+use crate::config::{self, Valid};
+use crate::provider::Provider;
+use crate::{consumer_config, metrics, provider, receiver, sink, state};
+
+/// How often credentials are checked again for readiness.
+const CREDENTIALS_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Starts the sink: its trackers, receivers, records and consumer.
+pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
+    let valid = ctx.config.clone();
+    let integration = &valid.config.ticketing_integration;
+    if !integration.enabled {
+        tracing::info!("ticketing_integration.enabled is false: serving health only");
+        return Ok(Router::new());
+    }
+    if integration.dry_run {
+        tracing::warn!("dry_run is on: tickets are logged, not sent");
+    }
+    let trackers = trackers(integration, &ctx.secrets)?;
+    let vendors = Vendors::new(trackers.keys().map(|p| (*p, requests_per_minute(integration, *p))));
+    let metrics = metrics::TicketMetrics::default();
+    ctx.metrics.register(|r| metrics.register(r));
+    metrics.prime(trackers.keys().copied());
+    let mut sink = SinkStart::new(&ctx, vendors);
+    let tickets = RecordsCell::default();
+    // The accounts the credentials act as: learnt by the credentials check, read by the
+    // Jira receiver (its changes are this sink's own).
+    let own_accounts = receiver::OwnAccounts::default();
+    let receivers = sink.receiver_metrics();
+    let github_hook = integration.github.as_ref().and_then(|g| g.webhook.as_ref());
+    sink.mount(Provider::Github, "ticketing_integration.github.webhook", github_hook, |secrets, hook| {
+        receiver::GithubReceiver {
+            secrets,
+            settings: hook.clone(),
+            tickets: tickets.clone(),
+            source: ctx.bus.source().clone(),
+            metrics: receivers.clone(),
+        }
+    })?;
+    if let Some(jira) = &integration.jira {
+        sink.mount(Provider::Jira, "ticketing_integration.jira.webhook", jira.webhook.as_ref(), |secrets, hook| {
+            receiver::JiraReceiver {
+                secrets,
+                settings: hook.clone(),
+                base_url: jira.base_url.clone(),
+                tickets: tickets.clone(),
+                source: ctx.bus.source().clone(),
+                metrics: receivers.clone(),
+                own_accounts: own_accounts.clone(),
+            }
+        })?;
+    }
+    tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
+    let (vendors, dry_run) = (sink.vendors(), integration.dry_run);
+    Ok(sink.spawn(state::BUCKET, consumer_config(integration), tickets, move |tickets| {
+        let sink = Arc::new(sink::Sink::new(valid, tickets, trackers, vendors, metrics, own_accounts));
+        let check = sink.clone();
+        let jobs = if dry_run {
+            Vec::new()
+        } else {
+            vec![
+                Job::every("credentials check", CREDENTIALS_EVERY, move || {
+                    let check = check.clone();
+                    async move { check.check_credentials().await }
+                })
+                .at_start(),
+            ]
+        };
+        Started { sink, jobs }
+    }))
+}
+
+/// The trackers the configuration names, with the credentials they act with: every secret
+/// must resolve now (a missing key fails the start, not the first incident), and Jira Cloud
+/// needs `email` beside `token`.
+fn trackers(
+    integration: &config::Integration,
+    secrets: &sre_runtime::SecretStore,
+) -> anyhow::Result<BTreeMap<Provider, provider::Configured>> {
+    use std::sync::Arc;
+    let http = sre_runtime::outbound::HttpClient::new(std::time::Duration::from_secs(15), None)?;
+    let mut trackers = BTreeMap::new();
+    if let Some(j) = &integration.jira {
+        let token = secrets.resolve(&j.secret_ref, "token")?;
+        let email = secrets.resolve(&j.secret_ref, "email").ok();
+        let email = email.as_ref().map(|e| secrecy::ExposeSecret::expose_secret(e).to_owned());
+        let settings = provider::jira::JiraSettings {
+            deployment: j.deployment(),
+            issue_type: j.issue_type.clone(),
+            resolve: j.resolve_transition.clone(),
+            close: j.close_transition.clone(),
+            priorities: j.priorities.clone(),
+            labels: j.labels.clone(),
+        };
+        if settings.deployment == provider::jira::Deployment::Cloud && email.is_none() {
+            anyhow::bail!(
+                "ticketing_integration.jira.secret_ref: Jira Cloud needs `email` beside `token` in the secret"
+            );
+        }
+        let tracker = provider::jira::Jira::new(http.clone(), &j.base_url, email.as_deref(), &token, settings);
+        let credential = j.secret_ref.as_str().to_owned();
+        trackers.insert(Provider::Jira, provider::Configured { tracker: Arc::new(tracker), credential });
+    }
+    if let Some(g) = &integration.github {
+        let token = secrets.resolve(&g.secret_ref, "token")?;
+        let tracker = provider::github::Github::new(
+            http,
+            &g.base_url,
+            token,
+            &g.repo,
+            g.labels.clone(),
+            g.resolved_label.clone(),
+        );
+        let credential = g.secret_ref.as_str().to_owned();
+        trackers.insert(Provider::Github, provider::Configured { tracker: Arc::new(tracker), credential });
+    }
+    Ok(trackers)
+}
+
+/// Requests per minute `provider`'s credential may send.
+fn requests_per_minute(integration: &config::Integration, provider: Provider) -> u32 {
+    match provider {
+        Provider::Jira => integration.jira.as_ref().map_or(300, |j| j.requests_per_minute),
+        Provider::Github => integration.github.as_ref().map_or(80, |g| g.requests_per_minute),
+    }
+}
