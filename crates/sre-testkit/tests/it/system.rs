@@ -578,7 +578,14 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     assert_eq!(pages.len() + acked_before_paged, incidents.len(), "at most one page (PagerDuty alert) per incident");
     assert_eq!(dead_letters, 0, "no fact was given up on: every fault was transient");
     assert!(held_at_kill >= 1);
-    assert_eq!(found_by_marker, held_at_kill, "each ticket Jira created for the killed sink was adopted by its marker");
+    // Every answer Jira still held when the sink was killed needed its marker to be found;
+    // a create answered in the instant before the kill, but not yet recorded, does too (the
+    // count is read just before the kill): so at least those, and never a second ticket
+    // (duplicate_tickets above).
+    assert!(
+        found_by_marker >= held_at_kill,
+        "each ticket Jira created for the killed sink was adopted by its marker: {found_by_marker} of {held_at_kill}"
+    );
     assert!(sent.refused > 0 || sent.unavailable > 0, "the faults were felt by the sender");
     assert!(pages_held_at_kill >= 1);
 
