@@ -27,12 +27,9 @@ pub fn server_id(url: &str) -> String {
     format!("{:016x}", fnv1a(url.trim_end_matches('/').as_bytes()))
 }
 
-/// Opens both buckets; `reach` follows the state bucket (the `kv` readiness check: not
-/// ready until both are open, so a ready replica can take the lease and keep its state).
-pub async fn open_buckets(bus: &Bus, lease_ttl: Duration, reach: sre_bus::Reachability) -> Result<(Kv, Kv), KvError> {
-    let replicas = bus.config().streams.replicas;
-    let lease = Kv::open(
-        bus,
+/// The lease and state buckets' settings (the lease's entries live `lease_ttl`).
+pub fn buckets(lease_ttl: Duration, replicas: sre_bus::Replicas) -> [KvConfig; 2] {
+    [
         KvConfig {
             bucket: LEASE_BUCKET.to_owned(),
             description: "argocd-sync: which replica polls each Argo CD server".to_owned(),
@@ -40,10 +37,6 @@ pub async fn open_buckets(bus: &Bus, lease_ttl: Duration, reach: sre_bus::Reacha
             history: 1,
             replicas,
         },
-    )
-    .await?;
-    let state = Kv::open_watched(
-        bus,
         KvConfig {
             bucket: STATE_BUCKET.to_owned(),
             description: "argocd-sync: last observed status of each application".to_owned(),
@@ -51,9 +44,16 @@ pub async fn open_buckets(bus: &Bus, lease_ttl: Duration, reach: sre_bus::Reacha
             history: 1,
             replicas,
         },
-        reach,
-    )
-    .await?;
+    ]
+}
+
+/// Opens both buckets (or, binding only, finds them); `reach` follows the state bucket
+/// (the `kv` readiness check: not ready until both are open, so a ready replica can take
+/// the lease and keep its state).
+pub async fn open_buckets(bus: &Bus, lease_ttl: Duration, reach: sre_bus::Reachability) -> Result<(Kv, Kv), KvError> {
+    let [lease, state] = buckets(lease_ttl, bus.config().streams.replicas);
+    let lease = Kv::open(bus, lease).await?;
+    let state = Kv::open_watched(bus, state, reach).await?;
     Ok((lease, state))
 }
 

@@ -24,9 +24,30 @@ pub struct BusConfig {
     /// The password from `NATS_PASSWORD` (never in a file, never printed).
     #[serde(skip)]
     pub password: Option<Password>,
-    /// NATS credentials file (`.creds`, JWT and NKey seed) for a server with accounts and
-    /// per-adapter permissions (see `deploy/nats`). None for a local server without auth.
+    /// NATS credentials file (`.creds`: the user's JWT and NKey seed, as `nsc` or a
+    /// platform's operator issues it) for a server in decentralized JWT mode. Read again at
+    /// every connection, so a rotated file (a new user JWT mounted in place) is used from
+    /// the next reconnect, without a restart.
     pub credentials_file: Option<PathBuf>,
+    /// A file holding the user's NKey seed (`SU…`), for a server that lists the user's
+    /// public NKey (`nkey: U…`). Read again at every connection.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// TLS to the bus (a private CA, a client certificate, TLS first); off unless set. Only
+    /// the bus uses it: the vendors' HTTPS keeps the system's roots.
+    pub tls: Option<BusTls>,
+    /// The prefix of this client's reply subjects (its inbox). Each adapter has its own by
+    /// default (`_INBOX_<service>`, e.g. `_INBOX_ticketing_sink`), so a bus user that may
+    /// subscribe only to its own prefix cannot read another adapter's replies
+    /// (`deploy/nats`). `_INBOX` is NATS' shared default.
+    pub inbox_prefix: Option<String>,
+    /// How often the connection is checked by a round trip through the server (a message
+    /// to this client's own inbox).
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Round trips missed in a row before the server is taken for dead (frozen, cut off
+    /// without closing the socket) and the client moves to another one. With the
+    /// defaults a frozen node is left within about 8 s.
+    pub max_pings_out: u32,
     /// Time allowed to establish one TCP/TLS connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -36,8 +57,101 @@ pub struct BusConfig {
     /// Create or update the streams at start. Turn off where the service's credentials
     /// may not manage streams (they are then provisioned from `deploy/nats`).
     pub manage_streams: bool,
+    /// Bind only: never create or update a durable consumer or a KV bucket, use what the
+    /// platform declared (NACK, the `nats` CLI) exactly as declared, and say what is
+    /// missing. Implies `manage_streams: false`. For least-privilege users that may not
+    /// create (`deploy/nats/sre-bind-only.conf`).
+    pub bind_only: bool,
     /// Settings of the domain streams.
     pub streams: StreamSettings,
+}
+
+/// `runtime.bus.tls`: the files of a cert-manager Certificate's Secret (`ca.crt`,
+/// `tls.crt`, `tls.key`) as mounted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusTls {
+    /// The CA that signed the servers' certificates (PEM); unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This client's certificate (PEM), for servers that verify clients (mTLS, also
+    /// `verify_and_map`, where the certificate names the bus user).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// TLS before the first byte of NATS (nats-server's `handshake_first`), as for servers
+    /// behind a TLS-terminating proxy that expects it.
+    #[serde(default)]
+    pub handshake_first: bool,
+}
+
+impl BusConfig {
+    /// The inbox prefix in force for `service`.
+    pub fn inbox_prefix_for(&self, service: &str) -> String {
+        self.inbox_prefix.clone().unwrap_or_else(|| default_inbox_prefix(service))
+    }
+
+    /// Checks the keys that go together: where and why, for the configuration error.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(tls) = &self.tls
+            && tls.cert_file.is_some() != tls.key_file.is_some()
+        {
+            return Err(("runtime.bus.tls.cert_file", "a client certificate and its key_file come together".into()));
+        }
+        let ways = [self.user.is_some(), self.credentials_file.is_some(), self.nkey_seed_file.is_some()];
+        if ways.iter().filter(|w| **w).count() > 1 {
+            return Err((
+                "runtime.bus.credentials_file",
+                "give one way to log in: a user and password, a .creds file, or an NKey seed".into(),
+            ));
+        }
+        if let Some(prefix) = &self.inbox_prefix
+            && (prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err(("runtime.bus.inbox_prefix", "one subject token: letters, digits, `_` and `-`".into()));
+        }
+        if self.ping_interval < Duration::from_millis(200) {
+            return Err(("runtime.bus.ping_interval", "must be at least 200ms".into()));
+        }
+        if self.max_pings_out == 0 {
+            return Err(("runtime.bus.max_pings_out", "must be at least 1".into()));
+        }
+        if self.bind_only && self.manage_streams {
+            return Err((
+                "runtime.bus.manage_streams",
+                "bind_only never creates anything: set manage_streams: false (the streams are declared too)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The files this configuration reads at connect time that cannot be read here, one
+    /// line each naming the key (for `--check-config`, where they may not be mounted).
+    pub fn unreadable_files(&self) -> Vec<String> {
+        let mut files: Vec<(&str, &PathBuf)> = Vec::new();
+        files.extend(self.password_file.iter().map(|p| ("runtime.bus.password_file", p)));
+        files.extend(self.credentials_file.iter().map(|p| ("runtime.bus.credentials_file", p)));
+        files.extend(self.nkey_seed_file.iter().map(|p| ("runtime.bus.nkey_seed_file", p)));
+        if let Some(tls) = &self.tls {
+            files.extend(tls.ca_file.iter().map(|p| ("runtime.bus.tls.ca_file", p)));
+            files.extend(tls.cert_file.iter().map(|p| ("runtime.bus.tls.cert_file", p)));
+            files.extend(tls.key_file.iter().map(|p| ("runtime.bus.tls.key_file", p)));
+        }
+        files
+            .into_iter()
+            .filter_map(|(key, path)| {
+                let e = std::fs::metadata(path).err()?;
+                Some(format!("{key}: {} is not readable here ({})", path.display(), e.kind()))
+            })
+            .collect()
+    }
+}
+
+/// `_INBOX_<service>` with `-` as `_` (`_INBOX_ticketing_sink`).
+pub fn default_inbox_prefix(service: &str) -> String {
+    format!("_INBOX_{}", service.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
 }
 
 impl Default for BusConfig {
@@ -48,9 +162,15 @@ impl Default for BusConfig {
             password_file: None,
             password: None,
             credentials_file: None,
+            nkey_seed_file: None,
+            tls: None,
+            inbox_prefix: None,
+            ping_interval: Duration::from_secs(2),
+            max_pings_out: 3,
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
             manage_streams: true,
+            bind_only: false,
             streams: StreamSettings::default(),
         }
     }

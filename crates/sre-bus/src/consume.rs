@@ -189,12 +189,45 @@ impl FactConsumer {
         let setup = |message: String| ConsumeError::Setup { name: config.durable_name.clone(), message };
         let pull_config = pull_config(&config);
         let js = bus.jetstream();
-        let stream = js.get_stream(streams::FACTS).await.map_err(|e| setup(e.to_string()))?;
-        let consumer = match stream.create_consumer(pull_config.clone()).await {
-            Ok(c) => c,
-            Err(_) => {
-                // A replica starting at the same moment may have created it first.
-                stream.create_consumer(pull_config).await.map_err(|e| setup(e.to_string()))?
+        let consumer = if bus.config().bind_only {
+            // Declared by the platform (NACK's Consumer, the nats CLI): used exactly as
+            // declared, never updated; what it lacks is said, not changed.
+            let consumer: async_nats::jetstream::consumer::Consumer<pull::Config> =
+                js.get_consumer_from_stream(&config.durable_name, streams::FACTS).await.map_err(|e| {
+                    let why = e.to_string();
+                    if why.contains("not found") {
+                        setup(format!(
+                            "no such consumer on {}, and runtime.bus.bind_only creates nothing: declare it (the \
+                             chart's NACK Consumer, or deploy/nats/jetstream/consumers/{}.json)",
+                            streams::FACTS,
+                            config.durable_name
+                        ))
+                    } else {
+                        setup(why)
+                    }
+                })?;
+            let declared = consumer.cached_info().config.filter_subjects.clone();
+            let declared_one = consumer.cached_info().config.filter_subject.clone();
+            let covered = |subject: &String| {
+                (declared.is_empty()
+                    && (declared_one.is_empty() || declared_one == *subject || declared_one == subjects::FACTS_ALL))
+                    || declared.contains(subject)
+                    || declared.iter().any(|d| d == subjects::FACTS_ALL)
+            };
+            let missing: Vec<&String> = config.filter_subjects.iter().filter(|s| !covered(s)).collect();
+            if !missing.is_empty() {
+                tracing::warn!(consumer = %config.durable_name, missing = ?missing,
+                    "the declared consumer does not take facts this sink acts on; they will not reach it (add them to its filter subjects)");
+            }
+            consumer
+        } else {
+            let stream = js.get_stream(streams::FACTS).await.map_err(|e| setup(e.to_string()))?;
+            match stream.create_consumer(pull_config.clone()).await {
+                Ok(c) => c,
+                Err(_) => {
+                    // A replica starting at the same moment may have created it first.
+                    stream.create_consumer(pull_config).await.map_err(|e| setup(e.to_string()))?
+                }
             }
         };
         let reach = crate::Reachability::new(format!("fact consumer {}", config.durable_name));
@@ -262,7 +295,7 @@ impl FactConsumer {
         for _ in 0..lanes {
             let (tx, rx) = mpsc::channel::<Message>(1);
             senders.push(tx);
-            lanes_running.spawn(lane(rx, handler.clone(), self.bus.clone(), self.config.clone()));
+            lanes_running.spawn(lane(rx, handler.clone(), self.bus.clone(), self.config.clone(), cancel.clone()));
         }
 
         let mut attempt = 0u32;
@@ -302,7 +335,10 @@ impl FactConsumer {
             }
             loop {
                 let next = tokio::select! {
-                    () = cancel.cancelled() => break 'outer,
+                    () = cancel.cancelled() => {
+                        hand_back_pulled(&self.bus, messages, None, lanes * 2).await;
+                        break 'outer;
+                    }
                     _ = observe.tick() => {
                         self.observe().await;
                         continue;
@@ -327,8 +363,18 @@ impl FactConsumer {
                 }
                 let fact = received(&message);
                 let idx = lane_of(&ordering_key(&fact), lanes);
-                if senders[idx].send(message).await.is_err() {
-                    break 'outer;
+                // A busy lane must not hold the fact past a stop: waiting for room, the
+                // stop still hands it (and the rest of the pull) back.
+                let room = tokio::select! {
+                    () = cancel.cancelled() => {
+                        hand_back_pulled(&self.bus, messages, Some(message), lanes * 2).await;
+                        break 'outer;
+                    }
+                    room = senders[idx].reserve() => room,
+                };
+                match room {
+                    Ok(permit) => permit.send(message),
+                    Err(_) => break 'outer,
                 }
             }
         }
@@ -350,8 +396,57 @@ fn received(message: &Message) -> ReceivedFact {
     }
 }
 
-async fn lane<H: FactHandler>(mut rx: mpsc::Receiver<Message>, handler: Arc<H>, bus: Bus, config: ConsumerConfig) {
+/// Hands back (NAK, no delay) what a stopping sink has not started, so another replica
+/// takes it at once instead of after `ack_wait`.
+async fn hand_back(bus: &Bus, message: &Message) {
+    bus.metrics().handed_back.inc();
+    if let Err(e) = message.ack_with(AckKind::Nak(None)).await {
+        tracing::debug!(error = %e, "a fact could not be handed back; it returns after ack_wait");
+    }
+}
+
+/// On shutdown: the facts the current pull has already brought in (at most one batch,
+/// `batch`, besides `held`) are handed back rather than left to time out. They are
+/// collected first and handed back once the pull is closed: handed back while it is open,
+/// JetStream would deliver them to it again. Bounded in count and time, so a stopping
+/// replica does not go on pulling a backlog only to hand it back.
+async fn hand_back_pulled(
+    bus: &Bus,
+    mut messages: async_nats::jetstream::consumer::pull::Stream,
+    held: Option<Message>,
+    batch: usize,
+) {
+    let mut pulled: Vec<Message> = held.into_iter().collect();
+    let until = Instant::now() + Duration::from_secs(1);
+    while pulled.len() < batch + 1 {
+        // A fact the server has sent can be a moment away on a busy node.
+        let wait = until.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
+        let Ok(Some(Ok(message))) = tokio::time::timeout(wait, messages.next()).await else { break };
+        pulled.push(message);
+    }
+    // Closing the pull withdraws its interest: JetStream then gives the pull request up
+    // instead of delivering what is handed back to it.
+    drop(messages);
+    for message in &pulled {
+        hand_back(bus, message).await;
+    }
+    if !pulled.is_empty() {
+        tracing::info!(facts = pulled.len(), "stopping: facts pulled but not started handed back");
+    }
+}
+
+async fn lane<H: FactHandler>(
+    mut rx: mpsc::Receiver<Message>,
+    handler: Arc<H>,
+    bus: Bus,
+    config: ConsumerConfig,
+    stop: CancellationToken,
+) {
     while let Some(message) = rx.recv().await {
+        if stop.is_cancelled() {
+            hand_back(&bus, &message).await;
+            continue;
+        }
         let fact = received(&message);
         let span = tracing::info_span!(
             "fact",

@@ -24,6 +24,20 @@ pub struct KvConfig {
     pub replicas: crate::Replicas,
 }
 
+/// A bucket as the platform declares it (NACK's `KeyValue`, `nats kv add`): its name,
+/// what it holds, history, age limit, file storage and `replicas` (3 on a cluster), as
+/// JSON. What `deploy/nats/jetstream/buckets/` holds, checked by each adapter's tests.
+pub fn bucket_definition(config: &KvConfig, replicas: usize) -> serde_json::Value {
+    serde_json::json!({
+        "bucket": config.bucket,
+        "description": config.description,
+        "history": config.history.clamp(1, 64),
+        "max_age": u64::try_from(config.max_age.as_nanos()).unwrap_or(u64::MAX),
+        "num_replicas": replicas,
+        "storage": "file",
+    })
+}
+
 /// Runs `work` (a call made while holding a claim) and, every `every` until it ends, calls
 /// `renew` with the claim as it stands to get it as it stands after renewing (a renewal
 /// that fails keeps the old one; the holder's final compare-and-set tells whether the
@@ -50,6 +64,9 @@ where
         }
     }
 }
+
+/// The key readiness writes to (see [`Kv::probe`]); listings leave it out.
+pub const PROBE_KEY: &str = "sre-probe";
 
 /// A key-value operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +96,6 @@ pub struct KvEntry {
 pub struct Kv {
     store: kv::Store,
     reach: crate::Reachability,
-    js: async_nats::jetstream::Context,
-    stream: String,
 }
 
 impl Kv {
@@ -96,7 +111,6 @@ impl Kv {
     /// [`Kv::open`], telling `reach` whether the bucket answers: every operation from now
     /// on, and the failed opens before (readiness reads it; see [`Kv::probe`]).
     pub async fn open_watched(bus: &Bus, config: KvConfig, reach: crate::Reachability) -> Result<Self, KvError> {
-        let stream = format!("KV_{}", config.bucket);
         let opened = Self::open_inner(bus, config).await;
         match &opened {
             Ok(_) => {
@@ -106,10 +120,28 @@ impl Kv {
                 reach.failed(e.to_string());
             }
         }
-        opened.map(|store| Self { store, reach, js: bus.jetstream().clone(), stream })
+        opened.map(|store| Self { store, reach })
     }
 
     async fn open_inner(bus: &Bus, config: KvConfig) -> Result<kv::Store, KvError> {
+        if bus.config().bind_only {
+            // The platform declared the bucket (NACK's KeyValue, the nats CLI): use it as
+            // it is, and say what is missing rather than create it.
+            return match bus.jetstream().get_key_value(&config.bucket).await {
+                Ok(store) => Ok(store),
+                Err(e)
+                    if e.kind() == async_nats::jetstream::context::KeyValueErrorKind::GetBucket
+                        && e.to_string().contains("not found") =>
+                {
+                    Err(KvError::Unavailable(format!(
+                        "KV bucket {} does not exist, and runtime.bus.bind_only creates nothing: declare it \
+                         (the chart's NACK KeyValue, or deploy/nats/jetstream)",
+                        config.bucket
+                    )))
+                }
+                Err(e) => Err(KvError::Unavailable(e.to_string())),
+            };
+        }
         let wanted = match config.replicas {
             crate::Replicas::Fixed(n) => n.max(1),
             auto => auto.resolve(
@@ -176,18 +208,22 @@ impl Kv {
         &self.reach
     }
 
-    /// Asks the bucket's stream leader for its info every `every` until `cancel`, so
-    /// readiness knows it answers even while nothing else uses it (a replica can serve
-    /// reads without a leader; the leader is what writes need).
+    /// Writes the bucket's probe key every `every` until `cancel`, so readiness knows the
+    /// bucket takes writes even while nothing else uses it. A write, not a read: a bucket
+    /// without a leader (two of three nodes down) still answers reads from a surviving
+    /// replica, but no claim can be written to it, and that is what the sinks need.
     pub async fn probe(&self, every: Duration, cancel: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
-            let status =
-                self.js.get_stream(&self.stream).await.map(|_| ()).map_err(|e| KvError::Unavailable(e.to_string()));
-            let _ = self.seen(status);
+            let write =
+                tokio::time::timeout(every.max(Duration::from_secs(1)), self.store.put(PROBE_KEY, Bytes::new()))
+                    .await
+                    .map_err(|_| KvError::Unavailable("a write to the bucket was not acknowledged in time".to_owned()))
+                    .and_then(|r| r.map(|_| ()).map_err(|e| KvError::Unavailable(e.to_string())));
+            let _ = self.seen(write);
         }
     }
 
@@ -233,7 +269,7 @@ impl Kv {
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| KvError::Unavailable(e.to_string()))?;
-            if key.starts_with(prefix) {
+            if key.starts_with(prefix) && key != PROBE_KEY {
                 out.push(key);
             }
         }

@@ -24,10 +24,12 @@ mod reach;
 mod topology;
 mod trace;
 
-pub use config::{BusConfig, ConsumerConfig, Password, Replicas, Seeds, StreamSettings, parse_seeds};
+pub use config::{
+    BusConfig, BusTls, ConsumerConfig, Password, Replicas, Seeds, StreamSettings, default_inbox_prefix, parse_seeds,
+};
 pub use connection::{Bus, ConnectError};
 pub use consume::{ConsumeError, Disposition, FactConsumer, FactHandler, ReceivedFact, consumer_definition};
-pub use kv::{Kv, KvConfig, KvEntry, KvError, renewing};
+pub use kv::{Kv, KvConfig, KvEntry, KvError, PROBE_KEY, bucket_definition, renewing};
 pub use metrics::{BusMetrics, FactOutcome, PublishOutcome};
 pub use publish::{Envelope, IntentPublisher, PublishError, Published};
 pub use reach::{Reachability, ReachabilitySlot, UNREACHABLE_GRACE};

@@ -68,6 +68,11 @@ pub struct BusMetrics {
     pub(crate) fact_seconds: Histogram,
     pub(crate) connected: Gauge,
     pub(crate) reconnects: Counter,
+    pub(crate) lame_duck: Counter,
+    pub(crate) slow_consumers: Counter,
+    pub(crate) auth_failures: Counter,
+    pub(crate) dead_connections: Counter,
+    pub(crate) handed_back: Counter,
     pub(crate) under_replicated: Gauge,
     pub(crate) pull_errors: Counter,
     pub(crate) pull_interruptions: Counter,
@@ -85,6 +90,11 @@ impl Default for BusMetrics {
             fact_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
             connected: Gauge::default(),
             reconnects: Counter::default(),
+            lame_duck: Counter::default(),
+            slow_consumers: Counter::default(),
+            auth_failures: Counter::default(),
+            dead_connections: Counter::default(),
+            handed_back: Counter::default(),
             under_replicated: Gauge::default(),
             pull_errors: Counter::default(),
             pull_interruptions: Counter::default(),
@@ -105,6 +115,31 @@ impl BusMetrics {
         r.register("fact_handling_duration_seconds", "Time spent handling one fact", self.fact_seconds.clone());
         r.register("connected", "1 while connected to NATS", self.connected.clone());
         r.register("reconnects", "Reconnections to NATS", self.reconnects.clone());
+        r.register(
+            "lame_duck",
+            "Notices that the bus node is going away (lame-duck mode, an upgrade); the client moves to another",
+            self.lame_duck.clone(),
+        );
+        r.register(
+            "slow_consumers",
+            "Times the server dropped messages for one of this client's subscriptions",
+            self.slow_consumers.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Connections refused for this service's credentials (authorization violation, an expired JWT)",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "dead_connections",
+            "Bus nodes that stopped answering without closing the connection (frozen, cut off); moved off",
+            self.dead_connections.clone(),
+        );
+        r.register(
+            "facts_handed_back",
+            "Facts pulled but not started when the sink stopped, handed back at once (NAK) for another replica",
+            self.handed_back.clone(),
+        );
         r.register(
             "under_replicated_streams",
             "Streams and KV buckets this service uses that have fewer replicas than the cluster calls for",
@@ -145,6 +180,31 @@ impl BusMetrics {
                 let _ = self.facts.get_or_create(&FactLabels { message_type, outcome });
             }
         }
+    }
+
+    /// Reconnections so far.
+    pub fn reconnects_count(&self) -> u64 {
+        self.reconnects.get()
+    }
+
+    /// Connections refused for this service's credentials so far.
+    pub fn auth_failures_count(&self) -> u64 {
+        self.auth_failures.get()
+    }
+
+    /// Bus nodes found dead and moved off so far.
+    pub fn dead_connections_count(&self) -> u64 {
+        self.dead_connections.get()
+    }
+
+    /// Lame-duck notices so far.
+    pub fn lame_duck_count(&self) -> u64 {
+        self.lame_duck.get()
+    }
+
+    /// Facts handed back at shutdown so far.
+    pub fn handed_back_count(&self) -> u64 {
+        self.handed_back.get()
     }
 
     /// Facts of `message_type` (e.g. `IncidentCreated`) handled with `outcome`.

@@ -114,6 +114,10 @@ fn classify(err: &async_nats::jetstream::context::PublishError) -> PublishError 
     }
 }
 
+/// The pause before a publish is tried again after no stream leader answered (jittered up
+/// to twice as long).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Publishes intents and waits for JetStream to store them; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct IntentPublisher {
@@ -135,14 +139,23 @@ impl IntentPublisher {
 
     /// Publishes every envelope with all acks in flight at once, then waits for all of
     /// them (within `deadline` when given, else the configured ack timeout). The result
-    /// has one entry per envelope, in order. Fails fast while disconnected: a caller that
-    /// must promise durability gets its answer at once instead of after a timeout.
+    /// has one entry per envelope, in order.
+    ///
+    /// While the client is reconnecting (a move off a bus node in lame-duck mode takes
+    /// milliseconds), it waits up to [`RECONNECT_GRACE`](crate::connection::RECONNECT_GRACE)
+    /// for the connection, then fails fast: a caller that must promise durability gets its
+    /// answer without waiting out a whole outage. An envelope whose connection is replaced
+    /// before its ack came is sent again at once on the new one, under the same
+    /// `Nats-Msg-Id`: JetStream stores it once.
     pub async fn publish_all(
         &self,
         envelopes: &[Envelope],
         deadline: Option<Duration>,
     ) -> Vec<Result<Published, PublishError>> {
-        if !self.bus.is_connected() {
+        let started = Instant::now();
+        let deadline = deadline.unwrap_or(self.bus.config().ack_timeout);
+        let grace = crate::connection::RECONNECT_GRACE.min(deadline);
+        if !self.bus.connected_within(grace).await {
             return envelopes
                 .iter()
                 .map(|e| {
@@ -151,20 +164,53 @@ impl IntentPublisher {
                 })
                 .collect();
         }
-        let started = Instant::now();
-        let deadline = deadline.unwrap_or(self.bus.config().ack_timeout);
         // One trace context for the batch: its intents come from one piece of work.
         let mut trace = HeaderMap::new();
         crate::inject_context(&mut trace);
         let trace = &trace;
+        let end = started + deadline;
         let sends = envelopes.iter().map(|e| async move {
-            // Headers first: `headers()` replaces the map, `message_id()` adds to it.
-            let publish = Publish::build()
-                .headers(e.headers(trace))
-                .message_id(e.idempotency_key.as_str())
-                .payload(e.body.clone());
-            let ack = self.js.send_publish(e.subject, publish).await.map_err(|err| classify(&err))?.await;
-            ack.map(|ack| Published { sequence: ack.sequence, duplicate: ack.duplicate }).map_err(|err| classify(&err))
+            loop {
+                let mut epoch = self.bus.epoch();
+                let sent_on = *epoch.borrow_and_update();
+                // Headers first: `headers()` replaces the map, `message_id()` adds to it.
+                let publish = Publish::build()
+                    .headers(e.headers(trace))
+                    .message_id(e.idempotency_key.as_str())
+                    .payload(e.body.clone());
+                let attempt = async {
+                    let ack = self.js.send_publish(e.subject, publish).await.map_err(|err| classify(&err))?.await;
+                    ack.map(|ack| Published { sequence: ack.sequence, duplicate: ack.duplicate })
+                        .map_err(|err| classify(&err))
+                };
+                tokio::select! {
+                    result = attempt => {
+                        let Err(err) = &result else { return result };
+                        // A failure caused by the connection going away: try again on the
+                        // new one while there is time.
+                        if *self.bus.epoch().borrow() != sent_on && Instant::now() < end {
+                            continue;
+                        }
+                        // No stream leader answered (an election: a node restarting, in
+                        // lame-duck mode or lost) or no ack came: try again shortly under the
+                        // same Nats-Msg-Id while the caller's deadline allows, so a moment
+                        // without a leader is not an error the sender has to retry.
+                        let pause = RETRY_PAUSE.mul_f64(1.0 + rand::random::<f64>());
+                        if err.is_retryable() && Instant::now() + pause * 2 < end {
+                            tokio::time::sleep(pause).await;
+                            if self.bus.connected_within(end.saturating_duration_since(Instant::now())).await {
+                                continue;
+                            }
+                        }
+                        return result;
+                    }
+                    _ = epoch.changed() => {
+                        if !self.bus.connected_within(end.saturating_duration_since(Instant::now())).await {
+                            return Err(PublishError::Unavailable("the connection was lost and not re-established in time".to_owned()));
+                        }
+                    }
+                }
+            }
         });
         // One deadline for the whole batch. Acks that did not arrive in time count as not
         // stored, though the server may still store them: a retry with the same key is

@@ -4,7 +4,9 @@
 //! A file holds the adapter's section in the specification's shape (e.g.
 //! `alertmanager_integration:`) and an optional `runtime:` section shared by every
 //! adapter. Every struct denies unknown keys, so a misspelt key is an error that names it.
-//! Environment variables override: `NATS_URL` (bus URL), `HTTP_ADDR` (listener),
+//! Environment variables override: `NATS_URL` (bus URL), `NATS_USER`/`NATS_PASSWORD`,
+//! `NATS_CREDS` (a `.creds` file), `NATS_NKEY` (an NKey seed file), `NATS_CA`/`NATS_CERT`/
+//! `NATS_KEY`/`NATS_TLS_FIRST` (TLS to the bus), `NATS_BIND_ONLY`, `HTTP_ADDR` (listener),
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (traces), `LOG_LEVEL`, `POD_NAME`/`HOSTNAME` (instance).
 
 use std::collections::HashMap;
@@ -176,6 +178,42 @@ fn apply_overrides(runtime: &mut RuntimeConfig, vars: &Vars) -> Result<(), Confi
     if let Some(password) = vars.get("NATS_PASSWORD").filter(|p| !p.is_empty()) {
         runtime.bus.password = Some(sre_bus::Password(secrecy::SecretString::from(password.clone())));
     }
+    // The bus's TLS and credentials files, under the names the `nats` CLI uses (the charts
+    // mount the Secrets and set these).
+    let tls_file = |name: &str| var(name).map(std::path::PathBuf::from);
+    let (ca, cert, key) = (tls_file("NATS_CA"), tls_file("NATS_CERT"), tls_file("NATS_KEY"));
+    if ca.is_some() || cert.is_some() || key.is_some() {
+        let tls = runtime.bus.tls.get_or_insert(sre_bus::BusTls {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            handshake_first: false,
+        });
+        tls.ca_file = ca.or(tls.ca_file.take());
+        tls.cert_file = cert.or(tls.cert_file.take());
+        tls.key_file = key.or(tls.key_file.take());
+    }
+    if let Some(first) = var("NATS_TLS_FIRST") {
+        let first = first.parse::<bool>().map_err(|_| ConfigError::new("NATS_TLS_FIRST", "expected true or false"))?;
+        if let Some(tls) = runtime.bus.tls.as_mut() {
+            tls.handshake_first = first;
+        } else if first {
+            return Err(ConfigError::new("NATS_TLS_FIRST", "TLS first needs TLS: set NATS_CA or runtime.bus.tls"));
+        }
+    }
+    if let Some(creds) = var("NATS_CREDS") {
+        runtime.bus.credentials_file = Some(creds.into());
+    }
+    if let Some(seed) = var("NATS_NKEY") {
+        runtime.bus.nkey_seed_file = Some(seed.into());
+    }
+    if let Some(bind) = var("NATS_BIND_ONLY") {
+        runtime.bus.bind_only =
+            bind.parse::<bool>().map_err(|_| ConfigError::new("NATS_BIND_ONLY", "expected true or false"))?;
+        if runtime.bus.bind_only {
+            runtime.bus.manage_streams = false;
+        }
+    }
     if runtime.bus.url.trim().is_empty() {
         return Err(ConfigError::new("runtime.bus.url", "must not be empty"));
     }
@@ -187,6 +225,7 @@ fn apply_overrides(runtime: &mut RuntimeConfig, vars: &Vars) -> Result<(), Confi
             "a bus user and its password come together (NATS_USER with NATS_PASSWORD, or user with password_file)",
         ));
     }
+    runtime.bus.check().map_err(|(key, reason)| ConfigError::new(key, reason))?;
     tracing_subscriber::EnvFilter::try_new(&runtime.telemetry.log_level)
         .map_err(|e| ConfigError::new("runtime.telemetry.log_level", e.to_string()))?;
     Ok(())

@@ -99,7 +99,7 @@ where
     };
     if cli.check_config {
         let secrets = SecretStore::new(config.runtime().secrets_dir.clone(), vars.clone());
-        for notice in config.notices(&secrets) {
+        for notice in config.runtime().bus.unreadable_files().into_iter().chain(config.notices(&secrets)) {
             eprintln!("{}: note: {notice}", spec.name);
         }
         eprintln!("{}: configuration ok", spec.name);

@@ -138,18 +138,30 @@ fn encode<R: Record>(key: &str, record: &R) -> Result<Bytes, RecordError> {
         .map_err(|e| RecordError::Encode { key: key.to_owned(), reason: e.to_string() })
 }
 
-impl<R: Record> Records<R> {
-    /// Opens (or creates) `bucket` at the bus's replicas, telling `reach` whether it
-    /// answers (readiness).
-    pub async fn open(bus: &Bus, bucket: &Bucket, reach: sre_bus::Reachability) -> Result<Self, RecordError> {
-        let config = KvConfig {
-            bucket: bucket.name.to_owned(),
-            description: bucket.description.to_owned(),
-            max_age: bucket.max_age,
+impl Bucket {
+    /// The bucket's settings for the bus, at `replicas`.
+    pub fn config(&self, replicas: sre_bus::Replicas) -> KvConfig {
+        KvConfig {
+            bucket: self.name.to_owned(),
+            description: self.description.to_owned(),
+            max_age: self.max_age,
             history: 1,
-            replicas: bus.config().streams.replicas,
-        };
-        let kv = Kv::open_watched(bus, config, reach).await?;
+            replicas,
+        }
+    }
+
+    /// The bucket as a platform declares it on a three-node cluster
+    /// (`deploy/nats/jetstream/buckets/`, NACK's `KeyValue`).
+    pub fn definition(&self) -> serde_json::Value {
+        sre_bus::bucket_definition(&self.config(sre_bus::Replicas::Auto), 3)
+    }
+}
+
+impl<R: Record> Records<R> {
+    /// Opens (or, unless the bus binds only, creates) `bucket` at the bus's replicas,
+    /// telling `reach` whether it answers (readiness).
+    pub async fn open(bus: &Bus, bucket: &Bucket, reach: sre_bus::Reachability) -> Result<Self, RecordError> {
+        let kv = Kv::open_watched(bus, bucket.config(bus.config().streams.replicas), reach).await?;
         Ok(Self { kv, kind: PhantomData })
     }
 

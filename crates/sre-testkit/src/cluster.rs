@@ -14,6 +14,11 @@ use crate::{Error, http_get, http_get_status, nats_server_binary};
 
 /// The cluster's name in every node's configuration.
 pub const CLUSTER_NAME: &str = "sre-test";
+/// Lame-duck timing: the NATS Helm chart's shape (a grace period, then clients closed over
+/// a duration; 30 s is the least nats-server takes), the grace shortened; clients
+/// that move at the notice are gone long before either ends.
+const LAME_DUCK_GRACE: &str = "2s";
+const LAME_DUCK_DURATION: &str = "30s";
 const HEALTHY_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
@@ -134,6 +139,7 @@ impl NatsCluster {
         format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
              jetstream {{ store_dir: \"{store}\" }}\n\
+             lame_duck_grace_period: {LAME_DUCK_GRACE}\nlame_duck_duration: {LAME_DUCK_DURATION}\n\
              cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{cport}\n  routes: [{routes}]\n}}\n{include}",
             name = node.name,
             port = node.port,
@@ -260,6 +266,78 @@ impl NatsCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Puts node `i` in lame-duck mode as the NATS Helm chart's upgrade does
+    /// (`nats-server --signal ldm=<pid>`: it stops accepting clients, tells the connected
+    /// ones it is going, hands over its leaderships, and exits once its clients are gone or
+    /// `lame_duck_duration` is over). Returns at once; [`NatsCluster::wait_exit`] waits.
+    pub fn signal_lame_duck(&mut self, i: usize) -> Result<(), Error> {
+        let Some(child) = &self.nodes[i].child else { return Ok(()) };
+        let signal = Command::new(nats_server_binary()?)
+            .arg("--signal")
+            .arg(format!("ldm={}", child.id()))
+            .status()
+            .map_err(|source| Error::Io { what: "signalling lame-duck mode", source })?;
+        if signal.success() {
+            Ok(())
+        } else {
+            Err(Error::Io { what: "nats-server --signal ldm", source: std::io::Error::other(signal.to_string()) })
+        }
+    }
+
+    /// Waits for node `i` to exit by itself (after lame-duck mode); its store is kept.
+    pub fn wait_exit(&mut self, i: usize) -> Result<(), Error> {
+        let Some(mut child) = self.nodes[i].child.take() else { return Ok(()) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(Error::NotReady("a node in lame-duck mode to exit", Duration::from_secs(60)))
+    }
+
+    /// Lame-duck mode, then the exit: a node's part of a rolling upgrade.
+    pub fn lame_duck(&mut self, i: usize) -> Result<(), Error> {
+        self.signal_lame_duck(i)?;
+        self.wait_exit(i)
+    }
+
+    /// Freezes node `i` (SIGSTOP): its process stops, its sockets stay open, as a node that
+    /// lost power behind a switch or a partition looks to its clients.
+    pub fn freeze(&mut self, i: usize) {
+        if let Some(child) = &self.nodes[i].child {
+            let _ = Command::new("kill").args(["-STOP", &child.id().to_string()]).status();
+        }
+    }
+
+    /// Thaws a frozen node `i` (SIGCONT).
+    pub fn thaw(&mut self, i: usize) {
+        if let Some(child) = &self.nodes[i].child {
+            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+        }
+    }
+
+    /// The client connections node `i` holds, by name (each adapter names its connection
+    /// `<service>/<instance>`), from its monitoring endpoint.
+    pub fn client_names(&self, i: usize) -> Option<Vec<String>> {
+        let (status, body) = http_get(self.nodes[i].monitor_port, "/connz?limit=1024")?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some(
+            v["connections"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect(),
+        )
     }
 
     /// Starts node `i` again on its ports and store, and waits until it is healthy.

@@ -53,7 +53,17 @@ pub async fn provision_replicated(js: &async_nats::jetstream::Context, replicas:
         let mut config: async_nats::jetstream::stream::Config =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         config.num_replicas = replicas;
-        js.create_or_update_stream(config).await.map_err(|e| format!("{}: {e}", path.display()))?;
+        // A fresh cluster on a loaded machine can take longer than one request's timeout to
+        // place an R3 stream; creating it again is harmless (same definition).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match js.create_or_update_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if attempt < 4 && e.to_string().contains("timed out") => continue,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            }
+        }
         count += 1;
     }
     Ok(count)

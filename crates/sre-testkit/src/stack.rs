@@ -23,7 +23,13 @@ pub fn password(user: &str) -> String {
 /// `deploy/nats/sre.conf` with the test passwords it reads set before it: the accounts,
 /// users and allow-lists every bus test server runs with.
 pub fn deploy_accounts() -> String {
-    let deploy = std::fs::read_to_string(crate::workspace_root().join("deploy/nats/sre.conf")).expect("sre.conf");
+    deploy_accounts_from("sre.conf")
+}
+
+/// A file of `deploy/nats/` (`sre.conf`, `sre-bind-only.conf`) with the test passwords it
+/// reads set before it.
+pub fn deploy_accounts_from(file: &str) -> String {
+    let deploy = std::fs::read_to_string(crate::workspace_root().join("deploy/nats").join(file)).expect(file);
     let vars: String = crate::inventory::BUS_USERS
         .iter()
         .map(|user| format!("{}: \"{}\"\n", crate::inventory::password_var(user), password(user)))
@@ -188,4 +194,26 @@ pub fn send_alerts(ports: &[u16], total: usize, pace: Duration, sent: Arc<Mutex<
         }
         std::thread::sleep(pace);
     }
+}
+
+/// What the bind-only users may not: create or update a durable consumer or a KV bucket.
+const CREATING: [&str; 3] = ["CONSUMER.CREATE.SRE_DOMAIN_FACTS", "STREAM.CREATE.KV_", "STREAM.UPDATE.KV_"];
+
+/// `deploy/nats/sre-bind-only.conf` as it must be: `sre.conf` without any right to create
+/// or update a durable consumer or a KV bucket (the platform declares them), under its own
+/// header. Generated, so the two never drift (`SRE_BLESS=1` rewrites the file).
+pub fn bind_only_conf(sre_conf: &str) -> String {
+    let body = &sre_conf[sre_conf.find("accounts {").expect("an accounts block")..];
+    let kept: Vec<&str> = body.lines().filter(|l| !CREATING.iter().any(|c| l.contains(c))).collect();
+    format!(
+        "# The SRE bus for adapters that bind only (`runtime.bus.bind_only: true`): as `sre.conf`,\n\
+         # but no user may create or update a durable consumer or a KV bucket. The platform declares\n\
+         # them (the charts' NACK Consumer and KeyValue, or `nats consumer add` / `nats kv add` from\n\
+         # `jetstream/`), and the adapters use them exactly as declared.\n\
+         #\n\
+         # Generated from `sre.conf` (a test checks it; `SRE_BLESS=1 cargo nextest run` rewrites it).\n\
+         # paging-sink keeps the right to list its own bucket's deferred pages (an ordered consumer\n\
+         # on its own bucket: it reads only its own records).\n\n{}\n",
+        kept.join("\n")
+    )
 }

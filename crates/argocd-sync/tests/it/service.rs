@@ -37,3 +37,20 @@ fn the_specification_block_works_as_written() {
     assert!(run.logs.contains("ARGOCD_AUTH_TOKEN"), "{}", run.logs);
     assert!(run.logs.contains("https://argocd-server.argocd.svc.cluster.local"), "{}", run.logs);
 }
+
+/// `deploy/nats/jetstream/buckets/` holds argocd-sync's lease and state buckets exactly as it
+/// creates them on a cluster with its chart's configuration (the lease's age from its
+/// `lease_ttl`).
+#[test]
+fn the_documented_buckets_are_the_ones_the_chart_configuration_creates() {
+    let text = sre_testkit::chart::values_config("argocd-sync", |_| {});
+    let config =
+        sre_runtime::load_config::<argocd_sync::Config>(&text, &Default::default()).expect("the chart's config");
+    let ttl = config.argocd_integration.lease_ttl();
+    for bucket in argocd_sync::state::buckets(ttl, sre_bus::Replicas::Auto) {
+        sre_testkit::chart::assert_json_file(
+            &format!("deploy/nats/jetstream/buckets/{}.json", bucket.bucket),
+            &sre_bus::bucket_definition(&bucket, 3),
+        );
+    }
+}

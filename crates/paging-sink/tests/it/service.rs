@@ -117,3 +117,14 @@ fn check_config_refuses_what_start_would() {
         assert!(stderr.contains(expected), "{what}: {stderr}");
     }
 }
+
+/// `deploy/nats/jetstream/buckets/` holds the sink's records bucket exactly as it creates it
+/// on a cluster: what a platform declares (`nats kv add`, the chart's NACK KeyValue).
+#[test]
+fn the_documented_bucket_is_the_one_the_sink_creates() {
+    let bucket = paging_sink::state::BUCKET;
+    sre_testkit::chart::assert_json_file(
+        &format!("deploy/nats/jetstream/buckets/{}.json", bucket.name),
+        &bucket.definition(),
+    );
+}

@@ -377,6 +377,57 @@ async fn a_fact_left_unacked_by_a_stopped_replica_is_redelivered() {
     task.await.expect("stops");
 }
 
+/// A sink stopping (SIGTERM, a rolling update) finishes the fact it is handling and hands
+/// back what it pulled but has not started, so another replica takes those at once instead
+/// of after `ack_wait`.
+#[tokio::test]
+async fn a_stopping_consumer_hands_back_what_it_has_not_started() {
+    let server = NatsServer::start().expect("nats-server");
+    let bus = bus(&server).await;
+    let js = raw(&server).await;
+    struct Gate(Arc<AtomicU32>, Arc<tokio::sync::Notify>);
+    impl FactHandler for Gate {
+        async fn handle(&self, _fact: ReceivedFact) -> Disposition {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.notified().await;
+            Disposition::Ack
+        }
+    }
+    let config = ConsumerConfig { ack_wait: Duration::from_secs(60), parallelism: 1, ..consumer_config("handback") };
+    let (started, release) = (Arc::new(AtomicU32::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let stopping = FactConsumer::bind(&bus, config.clone()).await.expect("binds");
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(stopping.run(Gate(started.clone(), release.clone()), cancel.clone()));
+    for n in 0..4 {
+        publish_fact(&js, &created(&format!("inc-hb-{n}"))).await;
+    }
+    wait_until("the first fact is being handled", || started.load(Ordering::SeqCst) == 1).await;
+    cancel.cancel();
+    release.notify_one();
+    run.await.expect("stops").expect("ran");
+    assert_eq!(started.load(Ordering::SeqCst), 1, "nothing new was started once stopping");
+    assert!(bus.metrics().handed_back_count() >= 1, "the pulled facts were handed back");
+
+    // Another replica gets the other three at once, far sooner than the 60 s ack_wait.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handler = Recorder { seen: tx, script: |_, _| Disposition::Ack, delay: None };
+    let (cancel, task) = start_consumer(&bus, config, handler).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("handed back at once")
+                .expect("open")
+                .1,
+        );
+    }
+    ids.sort();
+    assert_eq!(ids, ["inc-hb-1", "inc-hb-2", "inc-hb-3"]);
+    cancel.cancel();
+    task.await.expect("stops");
+}
+
 #[tokio::test]
 async fn kv_compare_and_set() {
     let server = NatsServer::start().expect("nats-server");

@@ -5,3 +5,4 @@ mod bus;
 mod compile_fail;
 mod definitions;
 mod permissions;
+mod secure;

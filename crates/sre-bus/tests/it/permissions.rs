@@ -48,6 +48,8 @@ async fn client(url: &str) -> Result<async_nats::Client, String> {
     let (userinfo, host) = rest.rsplit_once('@').ok_or("no credentials")?;
     let (user, password) = userinfo.split_once(':').ok_or("no password")?;
     async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password.to_owned())
+        // Each user's replies come on its own inbox prefix (deploy/nats/sre.conf).
+        .custom_inbox_prefix(sre_bus::default_inbox_prefix(user))
         .connect(format!("nats://{host}"))
         .await
         .map_err(|e| e.to_string())
@@ -233,4 +235,27 @@ async fn adapters_cannot_publish_facts_and_each_publishes_only_its_own_intents()
     assert!(said.contains("refused Publish to \"$JS.API.STREAM.") && said.contains("manage_streams: false"), "{said}");
     cancel.cancel();
     let _ = topology.await;
+}
+
+/// Each adapter's replies come on its own inbox prefix, which no other adapter may read:
+/// a sink cannot listen to another adapter's request replies (JetStream acks, KV reads).
+#[tokio::test]
+async fn an_adapter_cannot_read_another_adapters_replies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    let ticketing = client(&url(&server, "ticketing-sink")).await.expect("client");
+    let _own = ticketing.subscribe("_INBOX_ticketing_sink.>").await.expect("its own");
+    let _others = ticketing.subscribe("_INBOX_paging_sink.>").await.expect("sent");
+    let _shared = ticketing.subscribe("_INBOX.>").await.expect("sent");
+    sre_testkit::bus::eventually("the server refuses both", Duration::from_secs(10), || async {
+        let log = server.log();
+        log.contains("\"SRE/user:ticketing-sink\" - Subscription Violation - Subject \"_INBOX_paging_sink.>\"")
+            && log.contains("\"SRE/user:ticketing-sink\" - Subscription Violation - Subject \"_INBOX.>\"")
+    })
+    .await;
+    assert!(
+        !server.log().contains("Subscription Violation - Subject \"_INBOX_ticketing_sink.>\""),
+        "its own inbox is its own:\n{}",
+        server.log()
+    );
 }

@@ -2,3 +2,4 @@
 //! async-nats on a 2-core CI). One module per subject.
 
 mod inbound;
+mod outbound;

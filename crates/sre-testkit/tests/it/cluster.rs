@@ -9,6 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use prost::Message;
 use sre_contracts::BusMessage;
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
@@ -266,6 +268,41 @@ async fn without_a_leader_readiness_says_so_the_logs_stay_quiet_and_it_comes_bac
     let attempts = sink.metric("sre_bus_pull_errors_total", &[]);
     eprintln!("while down: {kv_warnings} KV warnings, {pulls} pull warnings for {attempts} failed pulls");
     assert!(pulls <= 2, "a warning per episode, not per attempt: {pulls} for {attempts} failed pulls");
+}
+
+/// Two of three nodes down: the sink's R3 bucket has no quorum, so no claim can be written,
+/// although the surviving replica still answers reads. The sink says it is not ready for
+/// the whole outage (its readiness writes to the bucket, it does not only read), and is
+/// ready again by itself once a quorum is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_the_sink_stays_not_ready_until_it_is_back() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = NatsCluster::start(3).expect("cluster");
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Connected to the node that stays up.
+    let survivor = cluster.url(0);
+    let mut sink = paging_sink(dir.path(), &pd, &survivor, "paging-0", "");
+    ready(&mut sink, "paging-sink");
+    cluster.wait_streams_current().expect("replicas caught up");
+    assert_eq!(cluster.placement("KV_sre_paging_sink_pages").map(|p| p.1), Some(3), "R3");
+    cluster.kill(1);
+    cluster.kill(2);
+    eventually("not ready, naming the bucket", WAIT, || async {
+        sink.get("/readyz").is_some_and(|(s, b)| s == 503 && b.contains("KV bucket sre_paging_sink_pages"))
+    })
+    .await;
+    // The outage goes on: readiness must not come back while no claim can be written
+    // (a read-only probe answered by the survivor came back 10-15 s in).
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(20) {
+        let (status, body) = sink.get("/readyz").expect("answers");
+        assert_eq!(status, 503, "ready without a quorum, {:?} into the outage: {body}", outage.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await; // sampling the outage, not waiting for a state
+    }
+    cluster.start_node(1).expect("node back");
+    cluster.start_node(2).expect("node back");
+    ready(&mut sink, "the sink once a quorum is back");
 }
 
 /// An upgrade on the cluster as deployed: the operator provisioned the R3 streams and the

@@ -36,7 +36,19 @@ const JIRA_TOKEN: &str = "jira-pat-0123456789";
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 const ARGOCD_TOKEN: &str = "argocd-token-0123456789";
 /// How long the disruptions take, roughly: the alert flow is paced to span them.
-const DISRUPTIONS: Duration = Duration::from_secs(45);
+const DISRUPTIONS: Duration = Duration::from_secs(95);
+/// How long a node stays frozen.
+const FROZEN_FOR: Duration = Duration::from_secs(30);
+
+/// Whether a connection name is an adapter's (`<service>/<instance>`).
+fn is_adapter(name: &str) -> bool {
+    sre_testkit::inventory::ADAPTERS.iter().any(|a| name.starts_with(&format!("{a}/")))
+}
+
+/// The 503s the senders were answered so far.
+fn answered_503(sent: &Mutex<Sent>) -> u64 {
+    sent.lock().unwrap_or_else(PoisonError::into_inner).unavailable
+}
 
 async fn domain_client(seeds: &str) -> async_nats::jetstream::Context {
     let client = async_nats::ConnectOptions::with_user_and_password("sre-domain".into(), password("sre-domain"))
@@ -184,6 +196,74 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     (cluster, took) = disrupt(cluster, |c| c.wipe_and_start(2).expect("n2 back empty")).await;
     recoveries.push(("n2's disk lost".into(), took));
 
+    // 5. An upgrade as the NATS Helm chart does it: each node in turn put in lame-duck mode
+    //    (`nats-server --signal ldm=<pid>`), exited, restarted. The adapters move off the
+    //    node at the notice, before it closes them.
+    let mut moves: Vec<(String, u64, Duration)> = Vec::new();
+    for i in 0..cluster.len() {
+        let before = answered_503(&sent);
+        let (c, moved) = blocking(move || {
+            let mut c = cluster;
+            let signalled = Instant::now();
+            c.signal_lame_duck(i).expect("lame-duck mode");
+            // The node still answers its monitor while it drains: every adapter gone from it.
+            let mut moved = None;
+            while signalled.elapsed() < Duration::from_secs(30) {
+                if c.client_names(i).is_some_and(|names| !names.iter().any(|n| is_adapter(n))) {
+                    moved = Some(signalled.elapsed());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            c.wait_exit(i).expect("the node exits");
+            c.start_node(i).expect("upgraded node back");
+            c.wait_settled().expect("meta group settled");
+            c.wait_streams_current().expect("replicas current");
+            (c, moved.expect("every adapter moved off the node in lame-duck mode"))
+        })
+        .await;
+        cluster = c;
+        moves.push((format!("lame-duck upgrade of n{i}"), answered_503(&sent) - before, moved));
+    }
+
+    // 6. A node frozen for 30 s (SIGSTOP: its sockets stay open, nothing answers), then
+    //    thawed: the adapters connected to it notice within seconds and move.
+    let before = answered_503(&sent);
+    let frozen = 0;
+    let (c, moved) = blocking(move || {
+        let mut c = cluster;
+        let adapters_on_frozen = c.client_names(frozen).unwrap_or_default().iter().filter(|n| is_adapter(n)).count();
+        let total_adapters: usize =
+            (0..c.len()).filter_map(|i| c.client_names(i)).map(|n| n.iter().filter(|n| is_adapter(n)).count()).sum();
+        let froze = Instant::now();
+        c.freeze(frozen);
+        let mut moved = None;
+        while froze.elapsed() < FROZEN_FOR {
+            let elsewhere: usize = (0..c.len())
+                .filter(|i| *i != frozen)
+                .filter_map(|i| c.client_names(i))
+                .map(|n| n.iter().filter(|n| is_adapter(n)).count())
+                .sum();
+            if moved.is_none() && elsewhere >= total_adapters {
+                moved = Some(froze.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c.thaw(frozen);
+        c.wait_settled().expect("meta group settled");
+        c.wait_streams_current().expect("replicas current");
+        (c, (moved, adapters_on_frozen))
+    })
+    .await;
+    cluster = c;
+    let (moved, on_frozen) = moved;
+    let moved = moved.expect("every adapter moved off the frozen node");
+    moves.push((
+        format!("n{frozen} frozen for 30 s ({on_frozen} adapter connections on it)"),
+        answered_503(&sent) - before,
+        moved,
+    ));
+
     blocking(move || sender.join().expect("sender")).await;
     let send_time = started.elapsed();
 
@@ -266,6 +346,10 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     for (what, took) in &recoveries {
         println!("  {what}: {took:.1?}");
     }
+    println!("moves off a node, with the 503s answered meanwhile and the time until every adapter had moved:");
+    for (what, answered, moved) in &moves {
+        println!("  {what}: {answered} answered 503, every adapter moved in {moved:.1?}");
+    }
     println!(
         "sent {} alerts in {:.1?} to 2 ingress replicas ({} attempts: {} answered 503, {} refused)",
         sent.alerts.len(),
@@ -312,6 +396,17 @@ async fn on_a_three_node_cluster_alerts_reach_the_vendors_once_through_restarts_
     assert_eq!((lost_tickets, duplicate_tickets), (0, 0), "exactly one ticket per incident");
     assert_eq!((lost_pages, pages.len()), (0, incidents.len()), "exactly one page per incident");
     assert_eq!(dead_letters, 0, "nothing given up on: every disruption was survivable");
+    for (what, answered, moved) in &moves {
+        if what.starts_with("lame-duck") {
+            assert_eq!(*answered, 0, "{what}: a lame-duck upgrade is invisible to Alertmanager");
+            assert!(*moved < Duration::from_secs(3), "{what}: the adapters move at the notice: {moved:?}");
+        } else {
+            assert!(
+                *moved < Duration::from_secs(10),
+                "{what}: the adapters leave a frozen node within 10 s: {moved:?}"
+            );
+        }
+    }
     assert_eq!(degraded, 1, "the application's change published once, by one poller");
     assert_eq!(leaders, 1.0, "one argocd-sync replica polls");
     // Every completed cycle's fleet state is stored, each under its own key (the lease

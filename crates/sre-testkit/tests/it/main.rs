@@ -6,4 +6,5 @@ mod cluster_faults;
 mod inventory;
 mod monitoring;
 mod pages;
+mod secure_bus;
 mod system;
