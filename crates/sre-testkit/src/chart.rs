@@ -29,10 +29,16 @@ pub fn values_config(name: &str, edit: impl FnOnce(&mut Value)) -> String {
 /// Renders and lints with Helm: runs in `.tools/venv`'s Python (or `SRE_HELM_PYTHON`).
 const RENDER: &str = r#"
 import json, sys
+from helm_python import _native
 from helm_python.chart import Chart, lint
-path, name, values = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) or None
+path, name, values, apis = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]) or None, json.loads(sys.argv[4])
 report = lint(path, values, strict=True, kube_version="v1.30.0")
-manifests = Chart.load(path).render(values, name=name, namespace="sre", is_install=True)
+opts = {"name": name, "namespace": "sre", "is_install": True}
+if apis:
+    # As `helm template --api-versions`: optional objects gated on the cluster's APIs.
+    opts["api_versions"] = apis
+chart = Chart.load(path)
+manifests = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values) if values else None, json.dumps(opts)))
 print(json.dumps({"lint": report, "manifests": manifests}))
 "#;
 
@@ -41,8 +47,17 @@ print(json.dumps({"lint": report, "manifests": manifests}))
 pub struct Rendered {
     /// Lint findings at warning level or above, and lint errors (strict mode).
     pub lint: Vec<String>,
-    /// Each non-empty manifest, by kind.
+    /// Each non-empty manifest, by kind (the first of a kind a template renders several of).
     pub objects: std::collections::BTreeMap<String, Value>,
+    /// Every object rendered, in order.
+    pub all: Vec<Value>,
+}
+
+impl Rendered {
+    /// Every object of `kind`.
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.all.iter().filter(|o| o["kind"].as_str() == Some(kind)).collect()
+    }
 }
 
 /// Helm's rendering and strict lint of chart `name` with `values` (JSON; merged over the
@@ -51,8 +66,20 @@ pub fn render(name: &str, values: &serde_json::Value) -> Rendered {
     try_render(name, values).unwrap_or_else(|e| panic!("helm could not render {name}: {e}"))
 }
 
+/// [`render`] on a cluster that serves `api_versions` besides the built-in ones (e.g.
+/// `jetstream.nats.io/v1beta2`, `monitoring.coreos.com/v1`), as `helm template
+/// --api-versions`.
+pub fn render_on(name: &str, values: &serde_json::Value, api_versions: &[&str]) -> Rendered {
+    try_render_on(name, values, api_versions).unwrap_or_else(|e| panic!("helm could not render {name}: {e}"))
+}
+
 /// [`render`], with Helm's refusal (a template's `fail`, say) as the error.
 pub fn try_render(name: &str, values: &serde_json::Value) -> Result<Rendered, String> {
+    try_render_on(name, values, &[])
+}
+
+/// [`render_on`], with Helm's refusal as the error.
+pub fn try_render_on(name: &str, values: &serde_json::Value, api_versions: &[&str]) -> Result<Rendered, String> {
     let python = std::env::var_os("SRE_HELM_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join(".tools/venv/bin/python"));
@@ -61,6 +88,7 @@ pub fn try_render(name: &str, values: &serde_json::Value) -> Result<Rendered, St
         .arg(charts_dir().join(name))
         .arg(name)
         .arg(values.to_string())
+        .arg(serde_json::json!(api_versions).to_string())
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`: it installs Helm)", python.display()));
     if !out.status.success() {
@@ -83,20 +111,33 @@ pub fn try_render(name: &str, values: &serde_json::Value) -> Result<Rendered, St
         }
     }
     let mut objects = std::collections::BTreeMap::new();
+    let mut all = Vec::new();
     for (path, text) in answer["manifests"].as_object().expect("manifests") {
         if path.ends_with("NOTES.txt") || text.as_str().unwrap_or_default().trim().is_empty() {
             continue;
         }
-        let doc: Value = serde_norway::from_str(text.as_str().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{path} is not YAML as rendered: {e}"));
-        let mut kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{path}: no kind")).to_owned();
-        if path.ends_with("/dashboard.yaml") {
-            // The second ConfigMap: the Grafana dashboard.
-            kind = "Dashboard".to_owned();
+        let docs: Vec<Value> = serde_norway::Deserializer::from_str(text.as_str().unwrap_or_default())
+            .map(|d| {
+                serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path} is not YAML as rendered: {e}"))
+            })
+            .filter(|d: &Value| !d.is_null())
+            .collect();
+        let several = docs.len() > 1;
+        for doc in docs {
+            let mut kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{path}: no kind")).to_owned();
+            if path.ends_with("/dashboard.yaml") {
+                // The second ConfigMap: the Grafana dashboard.
+                kind = "Dashboard".to_owned();
+            }
+            all.push(doc.clone());
+            if several {
+                objects.entry(kind).or_insert(doc);
+            } else {
+                assert!(objects.insert(kind.clone(), doc).is_none(), "{name}: two {kind}s");
+            }
         }
-        assert!(objects.insert(kind.clone(), doc).is_none(), "{name}: two {kind}s");
     }
-    Ok(Rendered { lint, objects })
+    Ok(Rendered { lint, objects, all })
 }
 
 /// Asserts everything this module promises about the chart of the adapter `bin` (whose
@@ -177,7 +218,109 @@ pub fn assert_chart(bin: &Path, name: &str, version: &str) {
 
     assert_monitoring(name, &chart, &rendered);
     assert_ingress(name, &rendered);
+    assert_bus_options(bin, name);
     assert_shared_templates(&chart);
+}
+
+/// Each way the chart connects to a secured bus (TLS from a cert-manager Secret, mTLS, TLS
+/// first, a `.creds` file, an NKey seed): the Deployment mounts the named Secret and points
+/// the adapter at the files in it, and the adapter's `--check-config`, run with the
+/// Deployment's environment and those files in place, accepts it without a note. Two ways to
+/// log in at once are refused by Helm.
+fn assert_bus_options(bin: &Path, name: &str) {
+    // What is set, the `nats` values, and each file variable with the `<Secret>/<key>` it names.
+    type Case<'a> = (&'a str, serde_json::Value, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 4] = [
+        (
+            "tls",
+            serde_json::json!({"tls": {"secretName": "bus-tls"}}),
+            &[("NATS_CA", "bus-tls/ca.crt")],
+        ),
+        (
+            "mtls, tls first",
+            serde_json::json!({"tls": {"secretName": "bus-tls", "clientCertificate": true, "handshakeFirst": true}}),
+            &[("NATS_CA", "bus-tls/ca.crt"), ("NATS_CERT", "bus-tls/tls.crt"), ("NATS_KEY", "bus-tls/tls.key")],
+        ),
+        (
+            "creds",
+            serde_json::json!({"credsSecret": {"name": "bus-creds", "key": "adapter.creds"}}),
+            &[("NATS_CREDS", "bus-creds/adapter.creds")],
+        ),
+        ("nkey", serde_json::json!({"nkeySecret": {"name": "bus-nkey"}}), &[("NATS_NKEY", "bus-nkey/seed")]),
+    ];
+    for (what, nats, files) in cases {
+        let rendered = render(name, &serde_json::json!({ "nats": nats }));
+        assert!(rendered.lint.is_empty(), "{name} ({what}): helm lint --strict: {:?}", rendered.lint);
+        let pod = &rendered.objects["Deployment"]["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let env: Vec<(String, String)> = c["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+            .collect();
+        let value = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        // Each file is in a mount of the Secret it comes from.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut moved: Vec<(String, String)> = Vec::new();
+        for (var, secret_file) in files {
+            let (secret, key) = secret_file.split_once('/').expect("secret/key");
+            let path = value(var).unwrap_or_else(|| panic!("{name} ({what}): {var} not set: {env:?}"));
+            let (mount_path, file) = path.rsplit_once('/').expect("a file path");
+            assert_eq!(file, key, "{name} ({what}): {var} names the Secret's key");
+            let mount = c["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|m| m["mountPath"].as_str() == Some(mount_path))
+                .unwrap_or_else(|| panic!("{name} ({what}): nothing mounted at {mount_path}"));
+            assert!(mount["subPath"].is_null(), "{name} ({what}): the whole Secret, so rotation reaches the file");
+            let volume = pod["volumes"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == mount["name"])
+                .expect("the mount's volume");
+            assert_eq!(volume["secret"]["secretName"].as_str(), Some(secret), "{name} ({what}): {var}'s Secret");
+            let local = dir.path().join(secret);
+            std::fs::create_dir_all(&local).expect("mkdir");
+            std::fs::write(local.join(key), "-").expect("write");
+            moved.push((var.to_string(), local.join(key).display().to_string()));
+        }
+        assert_eq!(value("NATS_TLS_FIRST"), nats["tls"]["handshakeFirst"].as_bool().filter(|f| *f).map(|_| "true"));
+        // The adapter accepts the configuration with that environment, files in place.
+        let config = dir.path().join("config.yaml");
+        let map = &rendered.objects["ConfigMap"];
+        std::fs::write(&config, map["data"]["config.yaml"].as_str().expect("config")).expect("write");
+        let mut run = std::process::Command::new(bin);
+        run.arg("--check-config").arg("--config").arg(&config);
+        for (k, v) in &env {
+            if k.starts_with("NATS_") {
+                run.env(k, v);
+            }
+        }
+        for (k, v) in &moved {
+            run.env(k, v);
+        }
+        let out = run.output().expect("runs --check-config");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name} ({what}): refused with the chart's environment: {stderr}");
+        assert!(!stderr.contains("runtime.bus"), "{name} ({what}): {stderr}");
+    }
+    // One way to log in, not two.
+    for (a, b) in [
+        ("credsSecret", serde_json::json!({"auth": {"secretName": "bus-login"}})),
+        ("nkeySecret", serde_json::json!({"credsSecret": {"name": "bus-creds"}})),
+    ] {
+        let mut nats = b;
+        nats[a] = serde_json::json!({"name": "another"});
+        let refused = try_render(name, &serde_json::json!({ "nats": nats }));
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("give the bus user one way")),
+            "{name}: {nats} must be refused: {:?}",
+            refused.map(|r| r.objects.keys().cloned().collect::<Vec<_>>())
+        );
+    }
 }
 
 /// No Ingress unless asked for; asked, it exposes exactly the webhook paths given (never
@@ -396,6 +539,20 @@ fn list(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect()
+}
+
+/// `path` (from the workspace root) holds exactly `expected` text (written with
+/// `SRE_BLESS=1`).
+pub fn assert_text_file(path: &str, expected: &str) {
+    let file = crate::workspace_root().join(path);
+    if std::env::var_os("SRE_BLESS").is_some() {
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, expected).expect("write");
+        return;
+    }
+    let text = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{path}: {e} (generate it with SRE_BLESS=1 cargo test)"));
+    assert!(text == expected, "{path} differs from what it is generated from (regenerate with SRE_BLESS=1 cargo test)");
 }
 
 /// Asserts that `path` (relative to the workspace root) holds `expected` as JSON. With

@@ -5,6 +5,7 @@ mod cluster;
 mod cluster_faults;
 mod inventory;
 mod monitoring;
+mod nack;
 mod pages;
 mod secure_bus;
 mod system;
