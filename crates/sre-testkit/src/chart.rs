@@ -231,11 +231,7 @@ fn assert_bus_options(bin: &Path, name: &str) {
     // What is set, the `nats` values, and each file variable with the `<Secret>/<key>` it names.
     type Case<'a> = (&'a str, serde_json::Value, &'a [(&'a str, &'a str)]);
     let cases: [Case; 4] = [
-        (
-            "tls",
-            serde_json::json!({"tls": {"secretName": "bus-tls"}}),
-            &[("NATS_CA", "bus-tls/ca.crt")],
-        ),
+        ("tls", serde_json::json!({"tls": {"secretName": "bus-tls"}}), &[("NATS_CA", "bus-tls/ca.crt")]),
         (
             "mtls, tls first",
             serde_json::json!({"tls": {"secretName": "bus-tls", "clientCertificate": true, "handshakeFirst": true}}),
