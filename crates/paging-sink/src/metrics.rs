@@ -57,6 +57,51 @@ pub enum FollowUpOutcome {
     Retried,
 }
 
+/// A change to an incident after it was opened.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ChangeLabel {
+    /// `IncidentReopened`.
+    Reopen,
+    /// `IncidentSeverityChanged`.
+    Severity,
+    /// `IncidentAnnotated`.
+    Note,
+}
+
+/// What became of a change.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ChangeOutcome {
+    /// Paged (again) now.
+    Paged,
+    /// A page is waiting for business hours (again, or at another time).
+    Deferred,
+    /// Below the paging threshold: kept, not paged.
+    Held,
+    /// A waiting page was dropped (the severity was lowered below paging).
+    Dropped,
+    /// Recorded; nothing to send (an open page is left to the people on call).
+    Recorded,
+    /// A note posted on the page.
+    Noted,
+    /// Not for this page (the note came from it, or the page cannot take notes).
+    Skipped,
+    /// Already handled, or older than what is held.
+    Duplicate,
+    /// `dry_run`.
+    DryRun,
+    /// Refused for good (dead-lettered).
+    Failed,
+    /// Not done yet; the fact waits on the bus.
+    Retried,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    provider: &'static str,
+    change: ChangeLabel,
+    outcome: ChangeOutcome,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PageLabels {
     provider: &'static str,
@@ -76,6 +121,7 @@ struct FollowUpLabels {
 pub struct PagingMetrics {
     pages: Family<PageLabels, Counter>,
     follow_ups: Family<FollowUpLabels, Counter>,
+    changes: Family<ChangeLabels, Counter>,
     /// Deferred pages waiting, at the last scan.
     pub deferred: Gauge,
     /// How long past its business-hours opening the most overdue deferred page still
@@ -91,6 +137,11 @@ impl PagingMetrics {
             "paging_sink_follow_ups",
             "Acknowledge and resolve facts by provider, action and outcome",
             self.follow_ups.clone(),
+        );
+        r.register(
+            "paging_sink_changes",
+            "Reopens, severity changes and notes by provider, change and outcome",
+            self.changes.clone(),
         );
         r.register("paging_sink_deferred", "Deferred pages waiting for business hours", self.deferred.clone());
         r.register(
@@ -117,12 +168,22 @@ impl PagingMetrics {
                         self.follow_ups.get_or_create(&FollowUpLabels { provider: provider.name(), action, outcome });
                 }
             }
+            for change in [ChangeLabel::Reopen, ChangeLabel::Severity, ChangeLabel::Note] {
+                for outcome in [ChangeOutcome::Paged, ChangeOutcome::Duplicate, ChangeOutcome::Failed] {
+                    let _ = self.changes.get_or_create(&ChangeLabels { provider: provider.name(), change, outcome });
+                }
+            }
         }
     }
 
     /// Counts a page outcome.
     pub fn page(&self, provider: Provider, outcome: PageOutcome) {
         self.pages.get_or_create(&PageLabels { provider: provider.name(), outcome }).inc();
+    }
+
+    /// Counts what became of a change.
+    pub fn change(&self, provider: Provider, change: ChangeLabel, outcome: ChangeOutcome) {
+        self.changes.get_or_create(&ChangeLabels { provider: provider.name(), change, outcome }).inc();
     }
 
     /// Counts a follow-up outcome.

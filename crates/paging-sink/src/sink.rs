@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use sre_bus::Disposition;
-use sre_contracts::domain::v1::{IncidentCreated, Severity};
+use sre_contracts::domain::v1::{IncidentCreated, IncidentReopened, IncidentSeverityChanged, Severity};
 use sre_resilience::CallError;
 use sre_runtime::SecretStore;
 use sre_sink::records::RETRY;
 use sre_sink::{IncidentFact, RecordError, Vendors, claim};
 
 use crate::config::Valid;
-use crate::metrics::{ActionLabel, FollowUpOutcome, PageOutcome, PagingMetrics};
-use crate::plan::{self, OnCreated, OnDue, OnFollowUp};
+use crate::metrics::{ActionLabel, ChangeLabel, ChangeOutcome, FollowUpOutcome, PageOutcome, PagingMetrics};
+use crate::plan::{self, OnCreated, OnDue, OnFollowUp, OnReopened, OnSeverity};
 use crate::provider::{Destination, FollowUp, Pager, Provider};
 use crate::routing::{Target, route};
 use crate::state::{PageRecord, PageState, Pages, Read};
@@ -55,6 +55,23 @@ enum Triggered {
 
 fn retry(reason: impl Into<String>) -> Disposition {
     Disposition::Retry { after: RETRY, reason: reason.into() }
+}
+
+/// A fact that came before its `IncidentCreated` (or its reopen) waits this long.
+const WAIT_FOR_RECORD: Duration = Duration::from_secs(5);
+
+fn timestamp(t: Option<&prost_types::Timestamp>) -> Option<Timestamp> {
+    t.and_then(|t| Timestamp::new(t.seconds, t.nanos).ok())
+}
+
+/// The outcome a change's trigger counts as.
+fn change_outcome(disposition: &Disposition, dry_run: bool) -> ChangeOutcome {
+    match disposition {
+        Disposition::Ack if dry_run => ChangeOutcome::DryRun,
+        Disposition::Ack => ChangeOutcome::Paged,
+        Disposition::DeadLetter { .. } => ChangeOutcome::Failed,
+        Disposition::Retry { .. } => ChangeOutcome::Retried,
+    }
 }
 
 fn label(action: FollowUp) -> ActionLabel {
@@ -188,11 +205,25 @@ impl Sink {
         for _ in 0..MAX_STEPS {
             let now = Timestamp::now();
             let record = match plan::on_created(severity, &self.config.policy, read.as_ref().map(|r| &r.record), now) {
-                OnCreated::NotPaged => {
-                    self.metrics.page(provider, PageOutcome::NotPaged);
-                    return Disposition::Ack;
-                }
+                OnCreated::NotPaged => PageRecord::new(&incident, PageState::Below, target.clone(), now),
                 OnCreated::Duplicate => {
+                    // A record made by a follow-up that came first holds no incident: keep
+                    // it now, so a reopen or a raised severity can page it.
+                    if let Some(stub) = read.as_ref().filter(|r| r.record.incident.is_none()) {
+                        let carried = PageRecord::new(&incident, stub.record.state, target.clone(), now).incident;
+                        let filled = PageRecord { incident: carried, ..stub.record.clone() };
+                        match self.pages.update(&filled, stub.revision).await {
+                            Ok(_) => {}
+                            Err(RecordError::WrongRevision) => {
+                                read = match self.pages.get(&incident.incident_id).await {
+                                    Ok(found) => found,
+                                    Err(e) => return e.disposition("page record"),
+                                };
+                                continue;
+                            }
+                            Err(e) => return e.disposition("page record"),
+                        }
+                    }
                     self.metrics.page(provider, PageOutcome::Duplicate);
                     return Disposition::Ack;
                 }
@@ -208,6 +239,10 @@ impl Sink {
                 }
             };
             match self.pages.create(&record).await {
+                Ok(_) if record.state == PageState::Below => {
+                    self.metrics.page(provider, PageOutcome::NotPaged);
+                    return Disposition::Ack;
+                }
                 Ok(_) if record.state == PageState::Deferred => {
                     tracing::info!(incident_id = %incident.incident_id, due = ?record.due, "outside business hours: page deferred");
                     self.metrics.page(provider, PageOutcome::Deferred);
@@ -226,14 +261,24 @@ impl Sink {
         retry("page record contended")
     }
 
-    async fn on_follow_up(&self, incident_id: &str, action: FollowUp, note: &str) -> Disposition {
+    async fn on_follow_up(&self, incident_id: &str, action: FollowUp, reopen_count: u32, note: &str) -> Disposition {
         let label = label(action);
         for _ in 0..MAX_STEPS {
             let read = match self.pages.get(incident_id).await {
                 Ok(read) => read,
                 Err(e) => return e.disposition("page record"),
             };
-            let step = plan::on_follow_up(action, read.as_ref().map(|r| &r.record));
+            let step = plan::on_follow_up(action, reopen_count, read.as_ref().map(|r| &r.record));
+            if step == OnFollowUp::Wait {
+                let provider = read
+                    .as_ref()
+                    .map_or(self.config.config.paging_integration.default_provider, |r| r.record.target.provider);
+                self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
+                return Disposition::Retry {
+                    after: WAIT_FOR_RECORD,
+                    reason: "about a reopen not handled yet".to_owned(),
+                };
+            }
             let Some(read) = read else {
                 // Never paged: below the threshold, or its IncidentCreated has not been
                 // handled yet. Record that it ended first, so a later IncidentCreated
@@ -255,7 +300,7 @@ impl Sink {
             };
             let provider = read.record.target.provider;
             let moved = match step {
-                OnFollowUp::NotPaged => continue,
+                OnFollowUp::NotPaged | OnFollowUp::Wait => continue,
                 OnFollowUp::Duplicate => {
                     self.metrics.follow_up(provider, label, FollowUpOutcome::Duplicate);
                     return Disposition::Ack;
@@ -269,7 +314,11 @@ impl Sink {
                 },
                 OnFollowUp::Cancel => {
                     let mut cancelled = read.record.moved(PageState::Cancelled, Timestamp::now());
-                    cancelled.note = Some(format!("{label:?} before business hours: never paged"));
+                    cancelled.note = Some(if read.record.state == PageState::Below {
+                        format!("{label:?} below the paging threshold: never paged")
+                    } else {
+                        format!("{label:?} before business hours: never paged")
+                    });
                     (cancelled, FollowUpOutcome::Cancelled)
                 }
                 OnFollowUp::Send => {
@@ -325,6 +374,124 @@ impl Sink {
             Err(CallError::Permanent(e)) => Err(Disposition::DeadLetter { reason: e.to_string() }),
             Err(e) => Err(Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }),
         }
+    }
+
+    /// A reopen: an ended page pages again (now, or at business hours, as a new page
+    /// would); a page still open or waiting only learns the new life.
+    async fn on_reopened(&self, fact: IncidentReopened) -> Disposition {
+        let default_provider = self.config.config.paging_integration.default_provider;
+        for _ in 0..MAX_STEPS {
+            let read = match self.pages.get(&fact.incident_id).await {
+                Ok(read) => read,
+                Err(e) => return e.disposition("page record"),
+            };
+            let now = Timestamp::now();
+            let step = plan::on_reopened(fact.reopen_count, &self.config.policy, read.as_ref().map(|r| &r.record), now);
+            let Some(read) = read else {
+                self.metrics.change(default_provider, ChangeLabel::Reopen, ChangeOutcome::Retried);
+                return Disposition::Retry { after: WAIT_FOR_RECORD, reason: "reopened before it was created".into() };
+            };
+            let provider = read.record.target.provider;
+            let mut next = read.record.clone();
+            next.reopen_count = fact.reopen_count;
+            next.updated_at = now;
+            let (next, outcome) = match step {
+                OnReopened::Duplicate | OnReopened::Wait => {
+                    self.metrics.change(provider, ChangeLabel::Reopen, ChangeOutcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                OnReopened::Track => (next, ChangeOutcome::Recorded),
+                OnReopened::Hold => {
+                    let mut held = next.moved(PageState::Below, now);
+                    held.note = Some("reopened below the paging threshold".to_owned());
+                    (held, ChangeOutcome::Held)
+                }
+                OnReopened::Defer(due) => (deferred(&next, due, now), ChangeOutcome::Deferred),
+                OnReopened::Page => {
+                    let mut claimed = next.moved(PageState::Claimed, now);
+                    claimed.reference = None;
+                    (claimed, ChangeOutcome::Paged)
+                }
+            };
+            match self.pages.update(&next, read.revision).await {
+                Ok(revision) if next.state == PageState::Claimed => {
+                    tracing::info!(incident_id = %fact.incident_id, reopen = fact.reopen_count, "reopened: paging again");
+                    let read = Read { record: next, revision };
+                    let disposition = self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                    self.metrics.change(provider, ChangeLabel::Reopen, change_outcome(&disposition, self.dry_run()));
+                    return disposition;
+                }
+                Ok(_) => {
+                    self.metrics.change(provider, ChangeLabel::Reopen, outcome);
+                    return Disposition::Ack;
+                }
+                Err(RecordError::WrongRevision) => continue,
+                Err(e) => return e.disposition("page record"),
+            }
+        }
+        retry("page record contended")
+    }
+
+    /// A severity change: a waiting page (deferred, or below the threshold) follows the
+    /// new severity (paged now, deferred, or dropped); an open or ended page only records
+    /// it.
+    async fn on_severity(&self, fact: IncidentSeverityChanged) -> Disposition {
+        let default_provider = self.config.config.paging_integration.default_provider;
+        let to = Severity::try_from(fact.to).unwrap_or(Severity::Unspecified);
+        let at = timestamp(fact.at.as_ref());
+        for _ in 0..MAX_STEPS {
+            let read = match self.pages.get(&fact.incident_id).await {
+                Ok(read) => read,
+                Err(e) => return e.disposition("page record"),
+            };
+            let now = Timestamp::now();
+            let step = plan::on_severity(to, at, &self.config.policy, read.as_ref().map(|r| &r.record), now);
+            let Some(read) = read else {
+                self.metrics.change(default_provider, ChangeLabel::Severity, ChangeOutcome::Retried);
+                return Disposition::Retry { after: WAIT_FOR_RECORD, reason: "changed before it was created".into() };
+            };
+            let provider = read.record.target.provider;
+            let mut next = read.record.with_severity(to, at);
+            next.updated_at = now;
+            let (next, outcome) = match step {
+                OnSeverity::Stale | OnSeverity::Wait => {
+                    self.metrics.change(provider, ChangeLabel::Severity, ChangeOutcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                OnSeverity::Record => (next, ChangeOutcome::Recorded),
+                OnSeverity::Drop => {
+                    let mut dropped = next.moved(PageState::Below, now);
+                    dropped.note = Some(format!(
+                        "severity lowered to {} by {}: the deferred page was dropped",
+                        sre_contracts::SeverityExt::config_name(to),
+                        fact.by
+                    ));
+                    (dropped, ChangeOutcome::Dropped)
+                }
+                OnSeverity::Defer(due) => (deferred(&next, due, now), ChangeOutcome::Deferred),
+                OnSeverity::PageNow => (next.moved(PageState::Claimed, now), ChangeOutcome::Paged),
+            };
+            match self.pages.update(&next, read.revision).await {
+                Ok(revision) if next.state == PageState::Claimed => {
+                    tracing::info!(incident_id = %fact.incident_id, severity = ?to, "severity raised: paging now");
+                    let read = Read { record: next, revision };
+                    let disposition = self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                    self.metrics.change(provider, ChangeLabel::Severity, change_outcome(&disposition, self.dry_run()));
+                    return disposition;
+                }
+                Ok(_) => {
+                    if outcome == ChangeOutcome::Dropped {
+                        tracing::info!(incident_id = %fact.incident_id, severity = ?to,
+                            "severity lowered below paging: the deferred page was dropped");
+                    }
+                    self.metrics.change(provider, ChangeLabel::Severity, outcome);
+                    return Disposition::Ack;
+                }
+                Err(RecordError::WrongRevision) => continue,
+                Err(e) => return e.disposition("page record"),
+            }
+        }
+        retry("page record contended")
     }
 
     /// Fires the deferred pages that are due at `now`; returns how many were paged. Run
@@ -418,19 +585,34 @@ impl Sink {
     }
 }
 
+/// `record` waiting for business hours at `due` (from `now`, if it was not waiting).
+fn deferred(record: &PageRecord, due: Timestamp, now: Timestamp) -> PageRecord {
+    let mut next = record.moved(PageState::Deferred, now);
+    next.due = Some(due);
+    next.deferred = true;
+    if record.state != PageState::Deferred {
+        next.deferred_at = Some(now);
+        next.not_before = None;
+    }
+    next
+}
+
 impl sre_sink::Sink for Sink {
     async fn handle(&self, fact: IncidentFact) -> Disposition {
         match fact {
             IncidentFact::Created(incident) => self.on_created(incident).await,
             IncidentFact::Acknowledged(a) => {
-                self.on_follow_up(&a.incident_id, FollowUp::Acknowledge, &format!("acknowledged by {}", a.by)).await
+                let note = format!("acknowledged by {}", a.by);
+                self.on_follow_up(&a.incident_id, FollowUp::Acknowledge, a.reopen_count, &note).await
             }
             IncidentFact::Resolved(r) => {
                 let note = if r.reason.is_empty() { format!("resolved by {}", r.by) } else { r.reason.clone() };
-                self.on_follow_up(&r.incident_id, FollowUp::Resolve, &note).await
+                self.on_follow_up(&r.incident_id, FollowUp::Resolve, r.reopen_count, &note).await
             }
+            IncidentFact::Reopened(r) => self.on_reopened(r).await,
+            IncidentFact::SeverityChanged(c) => self.on_severity(c).await,
             // Not consumed (the consumer is filtered to the facts above).
-            IncidentFact::Closed(_) => Disposition::Ack,
+            IncidentFact::Closed(_) | IncidentFact::Annotated(_) => Disposition::Ack,
         }
     }
 }

@@ -13,7 +13,7 @@ use base64::Engine;
 use jiff::Timestamp;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use sre_contracts::domain::v1::IncidentCreated;
+use sre_contracts::domain::v1::{IncidentCreated, Severity};
 use sre_sink::records::Index;
 use sre_sink::{Bucket, Claim, Record, RecordError, Records};
 
@@ -41,10 +41,14 @@ pub enum PageState {
     Acknowledged,
     /// Resolved at the vendor. A trigger is never sent again: it would open a new alert.
     Resolved,
-    /// Deferred, then acknowledged or resolved before the opening: never paged.
+    /// Deferred (or below the threshold), then acknowledged or resolved before it paged:
+    /// never paged.
     Cancelled,
     /// The vendor refused the trigger for good (the reason is in `note`).
     Failed,
+    /// Below the paging threshold (the escalation never pages its severity): kept with the
+    /// incident, so a raised severity or a reopen can still page it.
+    Below,
 }
 
 /// One incident's page.
@@ -80,6 +84,17 @@ pub struct PageRecord {
     /// Not before this, whatever the schedule: the vendor asked to wait (throttled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
+    /// The incident's reopens handled so far (its life: facts of an earlier one are stale).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopen_count: u32,
+    /// When the severity the record holds was set by an `IncidentSeverityChanged`: an
+    /// older change arriving later is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_at: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl PageRecord {
@@ -97,7 +112,26 @@ impl PageRecord {
             deferred: state == PageState::Deferred,
             deferred_at: (state == PageState::Deferred).then_some(now),
             not_before: None,
+            reopen_count: 0,
+            severity_at: None,
         }
+    }
+
+    /// The incident's severity as the record holds it (the created one, or the last
+    /// change); unspecified when the incident is not carried.
+    pub fn severity(&self) -> Severity {
+        self.incident().and_then(|i| Severity::try_from(i.severity).ok()).unwrap_or(Severity::Unspecified)
+    }
+
+    /// The record with the incident's severity changed to `to` (set `at`).
+    pub fn with_severity(&self, to: Severity, at: Option<Timestamp>) -> Self {
+        let mut next = self.clone();
+        if let Some(mut incident) = self.incident() {
+            incident.severity = to as i32;
+            next.incident = Some(base64::engine::general_purpose::STANDARD.encode(incident.encode_to_vec()));
+        }
+        next.severity_at = at.or(self.severity_at);
+        next
     }
 
     /// The incident carried, when it still is.
@@ -106,17 +140,10 @@ impl PageRecord {
         IncidentCreated::decode(bytes.as_slice()).ok()
     }
 
-    /// The record moved to `state` at `now` (the incident is dropped once it cannot be
-    /// needed again).
+    /// The record moved to `state` at `now`. The incident is kept whatever the state: a
+    /// reopen or a raised severity can page it again.
     pub fn moved(&self, state: PageState, now: Timestamp) -> Self {
-        let keep = matches!(state, PageState::Deferred | PageState::Claimed);
-        Self {
-            state,
-            updated_at: now,
-            incident: if keep { self.incident.clone() } else { None },
-            due: if state == PageState::Deferred { self.due } else { None },
-            ..self.clone()
-        }
+        Self { state, updated_at: now, due: if state == PageState::Deferred { self.due } else { None }, ..self.clone() }
     }
 }
 
@@ -214,7 +241,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_drop_the_incident_once_it_cannot_be_needed() {
+    fn records_keep_the_incident_for_a_reopen_and_their_severity_changes() {
         let incident = IncidentCreated { incident_id: "inc-1".into(), title: "disk full".into(), ..Default::default() };
         let target = Target {
             provider: crate::provider::Provider::Pagerduty,
@@ -225,7 +252,11 @@ mod tests {
         let now = Timestamp::UNIX_EPOCH;
         let r = PageRecord::new(&incident, PageState::Claimed, target, now);
         assert_eq!(r.incident().map(|i| i.title), Some("disk full".into()));
-        assert!(r.moved(PageState::Paged, now).incident.is_none());
+        let resolved = r.moved(PageState::Resolved, now);
+        assert_eq!(resolved.incident().map(|i| i.title), Some("disk full".into()), "a reopen pages it again");
+        assert_eq!(resolved.severity(), Severity::Unspecified);
+        let raised = resolved.with_severity(Severity::Critical, Some(now));
+        assert_eq!((raised.severity(), raised.severity_at), (Severity::Critical, Some(now)));
         let json = serde_json::to_string(&r.moved(PageState::Paged, now)).expect("json");
         assert!(json.contains("\"state\":\"paged\"") && json.contains("\"provider\":\"pagerduty\""), "{json}");
     }

@@ -2,9 +2,10 @@
 
 use crate::domain::v1::{
     AcknowledgeIncidentRequested, AlertIngested, AnnotateIncidentRequested, CloseIncidentRequested,
-    CreateIncidentRequested, FleetStateRecorded, HealthCheckRecorded, IncidentAcknowledged, IncidentClosed,
-    IncidentCreated, IncidentResolved, IngestAlertRequested, MessageMeta, RecordFleetStateRequested,
-    RecordHealthCheckRequested, ReopenIncidentRequested, ResolveIncidentRequested,
+    CreateIncidentRequested, FleetStateRecorded, HealthCheckRecorded, IncidentAcknowledged, IncidentAnnotated,
+    IncidentClosed, IncidentCreated, IncidentReopened, IncidentResolved, IncidentSeverityChanged, IngestAlertRequested,
+    MessageMeta, RecordFleetStateRequested, RecordHealthCheckRequested, ReopenIncidentRequested,
+    ResolveIncidentRequested,
 };
 
 /// Subjects of the domain bus.
@@ -170,6 +171,9 @@ bus_messages!(Fact, Fact, "sre.domain.facts.v1":
     IncidentAcknowledged,
     IncidentResolved,
     IncidentClosed,
+    IncidentReopened,
+    IncidentSeverityChanged,
+    IncidentAnnotated,
     AlertIngested,
     FleetStateRecorded,
     HealthCheckRecorded,
@@ -190,7 +194,15 @@ macro_rules! incident_facts {
     };
 }
 
-incident_facts!(IncidentCreated, IncidentAcknowledged, IncidentResolved, IncidentClosed);
+incident_facts!(
+    IncidentCreated,
+    IncidentAcknowledged,
+    IncidentResolved,
+    IncidentClosed,
+    IncidentReopened,
+    IncidentSeverityChanged,
+    IncidentAnnotated
+);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,10 @@
 
 use sre_bus::{ConsumerConfig, Disposition, ReceivedFact};
 use sre_contracts::BusMessage;
-use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentCreated, IncidentResolved};
+use sre_contracts::domain::v1::{
+    IncidentAcknowledged, IncidentAnnotated, IncidentClosed, IncidentCreated, IncidentReopened, IncidentResolved,
+    IncidentSeverityChanged,
+};
 
 /// A kind of incident fact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,11 +20,25 @@ pub enum FactKind {
     Resolved,
     /// `IncidentClosed`.
     Closed,
+    /// `IncidentReopened`.
+    Reopened,
+    /// `IncidentSeverityChanged`.
+    SeverityChanged,
+    /// `IncidentAnnotated`.
+    Annotated,
 }
 
 impl FactKind {
     /// Every kind.
-    pub const ALL: [FactKind; 4] = [FactKind::Created, FactKind::Acknowledged, FactKind::Resolved, FactKind::Closed];
+    pub const ALL: [FactKind; 7] = [
+        FactKind::Created,
+        FactKind::Acknowledged,
+        FactKind::Resolved,
+        FactKind::Closed,
+        FactKind::Reopened,
+        FactKind::SeverityChanged,
+        FactKind::Annotated,
+    ];
 
     /// Its subject on the facts stream.
     pub fn subject(self) -> &'static str {
@@ -30,6 +47,9 @@ impl FactKind {
             FactKind::Acknowledged => IncidentAcknowledged::SUBJECT,
             FactKind::Resolved => IncidentResolved::SUBJECT,
             FactKind::Closed => IncidentClosed::SUBJECT,
+            FactKind::Reopened => IncidentReopened::SUBJECT,
+            FactKind::SeverityChanged => IncidentSeverityChanged::SUBJECT,
+            FactKind::Annotated => IncidentAnnotated::SUBJECT,
         }
     }
 }
@@ -45,6 +65,12 @@ pub enum IncidentFact {
     Resolved(IncidentResolved),
     /// It was closed.
     Closed(IncidentClosed),
+    /// It is open again.
+    Reopened(IncidentReopened),
+    /// Its severity changed.
+    SeverityChanged(IncidentSeverityChanged),
+    /// A note was added.
+    Annotated(IncidentAnnotated),
 }
 
 impl IncidentFact {
@@ -61,6 +87,9 @@ impl IncidentFact {
             Some(FactKind::Acknowledged) => IncidentFact::Acknowledged(body(fact)?),
             Some(FactKind::Resolved) => IncidentFact::Resolved(body(fact)?),
             Some(FactKind::Closed) => IncidentFact::Closed(body(fact)?),
+            Some(FactKind::Reopened) => IncidentFact::Reopened(body(fact)?),
+            Some(FactKind::SeverityChanged) => IncidentFact::SeverityChanged(body(fact)?),
+            Some(FactKind::Annotated) => IncidentFact::Annotated(body(fact)?),
         }))
     }
 
@@ -71,6 +100,9 @@ impl IncidentFact {
             IncidentFact::Acknowledged(_) => FactKind::Acknowledged,
             IncidentFact::Resolved(_) => FactKind::Resolved,
             IncidentFact::Closed(_) => FactKind::Closed,
+            IncidentFact::Reopened(_) => FactKind::Reopened,
+            IncidentFact::SeverityChanged(_) => FactKind::SeverityChanged,
+            IncidentFact::Annotated(_) => FactKind::Annotated,
         }
     }
 
@@ -81,6 +113,22 @@ impl IncidentFact {
             IncidentFact::Acknowledged(f) => &f.incident_id,
             IncidentFact::Resolved(f) => &f.incident_id,
             IncidentFact::Closed(f) => &f.incident_id,
+            IncidentFact::Reopened(f) => &f.incident_id,
+            IncidentFact::SeverityChanged(f) => &f.incident_id,
+            IncidentFact::Annotated(f) => &f.incident_id,
+        }
+    }
+
+    /// The life of the incident it belongs to: how many times the incident had been
+    /// reopened (a reopen is the first fact of its new life); `None` for facts of no
+    /// particular life (created, severity, notes).
+    pub fn reopen_count(&self) -> Option<u32> {
+        match self {
+            IncidentFact::Acknowledged(f) => Some(f.reopen_count),
+            IncidentFact::Resolved(f) => Some(f.reopen_count),
+            IncidentFact::Closed(f) => Some(f.reopen_count),
+            IncidentFact::Reopened(f) => Some(f.reopen_count),
+            IncidentFact::Created(_) | IncidentFact::SeverityChanged(_) | IncidentFact::Annotated(_) => None,
         }
     }
 }

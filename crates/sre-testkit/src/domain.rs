@@ -8,15 +8,18 @@
 //!   intent's idempotency key, so a redelivered intent yields the same fact (`Nats-Msg-Id`).
 //! - [`Domain::acknowledge`] and [`Domain::close`] publish `IncidentAcknowledged` and
 //!   `IncidentClosed`; with `auto`, the demo's on-call does both 5 s after the opening or the
-//!   resolution.
+//!   resolution. [`Domain::reopen`], [`Domain::escalate`] and [`Domain::annotate`] reopen an
+//!   incident, change its severity and add a note, as a person in the platform would.
 //! - What a person did in a vendor's tool (two-way sync): `AcknowledgeIncidentRequested` →
 //!   `IncidentAcknowledged`, `ResolveIncidentRequested` → `IncidentResolved`,
-//!   `CloseIncidentRequested` → `IncidentClosed` (each fact once per incident, whoever asks
-//!   and however often); `ReopenIncidentRequested` and `AnnotateIncidentRequested` are
-//!   recorded ([`Domain::external`]) and said, not acted on.
+//!   `CloseIncidentRequested` → `IncidentClosed`, `ReopenIncidentRequested` →
+//!   `IncidentReopened` (when it is resolved or closed), `AnnotateIncidentRequested` →
+//!   `IncidentAnnotated` (with where the note was written, so no sink sends it back there).
 //!
-//! An intent is acked only after its facts are stored; when the bus is away it is redelivered
-//! a second later, and the consumer is bound again after a server restart.
+//! Each incident has lives: a reopen starts the next (`reopen_count`), and each life is
+//! acknowledged, resolved and closed at most once, whoever asks and however often. An intent
+//! is acked only after its facts are stored; when the bus is away it is redelivered a second
+//! later, and the consumer is bound again after a server restart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,9 +29,9 @@ use futures::StreamExt;
 use prost::Message;
 use sre_contracts::domain::v1::{
     AcknowledgeIncidentRequested, AlertIngested, AlertStatus, AnnotateIncidentRequested, AppHealth,
-    CloseIncidentRequested, CreateIncidentRequested, IncidentAcknowledged, IncidentClosed, IncidentCreated,
-    IncidentResolved, IngestAlertRequested, MessageMeta, RecordHealthCheckRequested, ReopenIncidentRequested,
-    ResolveIncidentRequested, Source,
+    CloseIncidentRequested, CreateIncidentRequested, ExternalOrigin, IncidentAcknowledged, IncidentAnnotated,
+    IncidentClosed, IncidentCreated, IncidentReopened, IncidentResolved, IncidentSeverityChanged, IngestAlertRequested,
+    MessageMeta, RecordHealthCheckRequested, ReopenIncidentRequested, ResolveIncidentRequested, Severity, Source,
 };
 use sre_contracts::{BusMessage, ExternalIntent};
 use tokio_util::sync::CancellationToken;
@@ -102,7 +105,27 @@ struct State {
     handled: u64,
     /// Two-way-sync intents handled: (message name, incident, vendor event id).
     external: Vec<(&'static str, String, String)>,
+    /// Each incident's life as the facts published so far tell it.
+    lives: HashMap<String, Life>,
     auto: bool,
+}
+
+/// Where an incident stands, as far as its facts go.
+#[derive(Debug, Clone, Copy, Default)]
+struct Life {
+    /// Reopens so far: the life the next acknowledge, resolve or close belongs to.
+    reopen_count: u32,
+    /// Resolved or closed (so a reopen starts a new life).
+    ended: bool,
+    /// The severity now (`Severity` as i32).
+    severity: i32,
+    /// Severity changes so far (each one's fact id).
+    changes: u32,
+}
+
+fn now() -> Option<prost_types::Timestamp> {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Some(prost_types::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
 }
 
 fn meta(key: String, correlation: &str) -> Option<MessageMeta> {
@@ -160,6 +183,29 @@ impl Domain {
     pub async fn close(&self, id: &str, by: &str) -> bool {
         self.worker.close(id, by).await
     }
+
+    /// Reopens `id` when it is resolved or closed (`IncidentReopened`); false when the bus
+    /// did not store it. An open incident stays as it is (true).
+    pub async fn reopen(&self, id: &str, by: &str, reason: &str) -> bool {
+        self.worker.reopen(id, by, reason, None).await
+    }
+
+    /// Changes the severity of `id` to `to` (`IncidentSeverityChanged`); false when the bus
+    /// did not store it.
+    pub async fn escalate(&self, id: &str, to: Severity, by: &str, why: &str) -> bool {
+        self.worker.escalate(id, to, by, why).await
+    }
+
+    /// Adds a note to `id` written in the platform (`IncidentAnnotated`, no vendor origin).
+    pub async fn annotate(&self, id: &str, note: &str, by: &str) -> bool {
+        let key = format!("note:{id}:{}", &sre_resilience::idempotency::derive_key("n", &[note, by])[2..14]);
+        self.worker.annotate(id, note, by, None, key).await
+    }
+
+    /// How many times `id` has been reopened (0 when never, or unknown).
+    pub fn reopen_count(&self, id: &str) -> u32 {
+        self.worker.with(|s| s.lives.get(id).map_or(0, |l| l.reopen_count))
+    }
 }
 
 impl Drop for Domain {
@@ -173,30 +219,151 @@ impl Worker {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Publishes `IncidentAcknowledged` for `id`.
+    fn life(&self, id: &str) -> Life {
+        self.with(|s| s.lives.get(id).copied().unwrap_or_default())
+    }
+
+    fn set_life(&self, id: &str, f: impl FnOnce(&mut Life)) {
+        self.with(|s| f(s.lives.entry(id.to_owned()).or_default()));
+    }
+
+    /// Publishes `IncidentAcknowledged` for `id`'s current life.
     async fn acknowledge(&self, id: &str, by: &str) -> bool {
+        let n = self.life(id).reopen_count;
+        let key = format!("ack:{id}:{n}");
         let fact = IncidentAcknowledged {
-            meta: meta(format!("ack:{id}"), ""),
+            meta: meta(key.clone(), ""),
             incident_id: id.to_owned(),
             by: by.to_owned(),
-            ..Default::default()
+            at: now(),
+            reopen_count: n,
         };
-        let stored = publish(&self.js, IncidentAcknowledged::SUBJECT, &format!("ack:{id}"), fact.encode_to_vec()).await;
+        let stored = publish(&self.js, IncidentAcknowledged::SUBJECT, &key, fact.encode_to_vec()).await;
         (self.say)(&format!("domain: acknowledged by {by} → IncidentAcknowledged {id}"));
         stored
     }
 
-    /// Publishes `IncidentClosed` for `id`.
-    async fn close(&self, id: &str, by: &str) -> bool {
-        let fact = IncidentClosed {
-            meta: meta(format!("close:{id}"), ""),
+    /// Publishes `IncidentResolved` for `id`'s current life.
+    async fn resolve(&self, id: &str, by: &str, reason: &str, correlation: &str) -> bool {
+        let n = self.life(id).reopen_count;
+        let key = format!("resolved:{id}:{n}");
+        let fact = IncidentResolved {
+            meta: meta(key.clone(), correlation),
             incident_id: id.to_owned(),
             by: by.to_owned(),
-            reason: "follow-up done".into(),
-            ..Default::default()
+            at: now(),
+            reason: reason.to_owned(),
+            reopen_count: n,
         };
-        let stored = publish(&self.js, IncidentClosed::SUBJECT, &format!("close:{id}"), fact.encode_to_vec()).await;
+        let stored = publish(&self.js, IncidentResolved::SUBJECT, &key, fact.encode_to_vec()).await;
+        if stored {
+            self.set_life(id, |l| l.ended = true);
+        }
+        stored
+    }
+
+    /// Publishes `IncidentClosed` for `id`'s current life.
+    async fn close(&self, id: &str, by: &str) -> bool {
+        let n = self.life(id).reopen_count;
+        let key = format!("close:{id}:{n}");
+        let fact = IncidentClosed {
+            meta: meta(key.clone(), ""),
+            incident_id: id.to_owned(),
+            by: by.to_owned(),
+            at: now(),
+            reason: "follow-up done".into(),
+            reopen_count: n,
+        };
+        let stored = publish(&self.js, IncidentClosed::SUBJECT, &key, fact.encode_to_vec()).await;
+        if stored {
+            self.set_life(id, |l| l.ended = true);
+        }
         (self.say)(&format!("domain: closed by {by} → IncidentClosed {id}"));
+        stored
+    }
+
+    /// Publishes `IncidentReopened` when `id` is resolved or closed.
+    async fn reopen(&self, id: &str, by: &str, reason: &str, origin: Option<ExternalOrigin>) -> bool {
+        let life = self.life(id);
+        if !life.ended {
+            (self.say)(&format!("domain: reopen of {id} by {by}: it is open (nothing to do)"));
+            return true;
+        }
+        let n = life.reopen_count + 1;
+        let key = format!("reopened:{id}:{n}");
+        let fact = IncidentReopened {
+            meta: meta(key.clone(), ""),
+            incident_id: id.to_owned(),
+            by: by.to_owned(),
+            at: now(),
+            reason: reason.to_owned(),
+            reopen_count: n,
+            origin,
+        };
+        let stored = publish(&self.js, IncidentReopened::SUBJECT, &key, fact.encode_to_vec()).await;
+        if stored {
+            self.set_life(id, |l| {
+                l.reopen_count = n;
+                l.ended = false;
+            });
+            (self.say)(&format!("domain: reopened by {by} → IncidentReopened {id} (reopen {n})"));
+        }
+        stored
+    }
+
+    /// Publishes `IncidentSeverityChanged` to `to`.
+    async fn escalate(&self, id: &str, to: Severity, by: &str, why: &str) -> bool {
+        let life = self.life(id);
+        if life.severity == to as i32 {
+            return true;
+        }
+        let key = format!("severity:{id}:{}", life.changes + 1);
+        let fact = IncidentSeverityChanged {
+            meta: meta(key.clone(), ""),
+            incident_id: id.to_owned(),
+            from: life.severity,
+            to: to as i32,
+            by: by.to_owned(),
+            why: why.to_owned(),
+            at: now(),
+        };
+        let stored = publish(&self.js, IncidentSeverityChanged::SUBJECT, &key, fact.encode_to_vec()).await;
+        if stored {
+            self.set_life(id, |l| {
+                l.severity = to as i32;
+                l.changes += 1;
+            });
+            let name = |v: i32| {
+                Severity::try_from(v)
+                    .map_or("unknown", |s| s.as_str_name())
+                    .trim_start_matches("SEVERITY_")
+                    .to_lowercase()
+            };
+            (self.say)(&format!(
+                "domain: severity {} → {} by {by} → IncidentSeverityChanged {id}",
+                name(life.severity),
+                name(to as i32)
+            ));
+        }
+        stored
+    }
+
+    /// Publishes `IncidentAnnotated`, once per `key`.
+    async fn annotate(&self, id: &str, note: &str, by: &str, origin: Option<ExternalOrigin>, key: String) -> bool {
+        let vendor = origin.as_ref().map(|o| o.vendor.clone()).unwrap_or_default();
+        let fact = IncidentAnnotated {
+            meta: meta(key.clone(), ""),
+            incident_id: id.to_owned(),
+            note: note.to_owned(),
+            author: by.to_owned(),
+            origin,
+            at: now(),
+        };
+        let stored = publish(&self.js, IncidentAnnotated::SUBJECT, &key, fact.encode_to_vec()).await;
+        if stored {
+            let place = if vendor.is_empty() { String::new() } else { format!(" in {vendor}") };
+            (self.say)(&format!("domain: note by {by}{place} → IncidentAnnotated {id}: \"{note}\""));
+        }
         stored
     }
 
@@ -290,49 +457,56 @@ impl Worker {
 
     /// A two-way-sync intent: `None` when `subject` is not one.
     async fn external(&self, subject: &str, m: &async_nats::jetstream::Message) -> Option<bool> {
-        fn read<M: ExternalIntent>(m: &async_nats::jetstream::Message) -> Option<(String, String, String, String)> {
+        /// What every two-way-sync intent says: the incident, where, who, the vendor's
+        /// event, and its own text (a note, a resolution, a reason).
+        struct Said {
+            id: String,
+            origin: ExternalOrigin,
+            who: String,
+            key: String,
+            text: String,
+        }
+        fn read<M: ExternalIntent>(m: &async_nats::jetstream::Message, text: fn(&M) -> String) -> Option<Said> {
             let intent = M::decode(m.payload.clone()).ok()?;
             let origin = intent.origin().cloned().unwrap_or_default();
-            let who = origin.actor.map(|a| if a.name.is_empty() { a.email } else { a.name }).unwrap_or_default();
-            Some((intent.incident_id().to_owned(), origin.vendor, who, origin.event_id))
+            let who =
+                origin.actor.clone().map(|a| if a.name.is_empty() { a.email } else { a.name }).unwrap_or_default();
+            let key = intent.idempotency_key().to_owned();
+            Some(Said { id: intent.incident_id().to_owned(), text: text(&intent), origin, who, key })
         }
-        let (name, read): (&'static str, fn(&async_nats::jetstream::Message) -> _) = match subject {
+        let said = match subject {
             s if s == AcknowledgeIncidentRequested::SUBJECT => {
-                ("AcknowledgeIncidentRequested", read::<AcknowledgeIncidentRequested>)
+                read::<AcknowledgeIncidentRequested>(m, |_| String::new()).map(|r| ("AcknowledgeIncidentRequested", r))
             }
             s if s == ResolveIncidentRequested::SUBJECT => {
-                ("ResolveIncidentRequested", read::<ResolveIncidentRequested>)
+                read::<ResolveIncidentRequested>(m, |i| i.resolution.clone()).map(|r| ("ResolveIncidentRequested", r))
             }
-            s if s == CloseIncidentRequested::SUBJECT => ("CloseIncidentRequested", read::<CloseIncidentRequested>),
-            s if s == ReopenIncidentRequested::SUBJECT => ("ReopenIncidentRequested", read::<ReopenIncidentRequested>),
+            s if s == CloseIncidentRequested::SUBJECT => {
+                read::<CloseIncidentRequested>(m, |i| i.resolution.clone()).map(|r| ("CloseIncidentRequested", r))
+            }
+            s if s == ReopenIncidentRequested::SUBJECT => {
+                read::<ReopenIncidentRequested>(m, |i| i.reason.clone()).map(|r| ("ReopenIncidentRequested", r))
+            }
             s if s == AnnotateIncidentRequested::SUBJECT => {
-                ("AnnotateIncidentRequested", read::<AnnotateIncidentRequested>)
+                read::<AnnotateIncidentRequested>(m, |i| i.note.clone()).map(|r| ("AnnotateIncidentRequested", r))
             }
             _ => return None,
         };
-        let Some((id, vendor, who, event)) = read(m) else { return Some(true) };
-        self.with(|s| s.external.push((name, id.clone(), event)));
+        let Some((name, said)) = said else { return Some(true) };
+        let Said { id, origin, who, key, text } = said;
+        self.with(|s| s.external.push((name, id.clone(), origin.event_id.clone())));
+        let vendor = origin.vendor.clone();
         let by = format!("{who} in {vendor}");
         let stored = match name {
             "AcknowledgeIncidentRequested" => self.acknowledge(&id, &by).await,
             "CloseIncidentRequested" => self.close(&id, &by).await,
             "ResolveIncidentRequested" => {
-                let fact = IncidentResolved {
-                    meta: meta(format!("resolved:{id}"), ""),
-                    incident_id: id.clone(),
-                    by: by.clone(),
-                    reason: format!("resolved in {vendor}"),
-                    ..Default::default()
-                };
-                let stored =
-                    publish(&self.js, IncidentResolved::SUBJECT, &format!("resolved:{id}"), fact.encode_to_vec()).await;
+                let stored = self.resolve(&id, &by, &format!("resolved in {vendor}"), "").await;
                 (self.say)(&format!("domain: resolved by {by} → IncidentResolved {id}"));
                 stored
             }
-            _ => {
-                (self.say)(&format!("domain: {name} for {id} by {by} (recorded)"));
-                true
-            }
+            "ReopenIncidentRequested" => self.reopen(&id, &by, &format!("reopened in {vendor}"), Some(origin)).await,
+            _ => self.annotate(&id, &text, &who, Some(origin), format!("note:{key}")).await,
         };
         Some(stored)
     }
@@ -358,6 +532,7 @@ impl Worker {
             return false;
         }
         let (new, auto) = self.with(|s| {
+            s.lives.entry(id.clone()).or_insert(Life { severity: req.severity, ..Life::default() });
             for f in &req.alert_fingerprints {
                 s.open.insert(f.clone(), id.clone());
             }
@@ -395,14 +570,7 @@ impl Worker {
             alert.labels.get("alertname").cloned().unwrap_or_default()
         ));
         if resolved && let Some(id) = incident {
-            let fact = IncidentResolved {
-                meta: meta(format!("resolved:{id}"), correlation),
-                incident_id: id.clone(),
-                by: "auto".into(),
-                reason: "its alert resolved".into(),
-                ..Default::default()
-            };
-            if !publish(&self.js, IncidentResolved::SUBJECT, &format!("resolved:{id}"), fact.encode_to_vec()).await {
+            if !self.resolve(&id, "auto", "its alert resolved", correlation).await {
                 return false;
             }
             let auto = self.with(|s| {
@@ -455,12 +623,13 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn what_a_person_did_outside_becomes_one_fact_per_incident() {
+    async fn what_a_person_did_outside_becomes_one_fact_per_incident_life() {
         let nats = crate::NatsServer::start().expect("nats");
         let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
         provision(&js).await.expect("streams");
         let domain = Domain::start(js.clone(), false, Arc::new(|_: &str| {}));
-        // Acknowledged twice (two vendor events), then resolved, and a note.
+        // Acknowledged twice (two vendor events), resolved, a note, reopened twice (two
+        // events), and acknowledged in its second life.
         for event in ["e1", "e2"] {
             let ack = AcknowledgeIncidentRequested {
                 incident_id: "inc-1".into(),
@@ -475,25 +644,48 @@ mod tests {
         let note = AnnotateIncidentRequested {
             incident_id: "inc-1".into(),
             note: "rolling back".into(),
+            origin: origin("e4"),
             ..Default::default()
         };
         intent(&js, note, "e4").await;
         crate::bus::eventually("four handled", Duration::from_secs(20), || async { domain.external().len() >= 4 })
             .await;
+        for event in ["e5", "e6"] {
+            let reopen =
+                ReopenIncidentRequested { incident_id: "inc-1".into(), origin: origin(event), ..Default::default() };
+            intent(&js, reopen, event).await;
+        }
+        let ack =
+            AcknowledgeIncidentRequested { incident_id: "inc-1".into(), origin: origin("e7"), ..Default::default() };
+        intent(&js, ack, "e7").await;
+        crate::bus::eventually("seven handled", Duration::from_secs(20), || async { domain.external().len() >= 7 })
+            .await;
         let facts = crate::bus::stream_messages(&nats.url(), sre_contracts::streams::FACTS).await;
         let subjects: Vec<&str> = facts.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(subjects, [IncidentAcknowledged::SUBJECT, IncidentResolved::SUBJECT], "one fact each");
-        let acked = IncidentAcknowledged::decode(facts[0].1.clone()).expect("decodes");
-        assert_eq!(acked.by, "Ada in pagerduty");
-        let names: Vec<&str> = domain.external().iter().map(|e| e.0).collect();
         assert_eq!(
-            names,
+            subjects,
             [
-                "AcknowledgeIncidentRequested",
-                "AcknowledgeIncidentRequested",
-                "ResolveIncidentRequested",
-                "AnnotateIncidentRequested"
-            ]
+                IncidentAcknowledged::SUBJECT,
+                IncidentResolved::SUBJECT,
+                IncidentAnnotated::SUBJECT,
+                IncidentReopened::SUBJECT,
+                IncidentAcknowledged::SUBJECT
+            ],
+            "one fact each, per life"
         );
+        let acked = IncidentAcknowledged::decode(facts[0].1.clone()).expect("decodes");
+        assert_eq!((acked.by.as_str(), acked.reopen_count), ("Ada in pagerduty", 0));
+        let noted = IncidentAnnotated::decode(facts[2].1.clone()).expect("decodes");
+        assert_eq!((noted.note.as_str(), noted.author.as_str()), ("rolling back", "Ada"));
+        assert_eq!(
+            noted.origin.map(|o| o.vendor),
+            Some("pagerduty".to_owned()),
+            "where it came from, so it is not sent back"
+        );
+        let reopened = IncidentReopened::decode(facts[3].1.clone()).expect("decodes");
+        assert_eq!(reopened.reopen_count, 1);
+        let second = IncidentAcknowledged::decode(facts[4].1.clone()).expect("decodes");
+        assert_eq!(second.reopen_count, 1, "an acknowledge of its second life");
+        assert_eq!(domain.reopen_count("inc-1"), 1);
     }
 }

@@ -30,7 +30,7 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "ticketing-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8082 };
 
 /// The facts the sink acts on.
-pub const FACTS: [FactKind; 4] = FactKind::ALL;
+pub const FACTS: [FactKind; 4] = [FactKind::Created, FactKind::Acknowledged, FactKind::Resolved, FactKind::Closed];
 
 /// The durable consumer on the facts stream (`deploy/nats/jetstream/consumers/` holds it
 /// as JSON, checked by a test).

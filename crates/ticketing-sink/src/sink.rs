@@ -438,6 +438,10 @@ impl sre_sink::Sink for Sink {
             IncidentFact::Closed(c) => {
                 self.on_update(&c.incident_id, Action::Close, note("closed", &c.by, &c.reason)).await
             }
+            // Not consumed (the consumer is filtered to the facts above).
+            IncidentFact::Reopened(_) | IncidentFact::SeverityChanged(_) | IncidentFact::Annotated(_) => {
+                Disposition::Ack
+            }
         }
     }
 }

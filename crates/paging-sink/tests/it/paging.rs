@@ -14,18 +14,18 @@ use sre_testkit::opsgenie::FakeOpsgenie;
 use sre_testkit::pagerduty::{AlertStatus, FakePagerDuty};
 use sre_testkit::service::ServiceProcess;
 
-const WAIT: Duration = Duration::from_secs(30);
-const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 const OTHER_KEY: &str = "0THERKEY0123456789ABCDEFGHIJKLMN";
-const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
+pub(crate) const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
 
-struct Stack {
-    nats: NatsServer,
+pub(crate) struct Stack {
+    pub(crate) nats: NatsServer,
     dir: tempfile::TempDir,
     config: PathBuf,
 }
 
-fn stack(yaml: &str) -> Stack {
+pub(crate) fn stack(yaml: &str) -> Stack {
     let nats = NatsServer::start().expect("nats");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("paging-sink.yaml");
@@ -34,7 +34,7 @@ fn stack(yaml: &str) -> Stack {
 }
 
 impl Stack {
-    fn sink(&self, pod: &str) -> ServiceProcess {
+    pub(crate) fn sink(&self, pod: &str) -> ServiceProcess {
         let mut p = ServiceProcess::spawn(
             Path::new(env!("CARGO_BIN_EXE_paging-sink")),
             &["--config", self.config.to_str().expect("utf-8")],
@@ -53,7 +53,7 @@ impl Stack {
         p
     }
 
-    async fn created(&self, id: &str, severity: Severity, service: &str, msg_id: &str) {
+    pub(crate) async fn created(&self, id: &str, severity: Severity, service: &str, msg_id: &str) {
         let fact = IncidentCreated {
             incident_id: id.into(),
             title: format!("{service}: error rate above 5%"),
@@ -67,12 +67,12 @@ impl Stack {
         publish(&self.nats.url(), IncidentCreated::SUBJECT, msg_id, fact.encode_to_vec()).await;
     }
 
-    async fn acknowledged(&self, id: &str) {
+    pub(crate) async fn acknowledged(&self, id: &str) {
         let fact = IncidentAcknowledged { incident_id: id.into(), by: "alice".into(), ..Default::default() };
         publish(&self.nats.url(), IncidentAcknowledged::SUBJECT, &format!("ack-{id}"), fact.encode_to_vec()).await;
     }
 
-    async fn resolved(&self, id: &str) {
+    pub(crate) async fn resolved(&self, id: &str) {
         let fact = IncidentResolved {
             incident_id: id.into(),
             by: "auto".into(),
@@ -83,7 +83,7 @@ impl Stack {
     }
 }
 
-fn config(pd: &FakePagerDuty, og: Option<&FakeOpsgenie>, hours: &str) -> String {
+pub(crate) fn config(pd: &FakePagerDuty, og: Option<&FakeOpsgenie>, hours: &str) -> String {
     let opsgenie = og.map_or(String::new(), |og| {
         format!("  opsgenie:\n    api_key_ref: platform/opsgenie\n    base_url: {}\n    default_team: sre\n", og.url())
     });
@@ -102,12 +102,12 @@ fn config(pd: &FakePagerDuty, og: Option<&FakeOpsgenie>, hours: &str) -> String 
 }
 
 /// Business hours that are open now, every day.
-const ALWAYS: &str = "      start: \"00:00\"\n      end: \"23:59:59\"\n      timezone: UTC\n      weekdays: [mon, tue, wed, thu, fri, sat, sun]\n";
+pub(crate) const ALWAYS: &str = "      start: \"00:00\"\n      end: \"23:59:59\"\n      timezone: UTC\n      weekdays: [mon, tue, wed, thu, fri, sat, sun]\n";
 
 /// Business hours opening `secs` from now, in a fixed-offset zone where it is around noon
 /// (so the window never straddles midnight, whenever the test runs). Returns the YAML and
 /// the opening instant.
-fn opening_in(secs: i64) -> (String, jiff::Timestamp) {
+pub(crate) fn opening_in(secs: i64) -> (String, jiff::Timestamp) {
     let now = jiff::Timestamp::now();
     let hour = now.to_zoned(jiff::tz::TimeZone::UTC).hour() as i64;
     let offset = 12 - hour; // hours east of UTC
@@ -154,10 +154,10 @@ async fn critical_pages_once_then_acknowledge_and_resolve_follow_to_the_same_rou
     s.acknowledged("inc-1").await;
     eventually("acknowledged", WAIT, || async { pd.alerts()[inc1].status == AlertStatus::Acknowledged }).await;
     s.resolved("inc-1").await;
-    s.resolved("inc-2").await; // never paged: nothing to resolve
+    s.resolved("inc-2").await; // never paged (below the threshold): cancelled, nothing sent
     eventually("resolved", WAIT, || async { pd.alerts()[inc1].status == AlertStatus::Resolved }).await;
     eventually("inc-2's resolve handled", WAIT, || async {
-        sink.metric("paging_sink_follow_ups_total", &["NotPaged"]) >= 1.0
+        sink.metric("paging_sink_follow_ups_total", &["Resolve", "Cancelled"]) >= 1.0
     })
     .await;
     let events = pd.events();

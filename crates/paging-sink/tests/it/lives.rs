@@ -1,0 +1,173 @@
+//! The rest of an incident's life, with the real binary, a real nats-server and the test
+//! PagerDuty and Opsgenie: a severity raised or lowered while a page waits, and a reopen
+//! after the page was resolved.
+
+use prost::Message;
+use sre_contracts::BusMessage;
+use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentReopened, IncidentSeverityChanged, Severity};
+use sre_testkit::bus::{eventually, publish};
+use sre_testkit::opsgenie::FakeOpsgenie;
+use sre_testkit::pagerduty::{AlertStatus, FakePagerDuty};
+
+use crate::paging::{ALWAYS, GENIE_KEY, Stack, WAIT, config, opening_in, stack};
+
+fn at(minute: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: 1_796_000_000 + minute * 60, nanos: 0 })
+}
+
+impl Stack {
+    async fn severity(&self, id: &str, from: Severity, to: Severity, minute: i64, msg_id: &str) {
+        let fact = IncidentSeverityChanged {
+            incident_id: id.into(),
+            from: from as i32,
+            to: to as i32,
+            by: "dana".into(),
+            why: "customers affected".into(),
+            at: at(minute),
+            ..Default::default()
+        };
+        publish(&self.nats.url(), IncidentSeverityChanged::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+
+    async fn reopened(&self, id: &str, n: u32, msg_id: &str) {
+        let fact = IncidentReopened {
+            incident_id: id.into(),
+            by: "auto".into(),
+            reason: "its alert fired again".into(),
+            reopen_count: n,
+            ..Default::default()
+        };
+        publish(&self.nats.url(), IncidentReopened::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+
+    async fn acknowledged_in(&self, id: &str, n: u32, msg_id: &str) {
+        let fact =
+            IncidentAcknowledged { incident_id: id.into(), by: "alice".into(), reopen_count: n, ..Default::default() };
+        publish(&self.nats.url(), IncidentAcknowledged::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+}
+
+/// A `high` incident deferred at night is raised to `critical` while the sink restarts: it
+/// pages at once, long before the opening, once; the same change delivered again pages
+/// nobody again. A `medium` one raised to `critical` pages too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_page_raised_to_critical_while_the_sink_restarts_pages_at_once_and_once() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hours, opening) = opening_in(3600);
+    let s = stack(&config(&pd, None, &hours));
+    let mut sink = s.sink("paging-0");
+    s.created("inc-night", Severity::High, "checkout-api", "f-night").await;
+    s.created("inc-low", Severity::Medium, "checkout-api", "f-low").await;
+    eventually("deferred, and held below the threshold", WAIT, || async {
+        sink.metric("paging_sink_pages_total", &["Deferred"]) >= 1.0
+            && sink.metric("paging_sink_pages_total", &["NotPaged"]) >= 1.0
+    })
+    .await;
+    assert!(pd.events().is_empty());
+
+    let exit = sink.terminate(WAIT).expect("stops");
+    assert!(exit.success(), "{}", sink.logs());
+    s.severity("inc-night", Severity::High, Severity::Critical, 1, "sev-1").await;
+    let sink = s.sink("paging-1");
+    eventually("paged at once", WAIT, || async { pd.alerts().len() == 1 }).await;
+    assert!(jiff::Timestamp::now() < opening, "paged before the opening, not by it");
+    let alert = &pd.alerts()[0];
+    assert_eq!((alert.dedup_key.as_str(), &alert.trigger["payload"]["severity"]), ("inc-night", &"critical".into()));
+
+    s.severity("inc-low", Severity::Medium, Severity::Critical, 2, "sev-2").await;
+    eventually("the raised medium incident paged", WAIT, || async { pd.alerts().len() == 2 }).await;
+    // The same changes again (a redelivery), and the deferred-page scan meanwhile.
+    s.severity("inc-night", Severity::High, Severity::Critical, 1, "sev-1-again").await;
+    s.severity("inc-low", Severity::Medium, Severity::Critical, 2, "sev-2-again").await;
+    eventually("both redeliveries seen", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Severity", "Duplicate"]) >= 2.0
+    })
+    .await;
+    assert_eq!(pd.events().len(), 2, "one trigger each: {:?}", pd.events());
+    assert_eq!(sink.metric("paging_sink_deferred", &[]), 0.0, "nothing waits any more");
+}
+
+/// Lowered below paging: a waiting page is dropped (and a later raise pages it after all);
+/// an open page is left to the people on call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_severity_drops_a_waiting_page_and_leaves_an_open_one() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hours, _) = opening_in(3600);
+    let s = stack(&config(&pd, None, &hours));
+    let sink = s.sink("paging-0");
+    s.created("inc-wait", Severity::High, "checkout-api", "f-wait").await;
+    s.created("inc-open", Severity::Critical, "checkout-api", "f-open").await;
+    eventually("deferred and paged", WAIT, || async {
+        sink.metric("paging_sink_deferred", &[]) == 1.0 && pd.alerts().len() == 1
+    })
+    .await;
+    s.severity("inc-wait", Severity::High, Severity::Medium, 1, "sev-1").await;
+    s.severity("inc-open", Severity::Critical, Severity::Low, 2, "sev-2").await;
+    eventually("dropped and recorded", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Severity", "Dropped"]) == 1.0
+            && sink.metric("paging_sink_changes_total", &["Severity", "Recorded"]) == 1.0
+            && sink.metric("paging_sink_deferred", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(pd.events().len(), 1, "nothing sent for either: {:?}", pd.events());
+    assert_eq!(pd.alerts()[0].status, AlertStatus::Triggered, "the open page stays open");
+    // An older change arriving late does not undo the newer one; a newer raise pages.
+    s.severity("inc-wait", Severity::Medium, Severity::Critical, 0, "sev-old").await;
+    eventually("the older change is stale", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Severity", "Duplicate"]) == 1.0
+    })
+    .await;
+    assert_eq!(pd.alerts().len(), 1);
+    s.severity("inc-wait", Severity::Medium, Severity::Critical, 3, "sev-3").await;
+    eventually("raised again: paged", WAIT, || async { pd.alerts().len() == 2 }).await;
+}
+
+/// Resolved, then reopened: a new page, as each vendor makes one (PagerDuty: a trigger
+/// after a resolve opens a new alert; Opsgenie: a create by the closed alert's alias), once
+/// however often the reopen is delivered; the first life's acknowledge, delivered late,
+/// does not touch the new page, and the second life's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_incident_pages_again_once_in_pagerduty_and_opsgenie() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let og = FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let s = stack(&config(&pd, Some(&og), ALWAYS));
+    let sink = s.sink("paging-0");
+    for (id, service) in [("inc-pd", "checkout-api"), ("inc-og", "etl")] {
+        s.created(id, Severity::Critical, service, &format!("f-{id}")).await;
+    }
+    eventually("paged", WAIT, || async { pd.alerts().len() == 1 && og.alerts().len() == 1 }).await;
+    s.resolved("inc-pd").await;
+    s.resolved("inc-og").await;
+    eventually("resolved", WAIT, || async {
+        pd.alerts()[0].status == AlertStatus::Resolved && og.alerts()[0].status == "closed"
+    })
+    .await;
+
+    for id in ["inc-pd", "inc-og"] {
+        s.reopened(id, 1, &format!("reopen-{id}")).await;
+        s.reopened(id, 1, &format!("reopen-{id}-again")).await;
+    }
+    eventually("paged again, once each", WAIT, || async {
+        pd.alerts().len() == 2
+            && og.alerts().len() == 2
+            && sink.metric("paging_sink_changes_total", &["Reopen", "Duplicate"]) >= 2.0
+    })
+    .await;
+    let pd_alerts = pd.alerts();
+    assert_eq!(pd_alerts[1].dedup_key, "inc-pd", "the same dedup key opens a new alert");
+    assert_eq!(pd_alerts[1].status, AlertStatus::Triggered);
+    assert_eq!(og.alerts()[1].alias, "inc-og");
+
+    // The first life's acknowledge, late: stale. The second life's: the new page.
+    s.acknowledged_in("inc-pd", 0, "ack-0").await;
+    eventually("stale", WAIT, || async {
+        sink.metric("paging_sink_follow_ups_total", &["Acknowledge", "Duplicate"]) >= 1.0
+    })
+    .await;
+    assert_eq!(pd.alerts()[1].status, AlertStatus::Triggered);
+    s.acknowledged_in("inc-pd", 1, "ack-1").await;
+    eventually("the new page acknowledged", WAIT, || async { pd.alerts()[1].status == AlertStatus::Acknowledged })
+        .await;
+    let triggers = pd.events().iter().filter(|e| e.action == "trigger").count();
+    assert_eq!(triggers, 2, "{:?}", pd.events());
+}
