@@ -85,6 +85,23 @@ pub struct PagerDuty {
     /// The PagerDuty Webhooks v3 receiver (two-way sync); off unless enabled.
     #[serde(default)]
     pub webhook: Option<Webhook>,
+    /// Secret holding a REST API key under key `api_key` (optional): notes on the incident
+    /// (from Jira, GitHub, Opsgenie or the platform) go through PagerDuty's REST API, which
+    /// the Events API cannot do. Without it, notes are not added to PagerDuty pages (the
+    /// metrics count them as skipped).
+    #[serde(default)]
+    pub api_key_ref: Option<SecretRef>,
+    /// The email of the PagerDuty user the REST calls act as (the `From` header PagerDuty
+    /// requires of account-level keys); required with `api_key_ref`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// REST API base URL.
+    #[serde(default = "pagerduty_api_url")]
+    pub api_url: String,
+}
+
+fn pagerduty_api_url() -> String {
+    "https://api.pagerduty.com".to_owned()
 }
 
 /// A vendor's webhook into this sink: what a person does there comes back as an intent.
@@ -352,6 +369,9 @@ impl ServiceConfig for Config {
                 "routing_key",
             ));
             wanted.extend(receiver_secret_refs("paging_integration.pagerduty.webhook", pd.webhook.as_ref()));
+            if let Some(key) = &pd.api_key_ref {
+                wanted.push(("paging_integration.pagerduty.api_key_ref".to_owned(), key, "api_key"));
+            }
         }
         for (n, route) in i.routes.iter().enumerate() {
             if let Some(r) = &route.routing_key_ref {
@@ -413,8 +433,18 @@ impl ServiceConfig for Config {
                 ));
             }
         }
+        if let Some(pd) = &i.pagerduty
+            && pd.api_key_ref.is_some()
+            && !pd.from.as_deref().is_some_and(|f| f.contains('@'))
+        {
+            return Err(ConfigError::new(
+                "paging_integration.pagerduty.from",
+                "the email of the PagerDuty user the REST API key acts as: required with api_key_ref",
+            ));
+        }
         for (key, url) in [
             ("paging_integration.pagerduty.base_url", i.pagerduty.as_ref().map(|p| p.base_url.clone())),
+            ("paging_integration.pagerduty.api_url", i.pagerduty.as_ref().map(|p| p.api_url.clone())),
             ("paging_integration.opsgenie.base_url", i.opsgenie.as_ref().map(Opsgenie::url)),
             ("paging_integration.jsm.base_url", i.jsm.as_ref().map(|j| j.base_url.clone())),
         ] {

@@ -29,8 +29,14 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "paging-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8083 };
 
 /// The facts the sink acts on.
-pub const FACTS: [FactKind; 5] =
-    [FactKind::Created, FactKind::Acknowledged, FactKind::Resolved, FactKind::Reopened, FactKind::SeverityChanged];
+pub const FACTS: [FactKind; 6] = [
+    FactKind::Created,
+    FactKind::Acknowledged,
+    FactKind::Resolved,
+    FactKind::Reopened,
+    FactKind::SeverityChanged,
+    FactKind::Annotated,
+];
 
 /// The durable consumer on the facts stream (`deploy/nats/jetstream/consumers/` holds it
 /// as JSON, checked by a test).

@@ -5,6 +5,7 @@
 use jiff::Timestamp;
 use sre_contracts::domain::v1::Severity;
 use sre_sink::claim::{Claim, Liveness, liveness};
+use sre_sink::notes::{self, NoteState};
 
 use crate::provider::FollowUp;
 use crate::schedule::{Decision, Policy, decide, due_under};
@@ -167,6 +168,56 @@ pub fn followed(action: FollowUp) -> PageState {
     match action {
         FollowUp::Acknowledge => PageState::Acknowledged,
         FollowUp::Resolve => PageState::Resolved,
+    }
+}
+
+/// What an `IncidentAnnotated` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnNote {
+    /// Claim the note in the record, add it to the page, mark it posted.
+    Post,
+    /// Its post was claimed by a delivery that died: look for its mark on the page, and
+    /// post it only if it is not there.
+    Recover,
+    /// Look again after this long (its page is being sent, or another delivery posts it).
+    Wait(std::time::Duration),
+    /// Not for this page, and why.
+    Skip(&'static str),
+    /// Already on the page.
+    Done,
+}
+
+/// How long a note waits on a page still being sent (or not yet created).
+pub const NOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The step for note `id`, written in `origin_vendor`, given the record and whether the
+/// page's vendor can take notes (`cannot`: why not).
+pub fn on_annotated(
+    id: &str,
+    origin_vendor: &str,
+    record: Option<&PageRecord>,
+    cannot: Option<&'static str>,
+    now: Timestamp,
+) -> OnNote {
+    let Some(record) = record else { return OnNote::Wait(NOTE_WAIT) };
+    if origin_vendor == record.target.provider.name() {
+        return OnNote::Skip("it was written on this page");
+    }
+    match record.state {
+        PageState::Claimed => return OnNote::Wait(NOTE_WAIT),
+        PageState::Paged | PageState::Acknowledged | PageState::Resolved => {}
+        PageState::Deferred | PageState::Below | PageState::Cancelled | PageState::Failed => {
+            return OnNote::Skip("the incident has no page to add it to");
+        }
+    }
+    if let Some(why) = cannot {
+        return OnNote::Skip(why);
+    }
+    match notes::state(&record.notes, id, now) {
+        NoteState::New => OnNote::Post,
+        NoteState::Posted => OnNote::Done,
+        NoteState::Live(after) => OnNote::Wait(after),
+        NoteState::Stale => OnNote::Recover,
     }
 }
 
@@ -397,6 +448,42 @@ mod tests {
         // In business hours a high incident pages at once.
         let below = record(PageState::Below, Severity::Medium, night());
         assert_eq!(on_severity(Severity::High, None, &p, Some(&below), day()), PageNow);
+    }
+
+    #[test]
+    fn a_note_goes_on_an_existing_page_once_and_never_back_where_it_came_from() {
+        use OnNote::{Post, Skip, Wait};
+        let no_page = Skip("the incident has no page to add it to");
+        // (state, a note from Jira)
+        let table = [
+            (PageState::Deferred, no_page),
+            (PageState::Claimed, Wait(NOTE_WAIT)),
+            (PageState::Paged, Post),
+            (PageState::Acknowledged, Post),
+            (PageState::Resolved, Post),
+            (PageState::Cancelled, no_page),
+            (PageState::Failed, no_page),
+            (PageState::Below, no_page),
+        ];
+        assert_eq!(table.len(), STATES.len());
+        for (state, expected) in table {
+            let r = record(state, Severity::Critical, night());
+            assert_eq!(on_annotated("n1", "jira", Some(&r), None, night()), expected, "{state:?}");
+            let from_here = on_annotated("n1", "pagerduty", Some(&r), None, night());
+            assert_eq!(from_here, Skip("it was written on this page"), "{state:?}: never back to its origin");
+        }
+        let paged = record(PageState::Paged, Severity::Critical, night());
+        assert_eq!(on_annotated("n1", "jira", Some(&paged), Some("no REST key"), night()), Skip("no REST key"));
+        assert_eq!(on_annotated("n1", "", None, None, night()), Wait(NOTE_WAIT), "its page is still to come");
+        // Claimed by a live delivery: wait; by a dead one: look for it; posted: done.
+        let mut claimed = paged.clone();
+        claimed.notes = notes::claimed(&[], "n1", night());
+        assert!(matches!(on_annotated("n1", "jira", Some(&claimed), None, night()), Wait(_)));
+        let later = night() + SignedDuration::from_secs(60);
+        assert_eq!(on_annotated("n1", "jira", Some(&claimed), None, later), OnNote::Recover);
+        claimed.notes = notes::posted(&claimed.notes, "n1", later);
+        assert_eq!(on_annotated("n1", "jira", Some(&claimed), None, later), OnNote::Done);
+        assert_eq!(on_annotated("n2", "", Some(&claimed), None, later), Post, "another note");
     }
 
     #[test]

@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use sre_bus::Disposition;
-use sre_contracts::domain::v1::{IncidentCreated, IncidentReopened, IncidentSeverityChanged, Severity};
+use sre_contracts::domain::v1::{
+    IncidentAnnotated, IncidentCreated, IncidentReopened, IncidentSeverityChanged, Severity,
+};
 use sre_resilience::CallError;
 use sre_runtime::SecretStore;
 use sre_sink::records::RETRY;
-use sre_sink::{IncidentFact, RecordError, Vendors, claim};
+use sre_sink::{IncidentFact, RecordError, Vendors, claim, notes};
 
 use crate::config::Valid;
 use crate::metrics::{ActionLabel, ChangeLabel, ChangeOutcome, FollowUpOutcome, PageOutcome, PagingMetrics};
-use crate::plan::{self, OnCreated, OnDue, OnFollowUp, OnReopened, OnSeverity};
+use crate::plan::{self, OnCreated, OnDue, OnFollowUp, OnNote, OnReopened, OnSeverity};
 use crate::provider::{Destination, FollowUp, Pager, Provider};
 use crate::routing::{Target, route};
 use crate::state::{PageRecord, PageState, Pages, Read};
@@ -494,6 +496,149 @@ impl Sink {
         retry("page record contended")
     }
 
+    /// A note: added to the incident's page, with who wrote it and where, unless it was
+    /// written on that page. Claimed in the record before the call; a claim a crash left
+    /// is recovered by looking for the note's mark on the page first.
+    async fn on_annotated(&self, fact: IncidentAnnotated) -> Disposition {
+        let default_provider = self.config.config.paging_integration.default_provider;
+        let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
+        let id =
+            notes::note_id(&key.unwrap_or_else(|| format!("{}\n{}\n{}", fact.incident_id, fact.author, fact.note)));
+        let origin = fact.origin.clone().unwrap_or_default();
+        let text = notes::render(&fact.note, &fact.author, &notes::place(&origin.vendor, &origin.object_id), &id);
+        for _ in 0..MAX_STEPS {
+            let read = match self.pages.get(&fact.incident_id).await {
+                Ok(read) => read,
+                Err(e) => return e.disposition("page record"),
+            };
+            let provider = read.as_ref().map_or(default_provider, |r| r.record.target.provider);
+            let cannot = match self.pager(provider) {
+                Ok(pager) => pager.cannot_note(),
+                Err(_) => Some("its provider is no longer configured"),
+            };
+            let step =
+                plan::on_annotated(&id, &origin.vendor, read.as_ref().map(|r| &r.record), cannot, Timestamp::now());
+            let count = |o| self.metrics.change(provider, ChangeLabel::Note, o);
+            let read = match (step, read) {
+                (OnNote::Done, _) => {
+                    count(ChangeOutcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                (OnNote::Skip(why), _) => {
+                    tracing::debug!(incident_id = %fact.incident_id, reason = why, "note not added to the page");
+                    count(ChangeOutcome::Skipped);
+                    return Disposition::Ack;
+                }
+                (OnNote::Wait(after), _) => {
+                    count(ChangeOutcome::Retried);
+                    return Disposition::Retry { after, reason: "the page is not there yet".to_owned() };
+                }
+                (_, None) => return retry("the page record vanished"),
+                (OnNote::Recover, Some(read)) => match self.find_note(&read, &id).await {
+                    Ok(true) => match self.note_posted(read, &id).await {
+                        Ok(()) => {
+                            count(ChangeOutcome::Noted);
+                            return Disposition::Ack;
+                        }
+                        Err(None) => continue,
+                        Err(Some(d)) => return d,
+                    },
+                    Ok(false) => read,
+                    Err(disposition) => {
+                        count(ChangeOutcome::Retried);
+                        return disposition;
+                    }
+                },
+                (OnNote::Post, Some(read)) => read,
+            };
+            // Claim it, then add it.
+            let mut claimed = read.record.clone();
+            claimed.notes = notes::claimed(&read.record.notes, &id, Timestamp::now());
+            let read = match self.pages.update(&claimed, read.revision).await {
+                Ok(revision) => Read { record: claimed, revision },
+                Err(RecordError::WrongRevision) => continue,
+                Err(e) => return e.disposition("page record"),
+            };
+            if self.dry_run() {
+                tracing::info!(incident_id = %fact.incident_id, provider = provider.name(), "dry run: would add a note");
+            } else {
+                let pager = match self.pager(provider) {
+                    Ok(p) => p.clone(),
+                    Err(reason) => return Disposition::DeadLetter { reason },
+                };
+                let incident_id = fact.incident_id.clone();
+                let call = self.vendors.call(provider, Self::note_credential(&read.record.target), || {
+                    let (pager, incident_id, text) = (pager.clone(), incident_id.clone(), text.clone());
+                    async move { pager.note(&incident_id, &text).await }
+                });
+                if let Err(e) = call.await {
+                    let disposition = match e {
+                        CallError::Permanent(e) => Disposition::DeadLetter { reason: e.to_string() },
+                        e => Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() },
+                    };
+                    count(change_outcome(&disposition, false));
+                    return disposition;
+                }
+            }
+            return match self.note_posted(read, &id).await {
+                Ok(()) => {
+                    tracing::info!(incident_id = %fact.incident_id, provider = provider.name(), "note added to the page");
+                    count(if self.dry_run() { ChangeOutcome::DryRun } else { ChangeOutcome::Noted });
+                    Disposition::Ack
+                }
+                // Posted; the record moved meanwhile: mark it on the record as it is now.
+                Err(None) => match self.pages.get(&fact.incident_id).await {
+                    Ok(Some(again)) => match self.note_posted(again, &id).await {
+                        Ok(()) | Err(None) => Disposition::Ack,
+                        Err(Some(d)) => d,
+                    },
+                    Ok(None) => Disposition::Ack,
+                    Err(e) => e.disposition("note added, page record"),
+                },
+                Err(Some(d)) => d,
+            };
+        }
+        retry("page record contended")
+    }
+
+    /// The credential notes are sent with: PagerDuty's REST key, or the account key.
+    fn note_credential(target: &Target) -> &str {
+        match target.provider {
+            Provider::Pagerduty => "rest-api",
+            _ => Self::credential(target),
+        }
+    }
+
+    /// Whether the page already carries note `id` (a call that died may have added it).
+    async fn find_note(&self, read: &Read, id: &str) -> Result<bool, Disposition> {
+        let provider = read.record.target.provider;
+        let pager = self.pager(provider).map_err(|reason| Disposition::DeadLetter { reason })?.clone();
+        let incident_id = read.record.incident_id.clone();
+        let found = self
+            .vendors
+            .call(provider, Self::note_credential(&read.record.target), || {
+                let (pager, incident_id) = (pager.clone(), incident_id.clone());
+                async move { pager.notes(&incident_id).await }
+            })
+            .await;
+        match found {
+            Ok(texts) => Ok(texts.iter().any(|t| notes::carries(t, id))),
+            Err(CallError::Permanent(e)) => Err(Disposition::DeadLetter { reason: e.to_string() }),
+            Err(e) => Err(Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }),
+        }
+    }
+
+    /// Marks note `id` posted on `read`; `Err(None)`: the record moved meanwhile.
+    async fn note_posted(&self, read: Read, id: &str) -> Result<(), Option<Disposition>> {
+        let mut next = read.record.clone();
+        next.notes = notes::posted(&read.record.notes, id, Timestamp::now());
+        match self.pages.update(&next, read.revision).await {
+            Ok(_) => Ok(()),
+            Err(RecordError::WrongRevision) => Err(None),
+            Err(e) => Err(Some(e.disposition("note added, page record"))),
+        }
+    }
+
     /// Fires the deferred pages that are due at `now`; returns how many were paged. Run
     /// by every replica: the claim is a compare-and-set, so one fires each page.
     pub async fn fire_due(&self, now: Timestamp) -> usize {
@@ -611,8 +756,9 @@ impl sre_sink::Sink for Sink {
             }
             IncidentFact::Reopened(r) => self.on_reopened(r).await,
             IncidentFact::SeverityChanged(c) => self.on_severity(c).await,
+            IncidentFact::Annotated(n) => self.on_annotated(n).await,
             // Not consumed (the consumer is filtered to the facts above).
-            IncidentFact::Closed(_) | IncidentFact::Annotated(_) => Disposition::Ack,
+            IncidentFact::Closed(_) => Disposition::Ack,
         }
     }
 }

@@ -86,7 +86,18 @@ fn pagers(
     let http = HttpClient::new(Duration::from_secs(10), None)?;
     let mut pagers: BTreeMap<Provider, Arc<dyn provider::Pager>> = BTreeMap::new();
     if let Some(pd) = &integration.pagerduty {
-        pagers.insert(Provider::Pagerduty, Arc::new(provider::pagerduty::PagerDuty::new(http.clone(), &pd.base_url)));
+        let rest = match &pd.api_key_ref {
+            Some(key) => Some(provider::pagerduty::Rest {
+                base: pd.api_url.clone(),
+                key: secrets.resolve(key, "api_key")?,
+                from: pd.from.clone().unwrap_or_default(),
+            }),
+            None => None,
+        };
+        pagers.insert(
+            Provider::Pagerduty,
+            Arc::new(provider::pagerduty::PagerDuty::new(http.clone(), &pd.base_url, rest)),
+        );
     }
     if let Some(og) = &integration.opsgenie {
         let key = secrets.resolve(&og.api_key_ref, "api_key")?;

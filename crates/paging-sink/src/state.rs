@@ -91,6 +91,9 @@ pub struct PageRecord {
     /// older change arriving later is stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity_at: Option<Timestamp>,
+    /// The notes added to the page (claimed, posted), so each is added once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<sre_sink::notes::Mark>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -114,6 +117,7 @@ impl PageRecord {
             not_before: None,
             reopen_count: 0,
             severity_at: None,
+            notes: Vec::new(),
         }
     }
 

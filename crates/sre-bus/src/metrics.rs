@@ -47,11 +47,14 @@ pub(crate) struct FactLabels {
 pub(crate) fn fact_label(subject: &str) -> &'static str {
     use sre_contracts::BusMessage;
     use sre_contracts::domain::v1;
-    const KNOWN: [(&str, &str); 7] = [
+    const KNOWN: [(&str, &str); 10] = [
         (v1::IncidentCreated::SUBJECT, "IncidentCreated"),
         (v1::IncidentAcknowledged::SUBJECT, "IncidentAcknowledged"),
         (v1::IncidentResolved::SUBJECT, "IncidentResolved"),
         (v1::IncidentClosed::SUBJECT, "IncidentClosed"),
+        (v1::IncidentReopened::SUBJECT, "IncidentReopened"),
+        (v1::IncidentSeverityChanged::SUBJECT, "IncidentSeverityChanged"),
+        (v1::IncidentAnnotated::SUBJECT, "IncidentAnnotated"),
         (v1::AlertIngested::SUBJECT, "AlertIngested"),
         (v1::FleetStateRecorded::SUBJECT, "FleetStateRecorded"),
         (v1::HealthCheckRecorded::SUBJECT, "HealthCheckRecorded"),

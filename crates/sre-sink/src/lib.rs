@@ -7,6 +7,8 @@
 //! - [`vendors`]: one resilience layer (rate limit, breaker) per vendor credential, timed;
 //! - [`facts`]: the incident facts decoded once, and the consumer filtered to them;
 //! - [`routing`]: `routes[].match`, the same in every sink;
+//! - [`notes`]: notes carried between tools: how they are written, told apart from a
+//!   person's, and posted once;
 //! - [`receiver`]: the receiver kit of two-way sync, on `sre_runtime::inbound`;
 //! - [`start`]: a sink's start, readiness and jobs ([`SinkStart`]), with [`watch`].
 //!
@@ -15,6 +17,7 @@
 
 pub mod claim;
 pub mod facts;
+pub mod notes;
 pub mod receiver;
 pub mod records;
 pub mod routing;

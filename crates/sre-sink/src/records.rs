@@ -234,6 +234,12 @@ impl Index {
         Ok(())
     }
 
+    /// The value `id` is marked with, if it is.
+    pub async fn value(&self, id: &str) -> Result<Option<String>, RecordError> {
+        let key = format!("{}.{}", self.name, token(id));
+        Ok(self.kv.get(&key).await?.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    }
+
     /// Removes the mark of an incident token.
     pub async fn unmark_token(&self, token: &str) -> Result<(), RecordError> {
         Ok(self.kv.delete(&format!("{}.{token}", self.name)).await?)

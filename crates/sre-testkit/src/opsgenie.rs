@@ -1,5 +1,6 @@
 //! A test Opsgenie Alert API v2, faithful to the contract notes: `Authorization: GenieKey`,
-//! create with `alias` (one open alert per alias), acknowledge and close by alias with
+//! create with `alias` (one open alert per alias), acknowledge, close and add notes
+//! (`POST`/`GET …/notes`) by alias with
 //! `identifierType=alias`, 202 "Request will be processed" for every write (also for an
 //! unknown alias: the request status then says "Alert does not exist"), and
 //! `GET /v2/alerts/requests/{id}`.
@@ -36,6 +37,8 @@ pub struct Alert {
     pub merged: u32,
     /// Which API created it: `opsgenie` (`/v2/…`) or `jsm` (`/jsm/ops/integration/v2/…`).
     pub api: &'static str,
+    /// Its notes, oldest first: (text, owner).
+    pub notes: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -181,7 +184,14 @@ async fn create(state: Shared, api: &'static str, headers: HeaderMap, body: axum
     match s.alerts.iter_mut().find(|a| a.alias == alias && a.status != "closed") {
         Some(open) => open.merged += 1,
         None => {
-            let alert = Alert { alias: alias.clone(), status: "open".to_owned(), create: body.clone(), merged: 0, api };
+            let alert = Alert {
+                alias: alias.clone(),
+                status: "open".to_owned(),
+                create: body.clone(),
+                merged: 0,
+                api,
+                notes: Vec::new(),
+            };
             s.alerts.push(alert.clone());
             send_webhook(&s, "Create", &alert, None, "");
         }
@@ -195,25 +205,77 @@ async fn act(
     (identifier, verb): (String, String),
     query: std::collections::HashMap<String, String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     if let Err(r) = gate(&mut s, &headers) {
         return r;
+    }
+    // Without identifierType=alias the identifier is read as an alert id, which an alias
+    // never is.
+    let by_alias = query.get("identifierType").map(String::as_str) == Some("alias");
+    if verb == "notes" {
+        // A note goes on the alias's open alert, else its latest.
+        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let note = body.get("note").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if note.is_empty() || note.chars().count() > 25_000 {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Note can not be empty and must be at most 25000 characters",
+            );
+        }
+        let at = by_alias.then(|| latest(&s, &identifier)).flatten();
+        if let Some(i) = at {
+            s.alerts[i].notes.push((note.clone(), INTEGRATION.to_owned()));
+            let alert = s.alerts[i].clone();
+            send_webhook(&s, "AddNote", &alert, None, &note);
+        }
+        let status = if at.is_some() { "Added note" } else { "Alert does not exist" };
+        return accepted(&mut s, "AddNote", at.is_some(), status, &identifier, api);
     }
     let (action, to) = match verb.as_str() {
         "acknowledge" => ("Acknowledge", "acknowledged"),
         "close" => ("Close", "closed"),
         _ => return error(StatusCode::NOT_FOUND, "No such endpoint"),
     };
-    // Without identifierType=alias the identifier is read as an alert id, which an alias
-    // never is.
-    let by_alias = query.get("identifierType").map(String::as_str) == Some("alias");
     let found = by_alias && s.alerts.iter().any(|a| a.alias == identifier && a.status != "closed");
     if found {
         change(&mut s, &identifier, to, None);
     }
     let status = if found { "Alert updated" } else { "Alert does not exist" };
     accepted(&mut s, action, found, status, &identifier, api)
+}
+
+/// The alias's open alert, else its latest.
+fn latest(s: &Inner, alias: &str) -> Option<usize> {
+    let mine = || s.alerts.iter().enumerate().filter(|(_, a)| a.alias == alias);
+    mine().filter(|(_, a)| a.status != "closed").map(|(i, _)| i).next_back().or_else(|| mine().map(|(i, _)| i).next_back())
+}
+
+/// `GET /v2/alerts/{identifier}/notes?identifierType=alias`: the notes, newest first.
+async fn list_notes(
+    State(state): State<Shared>,
+    Path(identifier): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let by_alias = query.get("identifierType").map(String::as_str) == Some("alias");
+    let Some(i) = by_alias.then(|| latest(&s, &identifier)).flatten() else {
+        return error(StatusCode::NOT_FOUND, "Alert does not exist");
+    };
+    let data: Vec<Value> = s.alerts[i]
+        .notes
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(n, (note, owner))| json!({"note": note, "owner": owner, "createdAt": "2026-12-07T02:00:00.000Z", "offset": n.to_string()}))
+        .collect();
+    axum::Json(json!({"data": data, "paging": {}, "took": 0.004, "requestId": "00000000-0000-0000-0000-000000000001"}))
+        .into_response()
 }
 
 async fn request_status(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
@@ -293,12 +355,25 @@ impl FakeOpsgenie {
                 )
                 .route("/v2/alerts/requests/{id}", get(request_status))
                 .route(
+                    "/v2/alerts/{identifier}/notes",
+                    get(list_notes).post(
+                        move |State(s): State<Shared>,
+                              Path(identifier): Path<String>,
+                              Query(q): Query<std::collections::HashMap<String, String>>,
+                              h: HeaderMap,
+                              b: axum::body::Bytes| {
+                            act(s, api, (identifier, "notes".to_owned()), q, h, b)
+                        },
+                    ),
+                )
+                .route(
                     "/v2/alerts/{identifier}/{verb}",
                     post(
                         move |State(s): State<Shared>,
                               Path(p): Path<(String, String)>,
                               Query(q): Query<std::collections::HashMap<String, String>>,
-                              h: HeaderMap| act(s, api, p, q, h),
+                              h: HeaderMap,
+                              b: axum::body::Bytes| act(s, api, p, q, h, b),
                     ),
                 )
         };
@@ -345,7 +420,9 @@ impl FakeOpsgenie {
     /// A person adds a note to the alert `alias`.
     pub fn note_as(&self, alias: &str, note: &str, person: &str) -> bool {
         self.with(|s| {
-            let Some(alert) = s.alerts.iter().find(|a| a.alias == alias).cloned() else { return false };
+            let Some(i) = latest(s, alias) else { return false };
+            s.alerts[i].notes.push((note.to_owned(), person.to_owned()));
+            let alert = s.alerts[i].clone();
             send_webhook(s, "AddNote", &alert, Some(person), note);
             true
         })

@@ -7,8 +7,15 @@
 //! alert with the same routing key *and* dedup key, and are otherwise dropped silently
 //! (still 202). After a resolve, a trigger opens a new alert: a second page.
 //!
+//! Its REST API answers what notes need: `GET /incidents?incident_key=` (the incidents an
+//! alert key opened, newest last), `POST`/`GET /incidents/{id}/notes`, with
+//! `Authorization: Token token=<key>` ([`REST_KEY`]) and a `From` user required on writes,
+//! and PagerDuty's error body (`{"error": {"message", "code"}}`).
+//!
 //! With a Webhooks v3 subscription ([`FakePagerDuty::subscribe`]) it sends what PagerDuty
-//! sends: a signed `incident.acknowledged`/`incident.resolved` (`X-PagerDuty-Signature`,
+//! sends: `incident.triggered` as an alert opens an incident, a note as
+//! `incident.annotated` (naming only PagerDuty's incident id), and a signed
+//! `incident.acknowledged`/`incident.resolved` (`X-PagerDuty-Signature`,
 //! `X-Webhook-Id` kept across retries) for every change, with a person as the agent when one
 //! acted here ([`FakePagerDuty::acknowledge_as`]) and a service when the Events API did; a
 //! delivery answered 5xx, 429 or not at all is retried, as PagerDuty does. Its page lists
@@ -50,7 +57,14 @@ pub struct Alert {
     pub merged: u32,
     /// When its first trigger arrived.
     pub created: tokio::time::Instant,
+    /// PagerDuty's id of the incident it opened (`P000001`).
+    pub id: String,
+    /// Notes on the incident, oldest first: (text, who).
+    pub notes: Vec<(String, String)>,
 }
+
+/// The REST API key the test PagerDuty takes.
+pub const REST_KEY: &str = "u+PDrestKEY0123456789";
 
 /// One accepted event, as received.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,15 +92,28 @@ struct Inner {
     outbox: crate::vendor::Outbox,
 }
 
-/// A v3 webhook body for `event_type` on the alert `dedup_key`, by `agent` (`type`, name).
-fn webhook_body(id: &str, event_type: &str, dedup_key: &str, agent: (&str, &str)) -> String {
+/// A v3 webhook body for `event_type` on the incident `incident` (PagerDuty's id) of the
+/// alert `dedup_key`, by `agent` (`type`, name); a note's when `note` is given.
+fn webhook_body(
+    id: &str,
+    event_type: &str,
+    incident: &str,
+    dedup_key: &str,
+    agent: (&str, &str),
+    note: Option<&str>,
+) -> String {
+    let url = format!("https://acme.pagerduty.example/incidents/{incident}");
+    let data = match note {
+        Some(text) => json!({"incident": {"id": incident, "type": "incident_reference", "html_url": url},
+            "id": format!("N{}", &id[id.len().saturating_sub(6)..]), "content": text, "trimmed": false,
+            "type": "incident_note"}),
+        None => json!({"id": incident, "type": "incident",
+            "status": event_type.trim_start_matches("incident."), "incident_key": dedup_key, "html_url": url}),
+    };
     json!({"event": {"id": id, "event_type": event_type, "resource_type": "incident",
         "occurred_at": "2026-12-02T05:00:00.000Z",
         "agent": {"id": "PLH1HKV", "type": agent.0, "summary": agent.1},
-        "client": null,
-        "data": {"id": format!("Q{}", &id[id.len().saturating_sub(6)..]), "type": "incident",
-                 "status": event_type.trim_start_matches("incident."), "incident_key": dedup_key,
-                 "html_url": format!("https://acme.pagerduty.example/incidents/{dedup_key}")}}})
+        "client": null, "data": data}})
     .to_string()
 }
 
@@ -195,6 +222,7 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
             true
         }
         ("trigger", None) => {
+            let id = format!("P{:06}", s.alerts.len() + 1);
             s.alerts.push(Alert {
                 routing_key: routing_key.clone(),
                 dedup_key: dedup_key.clone(),
@@ -202,7 +230,17 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
                 trigger: event.clone(),
                 merged: 0,
                 created: tokio::time::Instant::now(),
+                id: id.clone(),
+                notes: Vec::new(),
             });
+            send_webhook(
+                &s,
+                "incident.triggered",
+                &id,
+                &dedup_key,
+                ("service_reference", "checkout (Events API v2)"),
+                None,
+            );
             true
         }
         ("acknowledge", Some(alert)) if alert.status == AlertStatus::Triggered => {
@@ -218,7 +256,9 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
     if applied && (action == "acknowledge" || action == "resolve") {
         // The Events API acted: the webhook names a service, not a person.
         let event_type = if action == "acknowledge" { "incident.acknowledged" } else { "incident.resolved" };
-        send_webhook(&s, event_type, &dedup_key, ("service_reference", "checkout (Events API v2)"));
+        let incident =
+            s.alerts.iter().rev().find(|a| a.dedup_key == dedup_key).map(|a| a.id.clone()).unwrap_or_default();
+        send_webhook(&s, event_type, &incident, &dedup_key, ("service_reference", "checkout (Events API v2)"), None);
     }
     s.events.push(Event {
         action,
@@ -236,10 +276,10 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
 
 /// Sends a signed v3 webhook in the background, when subscribed; PagerDuty keeps
 /// `X-Webhook-Id` across its retries (5xx, 429, no answer).
-fn send_webhook(s: &Inner, event_type: &str, dedup_key: &str, agent: (&str, &str)) {
+fn send_webhook(s: &Inner, event_type: &str, incident: &str, dedup_key: &str, agent: (&str, &str), note: Option<&str>) {
     let Some((secret, n)) = s.outbox.next() else { return };
     let id = format!("01WEBHOOK{n:016}");
-    let body = webhook_body(&id, event_type, dedup_key, agent);
+    let body = webhook_body(&id, event_type, incident, dedup_key, agent, note);
     let signature = format!("v1={}", crate::vendor::hmac_hex(&secret, body.as_bytes()));
     let headers = vec![
         ("X-PagerDuty-Signature".to_owned(), signature),
@@ -257,9 +297,102 @@ fn act_as(s: &mut Inner, dedup_key: &str, to: AlertStatus, person: &str) -> bool
         return false;
     };
     alert.status = to;
+    let incident = alert.id.clone();
     let event_type = if to == AlertStatus::Acknowledged { "incident.acknowledged" } else { "incident.resolved" };
-    send_webhook(s, event_type, dedup_key, ("user_reference", person));
+    send_webhook(s, event_type, &incident, dedup_key, ("user_reference", person), None);
     true
+}
+
+fn rest_error(status: StatusCode, message: &str, code: u32) -> Response {
+    (status, axum::Json(json!({"error": {"message": message, "code": code}}))).into_response()
+}
+
+/// The REST API's auth (and, on writes, its `From` user), then injected faults.
+#[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
+fn rest_gate(s: &mut Inner, headers: &axum::http::HeaderMap, write: bool) -> Result<String, Response> {
+    s.requests += 1;
+    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Token token="));
+    if token != Some(REST_KEY) {
+        return Err(rest_error(StatusCode::UNAUTHORIZED, "Unauthorized", 2006));
+    }
+    let from = headers.get("from").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    if write && !from.contains('@') {
+        return Err(rest_error(StatusCode::BAD_REQUEST, "You must specify a From header", 2001));
+    }
+    if let Some((status, _)) = s.faults.pop_front() {
+        return Err(rest_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "Error",
+            2000,
+        ));
+    }
+    Ok(from)
+}
+
+fn incident_json(a: &Alert) -> Value {
+    let status = match a.status {
+        AlertStatus::Triggered => "triggered",
+        AlertStatus::Acknowledged => "acknowledged",
+        AlertStatus::Resolved => "resolved",
+    };
+    json!({"id": a.id, "type": "incident", "incident_key": a.dedup_key, "status": status,
+        "created_at": format!("2026-12-07T00:{:02}:00Z", a.id[1..].parse::<u32>().unwrap_or(0) % 60),
+        "html_url": format!("https://acme.pagerduty.example/incidents/{}", a.id)})
+}
+
+async fn list_incidents(
+    State(state): State<Arc<Mutex<Inner>>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = rest_gate(&mut s, &headers, false) {
+        return r;
+    }
+    let key = q.iter().find(|(k, _)| k == "incident_key").map(|(_, v)| v.clone());
+    let incidents: Vec<Value> =
+        s.alerts.iter().filter(|a| key.as_ref().is_none_or(|k| &a.dedup_key == k)).map(incident_json).collect();
+    axum::Json(json!({"incidents": incidents, "limit": 100, "offset": 0, "more": false})).into_response()
+}
+
+async fn notes(
+    State(state): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let from = match rest_gate(&mut s, &headers, method == axum::http::Method::POST) {
+        Ok(from) => from,
+        Err(r) => return r,
+    };
+    let Some(i) = s.alerts.iter().position(|a| a.id == id) else {
+        return rest_error(StatusCode::NOT_FOUND, "Not Found", 2100);
+    };
+    if method == axum::http::Method::GET {
+        let notes: Vec<Value> = s.alerts[i]
+            .notes
+            .iter()
+            .enumerate()
+            .map(|(n, (text, who))| json!({"id": format!("PN{n:05}"), "content": text, "user": {"summary": who}}))
+            .collect();
+        return axum::Json(json!({"notes": notes})).into_response();
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let content = body.pointer("/note/content").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if content.is_empty() || content.chars().count() > 25_000 {
+        return rest_error(StatusCode::BAD_REQUEST, "Invalid Input Provided", 2001);
+    }
+    s.alerts[i].notes.push((content.clone(), from.clone()));
+    let (incident, key) = (s.alerts[i].id.clone(), s.alerts[i].dedup_key.clone());
+    send_webhook(&s, "incident.annotated", &incident, &key, ("user_reference", &from), Some(&content));
+    let n = s.alerts[i].notes.len();
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"note": {"id": format!("PN{n:05}"), "content": content, "user": {"summary": from}}})),
+    )
+        .into_response()
 }
 
 async fn page(State(state): State<Arc<Mutex<Inner>>>) -> axum::response::Html<String> {
@@ -316,6 +449,8 @@ impl FakePagerDuty {
         let url = format!("http://{}", listener.local_addr()?);
         let app = Router::new()
             .route("/v2/enqueue", post(enqueue))
+            .route("/incidents", axum::routing::get(list_incidents))
+            .route("/incidents/{id}/notes", axum::routing::get(notes).post(notes))
             .route("/", axum::routing::get(page))
             .route("/_person/{verb}", post(press))
             .with_state(state.clone());
@@ -336,6 +471,12 @@ impl FakePagerDuty {
     /// that dies meanwhile paged someone without hearing about it.
     pub fn set_answer_delay(&self, delay: std::time::Duration) {
         self.latency.set_after(delay);
+    }
+
+    /// Every write (an event, a note) from now on is applied at once and answered `delay`
+    /// later; reads answer at once.
+    pub fn set_write_answer_delay(&self, delay: std::time::Duration) {
+        self.latency.set_after_writes(delay);
     }
 
     /// Events applied whose answers [`Self::set_answer_delay`] still holds back.
@@ -389,6 +530,18 @@ impl FakePagerDuty {
     /// A person resolves the open alert `dedup_key` in PagerDuty; `false` when none is open.
     pub fn resolve_as(&self, dedup_key: &str, person: &str) -> bool {
         self.with(|s| act_as(s, dedup_key, AlertStatus::Resolved, person))
+    }
+
+    /// A person adds a note to the latest alert `dedup_key` in PagerDuty; the subscription
+    /// hears of it (naming only PagerDuty's incident id). `false` when there is no alert.
+    pub fn note_as(&self, dedup_key: &str, text: &str, person: &str) -> bool {
+        self.with(|s| {
+            let Some(i) = s.alerts.iter().rposition(|a| a.dedup_key == dedup_key) else { return false };
+            s.alerts[i].notes.push((text.to_owned(), person.to_owned()));
+            let incident = s.alerts[i].id.clone();
+            send_webhook(s, "incident.annotated", &incident, dedup_key, ("user_reference", person), Some(text));
+            true
+        })
     }
 
     /// Webhooks delivered so far: (event type, agent type, final status).

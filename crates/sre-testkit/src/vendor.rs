@@ -16,6 +16,8 @@ use axum::response::{Html, IntoResponse};
 pub struct Latency {
     before: Arc<AtomicU64>,
     after: Arc<AtomicU64>,
+    /// `after` holds back only the answers to writes (reads answer at once).
+    writes_only: Arc<std::sync::atomic::AtomicBool>,
     /// Requests carried out whose answers are still held back.
     held: Arc<AtomicU64>,
 }
@@ -35,6 +37,14 @@ impl Latency {
         self.after.store(millis(delay), Ordering::Relaxed);
     }
 
+    /// Every write (not `GET`) from now on is handled at once, and answered `delay` later;
+    /// reads answer at once: a caller that dies meanwhile did the write without hearing of
+    /// it, and the reads it makes first still get through.
+    pub fn set_after_writes(&self, delay: Duration) {
+        self.writes_only.store(true, Ordering::Relaxed);
+        self.after.store(millis(delay), Ordering::Relaxed);
+    }
+
     /// Requests already carried out whose answers [`Self::set_after`] still holds back.
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
@@ -43,9 +53,15 @@ impl Latency {
     /// Wraps `router` so its answers wait for the current latencies.
     pub(crate) fn wrap(&self, router: Router) -> Router {
         let (before, after, held) = (self.before.clone(), self.after.clone(), self.held.clone());
+        let writes_only = self.writes_only.clone();
         router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let wait_before = Duration::from_millis(before.load(Ordering::Relaxed));
-            let wait_after = Duration::from_millis(after.load(Ordering::Relaxed));
+            let read = req.method() == axum::http::Method::GET;
+            let wait_after = if read && writes_only.load(Ordering::Relaxed) {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(after.load(Ordering::Relaxed))
+            };
             let held = held.clone();
             async move {
                 if !wait_before.is_zero() {

@@ -118,6 +118,26 @@ pub trait Pager: Send + Sync {
         action: FollowUp,
         note: &'a str,
     ) -> BoxFuture<'a, Result<Accepted, VendorError>>;
+    /// Why this pager cannot add notes to its pages, when it cannot.
+    fn cannot_note(&self) -> Option<&'static str> {
+        None
+    }
+    /// Adds `text` as a note to the page of `incident_id` (its latest alert).
+    fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>>;
+    /// The notes on the page of `incident_id`, as text: how a note posted by a call that
+    /// died is found before it is posted again.
+    fn notes<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, VendorError>>;
+}
+
+/// A note's text within `max` characters, its closing mark kept (the note itself is cut).
+pub fn fit_note(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let Some(at) = text.rfind("\n\n— ") else { return clip(text, max) };
+    let (body, tail) = text.split_at(at);
+    let room = max.saturating_sub(tail.chars().count());
+    format!("{}{tail}", clip(body, room))
 }
 
 /// The vendor-side dedup key of an incident: its id, or a hash when it exceeds `max`.

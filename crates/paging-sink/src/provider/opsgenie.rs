@@ -31,6 +31,8 @@ pub const DESCRIPTION_MAX: usize = 15_000;
 pub const TAGS_MAX: (usize, usize) = (20, 50);
 /// Total characters of `details`.
 pub const DETAILS_MAX: usize = 8_000;
+/// A note's limit.
+pub const NOTE_MAX: usize = 25_000;
 
 /// The client.
 #[derive(Clone)]
@@ -135,10 +137,26 @@ impl Opsgenie {
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<Accepted, VendorError> {
-        let request = http::Request::post(format!("{}{path}", self.base))
+        let answer = self.call(http::Method::POST, path, Some(body)).await?;
+        let reference = serde_json::from_slice::<Value>(&answer.body)
+            .ok()
+            .and_then(|v| v.get("requestId").and_then(|k| k.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        Ok(Accepted { reference })
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<sre_runtime::outbound::Answer, VendorError> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::AUTHORIZATION, format!("GenieKey {}", self.api_key.expose_secret()))
-            .body(Bytes::from(body.to_string()))
+            .body(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default()))
             .map_err(|e| {
                 VendorError::Invalid(format!("request: {}", e.to_string().replace(self.api_key.expose_secret(), "***")))
             })?;
@@ -147,11 +165,7 @@ impl Opsgenie {
         if !answer.status.is_success() {
             return Err(status_error(self.name, &answer));
         }
-        let reference = serde_json::from_slice::<Value>(&answer.body)
-            .ok()
-            .and_then(|v| v.get("requestId").and_then(|k| k.as_str()).map(str::to_owned))
-            .unwrap_or_default();
-        Ok(Accepted { reference })
+        Ok(answer)
     }
 }
 
@@ -186,6 +200,30 @@ impl Pager for Opsgenie {
                 body["note"] = json!(clip(note, 25_000));
             }
             self.post(&format!("/v2/alerts/{alias}/{verb}?identifierType=alias"), body).await
+        })
+    }
+
+    fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
+            let body = json!({"note": super::fit_note(text, NOTE_MAX), "source": "sre-integration"});
+            self.post(&format!("/v2/alerts/{alias}/notes?identifierType=alias"), body).await.map(|_| ())
+        })
+    }
+
+    fn notes<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async move {
+            let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
+            let path = format!("/v2/alerts/{alias}/notes?identifierType=alias&order=desc&limit=100");
+            let answer = self.call(http::Method::GET, &path, None).await?;
+            let v: Value = serde_json::from_slice(&answer.body)
+                .map_err(|e| VendorError::Invalid(format!("{} answer: {e}", self.name)))?;
+            Ok(v.get("data")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.get("note").and_then(Value::as_str).map(str::to_owned))
+                .collect())
         })
     }
 }

@@ -2,9 +2,13 @@
 //! credential (no auth header). `dedup_key` is the incident id, so a repeated trigger joins
 //! the open alert instead of paging again; acknowledge and resolve must carry the same
 //! routing key as the trigger, or PagerDuty drops them silently (202 all the same).
+//!
+//! Notes need the REST API (`Authorization: Token token=<key>`, a `From` user): the
+//! incident is found by its `incident_key` (our dedup key; the newest one when a reopen
+//! opened another), then `POST /incidents/{id}/notes`. Without a REST key no note is sent.
 
 use bytes::Bytes;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
 use sre_runtime::outbound::HttpClient;
@@ -18,17 +22,81 @@ pub const DEDUP_KEY_MAX: usize = 255;
 /// `payload.summary` limit.
 pub const SUMMARY_MAX: usize = 1024;
 
+/// A note's limit (PagerDuty's incident notes take 25,000 characters).
+pub const NOTE_MAX: usize = 25_000;
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct PagerDuty {
     http: HttpClient,
     base: String,
+    rest: Option<Rest>,
+}
+
+/// The REST API: its base URL, key and the user the calls act as.
+#[derive(Clone)]
+pub struct Rest {
+    /// `https://api.pagerduty.com`.
+    pub base: String,
+    /// The REST API key.
+    pub key: SecretString,
+    /// The `From` user's email.
+    pub from: String,
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rest").field("base", &self.base).field("from", &self.from).finish_non_exhaustive()
+    }
 }
 
 impl PagerDuty {
-    /// A client for `base` (`https://events.pagerduty.com`).
-    pub fn new(http: HttpClient, base: &str) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned() }
+    /// A client for `base` (`https://events.pagerduty.com`), with the REST API when given.
+    pub fn new(http: HttpClient, base: &str, rest: Option<Rest>) -> Self {
+        let rest = rest.map(|r| Rest { base: r.base.trim_end_matches('/').to_owned(), ..r });
+        Self { http, base: base.trim_end_matches('/').to_owned(), rest }
+    }
+
+    fn rest(&self) -> Result<&Rest, VendorError> {
+        self.rest.as_ref().ok_or_else(|| VendorError::Invalid("no PagerDuty REST API key configured".to_owned()))
+    }
+
+    /// One REST call; the answer's JSON.
+    async fn rest_call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, VendorError> {
+        let rest = self.rest()?;
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", rest.base))
+            .header(http::header::ACCEPT, "application/vnd.pagerduty+json;version=2")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, format!("Token token={}", rest.key.expose_secret()))
+            .header("From", &rest.from)
+            .body(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .map_err(|e| {
+                VendorError::Invalid(format!("request: {}", e.to_string().replace(rest.key.expose_secret(), "***")))
+            })?;
+        let answer =
+            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
+        if !answer.status.is_success() {
+            return Err(sre_runtime::outbound::status_error(NAME, &answer, |v| {
+                let e = v.get("error")?;
+                Some(format!(
+                    "{} {}",
+                    e.get("message")?.as_str()?,
+                    e.get("errors").map(|x| x.to_string()).unwrap_or_default()
+                ))
+            }));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| VendorError::Invalid(format!("pagerduty answer: {e}")))
+    }
+
+    /// The PagerDuty incident of `incident_id`: the open one, else the newest.
+    async fn incident(&self, incident_id: &str) -> Result<String, VendorError> {
+        let key = dedup_key(incident_id, DEDUP_KEY_MAX);
+        let query = format!("/incidents?incident_key={}&date_range=all&limit=100", encode_query(&key));
+        let answer = self.rest_call(http::Method::GET, &query, None).await?;
+        pick_incident(&answer)
+            .ok_or_else(|| VendorError::Invalid(format!("no PagerDuty incident has incident_key {key}")))
     }
 
     async fn enqueue(&self, body: Value) -> Result<Accepted, VendorError> {
@@ -47,6 +115,27 @@ impl PagerDuty {
             .unwrap_or_default();
         Ok(Accepted { reference })
     }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn encode_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Of the incidents a `GET /incidents` answered, the one a note belongs on: an open one,
+/// else the newest (a reopen opens another under the same key).
+pub fn pick_incident(answer: &Value) -> Option<String> {
+    let incidents = answer.get("incidents")?.as_array()?;
+    let created = |i: &Value| i.get("created_at").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let open = incidents.iter().filter(|i| i.get("status").and_then(Value::as_str) != Some("resolved"));
+    open.max_by_key(|i| created(i))
+        .or_else(|| incidents.iter().max_by_key(|i| created(i)))
+        .and_then(|i| i.get("id")?.as_str().map(str::to_owned))
 }
 
 /// PagerDuty's severity for ours: critical → critical, high → error, medium → warning,
@@ -139,6 +228,32 @@ impl Pager for PagerDuty {
             self.enqueue(body).await
         })
     }
+
+    fn cannot_note(&self) -> Option<&'static str> {
+        self.rest.is_none().then_some("notes need a PagerDuty REST API key (paging_integration.pagerduty.api_key_ref)")
+    }
+
+    fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            let id = self.incident(incident_id).await?;
+            let body = json!({"note": {"content": super::fit_note(text, NOTE_MAX)}});
+            self.rest_call(http::Method::POST, &format!("/incidents/{id}/notes"), Some(body)).await.map(|_| ())
+        })
+    }
+
+    fn notes<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async move {
+            let id = self.incident(incident_id).await?;
+            let answer = self.rest_call(http::Method::GET, &format!("/incidents/{id}/notes"), None).await?;
+            Ok(answer
+                .get("notes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.get("content").and_then(Value::as_str).map(str::to_owned))
+                .collect())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -165,5 +280,21 @@ mod tests {
         assert_eq!(body["payload"]["summary"].as_str().map(|s| s.chars().count()), Some(SUMMARY_MAX));
         assert_eq!(body["links"][0]["text"], "Runbook");
         assert!(body["payload"]["timestamp"].as_str().is_some_and(|t| t.starts_with("2026-")));
+    }
+
+    #[test]
+    fn a_note_goes_on_the_open_incident_else_the_newest() {
+        let answer = json!({"incidents": [
+            {"id": "P1", "status": "resolved", "created_at": "2026-12-01T10:00:00Z"},
+            {"id": "P2", "status": "triggered", "created_at": "2026-12-01T11:00:00Z"},
+        ]});
+        assert_eq!(pick_incident(&answer).as_deref(), Some("P2"));
+        let ended = json!({"incidents": [
+            {"id": "P1", "status": "resolved", "created_at": "2026-12-01T10:00:00Z"},
+            {"id": "P3", "status": "resolved", "created_at": "2026-12-02T10:00:00Z"},
+        ]});
+        assert_eq!(pick_incident(&ended).as_deref(), Some("P3"));
+        assert_eq!(pick_incident(&json!({"incidents": []})), None);
+        assert_eq!(encode_query("inc/1 ü"), "inc%2F1%20%C3%BC");
     }
 }

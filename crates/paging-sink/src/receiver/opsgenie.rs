@@ -100,7 +100,9 @@ impl Webhook for OpsgenieReceiver {
         };
         let Some(alert) = parsed.alert else { return Err(Refusal::invalid("alert", "missing")) };
         let source = parsed.source.unwrap_or_default();
-        let ours = source.kind.eq_ignore_ascii_case("api") || self.settings.ignore_sources.contains(&source.name);
+        let ours = source.kind.eq_ignore_ascii_case("api")
+            || self.settings.ignore_sources.contains(&source.name)
+            || (action == Action::Annotate && sre_sink::notes::is_ours(&alert.note));
         if ours {
             return Ok(self.metrics.ignored(provider, Outcome::Echo, "done by an integration", &parsed.action));
         }

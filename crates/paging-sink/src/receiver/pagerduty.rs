@@ -1,6 +1,7 @@
 //! PagerDuty Webhooks v3 into intents (two-way sync): a person acknowledging, resolving,
-//! reopening an incident in PagerDuty becomes `AcknowledgeIncidentRequested`,
-//! `ResolveIncidentRequested`, `ReopenIncidentRequested` for the domain to decide on. Served
+//! reopening an incident in PagerDuty, or adding a note to it, becomes
+//! `AcknowledgeIncidentRequested`, `ResolveIncidentRequested`, `ReopenIncidentRequested`,
+//! `AnnotateIncidentRequested` for the domain to decide on. Served
 //! on the shared inbound path (`sre_runtime::inbound`): 200 only once the intent is stored,
 //! 503 on bus trouble (PagerDuty retries 5xx for up to 48 h).
 //!
@@ -12,9 +13,13 @@
 //!   (another integration's incident, a note, a ping, a type we do not act on) is answered
 //!   200 and counted: a 4xx would make PagerDuty drop it and, after three, disable the
 //!   subscription for a day.
+//! - A note (`incident.annotated`) names only PagerDuty's incident id: the receiver learns
+//!   which of our incidents that is from the `incident.*` webhooks that carry both (PagerDuty
+//!   sends `incident.triggered` as the page opens), kept beside the page records.
 //! - Echoes are suppressed twice: the acknowledge or resolve this sink sent through the
 //!   Events API comes back with an agent that is not a person (`agent.type` other than
-//!   `user_reference`), and a change the page record already holds is not asked again.
+//!   `user_reference`), a note it added carries its mark (`sre_sink::notes`), and a change
+//!   the page record already holds is not asked again.
 //! - `X-Webhook-Id` (the same on every retry of a webhook) is the idempotency key, so a
 //!   redelivered webhook is 200 and no second intent.
 
@@ -84,9 +89,50 @@ struct Data {
     incident_key: Option<String>,
     #[serde(default)]
     resolve_reason: Option<serde_json::Value>,
+    /// A note's incident (`incident_note` data).
+    #[serde(default)]
+    incident: Option<IncidentRef>,
+    /// A note's text.
+    #[serde(default)]
+    content: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct IncidentRef {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    html_url: String,
+}
+
+/// The index of PagerDuty incident ids to ours, beside the page records.
+const PAGERDUTY_IDS: &str = "pd";
+
 use super::Asked as Action;
+
+impl PagerDutyReceiver {
+    /// Keeps which of our incidents PagerDuty's `pagerduty_id` is (best effort: a note on
+    /// an incident not learned is answered 200 and counted as unknown).
+    async fn learn(&self, pagerduty_id: &str, incident_key: &str) {
+        let Some(records) = self.pages.get() else { return };
+        let index = records.index(PAGERDUTY_IDS);
+        if let Ok(Some(known)) = index.value(pagerduty_id).await
+            && known == incident_key
+        {
+            return;
+        }
+        if let Err(e) = index.mark(pagerduty_id, incident_key).await {
+            tracing::warn!(error = %e, "PagerDuty's incident id not kept; a note on it will not be recognised");
+        }
+    }
+
+    /// Our incident behind PagerDuty's `pagerduty_id`, if learned; 503 while the records are
+    /// not open.
+    async fn incident_of(&self, pagerduty_id: &str) -> Result<Option<String>, Refusal> {
+        let records = self.pages.get().ok_or_else(|| Refusal::unavailable("records not open yet"))?;
+        records.index(PAGERDUTY_IDS).value(pagerduty_id).await.map_err(|e| Refusal::unavailable(e.to_string()))
+    }
+}
 
 impl Webhook for PagerDutyReceiver {
     type Label = ();
@@ -99,11 +145,18 @@ impl Webhook for PagerDutyReceiver {
             let field = if e.to_string().contains("event_type") { "event.event_type" } else { "event" };
             Refusal::invalid(field, format!("not a PagerDuty v3 webhook: {e}"))
         })?;
-        let event = parsed.event;
+        let mut event = parsed.event;
+        let data = event.data.take().unwrap_or_default();
+        // Learn which of our incidents PagerDuty's incident is, from any incident event
+        // that names both (a note names only PagerDuty's).
+        if let Some(key) = data.incident_key.as_deref().filter(|k| !k.is_empty() && !data.id.is_empty()) {
+            self.learn(&data.id, key).await;
+        }
         let action = match event.event_type.as_str() {
             "incident.acknowledged" => Action::Acknowledge,
             "incident.resolved" => Action::Resolve,
             "incident.reopened" => Action::Reopen,
+            "incident.annotated" => Action::Annotate,
             other => {
                 return Ok(self.metrics.ignored(
                     Provider::Pagerduty.name(),
@@ -114,6 +167,15 @@ impl Webhook for PagerDutyReceiver {
             }
         };
         let agent = event.agent.unwrap_or_default();
+        if action == Action::Annotate && data.content.as_deref().is_some_and(sre_sink::notes::is_ours) {
+            // A note this integration added (through the REST API, as a user).
+            return Ok(self.metrics.ignored(
+                Provider::Pagerduty.name(),
+                Outcome::Echo,
+                "our own note",
+                "incident.annotated",
+            ));
+        }
         if agent.kind != "user_reference" {
             // What this sink did through the Events API comes back as a service or
             // integration, not a person.
@@ -124,8 +186,15 @@ impl Webhook for PagerDutyReceiver {
                 &event.event_type,
             ));
         }
-        let data = event.data.unwrap_or_default();
-        let Some(key) = data.incident_key.filter(|k| !k.is_empty()) else {
+        let (object_id, url) = match &data.incident {
+            Some(i) if action == Action::Annotate => (i.id.clone(), i.html_url.clone()),
+            _ => (data.id.clone(), data.html_url.clone()),
+        };
+        let key = match action {
+            Action::Annotate => self.incident_of(&object_id).await?,
+            _ => data.incident_key.clone(),
+        };
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
             return Ok(self.metrics.ignored(
                 Provider::Pagerduty.name(),
                 Outcome::Unknown,
@@ -161,15 +230,18 @@ impl Webhook for PagerDutyReceiver {
         let meta = kit::intent_meta(Provider::Pagerduty.name(), &webhook_id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: Provider::Pagerduty.name().to_owned(),
-            object_id: data.id,
-            url: data.html_url,
+            object_id,
+            url,
             event_id: webhook_id,
             occurred_at: event.occurred_at.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()).map(ts),
             actor: Some(ExternalActor { name: agent.summary, email: String::new(), vendor_user_id: agent.id }),
         });
         let incident_id = record.record.incident_id;
-        let resolution = data.resolve_reason.map(|r| r.to_string()).unwrap_or_default();
-        let envelope = action.encode(meta, &incident_id, origin, resolution)?;
+        let text = match action {
+            Action::Annotate => data.content.unwrap_or_default(),
+            _ => data.resolve_reason.map(|r| r.to_string()).unwrap_or_default(),
+        };
+        let envelope = action.encode(meta, &incident_id, origin, text)?;
         self.metrics.event(Provider::Pagerduty.name(), Outcome::Intent);
         Ok(kit::one_intent(envelope, &incident_id, &event.event_type))
     }

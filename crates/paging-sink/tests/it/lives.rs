@@ -2,9 +2,14 @@
 //! PagerDuty and Opsgenie: a severity raised or lowered while a page waits, and a reopen
 //! after the page was resolved.
 
+use std::time::Duration;
+
 use prost::Message;
 use sre_contracts::BusMessage;
-use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentReopened, IncidentSeverityChanged, Severity};
+use sre_contracts::domain::v1::{
+    ExternalOrigin, IncidentAcknowledged, IncidentAnnotated, IncidentReopened, IncidentSeverityChanged, MessageMeta,
+    Severity,
+};
 use sre_testkit::bus::{eventually, publish};
 use sre_testkit::opsgenie::FakeOpsgenie;
 use sre_testkit::pagerduty::{AlertStatus, FakePagerDuty};
@@ -38,6 +43,18 @@ impl Stack {
             ..Default::default()
         };
         publish(&self.nats.url(), IncidentReopened::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+
+    async fn note(&self, id: &str, key: &str, vendor: &str, msg_id: &str) {
+        let fact = IncidentAnnotated {
+            meta: Some(MessageMeta { idempotency_key: key.into(), ..Default::default() }),
+            incident_id: id.into(),
+            note: "failover to the replica started".into(),
+            author: "Grace Hopper".into(),
+            origin: Some(ExternalOrigin { vendor: vendor.into(), object_id: "OPS-7".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        publish(&self.nats.url(), IncidentAnnotated::SUBJECT, msg_id, fact.encode_to_vec()).await;
     }
 
     async fn acknowledged_in(&self, id: &str, n: u32, msg_id: &str) {
@@ -170,4 +187,63 @@ async fn a_reopened_incident_pages_again_once_in_pagerduty_and_opsgenie() {
         .await;
     let triggers = pd.events().iter().filter(|e| e.action == "trigger").count();
     assert_eq!(triggers, 2, "{:?}", pd.events());
+}
+
+/// A note from Jira goes on an Opsgenie alert once; PagerDuty without a REST key skips it
+/// (counted), and pages nothing for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_goes_on_an_opsgenie_alert_once_and_a_pagerduty_page_needs_its_rest_key() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let og = FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let s = stack(&config(&pd, Some(&og), ALWAYS));
+    let sink = s.sink("paging-0");
+    s.created("inc-og", Severity::Critical, "etl", "f-og").await;
+    s.created("inc-pd", Severity::Critical, "checkout-api", "f-pd").await;
+    eventually("paged", WAIT, || async { og.alerts().len() == 1 && pd.alerts().len() == 1 }).await;
+    s.note("inc-og", "note:1", "jira", "n-1").await;
+    s.note("inc-og", "note:1", "jira", "n-1-again").await;
+    s.note("inc-pd", "note:2", "jira", "n-2").await;
+    eventually("noted in Opsgenie, skipped for PagerDuty", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["opsgenie", "Note", "Noted"]) == 1.0
+            && sink.metric("paging_sink_changes_total", &["opsgenie", "Note", "Duplicate"]) == 1.0
+            && sink.metric("paging_sink_changes_total", &["pagerduty", "Note", "Skipped"]) == 1.0
+    })
+    .await;
+    let notes = og.alerts()[0].notes.clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].0.contains("— Grace Hopper, in Jira OPS-7 [sre-note "), "{notes:?}");
+    assert!(pd.alerts()[0].notes.is_empty());
+    assert_eq!(pd.events().len(), 1, "only the trigger");
+}
+
+/// SIGKILL after PagerDuty took a note but before the sink heard back: the next delivery
+/// finds the note by its mark on the incident and does not add it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_added_by_a_sink_killed_before_the_answer_is_not_added_twice() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let yaml = config(&pd, None, ALWAYS).replace(
+        "  pagerduty:\n",
+        &format!("  pagerduty:\n    api_key_ref: pd/rest\n    from: sre-bot@example.com\n    api_url: {}\n", pd.url()),
+    ) + "  consumer:\n    ack_wait: 3s\n";
+    let s = stack(&yaml);
+    let envs = [("SECRET_PD_REST_API_KEY", sre_testkit::pagerduty::REST_KEY)];
+    let mut sink = s.sink_with("paging-0", &envs);
+    s.created("inc-1", Severity::Critical, "checkout-api", "f-1").await;
+    eventually("paged", WAIT, || async { pd.alerts().len() == 1 }).await;
+
+    pd.set_write_answer_delay(Duration::from_secs(120));
+    s.note("inc-1", "note:crash", "jira", "n-crash").await;
+    eventually("PagerDuty took the note; its answer is held", WAIT, || async {
+        pd.alerts()[0].notes.len() == 1 && pd.answers_held() >= 1
+    })
+    .await;
+    sink.kill();
+    pd.set_write_answer_delay(Duration::ZERO);
+
+    let sink = s.sink_with("paging-1", &envs);
+    eventually("the note found by its mark, not added again", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Note", "Noted"]) == 1.0
+    })
+    .await;
+    assert_eq!(pd.alerts()[0].notes.len(), 1, "{:?}", pd.alerts()[0].notes);
 }

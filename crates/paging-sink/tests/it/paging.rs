@@ -35,17 +35,25 @@ pub(crate) fn stack(yaml: &str) -> Stack {
 
 impl Stack {
     pub(crate) fn sink(&self, pod: &str) -> ServiceProcess {
+        self.sink_with(pod, &[])
+    }
+
+    /// [`Stack::sink`] with more environment (`extra`).
+    pub(crate) fn sink_with(&self, pod: &str, extra: &[(&str, &str)]) -> ServiceProcess {
+        let url = self.nats.url();
+        let mut envs = vec![
+            ("NATS_URL", url.as_str()),
+            ("POD_NAME", pod),
+            ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
+            ("SECRET_PLATFORM_PD_LEGACY_ROUTING_KEY", "too-short-a-key"),
+            ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
+            ("SECRET_PLATFORM_PD_OTHER_ROUTING_KEY", OTHER_KEY),
+        ];
+        envs.extend_from_slice(extra);
         let mut p = ServiceProcess::spawn(
             Path::new(env!("CARGO_BIN_EXE_paging-sink")),
             &["--config", self.config.to_str().expect("utf-8")],
-            &[
-                ("NATS_URL", &self.nats.url()),
-                ("POD_NAME", pod),
-                ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
-                ("SECRET_PLATFORM_PD_LEGACY_ROUTING_KEY", "too-short-a-key"),
-                ("SECRET_PLATFORM_OPSGENIE_API_KEY", GENIE_KEY),
-                ("SECRET_PLATFORM_PD_OTHER_ROUTING_KEY", OTHER_KEY),
-            ],
+            &envs,
         )
         .expect("spawns");
         p.wait_for_status("/readyz", 200, WAIT).expect("ready");

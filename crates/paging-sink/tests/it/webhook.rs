@@ -332,7 +332,9 @@ async fn the_loop_closes_once_a_person_acknowledges_in_pagerduty_and_nothing_loo
     assert_eq!(resolves, 0, "the sink's own resolve did not come back as a request");
     assert_eq!(domain.external().len(), 1);
     assert_eq!(facts(IncidentAcknowledged::SUBJECT).await, 1, "acknowledged once");
-    assert_eq!(pagerduty.webhooks().iter().filter(|w| w.2 == 200).count(), 2, "{:?}", pagerduty.webhooks());
+    // incident.triggered (the page opening), incident.acknowledged (the person),
+    // incident.resolved (the echo).
+    assert_eq!(pagerduty.webhooks().iter().filter(|w| w.2 == 200).count(), 3, "{:?}", pagerduty.webhooks());
     assert_eq!(sink.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]), 1.0);
 }
 
@@ -425,4 +427,105 @@ async fn a_team_moving_from_opsgenie_to_jsm_pages_there_and_ends_old_pages_where
     assert_eq!(domain.external().len(), 1);
     assert_eq!(sink.metric("paging_sink_webhook_events_total{", &["provider=\"jsm\"", "outcome=\"Echo\""]), 1.0);
     assert_eq!(sink.metric("paging_sink_webhook_refused_total{", &["provider=\"jsm\""]), 0.0);
+}
+
+/// A note makes one round trip and nothing loops: a person's note in PagerDuty becomes one
+/// `AnnotateIncidentRequested` (the receiver knows PagerDuty's incident from the
+/// `incident.triggered` webhook), and the domain's `IncidentAnnotated` of it is not sent
+/// back to PagerDuty; a note written in Jira goes on the page once (with who wrote it and
+/// where), however often it is delivered, and PagerDuty's webhook of it is an echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_makes_one_round_trip_through_pagerduty_and_nothing_loops() {
+    use sre_contracts::domain::v1::{AnnotateIncidentRequested, ExternalActor, ExternalOrigin, IncidentAnnotated};
+    let nats = NatsServer::start().expect("nats");
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    sre_testkit::domain::provision(&js).await.expect("streams");
+    let _domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
+    let pagerduty = FakePagerDuty::start().await.expect("pagerduty");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paging = format!(
+        "  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: platform/pagerduty\n    \
+         base_url: {url}\n    api_url: {url}\n    api_key_ref: pd/rest\n    from: sre-bot@example.com\n    \
+         webhook:\n      enabled: true\n      secret_refs: [pd/ours]\n",
+        url = pagerduty.url()
+    );
+    let sink = start_sink(
+        dir.path(),
+        &nats,
+        &paging,
+        &[
+            ("SECRET_PLATFORM_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
+            ("SECRET_PD_OURS_SECRET", SECRET),
+            ("SECRET_PD_REST_API_KEY", sre_testkit::pagerduty::REST_KEY),
+        ],
+    );
+    pagerduty.subscribe(&format!("http://127.0.0.1:{}/webhooks/pagerduty", sink.port()), SECRET);
+    incident(&nats, "inc-note-1").await;
+    eventually("paged, and PagerDuty's incident learned", WAIT, || async {
+        pagerduty.webhooks().iter().any(|(t, _, status)| t == "incident.triggered" && *status == 200)
+    })
+    .await;
+
+    let annotations = || {
+        let url = nats.url();
+        async move {
+            stream_messages(&url, streams::INTENTS)
+                .await
+                .into_iter()
+                .filter(|(s, _)| s == AnnotateIncidentRequested::SUBJECT)
+                .map(|(_, b)| AnnotateIncidentRequested::decode(b).expect("decodes"))
+                .collect::<Vec<_>>()
+        }
+    };
+    // A person's note in PagerDuty: one intent; the domain's fact of it stays out of PagerDuty.
+    assert!(pagerduty.note_as("inc-note-1", "rolling back the deploy", "Ada Lovelace"));
+    eventually("the note reached the domain", WAIT, || async { annotations().await.len() == 1 }).await;
+    let asked = &annotations().await[0];
+    assert_eq!(asked.note, "rolling back the deploy");
+    let origin = asked.origin.clone().unwrap_or_default();
+    assert_eq!((origin.vendor.as_str(), origin.object_id.as_str()), ("pagerduty", "P000001"));
+    eventually("its fact not sent back", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Note", "Skipped"]) >= 1.0
+    })
+    .await;
+    assert_eq!(pagerduty.alerts()[0].notes.len(), 1, "only the person's");
+
+    // A note written in Jira, delivered twice.
+    let jira_note = IncidentAnnotated {
+        meta: Some(sre_contracts::domain::v1::MessageMeta {
+            idempotency_key: "note:jira-evt-1".into(),
+            ..Default::default()
+        }),
+        incident_id: "inc-note-1".into(),
+        note: "failover to the replica started".into(),
+        author: "Grace Hopper".into(),
+        origin: Some(ExternalOrigin {
+            vendor: "jira".into(),
+            object_id: "OPS-7".into(),
+            actor: Some(ExternalActor { name: "Grace Hopper".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    publish(&nats.url(), IncidentAnnotated::SUBJECT, "fact-note-1", jira_note.clone()).await;
+    publish(&nats.url(), IncidentAnnotated::SUBJECT, "fact-note-1-again", jira_note).await;
+    eventually("noted once, the redelivery a duplicate", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Note", "Noted"]) == 1.0
+            && sink.metric("paging_sink_changes_total", &["Note", "Duplicate"]) >= 1.0
+    })
+    .await;
+    let notes = pagerduty.alerts()[0].notes.clone();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[1].0.starts_with("failover to the replica started\n\n— Grace Hopper, in Jira OPS-7 [sre-note "),
+        "{notes:?}"
+    );
+    assert_eq!(notes[1].1, "sre-bot@example.com", "written as the From user");
+    eventually("PagerDuty's webhook of our note is an echo", WAIT, || async {
+        sink.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]) >= 1.0
+    })
+    .await;
+    assert_eq!(annotations().await.len(), 1, "our note did not come back as a person's");
+    assert!(!sink.logs().contains(sre_testkit::pagerduty::REST_KEY), "the REST key is never logged");
 }
