@@ -249,7 +249,11 @@ async fn act(
 /// The alias's open alert, else its latest.
 fn latest(s: &Inner, alias: &str) -> Option<usize> {
     let mine = || s.alerts.iter().enumerate().filter(|(_, a)| a.alias == alias);
-    mine().filter(|(_, a)| a.status != "closed").map(|(i, _)| i).next_back().or_else(|| mine().map(|(i, _)| i).next_back())
+    mine()
+        .filter(|(_, a)| a.status != "closed")
+        .map(|(i, _)| i)
+        .next_back()
+        .or_else(|| mine().map(|(i, _)| i).next_back())
 }
 
 /// `GET /v2/alerts/{identifier}/notes?identifierType=alias`: the notes, newest first.
