@@ -1,7 +1,8 @@
 //! A test GitHub Issues API, faithful to the contract notes: a mandatory `User-Agent`,
 //! Bearer auth, rate-limit headers on every answer, create (201), list for a repository
-//! by label and state (newest first), comments, `POST …/labels` that adds, `PATCH` that
-//! closes with a `state_reason` (and replaces labels when given), `basic-error` and
+//! by label and state (newest first), get one, comments (post and list), `POST …/labels`
+//! that adds and `DELETE …/labels/{name}` that removes one, `PATCH` that closes with a
+//! `state_reason` or reopens (and replaces labels when given), `basic-error` and
 //! `validation-error` bodies, and injected primary or secondary rate limits.
 //!
 //! With a repository webhook ([`FakeGithub::subscribe`]) every open, close, reopen and
@@ -301,6 +302,61 @@ async fn comment(
     }
 }
 
+async fn get_issue(
+    State(state): State<Shared>,
+    Path((o, r, n)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let repo = format!("{o}/{r}");
+    if let Err(e) = gate(&mut s, &headers, Some(&repo)) {
+        return e;
+    }
+    match s.issues.iter().find(|i| i.repo == repo && i.number == n) {
+        Some(i) => ok(StatusCode::OK, issue_json(i)),
+        None => basic(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn list_comments(
+    State(state): State<Shared>,
+    Path((o, r, n)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let repo = format!("{o}/{r}");
+    if let Err(e) = gate(&mut s, &headers, Some(&repo)) {
+        return e;
+    }
+    match s.issues.iter().find(|i| i.repo == repo && i.number == n) {
+        Some(i) => ok(
+            StatusCode::OK,
+            json!(i.comments.iter().enumerate().map(|(k, c)| json!({"id": k + 1, "body": c})).collect::<Vec<_>>()),
+        ),
+        None => basic(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+async fn remove_label(
+    State(state): State<Shared>,
+    Path((o, r, n, name)): Path<(String, String, u64, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let repo = format!("{o}/{r}");
+    if let Err(e) = gate(&mut s, &headers, Some(&repo)) {
+        return e;
+    }
+    let Some(i) = s.issues.iter_mut().find(|i| i.repo == repo && i.number == n) else {
+        return basic(StatusCode::NOT_FOUND, "Not Found");
+    };
+    if !i.labels.contains(&name) {
+        return basic(StatusCode::NOT_FOUND, "Label does not exist");
+    }
+    i.labels.retain(|l| *l != name);
+    ok(StatusCode::OK, json!(i.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>()))
+}
+
 async fn add_labels(
     State(state): State<Shared>,
     Path((o, r, n)): Path<(String, String, u64)>,
@@ -422,9 +478,10 @@ impl FakeGithub {
         let app = Router::new()
             .route("/repos/{o}/{r}", get(repo_get))
             .route("/repos/{o}/{r}/issues", post(create).get(list))
-            .route("/repos/{o}/{r}/issues/{n}", axum::routing::patch(update))
-            .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
+            .route("/repos/{o}/{r}/issues/{n}", axum::routing::patch(update).get(get_issue))
+            .route("/repos/{o}/{r}/issues/{n}/comments", post(comment).get(list_comments))
             .route("/repos/{o}/{r}/issues/{n}/labels", post(add_labels))
+            .route("/repos/{o}/{r}/issues/{n}/labels/{name}", axum::routing::delete(remove_label))
             .route("/", get(page))
             .route("/_person/{verb}", post(press))
             .with_state(state.clone());
@@ -474,6 +531,12 @@ impl FakeGithub {
     /// A person closes `repo#number` as completed; `false` when it is not open.
     pub fn close_as(&self, repo: &str, number: u64, person: &str) -> bool {
         self.with(|s| set_state(s, repo, number, "closed", Some("completed"), Some(person)))
+    }
+
+    /// A person closes `repo#number` with `reason` (`not_planned`, `duplicate`, …); `false`
+    /// when it is not open.
+    pub fn close_as_with(&self, repo: &str, number: u64, reason: &str, person: &str) -> bool {
+        self.with(|s| set_state(s, repo, number, "closed", Some(reason), Some(person)))
     }
 
     /// A person reopens `repo#number`; `false` when it is not closed.

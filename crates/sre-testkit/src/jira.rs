@@ -1,10 +1,15 @@
 //! A test Jira, Cloud (REST v3) or Data Center (REST v2), faithful to the contract notes:
 //! create (201 `{id,key,self}`), search (`search/jql` on Cloud, `search` on DC, by
-//! `labels = "…"`), transitions by workflow (To Do → Resolved → Closed), comments, the
+//! `labels = "…"`), transitions by workflow (To Do → Resolved → Closed, and Reopen back),
+//! each done status with a resolution (`Done` unless a person chose another, e.g. `Won't
+//! Fix`), comments (posted and listed), an issue read (`?fields=status,resolution`) and
+//! edited (`PUT`, the priority), issue links on create (`update.issuelinks`), the
 //! `ErrorCollection` error body, ADF required on Cloud and wiki text on DC, summaries of at
 //! most 255 characters without newlines, labels without spaces, Basic (Cloud) or Bearer
 //! (DC) auth, `myself`, and injected failures with Retry-After. Cloud search can lag
-//! behind writes, as the real one does.
+//! behind writes, as the real one does. Writes to one issue are limited as Jira Cloud
+//! limits them: more than [`PER_ISSUE_WRITES`] within [`PER_ISSUE_WINDOW`] answer 429 with
+//! `RateLimit-Reason: jira-per-issue-on-write` and a `Retry-After`.
 //!
 //! With an admin webhook ([`FakeJira::subscribe`]) every transition and comment, the
 //! sink's own included, is sent as Jira sends it: `jira:issue_updated` with the whole issue
@@ -54,6 +59,37 @@ pub struct Issue {
     pub comments: Vec<Value>,
     /// When it was created.
     pub created: Instant,
+    /// The resolution of a done status (`Done`, `Won't Fix`…); `None` while open.
+    pub resolution: Option<String>,
+    /// The priority's name.
+    pub priority: Option<String>,
+    /// Keys of the issues it links to (`update.issuelinks` on create).
+    pub links: Vec<String>,
+    /// When the sink wrote to it (transitions, comments, edits), for the per-issue limit.
+    writes: Vec<Instant>,
+}
+
+/// Writes to one issue allowed within [`PER_ISSUE_WINDOW`] (the stand-in's figure: Jira
+/// Cloud does not publish its own).
+pub const PER_ISSUE_WRITES: usize = 10;
+/// The window of the per-issue write limit.
+pub const PER_ISSUE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Counts a write to issue `i`; the 429 Jira gives when the issue's write limit is hit.
+#[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
+fn write_to(s: &mut Inner, i: usize) -> Result<(), Response> {
+    let now = Instant::now();
+    let issue = &mut s.issues[i];
+    issue.writes.retain(|at| now.duration_since(*at) < PER_ISSUE_WINDOW);
+    if issue.writes.len() >= PER_ISSUE_WRITES {
+        s.per_issue_refusals += 1;
+        let mut resp = errors(StatusCode::TOO_MANY_REQUESTS, &["Too many writes to this issue."], json!({}));
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("2"));
+        resp.headers_mut().insert("RateLimit-Reason", axum::http::HeaderValue::from_static("jira-per-issue-on-write"));
+        return Err(resp);
+    }
+    issue.writes.push(now);
+    Ok(())
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +101,7 @@ struct Inner {
     faults: VecDeque<(u16, Option<u64>)>,
     search_lag: Duration,
     calls: u64,
+    per_issue_refusals: u64,
     outbox: crate::vendor::Outbox,
 }
 
@@ -114,8 +151,13 @@ fn send_webhook(s: &Inner, issue: &Issue, by: Option<&str>, change: Option<(&str
     s.outbox.send("jira:issue_updated", by.unwrap_or(SERVICE_ACCOUNT), headers, body, crate::vendor::Retries::Jira);
 }
 
-/// Moves `key` to `to` if its workflow allows, telling the webhook; `false` otherwise.
+/// Moves `key` to `to` if its workflow allows, telling the webhook; `false` otherwise. A
+/// done status gets `resolution` (else `Done`); an open one none.
 fn move_issue(s: &mut Inner, key: &str, to: &str, by: Option<&str>) -> bool {
+    move_issue_with(s, key, to, None, by)
+}
+
+fn move_issue_with(s: &mut Inner, key: &str, to: &str, resolution: Option<&str>, by: Option<&str>) -> bool {
     let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else { return false };
     let allowed = transitions_from(&issue.status)
         .as_array()
@@ -123,6 +165,7 @@ fn move_issue(s: &mut Inner, key: &str, to: &str, by: Option<&str>) -> bool {
     if !allowed {
         return false;
     }
+    issue.resolution = (category(to) == "done").then(|| resolution.unwrap_or("Done").to_owned());
     let from = std::mem::replace(&mut issue.status, to.to_owned());
     let issue = issue.clone();
     send_webhook(s, &issue, by, Some((&from, to)), None);
@@ -269,8 +312,23 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
             json!({"priority": format!("The priority selected is invalid: {p}")}),
         );
     }
+    let mut links = Vec::new();
+    for link in body.pointer("/update/issuelinks").and_then(Value::as_array).into_iter().flatten() {
+        let target = link.pointer("/add/outwardIssue/key").or(link.pointer("/add/inwardIssue/key"));
+        match target.and_then(Value::as_str) {
+            Some(k) if s.issues.iter().any(|i| i.key == k) => links.push(k.to_owned()),
+            _ => {
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    &[],
+                    json!({"issuelinks": "The issue to link to does not exist."}),
+                );
+            }
+        }
+    }
     let n = s.issues.iter().filter(|i| i.project == project).count() + 1;
     let key = format!("{project}-{n}");
+    let priority = fields.pointer("/priority/name").and_then(Value::as_str).map(str::to_owned);
     s.issues.push(Issue {
         key: key.clone(),
         project,
@@ -280,6 +338,10 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
         status: "To Do".to_owned(),
         comments: Vec::new(),
         created: Instant::now(),
+        resolution: None,
+        priority,
+        links,
+        writes: Vec::new(),
     });
     let id = 10_000 + s.issues.len();
     (
@@ -358,6 +420,11 @@ async fn transition(
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let id = body.pointer("/transition/id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if let Some(i) = s.issues.iter().position(|i| i.key == key)
+        && let Err(r) = write_to(&mut s, i)
+    {
+        return r;
+    }
     let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else {
         return errors(
             StatusCode::NOT_FOUND,
@@ -399,6 +466,11 @@ async fn comment(
     if let Err(r) = rich_text(flavor, "comment", &text) {
         return r;
     }
+    if let Some(i) = s.issues.iter().position(|i| i.key == key)
+        && let Err(r) = write_to(&mut s, i)
+    {
+        return r;
+    }
     let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else {
         return errors(
             StatusCode::NOT_FOUND,
@@ -411,6 +483,70 @@ async fn comment(
     let shown = text.as_str().map_or_else(|| text.to_string(), str::to_owned);
     send_webhook(&s, &issue, None, None, Some(&shown));
     (StatusCode::CREATED, axum::Json(json!({"id": id, "body": text}))).into_response()
+}
+
+fn not_found() -> Response {
+    errors(StatusCode::NOT_FOUND, &["Issue does not exist or you do not have permission to see it."], json!({}))
+}
+
+/// `GET /issue/{key}`: its status (with category), resolution, priority, labels, links.
+async fn get_issue(State(state): State<Shared>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let Some(i) = s.issues.iter().find(|i| i.key == key) else { return not_found() };
+    axum::Json(json!({"key": i.key, "fields": {
+        "summary": i.summary, "labels": i.labels,
+        "status": {"name": i.status, "statusCategory": {"key": category(&i.status)}},
+        "resolution": i.resolution.as_ref().map(|r| json!({"name": r})),
+        "priority": i.priority.as_ref().map(|p| json!({"name": p})),
+        "issuelinks": i.links.iter().map(|k| json!({"type": {"name": "Relates"}, "outwardIssue": {"key": k}})).collect::<Vec<_>>(),
+    }}))
+    .into_response()
+}
+
+/// `PUT /issue/{key}`: edits (the priority), 204.
+async fn edit_issue(
+    State(state): State<Shared>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let Some(i) = s.issues.iter().position(|i| i.key == key) else { return not_found() };
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(p) = body.pointer("/fields/priority/name").and_then(Value::as_str) {
+        if !["Highest", "High", "Medium", "Low", "Lowest"].contains(&p) {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                &[],
+                json!({"priority": format!("The priority selected is invalid: {p}")}),
+            );
+        }
+        if let Err(r) = write_to(&mut s, i) {
+            return r;
+        }
+        s.issues[i].priority = Some(p.to_owned());
+        let issue = s.issues[i].clone();
+        send_webhook(&s, &issue, None, None, None);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /issue/{key}/comment`: the comments, newest first (`orderBy=-created`).
+async fn list_comments(State(state): State<Shared>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let Some(i) = s.issues.iter().find(|i| i.key == key) else { return not_found() };
+    let comments: Vec<Value> =
+        i.comments.iter().enumerate().rev().map(|(n, body)| json!({"id": (n + 1).to_string(), "body": body})).collect();
+    axum::Json(json!({"startAt": 0, "maxResults": 100, "total": comments.len(), "comments": comments})).into_response()
 }
 
 async fn press(
@@ -465,7 +601,8 @@ impl FakeJira {
             .route(&format!("{api}/issue"), post(create))
             .route(&search_path, post(search))
             .route(&format!("{api}/issue/{{key}}/transitions"), get(transitions).post(transition))
-            .route(&format!("{api}/issue/{{key}}/comment"), post(comment))
+            .route(&format!("{api}/issue/{{key}}/comment"), post(comment).get(list_comments))
+            .route(&format!("{api}/issue/{{key}}"), get(get_issue).put(edit_issue))
             .route(&format!("{api}/myself"), get(myself))
             .route("/", get(page))
             .route("/_person/{verb}", post(press))
@@ -487,6 +624,12 @@ impl FakeJira {
     /// caller that dies meanwhile leaves work done that it never heard about.
     pub fn set_answer_delay(&self, delay: Duration) {
         self.latency.set_after(delay);
+    }
+
+    /// Every write from now on is done at once and answered `delay` later; reads answer at
+    /// once.
+    pub fn set_write_answer_delay(&self, delay: Duration) {
+        self.latency.set_after_writes(delay);
     }
 
     /// Requests carried out whose answers [`Self::set_answer_delay`] still holds back.
@@ -533,6 +676,10 @@ impl FakeJira {
                 status: "To Do".to_owned(),
                 comments: Vec::new(),
                 created: Instant::now() - Duration::from_secs(3600),
+                resolution: None,
+                priority: None,
+                links: Vec::new(),
+                writes: Vec::new(),
             });
             key
         })
@@ -547,6 +694,16 @@ impl FakeJira {
     /// workflow allows; the webhook hears of it. `false` when the workflow does not allow it.
     pub fn transition_as(&self, key: &str, status: &str, person: &str) -> bool {
         self.with(|s| move_issue(s, key, status, Some(person)))
+    }
+
+    /// A person moves `key` to the done `status` with `resolution` (e.g. `Won't Fix`).
+    pub fn resolve_as_with(&self, key: &str, status: &str, resolution: &str, person: &str) -> bool {
+        self.with(|s| move_issue_with(s, key, status, Some(resolution), Some(person)))
+    }
+
+    /// Writes refused by the per-issue limit so far.
+    pub fn per_issue_refusals(&self) -> u64 {
+        self.with(|s| s.per_issue_refusals)
     }
 
     /// A person comments on `key`; `false` when there is no such issue.

@@ -45,6 +45,14 @@ pub struct Integration {
     /// Comment on the ticket when the incident is acknowledged (who, and where: "by Dana
     /// in pagerduty"), once; no transition. On by default.
     pub comment_acknowledged: bool,
+    /// What a reopened incident does to its ended ticket.
+    pub reopen: Reopen,
+    /// Writes to one ticket are at least this far apart (Jira Cloud limits writes per
+    /// issue, `RateLimit-Reason: jira-per-issue-on-write`): a flapping incident's reopens,
+    /// its notes and severity changes wait, and the comments they bring are posted
+    /// together in one.
+    #[serde(with = "humantime_serde")]
+    pub ticket_write_interval: std::time::Duration,
     /// The durable consumer (shared by every replica).
     pub consumer: ConsumerConfig,
 }
@@ -60,7 +68,35 @@ impl Default for Integration {
             routes: Vec::new(),
             dry_run: false,
             comment_acknowledged: true,
+            reopen: Reopen::default(),
+            ticket_write_interval: std::time::Duration::from_secs(2),
             consumer: ConsumerConfig { durable_name: "ticketing-sink".to_owned(), ..ConsumerConfig::default() },
+        }
+    }
+}
+
+/// `ticketing_integration.reopen:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reopen {
+    /// A ticket resolved or closed at most this long ago is moved back; after that, the
+    /// reopened incident gets a new ticket linked to it.
+    #[serde(with = "humantime_serde")]
+    pub window: std::time::Duration,
+    /// Resolutions (Jira) and state reasons (GitHub) a person chose that mean "leave it
+    /// ended": such a ticket is never reopened, and no new one is opened for it (matched
+    /// case-insensitively).
+    pub never: Vec<String>,
+}
+
+impl Default for Reopen {
+    fn default() -> Self {
+        Self {
+            window: std::time::Duration::from_secs(24 * 3600),
+            never: ["Won't Fix", "Won't Do", "Duplicate", "Declined", "Cannot Reproduce", "not_planned", "duplicate"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -89,6 +125,10 @@ pub struct Jira {
     /// The transition that closes; same fallback.
     #[serde(default = "default_close")]
     pub close_transition: String,
+    /// The transition that reopens; when the workflow has none by that name, the first
+    /// transition out of the Done category is used.
+    #[serde(default = "default_reopen")]
+    pub reopen_transition: String,
     /// Jira priority name per severity; empty to leave the priority unset.
     #[serde(default = "default_priorities")]
     pub priorities: BTreeMap<String, String>,
@@ -115,6 +155,9 @@ fn default_resolve() -> String {
 }
 fn default_close() -> String {
     "Close".to_owned()
+}
+fn default_reopen() -> String {
+    "Reopen".to_owned()
 }
 fn default_priorities() -> BTreeMap<String, String> {
     [("critical", "Highest"), ("high", "High"), ("medium", "Medium"), ("low", "Low"), ("info", "Lowest")]

@@ -1,14 +1,16 @@
-//! ticketing-sink: consumes `IncidentCreated`, `IncidentAcknowledged`, `IncidentResolved`
-//! and `IncidentClosed` and keeps exactly one ticket per incident in Jira (Cloud or Data
-//! Center) or GitHub Issues.
+//! ticketing-sink: consumes the incident facts (created, acknowledged, resolved, closed,
+//! reopened, severity changed, annotated) and keeps exactly one ticket per incident life in
+//! Jira (Cloud or Data Center) or GitHub Issues.
 //!
-//! What it is: its records (`state`), its decisions (`plan`, pure) and the shell that
+//! What it is: its records (`state`), its decisions (`plan` for the ticket's making and
+//! ending, `lives` for reopens, severity changes and queued comments; pure) and the shell that
 //! carries them out (`sink`), its vendors (`provider`), its routes and templates, and its
 //! receivers (two-way sync, off by default: what people do in GitHub and Jira comes back
 //! as intents). The machinery every sink shares is `sre_sink`'s. Consumes facts;
 //! publishes intents only. Knows nothing about paging.
 
 pub mod config;
+pub mod lives;
 pub mod marker;
 pub mod metrics;
 pub mod plan;
@@ -30,7 +32,7 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "ticketing-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8082 };
 
 /// The facts the sink acts on.
-pub const FACTS: [FactKind; 4] = [FactKind::Created, FactKind::Acknowledged, FactKind::Resolved, FactKind::Closed];
+pub const FACTS: [FactKind; 7] = FactKind::ALL;
 
 /// The durable consumer on the facts stream (`deploy/nats/jetstream/consumers/` holds it
 /// as JSON, checked by a test).

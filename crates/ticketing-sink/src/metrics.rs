@@ -18,6 +18,12 @@ pub enum Action {
     Resolve,
     /// IncidentClosed.
     Close,
+    /// IncidentReopened.
+    Reopen,
+    /// IncidentSeverityChanged.
+    Severity,
+    /// IncidentAnnotated.
+    Note,
 }
 
 /// How it ended.
@@ -37,6 +43,12 @@ pub enum Outcome {
     Failed,
     /// Not done yet; the fact waits on the bus.
     Retried,
+    /// Not for this ticket (a note written on it, or no ticket to change).
+    Skipped,
+    /// A reopen of a ticket a person ended with a resolution never reopened: left alone.
+    LeftAlone,
+    /// A reopen long after the ticket ended: a new ticket, linked to it.
+    NewTicket,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +78,11 @@ impl TicketMetrics {
         for provider in providers {
             for action in [Action::Create, Action::Acknowledge, Action::Resolve, Action::Close] {
                 for outcome in [Done, Recovered, Duplicate, Waiting, DryRun, Failed, Retried] {
+                    let _ = self.tickets.get_or_create(&Labels { provider: provider.name(), action, outcome });
+                }
+            }
+            for action in [Action::Reopen, Action::Severity, Action::Note] {
+                for outcome in [Done, Duplicate, Failed] {
                     let _ = self.tickets.get_or_create(&Labels { provider: provider.name(), action, outcome });
                 }
             }

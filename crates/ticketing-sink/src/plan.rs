@@ -75,7 +75,7 @@ pub enum OnUpdate {
 /// The state an action leaves the ticket in.
 fn done_state(action: Action) -> TicketState {
     match action {
-        Action::Create | Action::Acknowledge => TicketState::Created,
+        Action::Create | Action::Acknowledge | Action::Reopen | Action::Severity | Action::Note => TicketState::Created,
         Action::Resolve => TicketState::Resolved,
         Action::Close => TicketState::Closed,
     }
@@ -84,7 +84,7 @@ fn done_state(action: Action) -> TicketState {
 /// Whether `action`'s comment is on the ticket.
 pub fn commented(record: &TicketRecord, action: Action) -> bool {
     match action {
-        Action::Create => true,
+        Action::Create | Action::Reopen | Action::Severity | Action::Note => true,
         Action::Acknowledge => record.acknowledge_commented,
         Action::Resolve => record.resolve_commented,
         Action::Close => record.close_commented,
@@ -99,9 +99,24 @@ pub fn wait_for_claimed(last_alive: Option<Timestamp>, now: Timestamp) -> Durati
     last_alive.and_then(|at| until_stale(now.duration_since(at))).map_or(WAIT_FOR_TICKET, |d| d.max(WAIT_FOR_TICKET))
 }
 
-/// The next step for `action` (acknowledge, resolve or close), given the record. A dry
-/// run posts no comments: it goes straight to the (unsent) transition.
-pub fn on_update(action: Action, record: Option<&TicketRecord>, now: Timestamp, dry_run: bool) -> OnUpdate {
+/// The next step for `action` (acknowledge, resolve or close) of the incident's life
+/// `reopen_count`, given the record. A dry run posts no comments: it goes straight to the
+/// (unsent) transition. A fact of an earlier life is done; one of a later life waits for
+/// its reopen.
+pub fn on_update(
+    action: Action,
+    reopen_count: u32,
+    record: Option<&TicketRecord>,
+    now: Timestamp,
+    dry_run: bool,
+) -> OnUpdate {
+    let held = record.map_or(0, |r| r.reopen_count);
+    if reopen_count < held {
+        return OnUpdate::Done;
+    }
+    if reopen_count > held {
+        return OnUpdate::Wait { after: WAIT_FOR_TICKET, reason: "about a reopen not handled yet" };
+    }
     let Some(record) = record else {
         return OnUpdate::Wait { after: WAIT_FOR_TICKET, reason: "the ticket does not exist yet" };
     };
@@ -256,21 +271,21 @@ mod tests {
         ];
         for (state, action, fresh, after_comment) in table {
             let r = record(state);
-            assert_eq!(on_update(action, Some(&r), now(), false), fresh, "{state:?} {action:?}");
+            assert_eq!(on_update(action, 0, Some(&r), now(), false), fresh, "{state:?} {action:?}");
             assert_eq!(
-                on_update(action, Some(&commented_all(r.clone())), now(), false),
+                on_update(action, 0, Some(&commented_all(r.clone())), now(), false),
                 after_comment,
                 "{state:?} {action:?}, commented"
             );
             // A dry run never comments; it goes to the transition it would make.
-            assert_eq!(on_update(action, Some(&r), now(), true), after_comment, "{state:?} {action:?}, dry run");
+            assert_eq!(on_update(action, 0, Some(&r), now(), true), after_comment, "{state:?} {action:?}, dry run");
         }
         for action in UPDATES {
-            assert!(waiting(&on_update(action, None, now(), false)), "{action:?} before any ticket");
-            assert!(waiting(&on_update(action, Some(&claim(0, true)), now(), false)), "live claim");
-            assert!(waiting(&on_update(action, Some(&claim(30, false)), now(), false)), "released claim");
-            assert!(waiting(&on_update(action, Some(&claim(30, true)), now(), true)), "dry run");
-            assert_eq!(on_update(action, Some(&claim(30, true)), now(), false), Recover, "crashed create");
+            assert!(waiting(&on_update(action, 0, None, now(), false)), "{action:?} before any ticket");
+            assert!(waiting(&on_update(action, 0, Some(&claim(0, true)), now(), false)), "live claim");
+            assert!(waiting(&on_update(action, 0, Some(&claim(30, false)), now(), false)), "released claim");
+            assert!(waiting(&on_update(action, 0, Some(&claim(30, true)), now(), true)), "dry run");
+            assert_eq!(on_update(action, 0, Some(&claim(30, true)), now(), false), Recover, "crashed create");
         }
         let _ = Claimed;
     }
@@ -344,7 +359,7 @@ mod tests {
                 continue;
             }
             loop {
-                match on_update(action, record.as_ref(), now(), false) {
+                match on_update(action, 0, record.as_ref(), now(), false) {
                     OnUpdate::Done => break,
                     OnUpdate::Wait { .. } => {
                         queue.push_back(action);

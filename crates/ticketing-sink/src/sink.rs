@@ -8,19 +8,22 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use sre_bus::Disposition;
 use sre_contracts::SeverityExt;
-use sre_contracts::domain::v1::{IncidentCreated, Severity};
+use sre_contracts::domain::v1::{
+    IncidentAnnotated, IncidentCreated, IncidentReopened, IncidentSeverityChanged, Severity,
+};
 use sre_resilience::{CallError, ErrorClass, Retryable};
 use sre_sink::records::RETRY;
-use sre_sink::{IncidentFact, RecordError, Vendors, claim};
+use sre_sink::{IncidentFact, RecordError, Vendors, claim, notes};
 
 use crate::config::Valid;
+use crate::lives::{self, OnFlush, OnNote, OnReopened, OnSeverity, Reopening};
 use crate::marker::marker;
 use crate::metrics::{Action, Outcome, TicketMetrics};
 use crate::plan::{self, CreateFailed, OnCreated, OnUpdate, note};
 use crate::provider::{Configured, NewTicket, Provider, TicketRef, Tracker, VendorError, clip};
 use crate::receiver::OwnAccounts;
 use crate::routing::route;
-use crate::state::{Read, TicketRecord, TicketState, Tickets};
+use crate::state::{Draft, Pending, Read, TicketRecord, TicketState, Tickets};
 
 /// Title limit applied to every provider (Jira's 255).
 const TITLE_MAX: usize = 255;
@@ -121,6 +124,20 @@ impl Sink {
             body: self.config.body.render(incident),
             marker: marker(&incident.incident_id),
             severity: Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified).config_name().to_owned(),
+            follows: None,
+        }
+    }
+
+    /// The ticket a reopened incident gets after the window: like its first, linked to
+    /// the one it follows.
+    fn follow_up_ticket(&self, record: &TicketRecord, draft: &Draft, follows: TicketRef) -> NewTicket {
+        NewTicket {
+            project: record.target.project.clone(),
+            title: draft.title.clone(),
+            body: format!("{}\n\nThe incident was reopened after {} had ended.", draft.body, follows.key),
+            marker: marker(&record.incident_id),
+            severity: draft.severity.clone(),
+            follows: Some(follows),
         }
     }
 
@@ -131,9 +148,12 @@ impl Sink {
         let count = |o| self.metrics.count(provider, Action::Create, o);
         let now = Timestamp::now();
         // The common case is a new incident: claim first, read only when a record exists.
-        let claim = TicketRecord::claim(&incident.incident_id, target, now);
+        let ticket = self.new_ticket(&incident, &target.project);
+        let mut claim = TicketRecord::claim(&incident.incident_id, target, now);
+        claim.draft =
+            Some(Draft { title: ticket.title.clone(), body: ticket.body.clone(), severity: ticket.severity.clone() });
         let read = match self.tickets.create(&claim).await {
-            Ok(revision) => return self.create_ticket(&incident, Read { record: claim, revision }, false).await,
+            Ok(revision) => return self.create_ticket(ticket, Read { record: claim, revision }, false).await,
             Err(RecordError::AlreadyExists) => match self.tickets.get(&incident.incident_id).await {
                 Ok(Some(read)) => read,
                 Ok(None) => return retry("ticket record vanished; trying again"),
@@ -152,19 +172,30 @@ impl Sink {
             }
             OnCreated::Claim => retry("ticket record contended"),
             OnCreated::TakeOver { search_first } => {
-                let read = match self.take_over(&read).await {
-                    Ok(read) => read,
-                    Err(disposition) => return disposition,
+                let ticket = match (&read.record.draft, read.record.earlier.last()) {
+                    // The claim of a reopened incident's new ticket: made from its draft.
+                    (Some(draft), Some(follows)) => self.follow_up_ticket(&read.record, draft, follows.clone()),
+                    _ => NewTicket { project: read.record.target.project.clone(), ..ticket },
                 };
-                if !search_first {
-                    return self.create_ticket(&incident, read, true).await;
-                }
-                match self.find_by_marker(read).await {
-                    (Ok(Some(found)), read) => self.record_created(&read, found, Outcome::Recovered).await,
-                    (Ok(None), read) => self.create_ticket(&incident, read, true).await,
-                    (Err(disposition), _) => disposition,
-                }
+                self.take_over_and_create(read, ticket, search_first).await
             }
+        }
+    }
+
+    /// Takes over a stale claim and finishes the create it stands for: the ticket found by
+    /// its marker when a call may have made it, else created.
+    async fn take_over_and_create(&self, read: Read, ticket: NewTicket, search_first: bool) -> Disposition {
+        let read = match self.take_over(&read).await {
+            Ok(read) => read,
+            Err(disposition) => return disposition,
+        };
+        if !search_first {
+            return self.create_ticket(ticket, read, true).await;
+        }
+        match self.find_by_marker(read).await {
+            (Ok(Some(found)), read) => self.record_created(&read, found, Outcome::Recovered).await,
+            (Ok(None), read) => self.create_ticket(ticket, read, true).await,
+            (Err(disposition), _) => disposition,
         }
     }
 
@@ -189,9 +220,10 @@ impl Sink {
         let target = read.record.target.clone();
         let mark = marker(&read.record.incident_id);
         let since = read.record.claimed_at.unwrap_or(read.record.updated_at);
+        let earlier: Vec<String> = read.record.earlier.iter().map(|t| t.key.clone()).collect();
         let search = self.vendor(target.provider, |t| {
-            let (project, mark) = (target.project.clone(), mark.clone());
-            async move { t.find(&project, &mark, since).await }
+            let (project, mark, earlier) = (target.project.clone(), mark.clone(), earlier.clone());
+            async move { t.find(&project, &mark, since, &earlier).await }
         });
         let (result, read) = claim::renewing(&self.tickets, read, search).await;
         let found = match result {
@@ -207,12 +239,12 @@ impl Sink {
         (found, read)
     }
 
-    async fn create_ticket(&self, incident: &IncidentCreated, read: Read, after_recovery: bool) -> Disposition {
+    async fn create_ticket(&self, ticket: NewTicket, read: Read, after_recovery: bool) -> Disposition {
         let target = read.record.target.clone();
         let provider = target.provider;
-        let ticket = self.new_ticket(incident, &target.project);
+        let incident_id = read.record.incident_id.clone();
         if self.dry_run() {
-            tracing::info!(incident_id = %incident.incident_id, provider = provider.name(), project = %target.project,
+            tracing::info!(incident_id = %incident_id, provider = provider.name(), project = %target.project,
                 title = %ticket.title, "dry run: would create a ticket");
             let dry = TicketRef { key: "dry-run".to_owned(), url: String::new() };
             return self.record_created(&read, dry, Outcome::DryRun).await;
@@ -227,8 +259,8 @@ impl Sink {
         let (result, read) = claim::renewing(&self.tickets, read, create).await;
         let error = match result {
             Ok(created) => {
-                tracing::info!(incident_id = %incident.incident_id, ticket = %created.key, provider = provider.name(),
-                    recovered_claim = after_recovery, "ticket created");
+                tracing::info!(incident_id = %incident_id, ticket = %created.key, provider = provider.name(),
+                    recovered_claim = after_recovery, follows = ?ticket.follows.as_ref().map(|t| &t.key), "ticket created");
                 return self.record_created(&read, created, Outcome::Done).await;
             }
             Err(e) => e,
@@ -240,7 +272,7 @@ impl Sink {
                 next.state = TicketState::Failed;
                 next.note = Some(reason.clone());
                 let _ = self.tickets.update(&next, read.revision).await;
-                tracing::error!(incident_id = %incident.incident_id, reason = %reason, "the vendor refused the ticket");
+                tracing::error!(incident_id = %incident_id, reason = %reason, "the vendor refused the ticket");
                 self.metrics.count(provider, Action::Create, Outcome::Failed);
                 Disposition::DeadLetter { reason }
             }
@@ -276,7 +308,7 @@ impl Sink {
 
     /// An acknowledge, resolve or close: each step of the plan (recovery, comment,
     /// transition) done and recorded in turn, so a redelivery repeats nothing done.
-    async fn on_update(&self, incident_id: &str, action: Action, comment: String) -> Disposition {
+    async fn on_update(&self, incident_id: &str, action: Action, reopen_count: u32, comment: String) -> Disposition {
         let default_provider = self.config.config.ticketing_integration.default_provider;
         let mut acted = false;
         for _ in 0..MAX_STEPS {
@@ -286,7 +318,14 @@ impl Sink {
             };
             let provider = read.as_ref().map_or(default_provider, |r| r.record.target.provider);
             let count = |o| self.metrics.count(provider, action, o);
-            let step = plan::on_update(action, read.as_ref().map(|r| &r.record), Timestamp::now(), self.dry_run());
+            let now = Timestamp::now();
+            let step = plan::on_update(action, reopen_count, read.as_ref().map(|r| &r.record), now, self.dry_run());
+            if let (OnUpdate::Comment | OnUpdate::Transition { .. }, Some(read)) = (&step, &read)
+                && let Some(after) = self.write_wait(&read.record, now)
+            {
+                count(Outcome::Waiting);
+                return Disposition::Retry { after, reason: "writes to one ticket are spaced".to_owned() };
+            }
             let Some(read) = read else {
                 // No record: the plan can only wait.
                 count(Outcome::Waiting);
@@ -356,11 +395,12 @@ impl Sink {
         .await
         .map_err(|e| Stopped::failed(vendor_failed(e)))?;
         let mut noted = read.record.clone();
+        noted.last_write_at = Some(Timestamp::now());
         match action {
             Action::Acknowledge => noted.acknowledge_commented = true,
             Action::Resolve => noted.resolve_commented = true,
             Action::Close => noted.close_commented = true,
-            Action::Create => {}
+            Action::Create | Action::Reopen | Action::Severity | Action::Note => {}
         }
         self.record(&read, noted, "comment posted").await
     }
@@ -388,7 +428,18 @@ impl Sink {
         }
         let mut moved = read.record.clone();
         moved.state = to;
+        let now = Timestamp::now();
+        moved.last_write_at = Some(now);
+        moved.ended_at = Some(now);
         self.record(&read, moved, "ticket updated").await
+    }
+
+    /// How long a write to this ticket must still wait (writes to one ticket are spaced).
+    fn write_wait(&self, record: &TicketRecord, now: Timestamp) -> Option<std::time::Duration> {
+        if self.dry_run() {
+            return None;
+        }
+        lives::spacing(record.last_write_at, self.config.config.ticketing_integration.ticket_write_interval, now)
     }
 
     /// Writes `next` over `read`. A conflict means another delivery wrote first: read
@@ -402,6 +453,439 @@ impl Sink {
             Err(e) => Err(Stopped::With(Outcome::Retried, retry(format!("{done}, record not saved: {e}")))),
         }
     }
+}
+
+impl Sink {
+    /// A reopen: an open ticket learns the new life; an ended one is moved back within the
+    /// window, replaced by a new linked ticket after it, or left alone when a person ended
+    /// it as never to be reopened. Each says so in a comment, queued with the others.
+    async fn on_reopened(&self, fact: IncidentReopened) -> Disposition {
+        let integration = &self.config.config.ticketing_integration;
+        let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
+        let id = notes::note_id(&key.unwrap_or_else(|| format!("reopen:{}:{}", fact.incident_id, fact.reopen_count)));
+        let origin = fact.origin.clone().unwrap_or_default();
+        let text = notes::render(
+            &if fact.reason.is_empty() {
+                "Incident reopened.".to_owned()
+            } else {
+                format!("Incident reopened: {}", fact.reason)
+            },
+            &fact.by,
+            &notes::place(&origin.vendor, &origin.object_id),
+            &id,
+        );
+        for _ in 0..MAX_STEPS {
+            let read = match self.tickets.get(&fact.incident_id).await {
+                Ok(read) => read,
+                Err(e) => return e.disposition("ticket record"),
+            };
+            let provider = read.as_ref().map_or(integration.default_provider, |r| r.record.target.provider);
+            let count = |o| self.metrics.count(provider, Action::Reopen, o);
+            let now = Timestamp::now();
+            let step =
+                lives::on_reopened(&id, fact.reopen_count, read.as_ref().map(|r| &r.record), now, self.dry_run());
+            let read = match (step, read) {
+                (OnReopened::Flush, Some(read)) => {
+                    return self.queue_and_post(read, |_| {}, &id, &text, Action::Reopen).await;
+                }
+                (OnReopened::Wait { after, reason }, _) => {
+                    count(Outcome::Waiting);
+                    return Disposition::Retry { after, reason: reason.to_owned() };
+                }
+                (OnReopened::Done, _) => {
+                    count(Outcome::Duplicate);
+                    return Disposition::Ack;
+                }
+                (_, None) => return retry("the ticket record vanished"),
+                (OnReopened::Create(on_create), Some(read)) => return self.finish_reopen_ticket(read, on_create).await,
+                (OnReopened::LookAtTicket, Some(read)) => read,
+            };
+            if let Some(after) = self.write_wait(&read.record, now) {
+                count(Outcome::Waiting);
+                return Disposition::Retry { after, reason: "writes to one ticket are spaced".to_owned() };
+            }
+            let Some(ticket) = read.record.ticket.clone() else { return retry("ticket record without a ticket") };
+            let project = read.record.target.project.clone();
+            let status = if self.dry_run() {
+                crate::provider::TicketStatus {
+                    done: read.record.state != TicketState::Created,
+                    resolution: String::new(),
+                }
+            } else {
+                match self
+                    .vendor(provider, |t| {
+                        let (project, ticket) = (project.clone(), ticket.clone());
+                        async move { t.status(&project, &ticket).await }
+                    })
+                    .await
+                {
+                    Ok(status) => status,
+                    Err(e) => {
+                        count(Outcome::Retried);
+                        return vendor_failed(e);
+                    }
+                }
+            };
+            let has_draft = read.record.draft.is_some();
+            match lives::reopening(&status, read.record.ended_at, has_draft, &integration.reopen, now) {
+                Reopening::LeaveAlone(resolution) => {
+                    let mut left = read.record.clone();
+                    left.reopen_count = fact.reopen_count;
+                    left.note = Some(format!("reopened, but left as {resolution}: never reopened"));
+                    tracing::info!(incident_id = %fact.incident_id, ticket = %ticket.key, resolution = %resolution,
+                        "reopened: the ticket was ended as never to be reopened; left alone");
+                    match self.record(&read, left, "left alone").await {
+                        Ok(()) => {
+                            count(Outcome::LeftAlone);
+                            return Disposition::Ack;
+                        }
+                        Err(Stopped::Again) => continue,
+                        Err(Stopped::With(_, d)) => return d,
+                    }
+                }
+                Reopening::AlreadyOpen => {
+                    return self
+                        .queue_and_post(read, |r| reopened(r, fact.reopen_count, now), &id, &text, Action::Reopen)
+                        .await;
+                }
+                Reopening::Reopen => {
+                    if !self.dry_run()
+                        && let Err(e) = self
+                            .vendor(provider, |t| {
+                                let (project, ticket) = (project.clone(), ticket.clone());
+                                async move { t.reopen(&project, &ticket).await }
+                            })
+                            .await
+                    {
+                        count(Outcome::Retried);
+                        return vendor_failed(e);
+                    }
+                    tracing::info!(incident_id = %fact.incident_id, ticket = %ticket.key, "reopened: ticket moved back");
+                    return self
+                        .queue_and_post(
+                            read,
+                            |r| {
+                                reopened(r, fact.reopen_count, now);
+                                r.last_write_at = Some(now);
+                            },
+                            &id,
+                            &text,
+                            Action::Reopen,
+                        )
+                        .await;
+                }
+                Reopening::NewTicket => {
+                    let Some(draft) = read.record.draft.clone() else { return retry("no draft kept") };
+                    let mut claim = read.record.clone();
+                    reopened(&mut claim, fact.reopen_count, now);
+                    claim.state = TicketState::Claimed;
+                    claim.earlier.push(ticket.clone());
+                    claim.ticket = None;
+                    (claim.claimed_at, claim.renewed_at) = (Some(now), None);
+                    // The comment goes on the new ticket, saying what it follows.
+                    claim.pending.push(Pending { id: id.clone(), text: text.clone() });
+                    let read = match self.tickets.replace(&read, claim).await {
+                        Ok(read) => read,
+                        Err(RecordError::WrongRevision) => continue,
+                        Err(e) => return e.disposition("ticket record"),
+                    };
+                    let new = self.follow_up_ticket(&read.record, &draft, ticket);
+                    let disposition = self.create_ticket(new, read, false).await;
+                    if disposition != Disposition::Ack {
+                        return disposition;
+                    }
+                    count(Outcome::NewTicket);
+                    // Then the queued comment, on the new ticket.
+                    return match self.tickets.get(&fact.incident_id).await {
+                        Ok(Some(read)) => self.queue_and_post(read, |_| {}, &id, &text, Action::Reopen).await,
+                        Ok(None) => retry("the ticket record vanished"),
+                        Err(e) => e.disposition("ticket record"),
+                    };
+                }
+            }
+        }
+        retry("ticket record contended")
+    }
+
+    /// The new ticket of a reopen, its claim seen again (a redelivery, or a crash).
+    async fn finish_reopen_ticket(&self, read: Read, step: OnCreated) -> Disposition {
+        match step {
+            OnCreated::Done | OnCreated::Claim => Disposition::Ack,
+            OnCreated::Wait(after) => {
+                Disposition::Retry { after, reason: "another delivery is creating the ticket".to_owned() }
+            }
+            OnCreated::TakeOver { search_first } => {
+                let (Some(draft), Some(follows)) = (read.record.draft.clone(), read.record.earlier.last().cloned())
+                else {
+                    return retry("no draft kept");
+                };
+                let ticket = self.follow_up_ticket(&read.record, &draft, follows);
+                self.take_over_and_create(read, ticket, search_first).await
+            }
+        }
+    }
+
+    /// A severity change: the ticket's priority follows it (Jira), and a comment says so.
+    async fn on_severity(&self, fact: IncidentSeverityChanged) -> Disposition {
+        let integration = &self.config.config.ticketing_integration;
+        let to = Severity::try_from(fact.to).unwrap_or(Severity::Unspecified);
+        let from = Severity::try_from(fact.from).unwrap_or(Severity::Unspecified);
+        let at = fact.at.as_ref().and_then(|t| Timestamp::new(t.seconds, t.nanos).ok());
+        let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
+        let id = notes::note_id(&key.unwrap_or_else(|| format!("severity:{}:{:?}:{}", fact.incident_id, at, fact.to)));
+        let verb = if (to as i32) < (from as i32) { "raised" } else { "lowered" };
+        let why = if fact.why.is_empty() { String::new() } else { format!(": {}", fact.why) };
+        let text = notes::render(
+            &format!("Severity {verb} from {} to {}{why}", from.config_name(), to.config_name()),
+            &fact.by,
+            &notes::place("", ""),
+            &id,
+        );
+        let read = match self.tickets.get(&fact.incident_id).await {
+            Ok(read) => read,
+            Err(e) => return e.disposition("ticket record"),
+        };
+        let provider = read.as_ref().map_or(integration.default_provider, |r| r.record.target.provider);
+        let count = |o| self.metrics.count(provider, Action::Severity, o);
+        let now = Timestamp::now();
+        let read = match (lives::on_severity(&id, at, read.as_ref().map(|r| &r.record), now), read) {
+            (OnSeverity::Flush, Some(read)) => {
+                return self.queue_and_post(read, |_| {}, &id, &text, Action::Severity).await;
+            }
+            (OnSeverity::Wait { after, reason }, _) => {
+                count(Outcome::Waiting);
+                return Disposition::Retry { after, reason: reason.to_owned() };
+            }
+            (OnSeverity::Stale, _) => {
+                count(Outcome::Duplicate);
+                return Disposition::Ack;
+            }
+            (OnSeverity::Update | OnSeverity::Flush, None) => return retry("the ticket record vanished"),
+            (OnSeverity::Update, Some(read)) => read,
+        };
+        if let Some(after) = self.write_wait(&read.record, now) {
+            count(Outcome::Waiting);
+            return Disposition::Retry { after, reason: "writes to one ticket are spaced".to_owned() };
+        }
+        let Some(ticket) = read.record.ticket.clone() else { return retry("ticket record without a ticket") };
+        let project = read.record.target.project.clone();
+        let changed = if self.dry_run() {
+            false
+        } else {
+            match self
+                .vendor(provider, |t| {
+                    let (project, ticket) = (project.clone(), ticket.clone());
+                    async move { t.set_severity(&project, &ticket, to.config_name()).await }
+                })
+                .await
+            {
+                Ok(changed) => changed,
+                Err(e) => {
+                    count(Outcome::Retried);
+                    return vendor_failed(e);
+                }
+            }
+        };
+        return self
+            .queue_and_post(
+                read,
+                |r| {
+                    r.severity_at = at.or(Some(now));
+                    if let Some(draft) = r.draft.as_mut() {
+                        to.config_name().clone_into(&mut draft.severity);
+                    }
+                    if changed {
+                        r.last_write_at = Some(now);
+                    }
+                },
+                &id,
+                &text,
+                Action::Severity,
+            )
+            .await;
+    }
+
+    /// A note: a comment on the ticket, with who wrote it and where, unless it was written
+    /// there; queued with the other comments, posted together.
+    async fn on_note(&self, fact: IncidentAnnotated) -> Disposition {
+        let integration = &self.config.config.ticketing_integration;
+        let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
+        let id =
+            notes::note_id(&key.unwrap_or_else(|| format!("{}\n{}\n{}", fact.incident_id, fact.author, fact.note)));
+        let origin = fact.origin.clone().unwrap_or_default();
+        let text = notes::render(&fact.note, &fact.author, &notes::place(&origin.vendor, &origin.object_id), &id);
+        let read = match self.tickets.get(&fact.incident_id).await {
+            Ok(read) => read,
+            Err(e) => return e.disposition("ticket record"),
+        };
+        let provider = read.as_ref().map_or(integration.default_provider, |r| r.record.target.provider);
+        let count = |o| self.metrics.count(provider, Action::Note, o);
+        match (lives::on_note(&id, &origin.vendor, read.as_ref().map(|r| &r.record), Timestamp::now()), read) {
+            (OnNote::Wait { after, reason }, _) => {
+                count(Outcome::Waiting);
+                Disposition::Retry { after, reason: reason.to_owned() }
+            }
+            (OnNote::Skip(why), _) => {
+                tracing::debug!(incident_id = %fact.incident_id, reason = why, "note not added to the ticket");
+                count(Outcome::Skipped);
+                Disposition::Ack
+            }
+            (OnNote::Done, _) => {
+                count(Outcome::Duplicate);
+                Disposition::Ack
+            }
+            (_, None) => retry("the ticket record vanished"),
+            (OnNote::Queue | OnNote::Flush, Some(read)) => {
+                self.queue_and_post(read, |_| {}, &id, &text, Action::Note).await
+            }
+        }
+    }
+
+    /// Records `change` and queues comment `id` (unless queued or posted already), then
+    /// posts what is queued as one comment when writes to the ticket allow; acked once
+    /// comment `id` is on the ticket.
+    async fn queue_and_post(
+        &self,
+        read: Read,
+        change: impl Fn(&mut TicketRecord),
+        id: &str,
+        text: &str,
+        action: Action,
+    ) -> Disposition {
+        let provider = read.record.target.provider;
+        let count = |o| self.metrics.count(provider, action, o);
+        let mut next = read.record.clone();
+        change(&mut next);
+        let known = next.pending.iter().any(|p| p.id == id)
+            || notes::state(&next.notes, id, Timestamp::now()) == notes::NoteState::Posted;
+        if !known {
+            next.pending.push(Pending { id: id.to_owned(), text: text.to_owned() });
+        }
+        let mut read = if next == read.record {
+            read
+        } else {
+            match self.tickets.replace(&read, next).await {
+                Ok(read) => read,
+                Err(RecordError::WrongRevision) => return retry("ticket record contended"),
+                Err(e) => return e.disposition("ticket record"),
+            }
+        };
+        let interval = match self.dry_run() {
+            true => std::time::Duration::ZERO,
+            false => self.config.config.ticketing_integration.ticket_write_interval,
+        };
+        for _ in 0..MAX_STEPS {
+            let step = lives::on_flush(id, &read.record, interval, Timestamp::now());
+            match step {
+                OnFlush::Done => {
+                    count(if self.dry_run() { Outcome::DryRun } else { Outcome::Done });
+                    return Disposition::Ack;
+                }
+                OnFlush::Wait(after) => {
+                    count(Outcome::Waiting);
+                    return Disposition::Retry { after, reason: "comments on one ticket are posted together".into() };
+                }
+                OnFlush::Recover => match self.recover_comments(read).await {
+                    Ok(again) => read = again,
+                    Err(d) => {
+                        count(Outcome::Retried);
+                        return d;
+                    }
+                },
+                OnFlush::Post => match self.post_pending(read).await {
+                    Ok(again) => read = again,
+                    Err(d) => {
+                        count(if matches!(d, Disposition::DeadLetter { .. }) {
+                            Outcome::Failed
+                        } else {
+                            Outcome::Retried
+                        });
+                        return d;
+                    }
+                },
+            }
+        }
+        retry("ticket record contended")
+    }
+
+    /// Claims the queued comments, posts them as one, marks them posted.
+    async fn post_pending(&self, read: Read) -> Result<Read, Disposition> {
+        let now = Timestamp::now();
+        let ids: Vec<String> = read.record.pending.iter().map(|p| p.id.clone()).collect();
+        let mut claimed = read.record.clone();
+        for id in &ids {
+            claimed.notes = notes::claimed(&claimed.notes, id, now);
+        }
+        let read = self.tickets.replace(&read, claimed).await.map_err(|e| e.disposition("ticket record"))?;
+        let Some(ticket) = read.record.ticket.clone() else { return Err(retry("ticket record without a ticket")) };
+        let text = lives::combined(&read.record);
+        if self.dry_run() {
+            tracing::info!(incident_id = %read.record.incident_id, ticket = %ticket.key, "dry run: would comment");
+        } else {
+            let project = read.record.target.project.clone();
+            self.vendor(read.record.target.provider, |t| {
+                let (project, ticket, text) = (project.clone(), ticket.clone(), text.clone());
+                async move { t.comment(&project, &ticket, &text).await }
+            })
+            .await
+            .map_err(vendor_failed)?;
+        }
+        self.mark_posted(read, &ids).await
+    }
+
+    /// A post a crash left: the queued comments whose marks are on the ticket are posted;
+    /// the rest are posted again by the next step.
+    async fn recover_comments(&self, read: Read) -> Result<Read, Disposition> {
+        let Some(ticket) = read.record.ticket.clone() else { return Err(retry("ticket record without a ticket")) };
+        let project = read.record.target.project.clone();
+        let texts = self
+            .vendor(read.record.target.provider, |t| {
+                let (project, ticket) = (project.clone(), ticket.clone());
+                async move { t.comments(&project, &ticket).await }
+            })
+            .await
+            .map_err(vendor_failed)?;
+        let found: Vec<String> = read
+            .record
+            .pending
+            .iter()
+            .filter(|p| texts.iter().any(|t| notes::carries(t, &p.id)))
+            .map(|p| p.id.clone())
+            .collect();
+        let mut next = read.record.clone();
+        // What is not on the ticket is claimed afresh by the next post.
+        for p in &read.record.pending {
+            if !found.contains(&p.id) {
+                next.notes.retain(|m| m.id != p.id);
+            }
+        }
+        let read = self.tickets.replace(&read, next).await.map_err(|e| e.disposition("ticket record"))?;
+        self.mark_posted(read, &found).await
+    }
+
+    /// Marks `ids` posted and takes them off the queue.
+    async fn mark_posted(&self, read: Read, ids: &[String]) -> Result<Read, Disposition> {
+        let now = Timestamp::now();
+        let mut next = read.record.clone();
+        for id in ids {
+            next.notes = notes::posted(&next.notes, id, now);
+        }
+        next.pending.retain(|p| !ids.contains(&p.id));
+        if !ids.is_empty() {
+            next.last_write_at = Some(now);
+        }
+        self.tickets.replace(&read, next).await.map_err(|e| e.disposition("comment posted, ticket record"))
+    }
+}
+
+/// `record` in the incident's `reopen_count`-th life: open, its acknowledge, resolve and
+/// close comments still to come.
+fn reopened(record: &mut TicketRecord, reopen_count: u32, now: Timestamp) {
+    record.reopen_count = reopen_count;
+    record.state = TicketState::Created;
+    record.ended_at = None;
+    (record.acknowledge_commented, record.resolve_commented, record.close_commented) = (false, false, false);
+    record.updated_at = now;
 }
 
 /// Why a step of an update did not go on.
@@ -430,18 +914,20 @@ impl sre_sink::Sink for Sink {
                 Disposition::Ack
             }
             IncidentFact::Acknowledged(a) => {
-                self.on_update(&a.incident_id, Action::Acknowledge, note("acknowledged", &a.by, "")).await
+                let comment = note("acknowledged", &a.by, "");
+                self.on_update(&a.incident_id, Action::Acknowledge, a.reopen_count, comment).await
             }
             IncidentFact::Resolved(r) => {
-                self.on_update(&r.incident_id, Action::Resolve, note("resolved", &r.by, &r.reason)).await
+                let comment = note("resolved", &r.by, &r.reason);
+                self.on_update(&r.incident_id, Action::Resolve, r.reopen_count, comment).await
             }
             IncidentFact::Closed(c) => {
-                self.on_update(&c.incident_id, Action::Close, note("closed", &c.by, &c.reason)).await
+                let comment = note("closed", &c.by, &c.reason);
+                self.on_update(&c.incident_id, Action::Close, c.reopen_count, comment).await
             }
-            // Not consumed (the consumer is filtered to the facts above).
-            IncidentFact::Reopened(_) | IncidentFact::SeverityChanged(_) | IncidentFact::Annotated(_) => {
-                Disposition::Ack
-            }
+            IncidentFact::Reopened(r) => self.on_reopened(r).await,
+            IncidentFact::SeverityChanged(c) => self.on_severity(c).await,
+            IncidentFact::Annotated(n) => self.on_note(n).await,
         }
     }
 }

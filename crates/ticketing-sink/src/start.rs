@@ -99,6 +99,7 @@ fn trackers(
             issue_type: j.issue_type.clone(),
             resolve: j.resolve_transition.clone(),
             close: j.close_transition.clone(),
+            reopen: j.reopen_transition.clone(),
             priorities: j.priorities.clone(),
             labels: j.labels.clone(),
         };

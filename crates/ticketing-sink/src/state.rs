@@ -80,6 +80,56 @@ pub struct TicketRecord {
     pub note: Option<String>,
     /// Last change.
     pub updated_at: Timestamp,
+    /// The ticket as it was made (title, body, severity): a reopen long after it ended
+    /// opens another like it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<Draft>,
+    /// The incident's reopens handled so far (its life: facts of an earlier one are stale).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopen_count: u32,
+    /// When the ticket was last resolved or closed (the reopen window counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// The tickets of the incident's earlier lives, when a reopen opened a new one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<TicketRef>,
+    /// The severity the ticket's priority follows, and when it was changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_at: Option<Timestamp>,
+    /// Comments waiting to be posted together (notes, reopens, severity changes), oldest
+    /// first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Pending>,
+    /// The comments posted or being posted, by id (each once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<sre_sink::notes::Mark>,
+    /// When the sink last wrote to the ticket (writes to one ticket are spaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write_at: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A ticket as it was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draft {
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Severity name.
+    pub severity: String,
+}
+
+/// A comment waiting to be posted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Its id (its mark in the text).
+    pub id: String,
+    /// The text, mark included.
+    pub text: String,
 }
 
 impl TicketRecord {
@@ -98,6 +148,14 @@ impl TicketRecord {
             close_commented: false,
             note: None,
             updated_at: now,
+            draft: None,
+            reopen_count: 0,
+            ended_at: None,
+            earlier: Vec::new(),
+            severity_at: None,
+            pending: Vec::new(),
+            notes: Vec::new(),
+            last_write_at: None,
         }
     }
 }

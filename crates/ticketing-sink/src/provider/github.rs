@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_runtime::outbound::{Answer, HttpClient};
 
-use super::{BoxFuture, NewTicket, TicketRef, Tracker, VendorError};
+use super::{BoxFuture, NewTicket, TicketRef, TicketStatus, Tracker, VendorError};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "github";
@@ -65,6 +65,16 @@ fn github_error(answer: &Answer) -> VendorError {
     VendorError::Status { provider: NAME, status, message, retry_after: None }
 }
 
+/// Percent-encodes a path segment (RFC 3986 unreserved characters pass).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl Github {
     /// A client for `base` (`https://api.github.com`).
     pub fn new(
@@ -99,9 +109,14 @@ impl Github {
 
     /// The create request of `ticket`.
     pub fn create_body(&self, ticket: &NewTicket) -> Value {
+        let follows = ticket
+            .follows
+            .as_ref()
+            .map(|t| format!("\n\nFollows #{}, the incident's earlier issue (reopened after it ended).", t.key))
+            .unwrap_or_default();
         json!({
             "title": ticket.title,
-            "body": format!("{}\n\n{}", ticket.body, crate::marker::line(&ticket.marker)),
+            "body": format!("{}{follows}\n\n{}", ticket.body, crate::marker::line(&ticket.marker)),
             "labels": self.labels,
         })
     }
@@ -136,6 +151,7 @@ impl Tracker for Github {
         project: &'a str,
         marker: &'a str,
         since: Timestamp,
+        exclude: &'a [String],
     ) -> BoxFuture<'a, Result<Option<TicketRef>, VendorError>> {
         Box::pin(async move {
             let line = crate::marker::line(marker);
@@ -150,6 +166,7 @@ impl Tracker for Github {
                 let found = issues.iter().find(|i| {
                     i.get("pull_request").is_none()
                         && i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&line))
+                        && Self::issue_ref(i).is_some_and(|t| !exclude.contains(&t.key))
                 });
                 if let Some(issue) = found {
                     return Ok(Self::issue_ref(issue));
@@ -189,6 +206,62 @@ impl Tracker for Github {
             self.call(http::Method::PATCH, &path, Some(json!({"state": "closed", "state_reason": "completed"})))
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn status<'a>(
+        &'a self,
+        project: &'a str,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<TicketStatus, VendorError>> {
+        Box::pin(async move {
+            let answer = self.call(http::Method::GET, &format!("/repos/{project}/issues/{}", ticket.key), None).await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            let closed = v.get("state").and_then(Value::as_str) == Some("closed");
+            let resolved = v
+                .get("labels")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|l| l.get("name").and_then(Value::as_str) == Some(self.resolved_label.as_str()));
+            let reason = v.get("state_reason").and_then(Value::as_str).filter(|_| closed).unwrap_or_default();
+            Ok(TicketStatus { done: closed || resolved, resolution: reason.to_owned() })
+        })
+    }
+
+    fn reopen<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(async move {
+            let path = format!("/repos/{project}/issues/{}", ticket.key);
+            self.call(http::Method::PATCH, &path, Some(json!({"state": "open", "state_reason": "reopened"}))).await?;
+            let label = format!("{path}/labels/{}", encode_segment(&self.resolved_label));
+            match self.call(http::Method::DELETE, &label, None).await {
+                // Not carrying it (closed without being resolved first): nothing to take off.
+                Ok(_) | Err(VendorError::Status { status: 404, .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn set_severity<'a>(
+        &'a self,
+        _project: &'a str,
+        _ticket: &'a TicketRef,
+        _severity: &'a str,
+    ) -> BoxFuture<'a, Result<bool, VendorError>> {
+        // GitHub issues keep no priority: the comment says it.
+        Box::pin(async { Ok(false) })
+    }
+
+    fn comments<'a>(
+        &'a self,
+        project: &'a str,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async move {
+            let path = format!("/repos/{project}/issues/{}/comments?per_page=100", ticket.key);
+            let answer = self.call(http::Method::GET, &path, None).await?;
+            let comments: Vec<Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Ok(comments.iter().filter_map(|c| c.get("body").and_then(Value::as_str).map(str::to_owned)).collect())
         })
     }
 

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_runtime::outbound::{Answer, HttpClient};
 
-use super::{BoxFuture, NewTicket, TicketRef, Tracker, VendorError, clip};
+use super::{BoxFuture, NewTicket, TicketRef, TicketStatus, Tracker, VendorError, clip};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "jira";
@@ -54,6 +54,7 @@ pub struct Jira {
     issue_type: String,
     resolve: String,
     close: String,
+    reopen: String,
     priorities: BTreeMap<String, String>,
     labels: Vec<String>,
 }
@@ -86,6 +87,26 @@ pub fn adf(text: &str) -> Value {
     json!({"type": "doc", "version": 1, "content": paragraphs})
 }
 
+/// The text of an ADF document (its text nodes, a line per paragraph and hard break).
+pub fn plain_text(doc: &Value) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v.get("type").and_then(Value::as_str) {
+            Some("text") => out.push_str(v.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("hardBreak") => out.push('\n'),
+            _ => {}
+        }
+        for child in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+            walk(child, out);
+        }
+        if v.get("type").and_then(Value::as_str) == Some("paragraph") {
+            out.push_str("\n\n");
+        }
+    }
+    let mut out = String::new();
+    walk(doc, &mut out);
+    out.trim_end().to_owned()
+}
+
 /// Jira's reason from an `ErrorCollection`: `errorMessages` and `errors` by field.
 fn jira_error(answer: &Answer) -> VendorError {
     sre_runtime::outbound::status_error(NAME, answer, |v| {
@@ -112,6 +133,8 @@ pub struct JiraSettings {
     pub resolve: String,
     /// Close transition name.
     pub close: String,
+    /// Reopen transition name.
+    pub reopen: String,
     /// Priority per severity name.
     pub priorities: BTreeMap<String, String>,
     /// Labels on every ticket.
@@ -143,6 +166,7 @@ impl Jira {
             issue_type: settings.issue_type,
             resolve: settings.resolve,
             close: settings.close,
+            reopen: settings.reopen,
             priorities: settings.priorities,
             labels: settings.labels,
         }
@@ -195,7 +219,35 @@ impl Jira {
         if let Some(p) = self.priorities.get(&ticket.severity) {
             fields["priority"] = json!({"name": p});
         }
-        json!({"fields": fields})
+        match &ticket.follows {
+            // Linked to the ticket of the incident's earlier life.
+            Some(earlier) => json!({"fields": fields, "update": {"issuelinks": [
+                {"add": {"type": {"name": "Relates"}, "outwardIssue": {"key": earlier.key}}}]}}),
+            None => json!({"fields": fields}),
+        }
+    }
+
+    /// Opens the ticket again: the transition called `reopen`, or else the first one out
+    /// of the Done category; none means it is open already.
+    async fn reopen_transition(&self, ticket: &TicketRef) -> Result<(), VendorError> {
+        let answer = self.call(http::Method::GET, &format!("/issue/{}/transitions", ticket.key), None).await?;
+        let list: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+        let transitions = list.get("transitions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let by_name = transitions
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(&self.reopen)));
+        let out_of_done =
+            || transitions.iter().find(|t| t.pointer("/to/statusCategory/key").and_then(Value::as_str) != Some("done"));
+        let Some(id) = by_name.or_else(out_of_done).and_then(|t| t.get("id")).and_then(Value::as_str) else {
+            return Ok(());
+        };
+        self.call(
+            http::Method::POST,
+            &format!("/issue/{}/transitions", ticket.key),
+            Some(json!({"transition": {"id": id}})),
+        )
+        .await
+        .map(|_| ())
     }
 
     fn link(&self, key: &str) -> String {
@@ -248,19 +300,26 @@ impl Tracker for Jira {
         project: &'a str,
         marker: &'a str,
         _since: Timestamp,
+        exclude: &'a [String],
     ) -> BoxFuture<'a, Result<Option<TicketRef>, VendorError>> {
         Box::pin(async move {
             let jql = format!("project = \"{project}\" AND labels = \"{marker}\" ORDER BY created ASC");
+            // The incident's earlier tickets carry the marker too: ask for a few more.
+            let max = exclude.len() + 1;
             let (path, body) = match self.deployment {
-                Deployment::Cloud => ("/search/jql", json!({"jql": jql, "fields": ["key"], "maxResults": 1})),
+                Deployment::Cloud => ("/search/jql", json!({"jql": jql, "fields": ["key"], "maxResults": max})),
                 Deployment::DataCenter => {
-                    ("/search", json!({"jql": jql, "fields": ["key"], "maxResults": 1, "startAt": 0}))
+                    ("/search", json!({"jql": jql, "fields": ["key"], "maxResults": max, "startAt": 0}))
                 }
             };
             let answer = self.call(http::Method::POST, path, Some(body)).await?;
             let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-            Ok(v.pointer("/issues/0/key")
-                .and_then(Value::as_str)
+            Ok(v.get("issues")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("key").and_then(Value::as_str))
+                .find(|key| !exclude.iter().any(|e| e == key))
                 .map(|key| TicketRef { url: self.link(key), key: key.to_owned() }))
         })
     }
@@ -290,6 +349,58 @@ impl Tracker for Jira {
         Box::pin(self.transition(ticket, &self.close))
     }
 
+    fn status<'a>(
+        &'a self,
+        _project: &'a str,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<TicketStatus, VendorError>> {
+        Box::pin(async move {
+            let answer =
+                self.call(http::Method::GET, &format!("/issue/{}?fields=status,resolution", ticket.key), None).await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Ok(TicketStatus {
+                done: v.pointer("/fields/status/statusCategory/key").and_then(Value::as_str) == Some("done"),
+                resolution: v.pointer("/fields/resolution/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            })
+        })
+    }
+
+    fn reopen<'a>(&'a self, _project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
+        Box::pin(self.reopen_transition(ticket))
+    }
+
+    fn set_severity<'a>(
+        &'a self,
+        _project: &'a str,
+        ticket: &'a TicketRef,
+        severity: &'a str,
+    ) -> BoxFuture<'a, Result<bool, VendorError>> {
+        Box::pin(async move {
+            let Some(priority) = self.priorities.get(severity) else { return Ok(false) };
+            let body = json!({"fields": {"priority": {"name": priority}}});
+            self.call(http::Method::PUT, &format!("/issue/{}", ticket.key), Some(body)).await.map(|_| true)
+        })
+    }
+
+    fn comments<'a>(
+        &'a self,
+        _project: &'a str,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async move {
+            let path = format!("/issue/{}/comment?orderBy=-created&maxResults=100", ticket.key);
+            let answer = self.call(http::Method::GET, &path, None).await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Ok(v.get("comments")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("body"))
+                .map(|b| b.as_str().map_or_else(|| plain_text(b), str::to_owned))
+                .collect())
+        })
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<Option<String>, VendorError>> {
         Box::pin(async move {
             let answer = self.call(http::Method::GET, "/myself", None).await?;
@@ -317,6 +428,7 @@ mod tests {
                 issue_type: "Bug".into(),
                 resolve: "Resolve".into(),
                 close: "Close".into(),
+                reopen: "Reopen".into(),
                 priorities: [("critical".to_owned(), "Highest".to_owned())].into(),
                 labels: vec!["sre-incident".into()],
             },
@@ -330,6 +442,7 @@ mod tests {
             body: "First paragraph\nwith a break\n\nSecond".into(),
             marker: "sre-inc-1".into(),
             severity: "critical".into(),
+            follows: None,
         }
     }
 
@@ -344,6 +457,15 @@ mod tests {
         assert_eq!(body["fields"]["description"]["content"][0]["content"][1]["type"], "hardBreak");
         assert_eq!(body["fields"]["labels"], json!(["sre-incident", "sre-inc-1"]));
         assert_eq!(body["fields"]["priority"]["name"], "Highest");
+    }
+
+    #[test]
+    fn a_ticket_for_a_reopen_is_linked_to_the_earlier_one_and_adf_reads_back_as_text() {
+        let follows = NewTicket { follows: Some(TicketRef { key: "OPS-1".into(), url: String::new() }), ..ticket() };
+        let body = client(Deployment::Cloud).create_body(&follows);
+        assert_eq!(body["update"]["issuelinks"][0]["add"]["outwardIssue"]["key"], "OPS-1");
+        assert_eq!(body["update"]["issuelinks"][0]["add"]["type"]["name"], "Relates");
+        assert_eq!(plain_text(&adf("First\nline\n\nSecond [sre-note ab]")), "First\nline\n\nSecond [sre-note ab]");
     }
 
     #[test]

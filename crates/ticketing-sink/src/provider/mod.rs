@@ -73,6 +73,20 @@ pub struct NewTicket {
     pub marker: String,
     /// The incident's severity name (`critical`…).
     pub severity: String,
+    /// The ticket of the incident's earlier life this one follows (a reopen long after it
+    /// ended): linked to it.
+    pub follows: Option<TicketRef>,
+}
+
+/// Where a ticket stands at the vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TicketStatus {
+    /// Resolved or closed (Jira: a status of the Done category; GitHub: closed, or carrying
+    /// the resolved label).
+    pub done: bool,
+    /// Jira's resolution (`Done`, `Won't Fix`…), GitHub's `state_reason` (`completed`,
+    /// `not_planned`, `duplicate`); empty when it has none.
+    pub resolution: String,
 }
 
 /// A ticket tracker.
@@ -81,12 +95,14 @@ pub trait Tracker: Send + Sync {
     fn name(&self) -> &'static str;
     /// Opens a ticket.
     fn create<'a>(&'a self, ticket: &'a NewTicket) -> BoxFuture<'a, Result<TicketRef, VendorError>>;
-    /// Finds the ticket carrying `marker` in `project`, created or updated since `since`.
+    /// Finds the ticket carrying `marker` in `project`, created or updated since `since`,
+    /// other than `exclude` (the tickets of the incident's earlier lives).
     fn find<'a>(
         &'a self,
         project: &'a str,
         marker: &'a str,
         since: Timestamp,
+        exclude: &'a [String],
     ) -> BoxFuture<'a, Result<Option<TicketRef>, VendorError>>;
     /// Adds a comment.
     fn comment<'a>(
@@ -99,6 +115,30 @@ pub trait Tracker: Send + Sync {
     fn resolve<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>>;
     /// Closes the ticket (Jira: the close transition; GitHub: closed as completed).
     fn close<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>>;
+    /// Where the ticket stands (done or not, and its resolution).
+    fn status<'a>(
+        &'a self,
+        project: &'a str,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<TicketStatus, VendorError>>;
+    /// Opens a resolved or closed ticket again (Jira: the reopen transition; GitHub: open
+    /// again, the resolved label off). Already open: nothing to do.
+    fn reopen<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>>;
+    /// Sets the ticket's priority for `severity`; `false` when the tracker keeps none
+    /// (GitHub) or the severity maps to none.
+    fn set_severity<'a>(
+        &'a self,
+        project: &'a str,
+        ticket: &'a TicketRef,
+        severity: &'a str,
+    ) -> BoxFuture<'a, Result<bool, VendorError>>;
+    /// The texts of the ticket's comments (the newest hundred): how a comment posted by a
+    /// call that died is found before it is posted again.
+    fn comments<'a>(
+        &'a self,
+        project: &'a str,
+        ticket: &'a TicketRef,
+    ) -> BoxFuture<'a, Result<Vec<String>, VendorError>>;
     /// Checks the credentials (Jira: `myself`; GitHub: the repository), for readiness;
     /// the account they act as, where the vendor names it (Jira: `accountId` on Cloud,
     /// `name` on Data Center), so two-way sync tells the sink's own changes apart.

@@ -12,8 +12,9 @@
 //!   repository. Anything else (another issue, a pull-request comment, a ping, an action not
 //!   acted on) is answered 200 and counted.
 //! - Echoes: a GitHub App's own actions (`sender.type: Bot`), the logins in
-//!   `ignore_senders` (a personal access token's user), comments carrying the sink's marker,
-//!   and a close the ticket record already holds are not asked again.
+//!   `ignore_senders` (a personal access token's user), comments carrying the sink's marker
+//!   or a note mark (`[sre-note …]`), and a close the ticket record already holds are not
+//!   asked again.
 //! - `X-GitHub-Delivery` (kept by a redelivery) is the idempotency key.
 
 use secrecy::SecretString;
@@ -145,7 +146,9 @@ impl Webhook for GithubReceiver {
         let comment = payload.comment;
         let ours = sender.kind == "Bot"
             || hook.ignore_senders.iter().any(|l| l.eq_ignore_ascii_case(&sender.login))
-            || comment.as_ref().is_some_and(|c| c.body.contains(crate::marker::COMMENT_MARKER));
+            || comment
+                .as_ref()
+                .is_some_and(|c| c.body.contains(crate::marker::COMMENT_MARKER) || sre_sink::notes::is_ours(&c.body));
         if ours {
             return Ok(self.metrics.ignored(Provider::Github.name(), Outcome::Echo, "done by this sink", &what));
         }

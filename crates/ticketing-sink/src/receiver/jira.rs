@@ -14,7 +14,8 @@
 //!   ticket is a reopen.
 //! - Echoes: the account the sink's credentials act as (learnt from `GET /myself` at the
 //!   credentials check), `ignore_users` (more accounts), an `accountType` other than
-//!   `atlassian` (apps, automation), and a state the ticket record already holds.
+//!   `atlassian` (apps, automation), a comment carrying a note mark (`[sre-note …]`: a note
+//!   a sink carried here from another tool), and a state the ticket record already holds.
 //! - `X-Atlassian-Webhook-Identifier` (kept across retries) is the idempotency key; where
 //!   it is missing (older Data Center) the event's own identity stands in (event, issue,
 //!   timestamp, comment).
@@ -201,7 +202,9 @@ impl Webhook for JiraReceiver {
         }) || self.own_accounts.is(Provider::Jira, &actor.account_id)
             || self.own_accounts.is(Provider::Jira, &actor.name);
         let app = actor.account_type.as_deref().is_some_and(|t| t != "atlassian");
-        if ignored_user || app {
+        // A note some sink carried here (from a page, or another ticket) is not a person's.
+        let carried = commented && payload.comment.as_ref().is_some_and(|c| sre_sink::notes::is_ours(&c.body));
+        if ignored_user || app || carried {
             return Ok(self.metrics.ignored(provider, Outcome::Echo, "done by this sink", &what));
         }
         let Some(token) = issue.fields.labels.iter().find_map(|l| crate::marker::token_of(l)) else {

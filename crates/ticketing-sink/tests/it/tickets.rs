@@ -14,22 +14,22 @@ use sre_testkit::github::{FakeGithub, Fault};
 use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::service::ServiceProcess;
 
-const WAIT: Duration = Duration::from_secs(40);
+pub(crate) const WAIT: Duration = Duration::from_secs(40);
 const JIRA_TOKEN: &str = "ATATT3xFfGF0-jira-token";
 const JIRA_EMAIL: &str = "sre-bot@example.com";
-const GITHUB_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
+pub(crate) const GITHUB_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
 
-fn basic() -> String {
+pub(crate) fn basic() -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{JIRA_EMAIL}:{JIRA_TOKEN}")))
 }
 
-struct Stack {
-    nats: NatsServer,
+pub(crate) struct Stack {
+    pub(crate) nats: NatsServer,
     _dir: tempfile::TempDir,
     config: PathBuf,
 }
 
-fn stack(yaml: &str) -> Stack {
+pub(crate) fn stack(yaml: &str) -> Stack {
     let nats = NatsServer::start().expect("nats");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("ticketing-sink.yaml");
@@ -38,7 +38,7 @@ fn stack(yaml: &str) -> Stack {
 }
 
 impl Stack {
-    fn sink(&self, pod: &str) -> ServiceProcess {
+    pub(crate) fn sink(&self, pod: &str) -> ServiceProcess {
         let mut p = ServiceProcess::spawn(
             Path::new(env!("CARGO_BIN_EXE_ticketing-sink")),
             &["--config", self.config.to_str().expect("utf-8")],
@@ -55,7 +55,7 @@ impl Stack {
         p
     }
 
-    async fn created(&self, id: &str, service: &str, msg_id: &str) {
+    pub(crate) async fn created(&self, id: &str, service: &str, msg_id: &str) {
         let fact = IncidentCreated {
             incident_id: id.into(),
             title: format!("{service}: error rate above 5%"),
@@ -75,7 +75,7 @@ impl Stack {
         publish(&self.nats.url(), IncidentAcknowledged::SUBJECT, msg_id, fact.encode_to_vec()).await;
     }
 
-    async fn resolved(&self, id: &str) {
+    pub(crate) async fn resolved(&self, id: &str) {
         let fact = IncidentResolved {
             incident_id: id.into(),
             by: "auto".into(),
@@ -96,7 +96,7 @@ impl Stack {
     }
 }
 
-fn jira_config(jira: &FakeJira, deployment: &str) -> String {
+pub(crate) fn jira_config(jira: &FakeJira, deployment: &str) -> String {
     format!(
         "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: {deployment}\n    \
          project_key: OPS\n    secret_ref: platform/jira\n  routes:\n    - match: {{service: payments-api}}\n      project_key: PAY\n    \

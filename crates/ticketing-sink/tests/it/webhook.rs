@@ -265,12 +265,16 @@ async fn a_person_resolving_closing_and_commenting_in_jira_is_one_intent_each() 
     let created =
         serde_json::json!({"timestamp": 1, "webhookEvent": "comment_created", "comment": {"id": "1", "body": "x"}});
     assert_eq!(jira_event("j-7", &sink, &created, JIRA_SECRET).0, 200);
+    // A note a sink carried here from a page, under a person's account: an echo, not a note.
+    let text = sre_sink::notes::render("Rolled back.", "Ada", &sre_sink::notes::place("pagerduty", "Q1"), "abc");
+    let carried = jira_update(&ticket.key, &ticket.labels, "ada", ("Closed", "done"), Some(&text));
+    assert_eq!(jira_event("j-8", &sink, &carried, JIRA_SECRET).0, 200);
     assert_eq!(intents::<CloseIncidentRequested>(&nats).await.len(), 1);
     let notes = intents::<AnnotateIncidentRequested>(&nats).await;
     assert_eq!(notes.iter().map(|n| n.note.as_str()).collect::<Vec<_>>(), ["Root cause: a bad index."]);
     let metrics = sink.get("/metrics").map(|(_, m)| m).unwrap_or_default();
     for line in [
-        "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Echo\"} 1",
+        "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Echo\"} 2",
         "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Unknown\"} 1",
         "ticketing_sink_webhook_events_total{provider=\"jira\",outcome=\"Ignored\"} 1",
         "ticketing_sink_webhook_refused_total{provider=\"jira\",reason=\"BadSignature\"} 1",
