@@ -29,14 +29,7 @@ pub const SPEC: sre_runtime::ServiceSpec =
     sre_runtime::ServiceSpec { name: "paging-sink", version: env!("CARGO_PKG_VERSION"), default_http_port: 8083 };
 
 /// The facts the sink acts on.
-pub const FACTS: [FactKind; 6] = [
-    FactKind::Created,
-    FactKind::Acknowledged,
-    FactKind::Resolved,
-    FactKind::Reopened,
-    FactKind::SeverityChanged,
-    FactKind::Annotated,
-];
+pub const FACTS: [FactKind; 7] = FactKind::ALL;
 
 /// The durable consumer on the facts stream (`deploy/nats/jetstream/consumers/` holds it
 /// as JSON, checked by a test).

@@ -754,11 +754,15 @@ impl sre_sink::Sink for Sink {
                 let note = if r.reason.is_empty() { format!("resolved by {}", r.by) } else { r.reason.clone() };
                 self.on_follow_up(&r.incident_id, FollowUp::Resolve, r.reopen_count, &note).await
             }
+            // Closed without a resolve (a person closed the ticket): the page must not stay
+            // open, nor a waiting one fire at the opening. After a resolve: nothing.
+            IncidentFact::Closed(c) => {
+                let note = format!("closed by {}", c.by);
+                self.on_follow_up(&c.incident_id, FollowUp::Resolve, c.reopen_count, &note).await
+            }
             IncidentFact::Reopened(r) => self.on_reopened(r).await,
             IncidentFact::SeverityChanged(c) => self.on_severity(c).await,
             IncidentFact::Annotated(n) => self.on_annotated(n).await,
-            // Not consumed (the consumer is filtered to the facts above).
-            IncidentFact::Closed(_) => Disposition::Ack,
         }
     }
 }

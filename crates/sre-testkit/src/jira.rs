@@ -722,6 +722,11 @@ impl FakeJira {
         self.with(|s| s.outbox.delivered())
     }
 
+    /// Webhooks sent whose delivery has not ended yet (0: every one was answered).
+    pub fn webhooks_in_flight(&self) -> u64 {
+        self.with(|s| s.outbox.in_flight())
+    }
+
     /// Requests received.
     pub fn calls(&self) -> u64 {
         self.with(|s| s.calls)

@@ -548,6 +548,11 @@ impl FakePagerDuty {
     pub fn webhooks(&self) -> Vec<(String, String, u16)> {
         self.with(|s| s.outbox.delivered().into_iter().map(|d| (d.event, d.by, d.status)).collect())
     }
+
+    /// Webhooks sent whose delivery has not ended yet (0: every one was answered).
+    pub fn webhooks_in_flight(&self) -> u64 {
+        self.with(|s| s.outbox.in_flight())
+    }
 }
 
 impl Drop for FakePagerDuty {

@@ -257,6 +257,12 @@ impl Outbox {
         });
     }
 
+    /// Webhooks sent whose delivery has not ended yet (answered, or given up on).
+    pub(crate) fn in_flight(&self) -> u64 {
+        let ended = self.delivered.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
+        self.sent.load(Ordering::Relaxed).saturating_sub(ended)
+    }
+
     /// What was delivered so far, in the order deliveries ended.
     pub(crate) fn delivered(&self) -> Vec<Delivery> {
         self.delivered.lock().unwrap_or_else(PoisonError::into_inner).clone()

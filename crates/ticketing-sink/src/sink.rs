@@ -543,6 +543,20 @@ impl Sink {
                         Err(Stopped::With(_, d)) => return d,
                     }
                 }
+                // A person reopened it here (the reopen came from this tool): the new life
+                // is recorded, and nothing is said back to them.
+                Reopening::AlreadyOpen if origin.vendor == provider.name() => {
+                    let mut next = read.record.clone();
+                    reopened(&mut next, fact.reopen_count, now);
+                    match self.record(&read, next, "reopened").await {
+                        Ok(()) => {
+                            count(Outcome::Done);
+                            return Disposition::Ack;
+                        }
+                        Err(Stopped::Again) => continue,
+                        Err(Stopped::With(_, d)) => return d,
+                    }
+                }
                 Reopening::AlreadyOpen => {
                     return self
                         .queue_and_post(read, |r| reopened(r, fact.reopen_count, now), &id, &text, Action::Reopen)

@@ -7,8 +7,8 @@ use std::time::Duration;
 use prost::Message;
 use sre_contracts::BusMessage;
 use sre_contracts::domain::v1::{
-    ExternalOrigin, IncidentAcknowledged, IncidentAnnotated, IncidentReopened, IncidentSeverityChanged, MessageMeta,
-    Severity,
+    ExternalOrigin, IncidentAcknowledged, IncidentAnnotated, IncidentClosed, IncidentReopened, IncidentSeverityChanged,
+    MessageMeta, Severity,
 };
 use sre_testkit::bus::{eventually, publish};
 use sre_testkit::opsgenie::FakeOpsgenie;
@@ -55,6 +55,11 @@ impl Stack {
             ..Default::default()
         };
         publish(&self.nats.url(), IncidentAnnotated::SUBJECT, msg_id, fact.encode_to_vec()).await;
+    }
+
+    async fn closed(&self, id: &str, msg_id: &str) {
+        let fact = IncidentClosed { incident_id: id.into(), by: "Grace Hopper in jira".into(), ..Default::default() };
+        publish(&self.nats.url(), IncidentClosed::SUBJECT, msg_id, fact.encode_to_vec()).await;
     }
 
     async fn acknowledged_in(&self, id: &str, n: u32, msg_id: &str) {
@@ -246,4 +251,39 @@ async fn a_note_added_by_a_sink_killed_before_the_answer_is_not_added_twice() {
     })
     .await;
     assert_eq!(pd.alerts()[0].notes.len(), 1, "{:?}", pd.alerts()[0].notes);
+}
+
+/// Closed without a resolve (a person closed the ticket): the open page is resolved, the
+/// waiting one never fires; a close after a resolve sends nothing; a reopen then pages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_without_a_resolve_ends_the_page_and_the_waiting_one() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let (hours, _) = opening_in(3600);
+    let s = stack(&config(&pd, None, &hours));
+    let sink = s.sink("paging-0");
+    s.created("inc-open", Severity::Critical, "checkout-api", "f-open").await;
+    s.created("inc-wait", Severity::High, "checkout-api", "f-wait").await;
+    s.created("inc-done", Severity::Critical, "checkout-api", "f-done").await;
+    eventually("paged and deferred", WAIT, || async {
+        pd.alerts().len() == 2 && sink.metric("paging_sink_deferred", &[]) == 1.0
+    })
+    .await;
+    s.resolved("inc-done").await;
+    eventually("resolved", WAIT, || async {
+        pd.alerts().iter().any(|a| a.dedup_key == "inc-done" && a.status == AlertStatus::Resolved)
+    })
+    .await;
+    for id in ["inc-open", "inc-wait", "inc-done"] {
+        s.closed(id, &format!("close-{id}")).await;
+    }
+    eventually("the open page resolved, the waiting one cancelled", WAIT, || async {
+        pd.alerts().iter().all(|a| a.status == AlertStatus::Resolved)
+            && sink.metric("paging_sink_deferred", &[]) == 0.0
+            && sink.metric("paging_sink_follow_ups_total", &["Resolve", "Duplicate"]) >= 1.0
+    })
+    .await;
+    let resolves = pd.events().iter().filter(|e| e.action == "resolve").count();
+    assert_eq!(resolves, 2, "inc-done resolved once, inc-open by its close: {:?}", pd.events());
+    s.reopened("inc-open", 1, "reopen-open").await;
+    eventually("paged again", WAIT, || async { pd.alerts().len() == 3 }).await;
 }

@@ -18,6 +18,12 @@
 //!    PagerDuty, another closes a ticket in Jira. Each reaches the domain exactly once, as
 //!    one intent and one fact, while every webhook of the sinks' own calls (PagerDuty's and
 //!    Jira's, signed and retried as those vendors do) comes back as an echo, not an intent.
+//! 3. The rest of an incident's life, in every tool at once: a `high` incident deferred out
+//!    of business hours is raised to `critical` while alerts flow and pages at once; a
+//!    person's note on a page in PagerDuty becomes one Jira comment (and the Jira webhook of
+//!    that comment an echo); after everything is closed, a person reopens a ticket in Jira
+//!    and the platform reopens another incident: each pages again once and keeps its one
+//!    ticket. The counts show each reached each tool once and nothing looped.
 //!
 //! The adapter binaries are the workspace's own (`target/<profile>/`), built by the same
 //! `cargo test` / `cargo nextest run` of the workspace.
@@ -31,7 +37,7 @@ use tokio::time::Instant;
 
 use prost::Message;
 use serde_json::json;
-use sre_contracts::domain::v1::{CreateIncidentRequested, IngestAlertRequested, RecordHealthCheckRequested};
+use sre_contracts::domain::v1::{CreateIncidentRequested, IngestAlertRequested, RecordHealthCheckRequested, Severity};
 use sre_contracts::{BusMessage, streams};
 use sre_testkit::argocd::{App, FakeArgoCd};
 use sre_testkit::bus::eventually;
@@ -46,11 +52,15 @@ const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
 const ARGOCD_TOKEN: &str = "argocd-token-0123456789";
 const PD_WEBHOOK_SECRET: &str = "pd-webhook-secret-0123";
 const JIRA_WEBHOOK_SECRET: &str = "jira-webhook-secret-0123";
+const PD_NOTE: &str = "Rolled back checkout-api to v41";
+const PLATFORM_NOTE: &str = "Status page updated";
 
 struct System {
     _dir: tempfile::TempDir,
     nats: NatsServer,
     domain: Domain,
+    /// What the domain said it did, in order.
+    said: Arc<Mutex<Vec<String>>>,
     jira: FakeJira,
     pagerduty: FakePagerDuty,
     argo: FakeArgoCd,
@@ -75,7 +85,15 @@ async fn system() -> System {
     let nats = NatsServer::start_with_config(&conf).expect("nats-server from deploy/nats");
     let js = domain_client(&nats).await;
     assert_eq!(sre_testkit::domain::provision(&js).await, Ok(3), "the domain provisions the streams");
-    let domain = Domain::start(js, false, Arc::new(|_: &str| {}));
+    let said = Arc::new(Mutex::new(Vec::new()));
+    let domain = {
+        let said = said.clone();
+        Domain::start(
+            js,
+            false,
+            Arc::new(move |l: &str| said.lock().unwrap_or_else(PoisonError::into_inner).push(l.to_owned())),
+        )
+    };
 
     let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
     let pagerduty = FakePagerDuty::start().await.expect("pagerduty");
@@ -86,6 +104,11 @@ async fn system() -> System {
     let seeds = nats.url();
     let d = dir.path();
     let no_streams = "runtime:\n  bus:\n    manage_streams: false\n";
+    // Business hours only on the day after tomorrow: a `high` page waits, whenever this runs.
+    let closed_day = {
+        let day = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).weekday().wrapping_add(2);
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][day.to_monday_zero_offset() as usize]
+    };
     let ingress = Adapter::start(
         "alertmanager-ingress",
         "alertmanager-ingress-0",
@@ -115,12 +138,17 @@ async fn system() -> System {
         d,
         &format!(
             "paging_integration:\n  default_provider: pagerduty\n  pagerduty:\n    routing_key_ref: sys/pagerduty\n    \
-             base_url: {}\n    events_per_minute: 60000\n    webhook:\n      enabled: true\n      secret_refs: [sys/pd-webhook]\n  \
-             escalation: {{critical: immediate, high: immediate}}\n  consumer:\n    ack_wait: 60s\n{no_streams}",
+             api_key_ref: sys/pd-rest\n    from: sre-bot@example.com\n    api_url: {0}\n    base_url: {0}\n    events_per_minute: 60000\n    webhook:\n      enabled: true\n      secret_refs: [sys/pd-webhook]\n  \
+             escalation:\n    critical: immediate\n    high: business_hours_only\n    business_hours: {{start: \"09:00\", \
+             end: \"17:00\", timezone: UTC, weekdays: [{closed_day}]}}\n  consumer:\n    ack_wait: 60s\n{no_streams}",
             pagerduty.url()
         ),
         &seeds,
-        &[("SECRET_SYS_PAGERDUTY_ROUTING_KEY", ROUTING_KEY), ("SECRET_SYS_PD_WEBHOOK_SECRET", PD_WEBHOOK_SECRET)],
+        &[
+            ("SECRET_SYS_PAGERDUTY_ROUTING_KEY", ROUTING_KEY),
+            ("SECRET_SYS_PD_WEBHOOK_SECRET", PD_WEBHOOK_SECRET),
+            ("SECRET_SYS_PD_REST_API_KEY", sre_testkit::pagerduty::REST_KEY),
+        ],
     );
     // The vendors' webhooks (two-way sync), as a team subscribes them.
     pagerduty.subscribe(&format!("http://127.0.0.1:{}/webhooks/pagerduty", paging.process.port()), PD_WEBHOOK_SECRET);
@@ -137,7 +165,7 @@ async fn system() -> System {
         &seeds,
         &[("SECRET_SYS_ARGOCD_TOKEN", ARGOCD_TOKEN)],
     );
-    System { _dir: dir, nats, domain, jira, pagerduty, argo, ingress, ticketing, paging, argocd }
+    System { _dir: dir, nats, domain, said, jira, pagerduty, argo, ingress, ticketing, paging, argocd }
 }
 
 /// Every message in `stream`, read as the domain.
@@ -148,8 +176,10 @@ async fn stream(nats: &NatsServer, name: &str) -> Vec<(String, bytes::Bytes)> {
 
 /// What each part said, for a failure message.
 fn dump(s: &System) -> String {
+    // SYSTEM_LOG_LINES: more of each log, when 15 lines do not say enough.
+    let lines = std::env::var("SYSTEM_LOG_LINES").ok().and_then(|n| n.parse().ok()).unwrap_or(15);
     let tail =
-        |t: String| t.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        |t: String| t.lines().rev().take(lines).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     let mut out = String::new();
     for a in [&s.ingress, &s.ticketing, &s.paging, &s.argocd] {
         out.push_str(&format!("--- {}\n{}\n", a.name, tail(a.process.logs())));
@@ -157,6 +187,8 @@ fn dump(s: &System) -> String {
     let log = s.nats.log();
     let violations: Vec<&str> = log.lines().filter(|l| l.contains("Violation") || l.contains("[ERR]")).collect();
     out.push_str(&format!("--- nats-server errors\n{}\n", violations.join("\n")));
+    let said = s.said.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    out.push_str(&format!("--- domain\n{}\n", said[said.len().saturating_sub(lines)..].join("\n")));
     out.push_str(&format!(
         "--- domain: {} intents handled, {} incidents; Jira {} issues; PagerDuty {} alerts\n",
         s.domain.handled(),
@@ -185,7 +217,7 @@ fn incident_of(jira_labels: &[String]) -> Option<String> {
 }
 
 /// Phase 1: one alert through a real Alertmanager, all the way to the vendors and back.
-async fn end_to_end(s: &System) {
+async fn end_to_end(s: &System) -> String {
     let am = Alertmanager::start(&format!(
         "route:\n  receiver: sre\n  group_by: ['...']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
          receivers:\n  - name: sre\n    webhook_configs:\n      - url: http://127.0.0.1:{}/webhooks/alertmanager\n        \
@@ -247,6 +279,7 @@ async fn end_to_end(s: &System) {
         "end to end: Alertmanager → {} → {} ({}) → PagerDuty {} → acknowledged, resolved, closed",
         incident, issue.key, issue.status, page.dedup_key
     );
+    incident
 }
 
 /// The on-call acknowledges an open page in PagerDuty and a colleague closes another open
@@ -273,6 +306,53 @@ async fn people_act(s: &System, early: &[String]) -> (String, String) {
     let ticket = s.jira.issues().into_iter().find(|t| t.key == key).expect("the ticket");
     assert!(s.jira.transition_as(&key, "Closed", "Grace Hopper"), "closed in Jira");
     (page, incident_of(&ticket.labels).expect("marker"))
+}
+
+/// A `high` alert sent to the ingress as Alertmanager sends it (again on a 503): its
+/// incident, once its ticket is open and its page waits for business hours.
+async fn high_incident(s: &System) -> String {
+    const SUMMARY: &str = "checkout-api p99 latency above 2 s";
+    let (_, body) = sre_testkit::stack::load_webhook(10_000, false);
+    let mut body: serde_json::Value = serde_json::from_str(&body).expect("a webhook");
+    body["alerts"][0]["labels"]["severity"] = json!("high");
+    body["alerts"][0]["annotations"]["summary"] = json!(SUMMARY);
+    body["commonLabels"] = body["alerts"][0]["labels"].clone();
+    let (body, port) = (body.to_string(), s.ingress.process.port());
+    converges(s, "the high alert stored by the ingress", Duration::from_secs(30), || {
+        let body = body.clone();
+        async move {
+            let json = [("Content-Type", "application/json")];
+            blocking(move || {
+                sre_testkit::service::http_request(port, "POST", "/webhooks/alertmanager", &json, body.as_bytes())
+            })
+            .await
+            .is_some_and(|(status, _)| status == 200)
+        }
+    })
+    .await;
+    let ticket = || s.jira.issues().into_iter().find(|i| i.summary == format!("[high] {SUMMARY}"));
+    converges(s, "its ticket, and its page deferred to business hours", Duration::from_secs(30), || async {
+        ticket().is_some() && s.paging.process.metric("paging_sink_pages_total", &["Deferred"]) >= 1.0
+    })
+    .await;
+    incident_of(&ticket().expect("the ticket").labels).expect("marker")
+}
+
+/// The Jira issue of `incident` (the one; more would fail the count elsewhere).
+fn ticket_of(s: &System, incident: &str) -> sre_testkit::jira::Issue {
+    s.jira.issues().into_iter().find(|i| incident_of(&i.labels).as_deref() == Some(incident)).expect("its ticket")
+}
+
+/// Comments on `incident`'s ticket that contain `text`.
+fn comments_with(s: &System, incident: &str, text: &str) -> usize {
+    ticket_of(s, incident).comments.iter().filter(|c| c.to_string().contains(text)).count()
+}
+
+/// PagerDuty alerts (one per life) and trigger events for `incident`.
+fn pages_of(s: &System, incident: &str) -> (usize, usize) {
+    let alerts = s.pagerduty.alerts().iter().filter(|a| a.dedup_key == incident).count();
+    let triggers = s.pagerduty.events().iter().filter(|e| e.action == "trigger" && e.dedup_key == incident).count();
+    (alerts, triggers)
 }
 
 /// Intents (`INTENTS`) or facts (`FACTS`) on `subject` about `incident`.
@@ -340,9 +420,8 @@ async fn two_way(s: &System, pd_acked: &str, jira_closed: &str) {
     let count = |subject: &'static str| async move { about(s, streams::INTENTS, subject, "").await };
     let (acks, closes) =
         (count(AcknowledgeIncidentRequested::SUBJECT).await, count(CloseIncidentRequested::SUBJECT).await);
-    let looped = count(ResolveIncidentRequested::SUBJECT).await
-        + count(ReopenIncidentRequested::SUBJECT).await
-        + count(AnnotateIncidentRequested::SUBJECT).await;
+    let looped = count(ResolveIncidentRequested::SUBJECT).await + count(ReopenIncidentRequested::SUBJECT).await;
+    let notes = count(AnnotateIncidentRequested::SUBJECT).await;
     let echoes = (
         s.paging.process.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]),
         s.ticketing.process.metric("ticketing_sink_webhook_events_total{", &["outcome=\"Echo\""]),
@@ -351,7 +430,7 @@ async fn two_way(s: &System, pd_acked: &str, jira_closed: &str) {
     println!(
         "two-way: acknowledged in PagerDuty by a person ({pd_acked}): {} intent(s), {} IncidentAcknowledged; closed in Jira \
          ({jira_closed}): {} intent(s), {} IncidentClosed | all two-way intents: {acks} acknowledge, {closes} close, \
-         {looped} resolve/reopen/annotate | webhooks delivered: PagerDuty {}, Jira {}; echoes suppressed (since the \
+         {notes} annotate (the note written in PagerDuty), {looped} resolve/reopen | webhooks delivered: PagerDuty {}, Jira {}; echoes suppressed (since the \
          last restart of each sink): paging {}, ticketing {}",
         about(s, streams::INTENTS, AcknowledgeIncidentRequested::SUBJECT, pd_acked).await,
         about(s, streams::FACTS, IncidentAcknowledged::SUBJECT, pd_acked).await,
@@ -364,7 +443,7 @@ async fn two_way(s: &System, pd_acked: &str, jira_closed: &str) {
     );
     assert_eq!(about(s, streams::INTENTS, AcknowledgeIncidentRequested::SUBJECT, pd_acked).await, 1);
     assert_eq!(about(s, streams::INTENTS, CloseIncidentRequested::SUBJECT, jira_closed).await, 1);
-    assert_eq!((acks, closes, looped), (1, 1, 0), "only the people's actions became intents: nothing looped");
+    assert_eq!((acks, closes, notes, looped), (1, 1, 1, 0), "only the people's actions became intents: nothing looped");
     assert!(echoes.0 >= 1.0 && echoes.1 >= 1.0, "the sinks' own calls came back and were told apart: {echoes:?}");
     let page = s.pagerduty.alerts().into_iter().find(|a| a.dedup_key == pd_acked).expect("the page");
     assert_eq!(page.status, AlertStatus::Acknowledged);
@@ -372,10 +451,116 @@ async fn two_way(s: &System, pd_acked: &str, jira_closed: &str) {
     assert_eq!(closed.map(|i| i.status).as_deref(), Some("Closed"));
 }
 
+/// The escalation and the two notes reached each tool once; the webhooks of what the sinks
+/// wrote came back as echoes, and only the person's note became an intent.
+async fn escalated_and_noted(s: &System, high: &str, pd_acked: &str) {
+    use sre_contracts::domain::v1::{AnnotateIncidentRequested, IncidentAnnotated, IncidentSeverityChanged};
+    let raised = "Severity raised from high to critical";
+    let pd_notes = |incident: &str, text: &str| {
+        let alerts = s.pagerduty.alerts();
+        alerts
+            .iter()
+            .filter(|a| a.dedup_key == incident)
+            .flat_map(|a| a.notes.clone())
+            .filter(|n| n.0.contains(text))
+            .count()
+    };
+    converges(
+        s,
+        "the escalation and the notes in every tool, and their webhooks answered",
+        Duration::from_secs(60),
+        || async {
+            comments_with(s, high, raised) == 1
+                && comments_with(s, high, PLATFORM_NOTE) == 1
+                && comments_with(s, pd_acked, PD_NOTE) == 1
+                && pd_notes(high, PLATFORM_NOTE) == 1
+                && s.jira.webhooks_in_flight() == 0
+                && s.pagerduty.webhooks_in_flight() == 0
+        },
+    )
+    .await;
+    let ticket = ticket_of(s, high);
+    let intents = about(s, streams::INTENTS, AnnotateIncidentRequested::SUBJECT, "").await;
+    let facts = about(s, streams::FACTS, IncidentAnnotated::SUBJECT, "").await;
+    let changes = about(s, streams::FACTS, IncidentSeverityChanged::SUBJECT, "").await;
+    let carried = comments_with(
+        s,
+        pd_acked,
+        &format!(
+            "Ada Lovelace, in PagerDuty {}",
+            s.pagerduty.alerts().iter().find(|a| a.dedup_key == pd_acked).map(|a| a.id.clone()).unwrap_or_default()
+        ),
+    );
+    println!(
+        "lives: {high} (high, deferred) raised to critical: {changes} IncidentSeverityChanged, PagerDuty {:?} (alerts, \
+         triggers), Jira {} priority {:?}, {} comment saying so | a note in PagerDuty on {pd_acked}: {intents} \
+         AnnotateIncidentRequested, on the Jira ticket {} time(s) (naming who and where: {carried}), back on the page \
+         {} time(s) | a note in the platform on {high}: Jira {}, PagerDuty {} | {facts} IncidentAnnotated",
+        pages_of(s, high),
+        ticket.key,
+        ticket.priority,
+        comments_with(s, high, raised),
+        comments_with(s, pd_acked, PD_NOTE),
+        pd_notes(pd_acked, PD_NOTE),
+        comments_with(s, high, PLATFORM_NOTE),
+        pd_notes(high, PLATFORM_NOTE),
+    );
+    assert_eq!(pages_of(s, high), (1, 1), "paged once, at once");
+    assert_eq!(ticket.priority.as_deref(), Some("Highest"), "the priority follows the severity");
+    assert_eq!((changes, intents, facts), (1, 1, 2), "one change; one person's note and one platform note");
+    assert_eq!(carried, 1, "the comment says who wrote the note, and where");
+    assert_eq!(pd_notes(pd_acked, PD_NOTE), 1, "the person's note is not sent back to its page");
+}
+
+/// A person reopens a ticket in Jira, the platform reopens the first incident: each pages
+/// again once (a new PagerDuty alert) and keeps its one ticket, moved back to open; nothing
+/// the sinks did came back as a person's reopen.
+async fn reopened(s: &System, by_person: &str, by_platform: &str) {
+    use sre_contracts::domain::v1::{IncidentReopened, ReopenIncidentRequested};
+    let before = (pages_of(s, by_person).0, pages_of(s, by_platform).0);
+    assert!(s.jira.transition_as(&ticket_of(s, by_person).key, "To Do", "Grace Hopper"), "reopened in Jira");
+    assert!(s.domain.reopen(by_platform, "oncall", "the error rate is back").await);
+    let said = "Incident reopened: the error rate is back";
+    let within = Duration::from_secs(60);
+    converges(s, "the reopen in Jira paged again", within, || async { pages_of(s, by_person).0 == before.0 + 1 }).await;
+    converges(s, "the platform's reopen paged again", within, || async { pages_of(s, by_platform).0 == before.1 + 1 })
+        .await;
+    converges(s, "the platform's reopen moved its ticket back, saying so", within, || async {
+        ticket_of(s, by_platform).status == "To Do" && comments_with(s, by_platform, said) == 1
+    })
+    .await;
+    converges(s, "every webhook answered", within, || async {
+        s.jira.webhooks_in_flight() == 0 && s.pagerduty.webhooks_in_flight() == 0
+    })
+    .await;
+    let intents = about(s, streams::INTENTS, ReopenIncidentRequested::SUBJECT, "").await;
+    let facts = about(s, streams::FACTS, IncidentReopened::SUBJECT, "").await;
+    let tickets = |i: &str| s.jira.issues().iter().filter(|t| incident_of(&t.labels).as_deref() == Some(i)).count();
+    let dead_letters = stream(&s.nats, streams::DEAD_LETTER).await.len();
+    println!(
+        "lives: reopened in Jira by a person ({by_person}): {intents} ReopenIncidentRequested, ticket {} ({} ticket(s), \
+         {} comment said back), PagerDuty alerts {} | reopened by the platform ({by_platform}): ticket {} moved back \
+         ({} ticket(s), {} comment), PagerDuty alerts {} | {facts} IncidentReopened | dead letters {dead_letters}",
+        ticket_of(s, by_person).status,
+        tickets(by_person),
+        comments_with(s, by_person, "Incident reopened"),
+        pages_of(s, by_person).0,
+        ticket_of(s, by_platform).status,
+        tickets(by_platform),
+        comments_with(s, by_platform, said),
+        pages_of(s, by_platform).0,
+    );
+    assert_eq!((intents, facts), (1, 2), "the person's reopen once; the sink's own transition was an echo");
+    assert_eq!((tickets(by_person), tickets(by_platform)), (1, 1), "reopened within the window: the same ticket");
+    assert_eq!(ticket_of(s, by_person).status, "To Do");
+    assert_eq!(comments_with(s, by_person, "Incident reopened"), 0, "nothing said back to who reopened it there");
+    assert_eq!(dead_letters, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_faults() {
     let mut s = system().await;
-    end_to_end(&s).await;
+    let first = end_to_end(&s).await;
     let first_incidents = s.domain.incidents().len();
 
     // Phase 2: a stream of alerts, and faults while it flows.
@@ -478,6 +663,24 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     s.argo.set_health("payments", "Healthy", "");
     faults.push("argocd-sync SIGKILL + restart; payments back to Healthy");
 
+    until_accepted(&sent, 240).await;
+    // The rest of an incident's life while alerts flow: a `high` incident deferred out of
+    // business hours is raised to `critical` and pages at once; a person writes a note on a
+    // page in PagerDuty; the platform adds a note to the escalated incident.
+    let high = high_incident(&s).await;
+    let why = "checkout down for every EU customer";
+    assert!(s.domain.escalate(&high, Severity::Critical, "Incident Commander", why).await);
+    converges(&s, "the escalated incident paged at once", Duration::from_secs(30), || async {
+        pages_of(&s, &high).0 == 1
+    })
+    .await;
+    assert!(s.pagerduty.note_as(&pd_acked, PD_NOTE, "Ada Lovelace"), "a note in PagerDuty");
+    assert!(s.domain.annotate(&high, PLATFORM_NOTE, "Incident Commander").await);
+    faults.push(
+        "a high incident deferred out of business hours raised to critical; a person's note on a page in \
+         PagerDuty; a note written in the platform",
+    );
+
     until_accepted(&sent, 260).await;
     s.ingress = crash(s.ingress).await;
     faults.push("ingress SIGKILL + restart");
@@ -486,7 +689,8 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     let send_time = started.elapsed();
 
     // Converge: every critical alert an incident, every incident a ticket and a page.
-    let critical = TOTAL.div_ceil(5);
+    // (+ the `high` incident raised to critical)
+    let critical = TOTAL.div_ceil(5) + 1;
     // …and the tickets Jira created for the killed sink are adopted by its successor (once
     // their claims go stale), not only present at Jira.
     let (jira, pagerduty, domain, ticketing) = (&s.jira, &s.pagerduty, &s.domain, &s.ticketing);
@@ -571,7 +775,11 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
 
     assert_eq!(accepted.len(), TOTAL, "Alertmanager's retries get every alert in");
     assert_eq!((lost_intents, duplicate_intents), (0, 0), "each accepted alert has exactly one intent");
-    assert_eq!(creates, critical + 1, "one CreateIncidentRequested per critical alert (+ the end-to-end one)");
+    assert_eq!(
+        creates,
+        critical + 1,
+        "one CreateIncidentRequested per critical alert (+ the end-to-end and high ones)"
+    );
     assert_eq!(incidents.len(), first_incidents + critical);
     assert_eq!((lost_tickets, duplicate_tickets), (0, 0), "exactly one ticket per incident");
     assert_eq!(lost_pages, 0, "a page for every critical incident not acknowledged before it");
@@ -589,7 +797,9 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
     assert!(sent.refused > 0 || sent.unavailable > 0, "the faults were felt by the sender");
     assert!(pages_held_at_kill >= 1);
 
-    // Two-way sync: what the people did reached the domain once each, and nothing looped.
+    // The escalation and the notes, then two-way sync: what the people did reached the
+    // domain once each, and nothing looped.
+    escalated_and_noted(&s, &high, &pd_acked).await;
     two_way(&s, &pd_acked, &jira_closed).await;
 
     // The on-call acknowledges every incident and closes it, at once: the acknowledges of
@@ -625,4 +835,7 @@ async fn alerts_reach_the_vendors_once_through_crashes_bus_outages_and_vendor_fa
         dead_letters
     );
     assert_eq!(dead_letters, 0, "no acknowledge or close was given up on");
+
+    // Reopened, after all that: by a person in Jira, and by the platform.
+    reopened(&s, &jira_closed, &first).await;
 }
