@@ -14,12 +14,14 @@ use crate::inventory::{ADAPTERS, BUS_USERS, demo, password_var};
 use crate::util::{Stack, cargo, http, http_answer, on_path, rfc3339, root, spawn, status};
 
 /// Secrets of the demo configurations (placeholders the stand-ins accept; loopback only).
-pub(crate) const DEMO_SECRETS: [(&str, &str); 9] = [
+pub(crate) const DEMO_SECRETS: [(&str, &str); 10] = [
     ("SECRET_DEMO_ARGOCD_TOKEN", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.ZGVtbw"),
     ("SECRET_DEMO_JIRA_TOKEN", "demo-jira-pat"),
     ("SECRET_DEMO_GITHUB_TOKEN", "demo-github-token"),
     ("SECRET_DEMO_PAGERDUTY_ROUTING_KEY", "DEMOR0UT1NGKEY0123456789ABCDEFGH"),
     ("SECRET_DEMO_OPSGENIE_API_KEY", "demo-opsgenie-key"),
+    // The stand-in PagerDuty's REST API key (notes on incidents).
+    ("SECRET_DEMO_PAGERDUTY_REST_API_KEY", "u+PDrestKEY0123456789"),
     // The webhook secrets the stand-ins sign (or send) their webhooks with (sre-standins).
     ("SECRET_DEMO_PAGERDUTY_WEBHOOK_SECRET", "demo-pagerduty-webhook"),
     ("SECRET_DEMO_OPSGENIE_WEBHOOK_SECRET", "demo-opsgenie-webhook"),
@@ -27,18 +29,31 @@ pub(crate) const DEMO_SECRETS: [(&str, &str); 9] = [
     ("SECRET_DEMO_GITHUB_WEBHOOK_SECRET", "demo-github-webhook"),
 ];
 
-fn demo_alert(ends_at: Option<&str>) -> String {
+/// The demo's alerts: (alert name, severity, summary, description).
+const DEMO_ALERTS: [(&str, &str, &str, &str); 2] = [
+    (
+        "CheckoutErrorRate",
+        "critical",
+        "checkout-api error rate above 5%",
+        "7.2% of checkout requests fail (threshold 5%).",
+    ),
+    ("CheckoutLatency", "high", "checkout-api p99 latency above 2 s", "p99 is 2.4 s (threshold 2 s) for 10 minutes."),
+];
+
+fn demo_alert(name: &str, ends_at: Option<&str>) -> serde_json::Value {
+    let (_, severity, summary, description) =
+        DEMO_ALERTS.iter().copied().find(|a| a.0 == name).unwrap_or(DEMO_ALERTS[0]);
     let mut alert = serde_json::json!({
-        "labels": {"alertname": "CheckoutErrorRate", "severity": "critical", "service": "checkout-api",
+        "labels": {"alertname": name, "severity": severity, "service": "checkout-api",
                    "environment": "production", "team": "payments", "cluster": "demo-1"},
-        "annotations": {"summary": "checkout-api error rate above 5%", "description": "7.2% of checkout requests fail (threshold 5%).",
+        "annotations": {"summary": summary, "description": description,
                         "runbook_url": "https://runbooks.example.com/checkout/errors"},
         "generatorURL": "http://prometheus.demo:9090/graph?g0.expr=errors",
     });
     if let Some(t) = ends_at {
         alert["endsAt"] = serde_json::json!(t);
     }
-    serde_json::json!([alert]).to_string()
+    alert
 }
 
 /// Runs the demo on one server, or on a three-node cluster.
@@ -209,32 +224,35 @@ pub(crate) fn run(cluster: bool) -> anyhow::Result<()> {
         eprintln!("xtask: no Alertmanager installed; sending the webhook directly");
         false
     };
-    let fire = |ends_at: Option<String>| -> Option<u16> {
+    let fire = |name: &str, ends_at: Option<String>| -> Option<u16> {
+        let alert = demo_alert(name, ends_at.as_deref());
         if am {
-            http(am_port, "POST", "/api/v2/alerts", &demo_alert(ends_at.as_deref()))
+            http(am_port, "POST", "/api/v2/alerts", &serde_json::json!([alert]).to_string())
         } else {
             let status = if ends_at.is_some() { "resolved" } else { "firing" };
-            let alerts: serde_json::Value = serde_json::from_str(&demo_alert(ends_at.as_deref())).unwrap_or_default();
-            let mut alert = alerts[0].clone();
+            let mut alert = alert;
             alert["status"] = serde_json::json!(status);
             alert["startsAt"] = serde_json::json!("2026-01-01T00:00:00Z");
-            alert["fingerprint"] = serde_json::json!("d3m0f1ngerpr1nt0");
-            let body = serde_json::json!({"version": "4", "groupKey": "{}:{alertname=\"CheckoutErrorRate\"}", "status": status,
-                "receiver": "sre", "groupLabels": {"alertname": "CheckoutErrorRate"}, "commonLabels": {}, "commonAnnotations": {},
-                "externalURL": "http://synthetic", "truncatedAlerts": 0, "alerts": [alert]});
+            alert["fingerprint"] = serde_json::json!(format!("d3m0{:012x}", name.len()));
+            let body = serde_json::json!({"version": "4", "groupKey": format!("{{}}:{{alertname=\"{name}\"}}"),
+                "status": status, "receiver": "sre", "groupLabels": {"alertname": name}, "commonLabels": {},
+                "commonAnnotations": {}, "externalURL": "http://synthetic", "truncatedAlerts": 0, "alerts": [alert]});
             http(demo::ADAPTER_PORTS, "POST", "/webhooks/alertmanager", &body.to_string())
         }
     };
     eprintln!(
-        "xtask: firing CheckoutErrorRate (critical, checkout-api); it resolves in 30 s. The timeline follows; Ctrl-C stops everything."
+        "xtask: firing CheckoutErrorRate (critical, checkout-api; it resolves in 30 s) and CheckoutLatency (high: the \
+         demo's business hours are one minute a day, so its page waits until the platform raises it). The timeline \
+         follows; Ctrl-C stops everything."
     );
-    let _ = fire(None);
+    let _ = fire("CheckoutErrorRate", None);
+    let _ = fire("CheckoutLatency", None);
     let resolve_at = Instant::now() + Duration::from_secs(30);
     let mut resolved = false;
     while !stop.load(Ordering::SeqCst) {
         if !resolved && Instant::now() >= resolve_at {
             eprintln!("xtask: resolving CheckoutErrorRate");
-            let _ = fire(Some(rfc3339(std::time::SystemTime::now())));
+            let _ = fire("CheckoutErrorRate", Some(rfc3339(std::time::SystemTime::now())));
             resolved = true;
         }
         for (name, child) in stack.0.iter_mut() {

@@ -3,17 +3,23 @@
 //! - The test vendors of this kit on fixed loopback ports: Argo CD 8089 (a few demo
 //!   applications), Jira Data Center 8090, GitHub 8091, PagerDuty 8092, Opsgenie 8093.
 //! - The **reference SRE domain stand-in** ([`sre_testkit::domain`]): it turns intents into
-//!   facts, idempotently, the way the real domain would be expected to, and `POST
-//!   /incidents/<id>/acknowledge` or `/close` on 127.0.0.1:8094 publishes
-//!   `IncidentAcknowledged` / `IncidentClosed`. It is not the SRE domain; it only lets the
-//!   adapters be seen working end to end.
+//!   facts, idempotently, the way the real domain would be expected to. On 127.0.0.1:8094,
+//!   `POST /incidents/<id>/acknowledge`, `/close`, `/reopen`, `/note` (the body is the
+//!   note) and `/severity/<critical|high|medium|low|info>` publish the matching fact, as a
+//!   person in the platform would. It is not the SRE domain; it only lets the adapters be
+//!   seen working end to end.
 //!
 //! - Two-way sync: each vendor sends its webhooks to the sink that owns it (PagerDuty and
 //!   Opsgenie to paging-sink on 8083, Jira and GitHub to ticketing-sink on 8082), signed
 //!   with the demo's secrets. With `SRE_STANDINS_AUTO=1` the demo's people act in the
 //!   vendors' tools, not the domain: the on-call acknowledges each page in PagerDuty 5 s
 //!   after it arrives and closes each resolved Jira issue 5 s later, and the webhooks
-//!   carry that back to the domain. The pages' buttons do the same by hand.
+//!   carry that back to the domain. The pages' buttons do the same by hand. The rest of an
+//!   incident's life follows: a `high` incident whose page waits for business hours is
+//!   raised to critical by the platform 10 s after its ticket opens (and pages at once);
+//!   3 s after the first acknowledge the on-call writes a note on the page in PagerDuty
+//!   (it reaches the Jira ticket); 10 s after the first ticket is closed the platform
+//!   reopens its incident (the ticket moves back, the on-call is paged again).
 //!
 //! Prints a timeline of what each part received. Ctrl-C or SIGTERM stops it.
 #![allow(clippy::print_stdout)]
@@ -21,6 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sre_contracts::domain::v1::Severity;
 use sre_testkit::argocd::{App, FakeArgoCd};
 use sre_testkit::domain::Domain;
 use sre_testkit::github::FakeGithub;
@@ -48,18 +55,48 @@ fn say(what: &str) {
     println!("{now}  {what}");
 }
 
-/// `POST /incidents/{id}/acknowledge` and `/close`.
+/// `POST /incidents/{id}/acknowledge`, `/close`, `/reopen`, `/note` and
+/// `/severity/{to}`, as a person in the platform.
 async fn control(domain: Arc<Domain>) -> std::io::Result<()> {
     use axum::extract::{Path, State};
-    async fn act(State(domain): State<Arc<Domain>>, Path((id, action)): Path<(String, String)>) -> String {
-        match action.as_str() {
-            "acknowledge" if domain.acknowledge(&id, "demo-user").await => format!("acknowledged {id}\n"),
-            "close" if domain.close(&id, "demo-user").await => format!("closed {id}\n"),
-            "acknowledge" | "close" => format!("{action} {id}: the bus did not store the fact\n"),
-            other => format!("unknown action {other}\n"),
+    use axum::http::StatusCode;
+    const WHO: &str = "demo-user";
+    async fn act(
+        State(domain): State<Arc<Domain>>,
+        Path((id, action)): Path<(String, String)>,
+        note: String,
+    ) -> (StatusCode, String) {
+        let stored = match action.as_str() {
+            "acknowledge" => domain.acknowledge(&id, WHO).await,
+            "close" => domain.close(&id, WHO).await,
+            "reopen" => domain.reopen(&id, WHO, "reopened by hand").await,
+            "note" if !note.trim().is_empty() => domain.annotate(&id, note.trim(), WHO).await,
+            "note" => return (StatusCode::BAD_REQUEST, "note: the body is the note, and it is empty\n".into()),
+            other => return (StatusCode::NOT_FOUND, format!("unknown action {other}\n")),
+        };
+        done(stored, &action, &id)
+    }
+    async fn severity(
+        State(domain): State<Arc<Domain>>,
+        Path((id, to)): Path<(String, String)>,
+    ) -> (StatusCode, String) {
+        let Some(level) =
+            Severity::from_str_name(&format!("SEVERITY_{}", to.to_uppercase())).filter(|s| *s != Severity::Unspecified)
+        else {
+            return (StatusCode::BAD_REQUEST, format!("severity: {to} is not critical, high, medium, low or info\n"));
+        };
+        done(domain.escalate(&id, level, WHO, "changed by hand").await, &format!("severity {to}"), &id)
+    }
+    fn done(stored: bool, what: &str, id: &str) -> (StatusCode, String) {
+        match stored {
+            true => (StatusCode::OK, format!("{what} {id}\n")),
+            false => (StatusCode::SERVICE_UNAVAILABLE, format!("{what} {id}: the bus did not store the fact\n")),
         }
     }
-    let app = axum::Router::new().route("/incidents/{id}/{action}", axum::routing::post(act)).with_state(domain);
+    let app = axum::Router::new()
+        .route("/incidents/{id}/severity/{to}", axum::routing::post(severity))
+        .route("/incidents/{id}/{action}", axum::routing::post(act))
+        .with_state(domain);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", demo::DOMAIN)).await?;
     axum::serve(listener, app).await
 }
@@ -147,6 +184,16 @@ async fn main() -> std::io::Result<()> {
     // What the people will do, and when: (when, PagerDuty dedup key or Jira key).
     let mut to_acknowledge: Vec<(tokio::time::Instant, String)> = Vec::new();
     let mut to_close: Vec<(tokio::time::Instant, String)> = Vec::new();
+    // The rest of an incident's life: (when, incident id or PagerDuty dedup key).
+    let mut to_escalate: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let mut to_note: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let mut to_reopen: Vec<(tokio::time::Instant, String)> = Vec::new();
+    let (mut noted, mut reopened) = (false, false);
+    let mut notes_seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let incident_of = |i: &sre_testkit::jira::Issue| {
+        i.labels.iter().find_map(|l| l.strip_prefix("sre-incident-")).unwrap_or_default().to_owned()
+    };
+    let in_secs = |secs| tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut degraded = false;
@@ -160,19 +207,23 @@ async fn main() -> std::io::Result<()> {
         let issues = jira.issues();
         for i in issues.iter().skip(seen.0) {
             say(&format!("jira: created {} \"{}\"", i.key, i.summary));
+            if people && i.summary.starts_with("[high]") {
+                to_escalate.push((in_secs(10), incident_of(i)));
+            }
         }
         for i in &issues {
             let known = comments_seen.entry(i.key.clone()).or_insert(0);
             for c in i.comments.iter().skip(*known) {
                 let text = c.as_str().map_or_else(|| c.to_string(), str::to_owned);
-                say(&format!("jira: comment on {}: \"{text}\"", i.key));
+                say(&format!("jira: comment on {}: \"{}\"", i.key, text.replace('\n', " ")));
             }
             *known = i.comments.len();
         }
         let statuses: String = issues.iter().map(|i| format!("{}={};", i.key, i.status)).collect();
         if statuses != seen.4 {
             for i in &issues {
-                if i.status != "To Do" && !seen.4.contains(&format!("{}={};", i.key, i.status)) {
+                let known = seen.4.contains(&format!("{}=", i.key));
+                if (i.status != "To Do" || known) && !seen.4.contains(&format!("{}={};", i.key, i.status)) {
                     say(&format!("jira: {} is now {}", i.key, i.status));
                     if people && i.status == "Resolved" {
                         to_close.push((tokio::time::Instant::now() + Duration::from_secs(5), i.key.clone()));
@@ -192,12 +243,43 @@ async fn main() -> std::io::Result<()> {
         for (_, key) in to_acknowledge.extract_if(.., |(at, _)| *at <= now) {
             if pagerduty.acknowledge_as(&key, PERSON) {
                 say(&format!("person: {PERSON} acknowledges {key} in PagerDuty"));
+                if !std::mem::replace(&mut noted, true) {
+                    to_note.push((in_secs(3), key));
+                }
+            }
+        }
+        for (_, key) in to_note.extract_if(.., |(at, _)| *at <= now) {
+            let note = "Rolled back checkout-api to v41; the error rate is falling.";
+            if pagerduty.note_as(&key, note, PERSON) {
+                say(&format!("person: {PERSON} writes a note on {key} in PagerDuty: \"{note}\""));
             }
         }
         for (_, key) in to_close.extract_if(.., |(at, _)| *at <= now) {
             if jira.transition_as(&key, "Closed", PERSON) {
                 say(&format!("person: {PERSON} closes {key} in Jira"));
+                if let Some(i) = issues.iter().find(|i| i.key == key).filter(|_| !reopened) {
+                    reopened = true;
+                    to_reopen.push((in_secs(10), incident_of(i)));
+                }
             }
+        }
+        for (_, id) in to_escalate.extract_if(.., |(at, _)| *at <= now) {
+            say(&format!(
+                "platform: {id} is high, and its page waits for business hours; the incident commander raises it"
+            ));
+            let why = "checkout fails for every customer in the EU";
+            let _ = domain.escalate(&id, Severity::Critical, "Incident Commander", why).await;
+        }
+        for (_, id) in to_reopen.extract_if(.., |(at, _)| *at <= now) {
+            let _ = domain.reopen(&id, "alertmanager", "CheckoutErrorRate fired again within the hour").await;
+        }
+        // Notes on the pages (what the sinks added, and what people wrote there).
+        for a in pagerduty.alerts() {
+            let known = notes_seen.entry(format!("{}#{}", a.dedup_key, a.id)).or_insert(0);
+            for (text, who) in a.notes.iter().skip(*known) {
+                say(&format!("pagerduty: note on {} by {who}: \"{}\"", a.dedup_key, text.replace('\n', " ")));
+            }
+            *known = a.notes.len();
         }
         // The webhooks the vendors delivered, and how the sinks answered.
         let deliveries = [
