@@ -311,7 +311,10 @@ async fn without_a_quorum_the_sink_stays_not_ready_until_it_is_back() {
 /// in place (still R3, nothing lost) and comments the acknowledge on the ticket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_ticketing_sink_widens_the_operators_consumer_in_place() {
-    use sre_contracts::domain::v1::{IncidentAcknowledged, IncidentClosed, IncidentResolved};
+    use sre_contracts::domain::v1::{
+        IncidentAcknowledged, IncidentAnnotated, IncidentClosed, IncidentReopened, IncidentResolved,
+        IncidentSeverityChanged,
+    };
     let _serial = SERIAL.lock().await;
     let cluster = NatsCluster::start(3).expect("cluster");
     // The operator provisions a cluster whose meta group has settled (a just-formed one can
@@ -355,7 +358,15 @@ async fn an_upgraded_ticketing_sink_widens_the_operators_consumer_in_place() {
     let info = consumer.info().await.expect("info").clone();
     assert_eq!(
         info.config.filter_subjects,
-        [IncidentCreated::SUBJECT, IncidentAcknowledged::SUBJECT, IncidentResolved::SUBJECT, IncidentClosed::SUBJECT],
+        [
+            IncidentCreated::SUBJECT,
+            IncidentAcknowledged::SUBJECT,
+            IncidentResolved::SUBJECT,
+            IncidentClosed::SUBJECT,
+            IncidentReopened::SUBJECT,
+            IncidentSeverityChanged::SUBJECT,
+            IncidentAnnotated::SUBJECT
+        ],
         "widened in place"
     );
     let replicas = info.cluster.as_ref().map_or(0, |c| c.replicas.len() + 1);

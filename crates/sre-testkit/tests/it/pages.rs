@@ -99,8 +99,11 @@ async fn a_button_acts_as_a_person_and_the_vendor_sends_its_signed_webhook() {
     assert!(html.contains("/_person/acknowledge?key=inc-7"), "{html}");
     assert_eq!(press(pd.url(), "/_person/acknowledge?key=inc-7").await, 303);
     assert_eq!(pd.alerts()[0].status, sre_testkit::pagerduty::AlertStatus::Acknowledged);
-    eventually("the webhook", wait, || async { !got.lock().expect("lock").is_empty() }).await;
-    let (headers, body) = got.lock().expect("lock")[0].clone();
+    // (after the trigger's own `incident.triggered`)
+    let acknowledged =
+        || got.lock().expect("lock").iter().find(|(_, body)| body.contains("\"incident.acknowledged\"")).cloned();
+    eventually("the webhook", wait, || async { acknowledged().is_some() }).await;
+    let (headers, body) = acknowledged().expect("the acknowledged webhook");
     let signature = headers.get("x-pagerduty-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     assert_eq!(signature, format!("v1={}", hmac_hex("pd-secret", &body)));
     let event: serde_json::Value = serde_json::from_str(&body).expect("json");
