@@ -246,25 +246,10 @@ pub fn combined(record: &TicketRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::TicketRef;
-    use crate::routing::Target;
     use crate::state::Pending;
     use jiff::SignedDuration;
 
-    fn now() -> Timestamp {
-        Timestamp::from_second(1_800_000_000).expect("ts")
-    }
-
-    fn record(state: TicketState) -> TicketRecord {
-        let target = Target { provider: Provider::Jira, route: "default".into(), project: "OPS".into() };
-        let mut r = TicketRecord::claim("inc-1", target, now() - SignedDuration::from_secs(60));
-        r.state = state;
-        if state != TicketState::Claimed {
-            r.claimed_at = None;
-            r.ticket = Some(TicketRef { key: "OPS-1".into(), url: String::new() });
-        }
-        r
-    }
+    use crate::plan::tests::{now, record};
 
     #[test]
     fn every_reopen_against_every_state() {

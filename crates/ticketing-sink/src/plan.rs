@@ -193,7 +193,7 @@ pub fn note(verb: &str, by: &str, reason: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::provider::{Provider, TicketRef};
     use crate::routing::Target;
@@ -201,11 +201,12 @@ mod tests {
 
     const UPDATES: [Action; 3] = [Action::Acknowledge, Action::Resolve, Action::Close];
 
-    fn now() -> Timestamp {
+    pub(crate) fn now() -> Timestamp {
         Timestamp::from_second(1_700_000_000).expect("ts")
     }
 
-    fn record(state: TicketState) -> TicketRecord {
+    /// A Jira record in `state` (with its ticket unless claimed), claimed a minute ago.
+    pub(crate) fn record(state: TicketState) -> TicketRecord {
         let target = Target { provider: Provider::Jira, route: "default".into(), project: "OPS".into() };
         let mut r = TicketRecord::claim("inc-1", target, now() - SignedDuration::from_secs(60));
         r.state = state;

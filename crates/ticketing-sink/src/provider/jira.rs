@@ -227,45 +227,26 @@ impl Jira {
         }
     }
 
-    /// Opens the ticket again: the transition called `reopen`, or else the first one out
-    /// of the Done category; none means it is open already.
-    async fn reopen_transition(&self, ticket: &TicketRef) -> Result<(), VendorError> {
-        let answer = self.call(http::Method::GET, &format!("/issue/{}/transitions", ticket.key), None).await?;
-        let list: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
-        let transitions = list.get("transitions").and_then(Value::as_array).cloned().unwrap_or_default();
-        let by_name = transitions
-            .iter()
-            .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(&self.reopen)));
-        let out_of_done =
-            || transitions.iter().find(|t| t.pointer("/to/statusCategory/key").and_then(Value::as_str) != Some("done"));
-        let Some(id) = by_name.or_else(out_of_done).and_then(|t| t.get("id")).and_then(Value::as_str) else {
-            return Ok(());
-        };
-        self.call(
-            http::Method::POST,
-            &format!("/issue/{}/transitions", ticket.key),
-            Some(json!({"transition": {"id": id}})),
-        )
-        .await
-        .map(|_| ())
-    }
-
     fn link(&self, key: &str) -> String {
         format!("{}/browse/{key}", self.base)
     }
 
     /// Moves the ticket through the transition called `name`, or else the first one into
-    /// the Done category. No transition available means it is already there: done.
-    async fn transition(&self, ticket: &TicketRef, name: &str) -> Result<(), VendorError> {
+    /// the Done category (`into_done`) or out of it (a reopen). No transition available
+    /// means it is already there: done.
+    async fn transition(&self, ticket: &TicketRef, name: &str, into_done: bool) -> Result<(), VendorError> {
         let answer = self.call(http::Method::GET, &format!("/issue/{}/transitions", ticket.key), None).await?;
         let list: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
         let transitions = list.get("transitions").and_then(Value::as_array).cloned().unwrap_or_default();
         let by_name = transitions
             .iter()
             .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(name)));
-        let to_done =
-            || transitions.iter().find(|t| t.pointer("/to/statusCategory/key").and_then(Value::as_str) == Some("done"));
-        let Some(id) = by_name.or_else(to_done).and_then(|t| t.get("id")).and_then(Value::as_str) else {
+        let by_category = || {
+            transitions
+                .iter()
+                .find(|t| (t.pointer("/to/statusCategory/key").and_then(Value::as_str) == Some("done")) == into_done)
+        };
+        let Some(id) = by_name.or_else(by_category).and_then(|t| t.get("id")).and_then(Value::as_str) else {
             return Ok(());
         };
         self.call(
@@ -342,11 +323,11 @@ impl Tracker for Jira {
     }
 
     fn resolve<'a>(&'a self, _project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
-        Box::pin(self.transition(ticket, &self.resolve))
+        Box::pin(self.transition(ticket, &self.resolve, true))
     }
 
     fn close<'a>(&'a self, _project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
-        Box::pin(self.transition(ticket, &self.close))
+        Box::pin(self.transition(ticket, &self.close, true))
     }
 
     fn status<'a>(
@@ -366,7 +347,7 @@ impl Tracker for Jira {
     }
 
     fn reopen<'a>(&'a self, _project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>> {
-        Box::pin(self.reopen_transition(ticket))
+        Box::pin(self.transition(ticket, &self.reopen, false))
     }
 
     fn set_severity<'a>(
