@@ -94,6 +94,9 @@ pub enum OnReopened {
     Hold,
     /// The page is still open, waiting or being sent: only note the new life.
     Track,
+    /// This reopen's page was claimed by a delivery that did not finish it (a vendor error,
+    /// a crash): send the trigger again (the vendor joins it to the open alert).
+    Finish,
     /// This reopen, or a later one, is handled.
     Duplicate,
     /// Its `IncidentCreated` is still to come: look again.
@@ -103,6 +106,9 @@ pub enum OnReopened {
 /// The step for the incident's `reopen_count`-th reopen, given the record.
 pub fn on_reopened(reopen_count: u32, policy: &Policy, record: Option<&PageRecord>, now: Timestamp) -> OnReopened {
     let Some(record) = record else { return OnReopened::Wait };
+    if reopen_count == record.reopen_count && reopen_count > 0 && record.state == PageState::Claimed {
+        return OnReopened::Finish;
+    }
     if reopen_count <= record.reopen_count {
         return OnReopened::Duplicate;
     }
@@ -132,6 +138,9 @@ pub enum OnSeverity {
     /// Record the severity only: an open page is left to the people on call, an ended one
     /// to its end.
     Record,
+    /// This change's page was claimed by a delivery that did not finish it: send the
+    /// trigger again.
+    Finish,
     /// An older change than the one the record holds.
     Stale,
     /// Its `IncidentCreated` is still to come: look again.
@@ -150,7 +159,7 @@ pub fn on_severity(
     if let (Some(at), Some(held)) = (at, record.severity_at)
         && at <= held
     {
-        return OnSeverity::Stale;
+        return if at == held && record.state == PageState::Claimed { OnSeverity::Finish } else { OnSeverity::Stale };
     }
     match record.state {
         PageState::Deferred | PageState::Below if record.incident.is_some() => match decide(to, policy, now) {
@@ -401,9 +410,13 @@ mod tests {
             {
                 let r = record(state, severity, night());
                 assert_eq!(on_reopened(1, &p, Some(&r), night()), expected, "{state:?} {severity:?}");
-                // The same reopen again, or an older one: handled.
+                // The same reopen again, or an older one: handled; its claim left unfinished
+                // (a vendor error, a crash): the trigger again.
                 let mut again = r.clone();
                 again.reopen_count = 1;
+                let handled = if state == PageState::Claimed { OnReopened::Finish } else { OnReopened::Duplicate };
+                assert_eq!(on_reopened(1, &p, Some(&again), night()), handled, "{state:?}");
+                again.reopen_count = 2;
                 assert_eq!(on_reopened(1, &p, Some(&again), night()), OnReopened::Duplicate, "{state:?}");
             }
         }
@@ -444,6 +457,10 @@ mod tests {
         let earlier = night() - SignedDuration::from_mins(1);
         assert_eq!(on_severity(Severity::Critical, Some(earlier), &p, Some(&changed), night()), OnSeverity::Stale);
         assert_eq!(on_severity(Severity::Critical, Some(night()), &p, Some(&changed), night()), OnSeverity::Stale);
+        // The same change again, its page claimed but not finished: the trigger again.
+        let claimed = PageRecord { state: PageState::Claimed, ..changed.clone() };
+        assert_eq!(on_severity(Severity::Critical, Some(night()), &p, Some(&claimed), night()), OnSeverity::Finish);
+        assert_eq!(on_severity(Severity::Critical, Some(earlier), &p, Some(&claimed), night()), OnSeverity::Stale);
         assert_eq!(on_severity(Severity::Critical, None, &p, None, night()), OnSeverity::Wait);
         // In business hours a high incident pages at once.
         let below = record(PageState::Below, Severity::Medium, night());
@@ -608,7 +625,7 @@ mod tests {
                         continue;
                     }
                     let Some(mut r) = record.take() else { unreachable!("waits for its record") };
-                    if step != OnReopened::Duplicate {
+                    if !matches!(step, OnReopened::Duplicate | OnReopened::Finish) {
                         r.reopen_count = n;
                     }
                     record = Some(match step {
@@ -620,6 +637,7 @@ mod tests {
                             d
                         }
                         OnReopened::Hold => r.moved(PageState::Below, now),
+                        OnReopened::Finish => unreachable!("no claim outlives a step here"),
                         OnReopened::Track | OnReopened::Duplicate | OnReopened::Wait => r,
                     });
                 }
@@ -644,6 +662,7 @@ mod tests {
                         }
                         OnSeverity::Drop => next.moved(PageState::Below, now),
                         OnSeverity::Record => next,
+                        OnSeverity::Finish => unreachable!("no claim outlives a step here"),
                         OnSeverity::Stale | OnSeverity::Wait => r,
                     });
                 }

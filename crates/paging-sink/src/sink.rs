@@ -398,6 +398,11 @@ impl Sink {
             next.reopen_count = fact.reopen_count;
             next.updated_at = now;
             let (next, outcome) = match step {
+                OnReopened::Finish => {
+                    let disposition = self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                    self.metrics.change(provider, ChangeLabel::Reopen, change_outcome(&disposition, self.dry_run()));
+                    return disposition;
+                }
                 OnReopened::Duplicate | OnReopened::Wait => {
                     self.metrics.change(provider, ChangeLabel::Reopen, ChangeOutcome::Duplicate);
                     return Disposition::Ack;
@@ -456,6 +461,11 @@ impl Sink {
             let mut next = read.record.with_severity(to, at);
             next.updated_at = now;
             let (next, outcome) = match step {
+                OnSeverity::Finish => {
+                    let disposition = self.settle_trigger(provider, &read, PageOutcome::Paged).await;
+                    self.metrics.change(provider, ChangeLabel::Severity, change_outcome(&disposition, self.dry_run()));
+                    return disposition;
+                }
                 OnSeverity::Stale | OnSeverity::Wait => {
                     self.metrics.change(provider, ChangeLabel::Severity, ChangeOutcome::Duplicate);
                     return Disposition::Ack;
@@ -559,19 +569,23 @@ impl Sink {
                 Err(RecordError::WrongRevision) => continue,
                 Err(e) => return e.disposition("page record"),
             };
-            if self.dry_run() {
+            let read = if self.dry_run() {
                 tracing::info!(incident_id = %fact.incident_id, provider = provider.name(), "dry run: would add a note");
+                read
             } else {
                 let pager = match self.pager(provider) {
                     Ok(p) => p.clone(),
                     Err(reason) => return Disposition::DeadLetter { reason },
                 };
                 let incident_id = fact.incident_id.clone();
-                let call = self.vendors.call(provider, Self::note_credential(&read.record.target), || {
+                let target = read.record.target.clone();
+                let call = self.vendors.call(provider, Self::note_credential(&target), || {
                     let (pager, incident_id, text) = (pager.clone(), incident_id.clone(), text.clone());
                     async move { pager.note(&incident_id, &text).await }
                 });
-                if let Err(e) = call.await {
+                // (PagerDuty: two REST calls, each with its retries: the claim is renewed.)
+                let (answer, read) = self.pages.renewing_note(read, &id, call).await;
+                if let Err(e) = answer {
                     let disposition = match e {
                         CallError::Permanent(e) => Disposition::DeadLetter { reason: e.to_string() },
                         e => Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() },
@@ -579,7 +593,8 @@ impl Sink {
                     count(change_outcome(&disposition, false));
                     return disposition;
                 }
-            }
+                read
+            };
             return match self.note_posted(read, &id).await {
                 Ok(()) => {
                     tracing::info!(incident_id = %fact.incident_id, provider = provider.name(), "note added to the page");

@@ -74,6 +74,10 @@ pub struct PageRecord {
     pub note: Option<String>,
     /// Last change.
     pub updated_at: Timestamp,
+    /// Whether it has a `due.` marker (deferred, or a claim the scan must finish if its
+    /// delivery stops).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub marked: bool,
     /// Whether it was ever deferred (and so has, or had, a `due.` marker to clean up).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deferred: bool,
@@ -113,6 +117,7 @@ impl PageRecord {
             note: None,
             updated_at: now,
             deferred: state == PageState::Deferred,
+            marked: false,
             deferred_at: (state == PageState::Deferred).then_some(now),
             not_before: None,
             reopen_count: 0,
@@ -199,29 +204,51 @@ impl Pages {
 
     /// Creates the record; `AlreadyExists` when another delivery or replica got there first.
     pub async fn create(&self, record: &PageRecord) -> Result<u64, RecordError> {
-        let revision = self.records.create(record).await?;
-        if record.state == PageState::Deferred {
-            self.mark_due(record).await?;
+        let mut record = record.clone();
+        record.marked = record.state == PageState::Deferred;
+        let revision = self.records.create(&record).await?;
+        if record.marked {
+            self.mark_due(&record).await?;
         }
         Ok(revision)
     }
 
-    /// Replaces the record if it is still at `revision`, keeping the deferred index true.
+    /// Replaces the record if it is still at `revision`, keeping the `due.` index true: a
+    /// deferred page is in it, and so is every claim made on an existing record (a deferred
+    /// page firing, a reopen or a raised severity paging): if the delivery that claimed it
+    /// stops (a vendor error it hands back, a crash), the scan finds the stale claim and
+    /// finishes it, whatever becomes of the fact. (A new incident's first claim is finished
+    /// by its IncidentCreated's redelivery.)
     pub async fn update(&self, record: &PageRecord, revision: u64) -> Result<u64, RecordError> {
-        let revision = self.records.update(record, revision).await?;
-        match record.state {
-            PageState::Deferred => self.mark_due(record).await?,
-            // A claim keeps its marker: if the claiming replica dies, the scan finds the
-            // stale claim and finishes it.
-            PageState::Claimed => {}
-            _ if record.deferred => self.due.unmark(&record.incident_id).await?,
-            _ => {}
+        let mut record = record.clone();
+        // `deferred`: records written before `marked` was kept.
+        let had_marker = record.marked || record.deferred;
+        record.marked = matches!(record.state, PageState::Deferred | PageState::Claimed);
+        let revision = self.records.update(&record, revision).await?;
+        if record.marked {
+            self.mark_due(&record).await?;
+        } else if had_marker {
+            self.due.unmark(&record.incident_id).await?;
         }
         Ok(revision)
     }
 
     async fn mark_due(&self, record: &PageRecord) -> Result<(), RecordError> {
         self.due.mark(&record.incident_id, &record.due.map(|d| d.to_string()).unwrap_or_default()).await
+    }
+
+    /// Runs `work` (adding note `id` to the page) while renewing the note's claim, so no
+    /// other delivery takes it for a crashed post; returns `work`'s output and the record
+    /// as it now stands.
+    pub async fn renewing_note<T>(
+        &self,
+        read: Read,
+        id: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> (T, Read) {
+        let ids = [id.to_owned()];
+        let renew = |r: &mut PageRecord, now| sre_sink::notes::renew(&mut r.notes, &ids, now);
+        sre_sink::claim::renewing_with(&self.records, read, renew, work).await
     }
 
     /// The incident tokens with a deferred page.

@@ -84,6 +84,32 @@ where
     .await
 }
 
+/// As [`renewing`], for a claim kept elsewhere in the record than its own (the marks of the
+/// notes a delivery is posting): `renew` brings it up to `now`.
+pub async fn renewing_with<R, T>(
+    records: &Records<R>,
+    read: Read<R>,
+    renew: impl Fn(&mut R, Timestamp),
+    work: impl Future<Output = T>,
+) -> (T, Read<R>)
+where
+    R: Record,
+{
+    let renew = &renew;
+    sre_bus::renewing(read, RENEW_CLAIM, work, |read: Read<R>| async move {
+        let mut renewed = read.record.clone();
+        renew(&mut renewed, Timestamp::now());
+        match records.replace(&read, renewed).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(incident_id = %read.record.incident_id(), error = %e, "claim not renewed");
+                read
+            }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

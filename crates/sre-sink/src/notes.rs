@@ -115,6 +115,13 @@ pub fn claimed(marks: &[Mark], id: &str, now: Timestamp) -> Vec<Mark> {
     next
 }
 
+/// Renews the claims of the notes `ids` still being posted (their delivery is alive).
+pub fn renew(marks: &mut [Mark], ids: &[String], now: Timestamp) {
+    for m in marks.iter_mut().filter(|m| !m.posted && ids.contains(&m.id)) {
+        m.at = now;
+    }
+}
+
 /// `marks` with note `id` posted.
 pub fn posted(marks: &[Mark], id: &str, now: Timestamp) -> Vec<Mark> {
     let mut next = claimed(marks, id, now);

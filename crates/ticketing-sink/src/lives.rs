@@ -141,8 +141,10 @@ pub fn on_severity(id: &str, at: Option<Timestamp>, record: Option<&TicketRecord
         TicketState::Failed => return OnSeverity::Stale,
         _ => {}
     }
+    // The change the record holds, again (a redelivery, a delivery cut short after recording
+    // it): set the priority again, which is idempotent, and queue its comment once.
     match (at, record.severity_at) {
-        (Some(at), Some(held)) if at <= held => OnSeverity::Stale,
+        (Some(at), Some(held)) if at < held => OnSeverity::Stale,
         _ => OnSeverity::Update,
     }
 }
@@ -320,7 +322,8 @@ mod tests {
         assert_eq!(on_severity("s1", Some(now()), Some(&r), now()), OnSeverity::Update);
         r.severity_at = Some(now());
         assert_eq!(on_severity("s1", Some(now() - SignedDuration::from_secs(1)), Some(&r), now()), OnSeverity::Stale);
-        assert_eq!(on_severity("s1", Some(now()), Some(&r), now()), OnSeverity::Stale);
+        // The change held, again: the priority set again (idempotent), the comment once.
+        assert_eq!(on_severity("s1", Some(now()), Some(&r), now()), OnSeverity::Update);
         assert_eq!(on_severity("s1", Some(now() + SignedDuration::from_secs(1)), Some(&r), now()), OnSeverity::Update);
         assert!(matches!(on_severity("s1", None, None, now()), OnSeverity::Wait { .. }));
         assert_eq!(on_severity("s1", None, Some(&record(TicketState::Failed)), now()), OnSeverity::Stale);

@@ -115,6 +115,10 @@ pub fn on_update(
         return OnUpdate::Done;
     }
     if reopen_count > held {
+        // No ticket will follow the reopen (it failed for good): nothing to wait for.
+        if record.is_some_and(|r| r.state == TicketState::Failed) {
+            return OnUpdate::Done;
+        }
         return OnUpdate::Wait { after: WAIT_FOR_TICKET, reason: "about a reopen not handled yet" };
     }
     let Some(record) = record else {
@@ -287,6 +291,12 @@ pub(crate) mod tests {
             assert!(waiting(&on_update(action, 0, Some(&claim(30, false)), now(), false)), "released claim");
             assert!(waiting(&on_update(action, 0, Some(&claim(30, true)), now(), true)), "dry run");
             assert_eq!(on_update(action, 0, Some(&claim(30, true)), now(), false), Recover, "crashed create");
+            // A later life's fact waits for its reopen, unless no ticket will follow it.
+            assert!(waiting(&on_update(action, 1, Some(&record(TicketState::Closed)), now(), false)), "reopen first");
+            assert_eq!(on_update(action, 1, Some(&record(TicketState::Failed)), now(), false), OnUpdate::Done);
+            let mut ahead = record(TicketState::Created);
+            ahead.reopen_count = 2;
+            assert_eq!(on_update(action, 1, Some(&ahead), now(), false), OnUpdate::Done, "an earlier life's");
         }
         let _ = Claimed;
     }

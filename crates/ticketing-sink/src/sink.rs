@@ -522,7 +522,7 @@ impl Sink {
                     Ok(status) => status,
                     Err(e) => {
                         count(Outcome::Retried);
-                        return vendor_failed(e);
+                        return self.reopen_refused(&read, fact.reopen_count, vendor_failed(e)).await;
                     }
                 }
             };
@@ -572,7 +572,7 @@ impl Sink {
                             .await
                     {
                         count(Outcome::Retried);
-                        return vendor_failed(e);
+                        return self.reopen_refused(&read, fact.reopen_count, vendor_failed(e)).await;
                     }
                     tracing::info!(incident_id = %fact.incident_id, ticket = %ticket.key, "reopened: ticket moved back");
                     return self
@@ -619,6 +619,19 @@ impl Sink {
             }
         }
         retry("ticket record contended")
+    }
+
+    /// A reopen the vendor refused for good (the ticket deleted, the transition not
+    /// allowed): the new life is recorded with why, so its later facts do not wait for a
+    /// reopen that will never be made, then the fact is dead-lettered.
+    async fn reopen_refused(&self, read: &Read, reopen_count: u32, disposition: Disposition) -> Disposition {
+        if let Disposition::DeadLetter { reason } = &disposition {
+            let mut next = read.record.clone();
+            next.reopen_count = reopen_count;
+            next.note = Some(format!("reopen refused: {reason}"));
+            let _ = self.record(read, next, "reopen refused").await;
+        }
+        disposition
     }
 
     /// The new ticket of a reopen, its claim seen again (a redelivery, or a crash).
@@ -682,41 +695,66 @@ impl Sink {
             return Disposition::Retry { after, reason: "writes to one ticket are spaced".to_owned() };
         }
         let Some(ticket) = read.record.ticket.clone() else { return retry("ticket record without a ticket") };
-        let project = read.record.target.project.clone();
-        let changed = if self.dry_run() {
-            false
+        // The change is recorded before the priority is set: of two changes handled at once
+        // (two replicas), the later one is the record's, and the priority ends as it says.
+        let mut next = read.record.clone();
+        next.severity_at = at.or(Some(now));
+        next.severity = Some(to.config_name().to_owned());
+        if let Some(draft) = next.draft.as_mut() {
+            to.config_name().clone_into(&mut draft.severity);
+        }
+        let read = if next == read.record {
+            read
         } else {
+            match self.tickets.replace(&read, next).await {
+                Ok(read) => read,
+                Err(RecordError::WrongRevision) => return retry("ticket record contended"),
+                Err(e) => return e.disposition("ticket record"),
+            }
+        };
+        let project = read.record.target.project.clone();
+        let mut severity = to.config_name().to_owned();
+        let mut changed = false;
+        // Set it; if a later change was recorded meanwhile, set that one's (its own
+        // delivery may have set it before this call landed).
+        for _ in 0..2 {
+            if self.dry_run() {
+                break;
+            }
             match self
                 .vendor(provider, |t| {
-                    let (project, ticket) = (project.clone(), ticket.clone());
-                    async move { t.set_severity(&project, &ticket, to.config_name()).await }
+                    let (project, ticket, severity) = (project.clone(), ticket.clone(), severity.clone());
+                    async move { t.set_severity(&project, &ticket, &severity).await }
                 })
                 .await
             {
-                Ok(changed) => changed,
+                Ok(set) => changed |= set,
                 Err(e) => {
                     count(Outcome::Retried);
                     return vendor_failed(e);
                 }
             }
-        };
-        return self
-            .queue_and_post(
-                read,
-                |r| {
-                    r.severity_at = at.or(Some(now));
-                    if let Some(draft) = r.draft.as_mut() {
-                        to.config_name().clone_into(&mut draft.severity);
-                    }
-                    if changed {
-                        r.last_write_at = Some(now);
-                    }
-                },
-                &id,
-                &text,
-                Action::Severity,
-            )
-            .await;
+            let latest = match self.tickets.get(&fact.incident_id).await {
+                Ok(found) => found.and_then(|r| r.record.severity),
+                Err(e) => return e.disposition("ticket record"),
+            };
+            match latest {
+                Some(latest) if latest != severity => severity = latest,
+                _ => break,
+            }
+        }
+        self.queue_and_post(
+            read,
+            |r| {
+                if changed {
+                    r.last_write_at = Some(now);
+                }
+            },
+            &id,
+            &text,
+            Action::Severity,
+        )
+        .await
     }
 
     /// A note: a comment on the ticket, with who wrote it and where, unless it was written
@@ -837,12 +875,17 @@ impl Sink {
             tracing::info!(incident_id = %read.record.incident_id, ticket = %ticket.key, "dry run: would comment");
         } else {
             let project = read.record.target.project.clone();
-            self.vendor(read.record.target.provider, |t| {
+            let provider = read.record.target.provider;
+            // The marks are renewed while the call (and its retries) runs, so no other
+            // delivery takes them for a crashed post and posts them again.
+            let renew = |r: &mut TicketRecord, now| notes::renew(&mut r.notes, &ids, now);
+            let call = self.vendor(provider, |t| {
                 let (project, ticket, text) = (project.clone(), ticket.clone(), text.clone());
                 async move { t.comment(&project, &ticket, &text).await }
-            })
-            .await
-            .map_err(vendor_failed)?;
+            });
+            let (answer, renewed) = sre_sink::claim::renewing_with(&self.tickets, read, renew, call).await;
+            answer.map_err(vendor_failed)?;
+            return self.mark_posted(renewed, &ids).await;
         }
         self.mark_posted(read, &ids).await
     }
@@ -852,10 +895,13 @@ impl Sink {
     async fn recover_comments(&self, read: Read) -> Result<Read, Disposition> {
         let Some(ticket) = read.record.ticket.clone() else { return Err(retry("ticket record without a ticket")) };
         let project = read.record.target.project.clone();
+        // From a little before the oldest claim of a queued comment (clocks differ).
+        let claims = read.record.notes.iter().filter(|m| read.record.pending.iter().any(|p| p.id == m.id));
+        let since = claims.map(|m| m.at).min().unwrap_or_else(Timestamp::now) - jiff::SignedDuration::from_mins(10);
         let texts = self
             .vendor(read.record.target.provider, |t| {
                 let (project, ticket) = (project.clone(), ticket.clone());
-                async move { t.comments(&project, &ticket).await }
+                async move { t.comments(&project, &ticket, since).await }
             })
             .await
             .map_err(vendor_failed)?;

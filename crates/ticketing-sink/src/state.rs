@@ -93,9 +93,13 @@ pub struct TicketRecord {
     /// The tickets of the incident's earlier lives, when a reopen opened a new one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier: Vec<TicketRef>,
-    /// The severity the ticket's priority follows, and when it was changed.
+    /// When the severity the ticket's priority follows was last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity_at: Option<Timestamp>,
+    /// That severity (its configuration name), recorded before the priority is set, so the
+    /// latest change's is the one the ticket ends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
     /// Comments waiting to be posted together (notes, reopens, severity changes), oldest
     /// first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -153,6 +157,7 @@ impl TicketRecord {
             ended_at: None,
             earlier: Vec::new(),
             severity_at: None,
+            severity: None,
             pending: Vec::new(),
             notes: Vec::new(),
             last_write_at: None,

@@ -287,3 +287,32 @@ async fn a_close_without_a_resolve_ends_the_page_and_the_waiting_one() {
     s.reopened("inc-open", 1, "reopen-open").await;
     eventually("paged again", WAIT, || async { pd.alerts().len() == 3 }).await;
 }
+
+/// A reopen whose trigger PagerDuty refuses for a while (503 until the delivery gives up
+/// and hands the fact back) still pages, once, when PagerDuty is back: the claim it left is
+/// finished by the redelivery (or the scan), never taken for a reopen already handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_whose_trigger_failed_for_a_while_still_pages_once() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let s = stack(&config(&pd, None, ALWAYS));
+    let sink = s.sink("paging-0");
+    s.created("inc-1", Severity::Critical, "checkout-api", "f-1").await;
+    eventually("paged", WAIT, || async { pd.alerts().len() == 1 }).await;
+    s.resolved("inc-1").await;
+    eventually("resolved", WAIT, || async { pd.alerts()[0].status == AlertStatus::Resolved }).await;
+
+    pd.fail_next(&[(503, None); 6]);
+    s.reopened("inc-1", 1, "reopen-1").await;
+    eventually("the reopen handed back after PagerDuty's 503s", WAIT, || async {
+        sink.metric("paging_sink_changes_total", &["Reopen", "Retried"]) >= 1.0
+    })
+    .await;
+    let back = tokio::time::Instant::now() + Duration::from_secs(90);
+    while pd.alerts().len() < 2 {
+        assert!(tokio::time::Instant::now() < back, "not paged again: {:?}\n{}", pd.events(), sink.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pd.alerts()[1].status, AlertStatus::Triggered);
+    let triggers = pd.events().iter().filter(|e| e.action == "trigger").count();
+    assert_eq!(triggers, 2, "{:?}", pd.events());
+}

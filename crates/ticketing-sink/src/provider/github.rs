@@ -256,9 +256,11 @@ impl Tracker for Github {
         &'a self,
         project: &'a str,
         ticket: &'a TicketRef,
+        since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
         Box::pin(async move {
-            let path = format!("/repos/{project}/issues/{}/comments?per_page=100", ticket.key);
+            // GitHub lists the oldest first: `since` keeps the list to the recent ones.
+            let path = format!("/repos/{project}/issues/{}/comments?per_page=100&since={since}", ticket.key);
             let answer = self.call(http::Method::GET, &path, None).await?;
             let comments: Vec<Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
             Ok(comments.iter().filter_map(|c| c.get("body").and_then(Value::as_str).map(str::to_owned)).collect())

@@ -266,7 +266,21 @@ impl Tracker for Jira {
 
     fn create<'a>(&'a self, ticket: &'a NewTicket) -> BoxFuture<'a, Result<TicketRef, VendorError>> {
         Box::pin(async move {
-            let answer = self.call(http::Method::POST, "/issue", Some(self.create_body(ticket))).await?;
+            let answer = match self.call(http::Method::POST, "/issue", Some(self.create_body(ticket))).await {
+                // The link refused (no "Relates" link type here, or linking switched off):
+                // the ticket without it, its description naming the earlier one, rather
+                // than no ticket for the reopened incident.
+                Err(VendorError::Status { status: 400, .. }) if ticket.follows.is_some() => {
+                    let earlier = ticket.follows.as_ref().map(|t| t.key.as_str()).unwrap_or_default();
+                    let alone = NewTicket {
+                        follows: None,
+                        body: format!("Follows {earlier}, the incident's earlier ticket.\n\n{}", ticket.body),
+                        ..ticket.clone()
+                    };
+                    self.call(http::Method::POST, "/issue", Some(self.create_body(&alone))).await?
+                }
+                answer => answer?,
+            };
             let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
             let key = v.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
             if key.is_empty() {
@@ -367,8 +381,10 @@ impl Tracker for Jira {
         &'a self,
         _project: &'a str,
         ticket: &'a TicketRef,
+        _since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
         Box::pin(async move {
+            // Newest first: Jira orders by creation.
             let path = format!("/issue/{}/comment?orderBy=-created&maxResults=100", ticket.key);
             let answer = self.call(http::Method::GET, &path, None).await?;
             let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();

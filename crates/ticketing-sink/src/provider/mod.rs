@@ -132,12 +132,13 @@ pub trait Tracker: Send + Sync {
         ticket: &'a TicketRef,
         severity: &'a str,
     ) -> BoxFuture<'a, Result<bool, VendorError>>;
-    /// The texts of the ticket's comments (the newest hundred): how a comment posted by a
-    /// call that died is found before it is posted again.
+    /// The texts of the ticket's comments written since `since` (the newest hundred): how
+    /// a comment posted by a call that died is found before it is posted again.
     fn comments<'a>(
         &'a self,
         project: &'a str,
         ticket: &'a TicketRef,
+        since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<String>, VendorError>>;
     /// Checks the credentials (Jira: `myself`; GitHub: the repository), for readiness;
     /// the account they act as, where the vendor names it (Jira: `accountId` on Cloud,
