@@ -104,6 +104,24 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// The incident as a record keeps it: whatever it carries, the record stays far below a
+/// bus message (1 MB by default), so a huge description can never leave a page unsaved
+/// and its fact retried for ever. The description is cut with a note, labels past 64 and
+/// long values shortened; the page sent from it still says what matters.
+fn kept(incident: &IncidentCreated) -> IncidentCreated {
+    use sre_sink::limits::{BODY_MAX, fit};
+    let short = |s: &str| fit(s, 1_024).into_owned();
+    let mut kept = incident.clone();
+    kept.title = short(&incident.title);
+    for field in [&mut kept.service, &mut kept.environment, &mut kept.team, &mut kept.url, &mut kept.runbook_url] {
+        *field = fit(field, 2_048).into_owned();
+    }
+    kept.description = fit(&incident.description, BODY_MAX).into_owned();
+    kept.labels = incident.labels.iter().take(64).map(|(k, v)| (short(k), short(v))).collect();
+    kept.alert_fingerprints.truncate(64);
+    kept
+}
+
 impl PageRecord {
     /// A new record carrying `incident`.
     pub fn new(incident: &IncidentCreated, state: PageState, target: Target, now: Timestamp) -> Self {
@@ -112,7 +130,7 @@ impl PageRecord {
             state,
             target,
             due: None,
-            incident: Some(base64::engine::general_purpose::STANDARD.encode(incident.encode_to_vec())),
+            incident: Some(base64::engine::general_purpose::STANDARD.encode(kept(incident).encode_to_vec())),
             reference: None,
             note: None,
             updated_at: now,

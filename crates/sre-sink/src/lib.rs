@@ -17,6 +17,7 @@
 
 pub mod claim;
 pub mod facts;
+pub mod limits;
 pub mod notes;
 pub mod receiver;
 pub mod records;

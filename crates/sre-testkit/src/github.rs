@@ -210,6 +210,19 @@ async fn repo_get(State(state): State<Shared>, Path((o, r)): Path<(String, Strin
     }
 }
 
+/// What GitHub takes in an issue's or a comment's body, in characters.
+pub const BODY_MAX: usize = 65_536;
+
+/// GitHub's 422 for a body over [`BODY_MAX`].
+fn too_long(resource: &str, body: Option<&Value>) -> Option<Response> {
+    let length = body.and_then(Value::as_str).map_or(0, |b| b.chars().count());
+    (length > BODY_MAX).then(|| {
+        let error = json!({"message": "Validation Failed", "errors": [{"resource": resource, "code": "custom",
+            "field": "body", "message": "body is too long (maximum is 65536 characters)"}]});
+        (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(error)).into_response()
+    })
+}
+
 async fn create(
     State(state): State<Shared>,
     Path((o, r)): Path<(String, String)>,
@@ -227,6 +240,9 @@ async fn create(
         return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"message": "Validation Failed",
             "errors": [{"resource": "Issue", "field": "title", "code": "missing_field"}], "documentation_url": "https://docs.github.com/rest/issues/issues#create-an-issue"})))
             .into_response();
+    }
+    if let Some(refused) = too_long("Issue", body.get("body")) {
+        return refused;
     }
     let labels = body
         .get("labels")
@@ -291,6 +307,9 @@ async fn comment(
     let Some(text) = body.get("body").and_then(Value::as_str).map(str::to_owned) else {
         return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"message": "Validation Failed", "errors": [{"resource": "IssueComment", "field": "body", "code": "missing_field"}]}))).into_response();
     };
+    if let Some(refused) = too_long("IssueComment", body.get("body")) {
+        return refused;
+    }
     match s.issues.iter_mut().find(|i| i.repo == repo && i.number == n) {
         Some(i) => {
             i.comments.push(text.clone());

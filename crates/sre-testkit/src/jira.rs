@@ -228,7 +228,28 @@ fn rich_text(flavor: Flavor, field: &str, v: &Value) -> Result<(), Response> {
         Flavor::DataCenter if !v.is_string() => {
             Err(errors(StatusCode::BAD_REQUEST, &[], json!({field: "Operation value must be a string"})))
         }
+        _ if text_length(v) > TEXT_MAX => Err(errors(
+            StatusCode::BAD_REQUEST,
+            &[],
+            json!({field: "The entered text is too long. It exceeds the allowed limit of 32,767 characters."}),
+        )),
         _ => Ok(()),
+    }
+}
+
+/// What Jira takes in one text field (a description, a comment), in characters.
+pub const TEXT_MAX: usize = 32_767;
+
+/// The characters of a wiki text, or of an Atlassian Document's text nodes.
+fn text_length(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.chars().count(),
+        Value::Object(o) => {
+            let own = o.get("text").and_then(Value::as_str).map_or(0, |t| t.chars().count());
+            own + o.get("content").map_or(0, text_length)
+        }
+        Value::Array(a) => a.iter().map(text_length).sum(),
+        _ => 0,
     }
 }
 

@@ -182,6 +182,19 @@ impl NatsServer {
         Ok(server)
     }
 
+    /// Starts a server that takes messages of up to `bytes` (`max_payload`; 1 MB by
+    /// default), as a platform that raised it for large incidents runs it.
+    pub fn start_with_max_payload(bytes: usize) -> Result<Self, Error> {
+        let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
+        let config = store.path().join("limits.conf");
+        std::fs::write(&config, format!("max_payload: {bytes}\n"))
+            .map_err(|source| Error::Io { what: "writing the configuration", source })?;
+        let mut server =
+            Self { child: None, port: free_port()?, monitor_port: free_port()?, store, config: Some(config) };
+        server.spawn()?;
+        Ok(server)
+    }
+
     /// Starts a server from a configuration file (e.g. accounts and permissions from
     /// `deploy/`); the port, monitor port, store and JetStream are set on the command line.
     pub fn start_with_config(config: &Path) -> Result<Self, Error> {

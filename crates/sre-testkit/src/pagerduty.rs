@@ -131,6 +131,9 @@ fn invalid(message: &str, errors: &[&str]) -> Response {
         .into_response()
 }
 
+/// The largest event PagerDuty takes (512 KB).
+pub const EVENT_MAX: usize = 512 * 1024;
+
 #[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
 fn check(event: &Value) -> Result<(String, String, String), Response> {
     let routing_key = event.get("routing_key").and_then(Value::as_str).unwrap_or_default();
@@ -197,6 +200,9 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
         }
         return resp;
+    }
+    if body.len() > EVENT_MAX {
+        return invalid("Event object is invalid", &["Event payload exceeds the 512 KB size limit"]);
     }
     let Ok(event) = serde_json::from_slice::<Value>(&body) else {
         return (

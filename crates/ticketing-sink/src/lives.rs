@@ -14,7 +14,7 @@ use sre_sink::notes::{self, NoteState};
 use crate::config::Reopen;
 use crate::plan::{OnCreated, WAIT_FOR_TICKET, on_created, wait_for_claimed};
 use crate::provider::{Provider, TicketStatus};
-use crate::state::{TicketRecord, TicketState};
+use crate::state::{Pending, TicketRecord, TicketState};
 
 /// What an `IncidentReopened` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,8 +241,25 @@ pub fn spacing(last_write_at: Option<Timestamp>, interval: Duration, now: Timest
 }
 
 /// The queued comments as one.
-pub fn combined(record: &TicketRecord) -> String {
-    record.pending.iter().map(|p| p.text.as_str()).collect::<Vec<_>>().join("\n\n")
+pub fn combined(record: &TicketRecord, ids: &[String]) -> String {
+    let texts = record.pending.iter().filter(|p| ids.contains(&p.id)).map(|p| p.text.as_str());
+    texts.collect::<Vec<_>>().join("\n\n")
+}
+
+/// The queued comments one comment takes: the oldest, and as many after it as fit in
+/// `max` characters together.
+pub fn batch(record: &TicketRecord, max: usize) -> Vec<&Pending> {
+    let mut total = 0;
+    let mut out = Vec::new();
+    for p in &record.pending {
+        let len = p.text.chars().count() + 2;
+        if !out.is_empty() && total + len > max {
+            break;
+        }
+        total += len;
+        out.push(p);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -360,7 +377,10 @@ mod tests {
         r.notes = notes::claimed(&notes::claimed(&[], "n1", now()), "n2", now());
         assert!(matches!(on_flush("n1", &r, interval, now()), OnFlush::Wait(_)));
         assert_eq!(on_flush("n1", &r, interval, now() + SignedDuration::from_secs(30)), OnFlush::Recover);
-        assert_eq!(combined(&r), "a\n\nb");
+        let all: Vec<String> = r.pending.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(combined(&r, &all), "a\n\nb");
+        assert_eq!(batch(&r, 1000).len(), 2);
+        assert_eq!(batch(&r, 3).len(), 1, "the oldest goes alone when two do not fit together");
         assert_eq!(spacing(None, interval, now()), None);
         assert_eq!(spacing(Some(now() - SignedDuration::from_secs(5)), interval, now()), None);
     }

@@ -13,7 +13,7 @@ use sre_contracts::domain::v1::{
 };
 use sre_resilience::{CallError, ErrorClass, Retryable};
 use sre_sink::records::RETRY;
-use sre_sink::{IncidentFact, RecordError, Vendors, claim, notes};
+use sre_sink::{IncidentFact, RecordError, Vendors, claim, limits, notes};
 
 use crate::config::Valid;
 use crate::lives::{self, OnFlush, OnNote, OnReopened, OnSeverity, Reopening};
@@ -27,6 +27,8 @@ use crate::state::{Draft, Pending, Read, TicketRecord, TicketState, Tickets};
 
 /// Title limit applied to every provider (Jira's 255).
 const TITLE_MAX: usize = 255;
+/// One comment's text at most (Jira takes 32,767 characters, GitHub 65,536).
+const COMMENT_MAX: usize = 32_000;
 /// Steps one fact may take before it is retried (a comment, a transition, a recovery, and
 /// a few compare-and-set conflicts).
 const MAX_STEPS: usize = 8;
@@ -121,7 +123,8 @@ impl Sink {
         NewTicket {
             project: project.to_owned(),
             title: clip(&self.config.title.render(incident), TITLE_MAX),
-            body: self.config.body.render(incident),
+            // Cut to what Jira takes (and what the record keeps as the ticket's draft).
+            body: limits::fit(&self.config.body.render(incident), limits::BODY_MAX).into_owned(),
             marker: marker(&incident.incident_id),
             severity: Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified).config_name().to_owned(),
             follows: None,
@@ -468,7 +471,7 @@ impl Sink {
             &if fact.reason.is_empty() {
                 "Incident reopened.".to_owned()
             } else {
-                format!("Incident reopened: {}", fact.reason)
+                format!("Incident reopened: {}", limits::fit(&fact.reason, limits::REASON_MAX))
             },
             &fact.by,
             &notes::place(&origin.vendor, &origin.object_id),
@@ -661,7 +664,11 @@ impl Sink {
         let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
         let id = notes::note_id(&key.unwrap_or_else(|| format!("severity:{}:{:?}:{}", fact.incident_id, at, fact.to)));
         let verb = if (to as i32) < (from as i32) { "raised" } else { "lowered" };
-        let why = if fact.why.is_empty() { String::new() } else { format!(": {}", fact.why) };
+        let why = if fact.why.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", limits::fit(&fact.why, limits::REASON_MAX))
+        };
         let text = notes::render(
             &format!("Severity {verb} from {} to {}{why}", from.config_name(), to.config_name()),
             &fact.by,
@@ -765,7 +772,8 @@ impl Sink {
         let id =
             notes::note_id(&key.unwrap_or_else(|| format!("{}\n{}\n{}", fact.incident_id, fact.author, fact.note)));
         let origin = fact.origin.clone().unwrap_or_default();
-        let text = notes::render(&fact.note, &fact.author, &notes::place(&origin.vendor, &origin.object_id), &id);
+        let note = limits::fit(&fact.note, limits::NOTE_MAX);
+        let text = notes::render(&note, &fact.author, &notes::place(&origin.vendor, &origin.object_id), &id);
         let read = match self.tickets.get(&fact.incident_id).await {
             Ok(read) => read,
             Err(e) => return e.disposition("ticket record"),
@@ -863,14 +871,15 @@ impl Sink {
     /// Claims the queued comments, posts them as one, marks them posted.
     async fn post_pending(&self, read: Read) -> Result<Read, Disposition> {
         let now = Timestamp::now();
-        let ids: Vec<String> = read.record.pending.iter().map(|p| p.id.clone()).collect();
+        // As many queued comments as one comment takes, oldest first; the rest next time.
+        let ids: Vec<String> = lives::batch(&read.record, COMMENT_MAX).iter().map(|p| p.id.clone()).collect();
         let mut claimed = read.record.clone();
         for id in &ids {
             claimed.notes = notes::claimed(&claimed.notes, id, now);
         }
         let read = self.tickets.replace(&read, claimed).await.map_err(|e| e.disposition("ticket record"))?;
         let Some(ticket) = read.record.ticket.clone() else { return Err(retry("ticket record without a ticket")) };
-        let text = lives::combined(&read.record);
+        let text = lives::combined(&read.record, &ids);
         if self.dry_run() {
             tracing::info!(incident_id = %read.record.incident_id, ticket = %ticket.key, "dry run: would comment");
         } else {

@@ -21,6 +21,9 @@ pub const NAME: &str = "pagerduty";
 pub const DEDUP_KEY_MAX: usize = 255;
 /// `payload.summary` limit.
 pub const SUMMARY_MAX: usize = 1024;
+/// The largest event the sink sends (PagerDuty takes 512 KB; Alertmanager keeps to 512,000
+/// bytes, and so do we).
+pub const EVENT_MAX: usize = 512_000;
 
 /// A note's limit (PagerDuty's incident notes take 25,000 characters).
 pub const NOTE_MAX: usize = 25_000;
@@ -170,7 +173,7 @@ pub fn trigger_body(routing_key: &str, incident: &IncidentCreated) -> Value {
         incident.created_at.as_ref().and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok().map(|t| t.to_string()));
     let mut payload = json!({
         "summary": clip(if incident.title.is_empty() { &incident.incident_id } else { &incident.title }, SUMMARY_MAX),
-        "source": if incident.service.is_empty() { "sre-platform" } else { &incident.service },
+        "source": if incident.service.is_empty() { "sre-platform".to_owned() } else { clip(&incident.service, 255) },
         "severity": severity(Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified)),
         "custom_details": {
             "incident_id": incident.incident_id,
@@ -184,19 +187,32 @@ pub fn trigger_body(routing_key: &str, incident: &IncidentCreated) -> Value {
         payload["timestamp"] = json!(ts);
     }
     if !incident.service.is_empty() {
-        payload["component"] = json!(incident.service);
+        payload["component"] = json!(clip(&incident.service, 255));
     }
     if !incident.environment.is_empty() {
-        payload["group"] = json!(incident.environment);
+        payload["group"] = json!(clip(&incident.environment, 255));
     }
-    json!({
+    let mut event = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup_key(&incident.incident_id, DEDUP_KEY_MAX),
         "client": "sre-integration",
         "payload": payload,
         "links": links,
-    })
+    });
+    // Over PagerDuty's limit the event would be refused and the page lost: send it with
+    // its custom details left out, saying so (as Alertmanager does), never not at all.
+    let size = serde_json::to_vec(&event).map_or(0, |b| b.len());
+    if size > EVENT_MAX {
+        event["payload"]["custom_details"] = json!({
+            "incident_id": incident.incident_id,
+            "note": format!(
+                "custom details left out: the event was {size} bytes, over PagerDuty's {EVENT_MAX}; \
+                 the whole incident is in the SRE platform"
+            ),
+        });
+    }
+    event
 }
 
 impl Pager for PagerDuty {
@@ -258,6 +274,28 @@ impl Pager for PagerDuty {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_event_over_pagerdutys_limit_goes_without_its_custom_details() {
+        let incident = IncidentCreated {
+            incident_id: "inc-1".into(),
+            title: "é".repeat(2_000),
+            description: "x".repeat(600_000),
+            ..Default::default()
+        };
+        let event = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident);
+        let size = serde_json::to_vec(&event).map_or(0, |b| b.len());
+        assert!(size <= EVENT_MAX, "{size}");
+        let details = &event["payload"]["custom_details"];
+        assert!(details["note"].as_str().is_some_and(|n| n.starts_with("custom details left out: the event was 6")));
+        assert_eq!(details["incident_id"], "inc-1");
+        assert_eq!(event["payload"]["summary"].as_str().map(|s| s.chars().count()), Some(SUMMARY_MAX));
+        let small = IncidentCreated { description: "disk full".into(), ..incident };
+        assert_eq!(
+            trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &small)["payload"]["custom_details"]["description"],
+            "disk full"
+        );
+    }
     use super::*;
 
     #[test]

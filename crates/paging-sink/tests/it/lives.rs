@@ -21,7 +21,7 @@ fn at(minute: i64) -> Option<prost_types::Timestamp> {
 }
 
 impl Stack {
-    async fn severity(&self, id: &str, from: Severity, to: Severity, minute: i64, msg_id: &str) {
+    pub(crate) async fn severity(&self, id: &str, from: Severity, to: Severity, minute: i64, msg_id: &str) {
         let fact = IncidentSeverityChanged {
             incident_id: id.into(),
             from: from as i32,

@@ -26,7 +26,11 @@ pub(crate) struct Stack {
 }
 
 pub(crate) fn stack(yaml: &str) -> Stack {
-    let nats = NatsServer::start().expect("nats");
+    stack_on(NatsServer::start().expect("nats"), yaml)
+}
+
+/// As [`stack`], on `nats`.
+pub(crate) fn stack_on(nats: NatsServer, yaml: &str) -> Stack {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("paging-sink.yaml");
     std::fs::write(&config, yaml).expect("config");

@@ -40,7 +40,7 @@ impl Stack {
         publish(&self.nats.url(), IncidentResolved::SUBJECT, &format!("resolve-{id}-{n}"), fact.encode_to_vec()).await;
     }
 
-    async fn note(&self, id: &str, key: &str, text: &str, vendor: &str, msg_id: &str) {
+    pub(crate) async fn note(&self, id: &str, key: &str, text: &str, vendor: &str, msg_id: &str) {
         let fact = IncidentAnnotated {
             meta: Some(MessageMeta { idempotency_key: key.into(), ..Default::default() }),
             incident_id: id.into(),
@@ -53,11 +53,11 @@ impl Stack {
     }
 }
 
-fn issue(jira: &FakeJira, key: &str) -> Issue {
+pub(crate) fn issue(jira: &FakeJira, key: &str) -> Issue {
     jira.issues().into_iter().find(|i| i.key == key).expect("the issue")
 }
 
-fn texts(issue: &Issue) -> Vec<String> {
+pub(crate) fn texts(issue: &Issue) -> Vec<String> {
     issue.comments.iter().map(|c| c.to_string()).collect()
 }
 
