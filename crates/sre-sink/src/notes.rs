@@ -38,6 +38,19 @@ pub fn is_ours(text: &str) -> bool {
     text.contains(MARK_OPEN)
 }
 
+/// `text` with its mark moved to the front, for a vendor whose webhooks may cut a long
+/// note short (PagerDuty's `trimmed`): the copy that comes back still carries the mark, so
+/// it is still an echo.
+pub fn mark_first(text: &str) -> String {
+    match text.rfind(MARK_OPEN) {
+        Some(at) => {
+            let (body, mark) = text.split_at(at);
+            format!("{} {}", mark.trim_end(), body.trim_end())
+        }
+        None => text.to_owned(),
+    }
+}
+
 /// Whether `text` carries the mark of note `id`.
 pub fn carries(text: &str, id: &str) -> bool {
     text.contains(&mark(id))
@@ -149,6 +162,9 @@ mod tests {
         assert_eq!(text, format!("rolling back\n\n— Ada Lovelace, in PagerDuty PGR0VU2 [sre-note {id}]"));
         assert!(is_ours(&text) && carries(&text, &id) && !carries(&text, "other"));
         assert!(!is_ours("a person's note"));
+        let first = mark_first(&text);
+        assert!(first.starts_with(&mark(&id)) && carries(&first, &id), "{first}");
+        assert_eq!(mark_first("a person's note"), "a person's note");
         assert_eq!(render("x", "", "the SRE platform", "abc"), "x\n\n— in the SRE platform [sre-note abc]");
     }
 

@@ -104,9 +104,15 @@ fn webhook_body(
 ) -> String {
     let url = format!("https://acme.pagerduty.example/incidents/{incident}");
     let data = match note {
-        Some(text) => json!({"incident": {"id": incident, "type": "incident_reference", "html_url": url},
-            "id": format!("N{}", &id[id.len().saturating_sub(6)..]), "content": text, "trimmed": false,
-            "type": "incident_note"}),
+        Some(text) => {
+            // A long note's content is cut short in the webhook (`trimmed`); how short is not
+            // documented: the stand-in keeps NOTE_TRIMMED_AT characters.
+            let trimmed = text.chars().count() > NOTE_TRIMMED_AT;
+            let content: String = text.chars().take(NOTE_TRIMMED_AT).collect();
+            json!({"incident": {"id": incident, "type": "incident_reference", "html_url": url},
+                "id": format!("N{}", &id[id.len().saturating_sub(6)..]), "content": content, "trimmed": trimmed,
+                "type": "incident_note"})
+        }
         None => json!({"id": incident, "type": "incident",
             "status": event_type.trim_start_matches("incident."), "incident_key": dedup_key, "html_url": url}),
     };
@@ -130,6 +136,10 @@ fn invalid(message: &str, errors: &[&str]) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(json!({"status": "invalid event", "message": message, "errors": errors})))
         .into_response()
 }
+
+/// Where the stand-in cuts a note's content in its `incident.annotated` webhook (our
+/// assumption: PagerDuty documents the `trimmed` flag, not the length).
+pub const NOTE_TRIMMED_AT: usize = 200;
 
 /// The largest event PagerDuty takes (512 KB).
 pub const EVENT_MAX: usize = 512 * 1024;

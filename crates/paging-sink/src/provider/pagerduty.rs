@@ -252,7 +252,10 @@ impl Pager for PagerDuty {
     fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
         Box::pin(async move {
             let id = self.incident(incident_id).await?;
-            let body = json!({"note": {"content": super::fit_note(text, NOTE_MAX)}});
+            // The mark first: PagerDuty's webhook of a long note is trimmed, and the copy
+            // that comes back must still say it is ours.
+            let content = sre_sink::notes::mark_first(&super::fit_note(text, NOTE_MAX));
+            let body = json!({"note": {"content": content}});
             self.rest_call(http::Method::POST, &format!("/incidents/{id}/notes"), Some(body)).await.map(|_| ())
         })
     }
