@@ -98,6 +98,35 @@ pub struct PagerDuty {
     /// REST API base URL.
     #[serde(default = "pagerduty_api_url")]
     pub api_url: String,
+    /// The event's `client` (template over the incident): who sent it, shown with the
+    /// alert; `sre-integration` by default.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// The event's `client_url` (template): a link back from the alert, e.g. to the
+    /// platform's incident or a dashboard (`{url}`, `{label.cluster}`…).
+    #[serde(default)]
+    pub client_url: Option<String>,
+    /// The event's `payload.class` (template), e.g. `{label.alertname}`.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// The event's `images` (templates; `src` must be an `https://` URL, as PagerDuty
+    /// requires).
+    #[serde(default)]
+    pub images: Vec<Image>,
+}
+
+/// One of `paging_integration.pagerduty.images`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// The image's URL (template; `https://`).
+    pub src: String,
+    /// Where clicking it goes (template).
+    #[serde(default)]
+    pub href: Option<String>,
+    /// Its alternative text (template).
+    #[serde(default)]
+    pub alt: Option<String>,
 }
 
 fn pagerduty_api_url() -> String {
@@ -345,6 +374,8 @@ pub struct Valid {
     pub config: Config,
     /// The escalation policy.
     pub policy: Policy,
+    /// PagerDuty's templated event fields, compiled.
+    pub pagerduty_fields: crate::provider::pagerduty::Fields,
 }
 
 impl ServiceConfig for Config {
@@ -393,7 +424,11 @@ impl ServiceConfig for Config {
         let i = &self.paging_integration;
         let hours = i.escalation.business_hours.resolve()?;
         let policy = Policy { critical: i.escalation.critical, high: i.escalation.high, hours };
-        let valid = Valid { config: self.clone(), policy };
+        let pagerduty_fields = match &i.pagerduty {
+            Some(pd) => crate::provider::pagerduty::Fields::compile(pd)?,
+            None => crate::provider::pagerduty::Fields::default(),
+        };
+        let valid = Valid { config: self.clone(), policy, pagerduty_fields };
         check_settings("paging_integration.pagerduty.webhook", i.pagerduty.as_ref().and_then(|p| p.webhook.as_ref()))?;
         check_settings("paging_integration.opsgenie.webhook", i.opsgenie.as_ref().and_then(|o| o.webhook.as_ref()))?;
         check_settings("paging_integration.jsm.webhook", i.jsm.as_ref().and_then(|j| j.webhook.as_ref()))?;

@@ -25,7 +25,7 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
     if integration.dry_run {
         tracing::warn!("dry_run is on: pages are logged, not sent");
     }
-    let pagers = pagers(integration, &ctx.secrets)?;
+    let pagers = pagers(integration, &valid.pagerduty_fields, &ctx.secrets)?;
     let vendors = Vendors::new(pagers.keys().map(|p| (*p, events_per_minute(integration, *p))));
     let metrics = metrics::PagingMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
@@ -77,6 +77,7 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
 /// missing key is a start failure, not a page lost at 3 a.m.
 fn pagers(
     integration: &config::Integration,
+    fields: &provider::pagerduty::Fields,
     secrets: &sre_runtime::SecretStore,
 ) -> anyhow::Result<BTreeMap<Provider, Arc<dyn provider::Pager>>> {
     let routing_keys = integration.pagerduty.iter().map(|pd| &pd.routing_key_ref);
@@ -96,7 +97,7 @@ fn pagers(
         };
         pagers.insert(
             Provider::Pagerduty,
-            Arc::new(provider::pagerduty::PagerDuty::new(http.clone(), &pd.base_url, rest)),
+            Arc::new(provider::pagerduty::PagerDuty::new(http.clone(), &pd.base_url, rest, fields.clone())),
         );
     }
     if let Some(og) = &integration.opsgenie {

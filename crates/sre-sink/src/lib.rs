@@ -23,6 +23,7 @@ pub mod receiver;
 pub mod records;
 pub mod routing;
 pub mod start;
+pub mod template;
 pub mod vendors;
 pub mod watch;
 

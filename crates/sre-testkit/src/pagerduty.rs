@@ -160,6 +160,10 @@ fn check(event: &Value) -> Result<(String, String, String), Response> {
             &["'event_action' is invalid (must be one of the following: 'trigger', 'acknowledge' or 'resolve')"],
         ));
     }
+    let images = event.get("images").and_then(Value::as_array).into_iter().flatten();
+    if images.into_iter().any(|i| !i.get("src").and_then(Value::as_str).is_some_and(|s| s.starts_with("https://"))) {
+        return Err(invalid("Event object is invalid", &["'images' src must be an HTTPS URL"]));
+    }
     let dedup_key = event.get("dedup_key").and_then(Value::as_str).unwrap_or_default();
     if dedup_key.len() > 255 {
         return Err(invalid("Event object is invalid", &["'dedup_key' is too long (max 255 characters)"]));

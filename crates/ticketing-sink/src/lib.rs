@@ -20,7 +20,8 @@ pub mod routing;
 pub mod sink;
 mod start;
 pub mod state;
-pub mod template;
+/// Title and body templates (shared with paging-sink's PagerDuty fields).
+pub use sre_sink::template;
 
 use sre_sink::FactKind;
 

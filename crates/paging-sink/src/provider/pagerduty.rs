@@ -11,7 +11,9 @@ use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
+use sre_runtime::ConfigError;
 use sre_runtime::outbound::HttpClient;
+use sre_sink::template::Template;
 
 use super::{Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, clip, dedup_key, status_error};
 
@@ -34,6 +36,7 @@ pub struct PagerDuty {
     http: HttpClient,
     base: String,
     rest: Option<Rest>,
+    fields: Fields,
 }
 
 /// The REST API: its base URL, key and the user the calls act as.
@@ -54,10 +57,11 @@ impl std::fmt::Debug for Rest {
 }
 
 impl PagerDuty {
-    /// A client for `base` (`https://events.pagerduty.com`), with the REST API when given.
-    pub fn new(http: HttpClient, base: &str, rest: Option<Rest>) -> Self {
+    /// A client for `base` (`https://events.pagerduty.com`), with the REST API when given,
+    /// and the team's event `fields`.
+    pub fn new(http: HttpClient, base: &str, rest: Option<Rest>, fields: Fields) -> Self {
         let rest = rest.map(|r| Rest { base: r.base.trim_end_matches('/').to_owned(), ..r });
-        Self { http, base: base.trim_end_matches('/').to_owned(), rest }
+        Self { http, base: base.trim_end_matches('/').to_owned(), rest, fields }
     }
 
     fn rest(&self) -> Result<&Rest, VendorError> {
@@ -160,8 +164,53 @@ fn routing_key(destination: &Destination) -> Result<&str, VendorError> {
         .ok_or_else(|| VendorError::Invalid("pagerduty route has no routing key".to_owned()))
 }
 
-/// The trigger event of `incident`.
-pub fn trigger_body(routing_key: &str, incident: &IncidentCreated) -> Value {
+/// The event fields a team sets (`client`, `client_url`, `class`, `images`), compiled from
+/// `paging_integration.pagerduty`.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    client: Option<Template>,
+    client_url: Option<Template>,
+    class: Option<Template>,
+    images: Vec<(Template, Option<Template>, Option<Template>)>,
+}
+
+impl Fields {
+    /// Compiles the templates; an unknown placeholder or an image that is not `https://`
+    /// is a configuration error naming the key.
+    pub fn compile(pd: &crate::config::PagerDuty) -> Result<Self, ConfigError> {
+        let key = "paging_integration.pagerduty";
+        let one = |name: &str, text: &Option<String>| -> Result<Option<Template>, ConfigError> {
+            text.as_deref()
+                .map(|t| Template::parse(t).map_err(|e| ConfigError::new(format!("{key}.{name}"), e)))
+                .transpose()
+        };
+        let mut images = Vec::new();
+        for (n, image) in pd.images.iter().enumerate() {
+            let src = Template::parse(&image.src).map_err(|e| ConfigError::new(format!("{key}.images[{n}].src"), e))?;
+            let prefix = src.prefix();
+            if !"https://".starts_with(prefix) && !prefix.starts_with("https://") {
+                return Err(ConfigError::new(
+                    format!("{key}.images[{n}].src"),
+                    "PagerDuty shows only https:// images".to_owned(),
+                ));
+            }
+            images.push((
+                src,
+                one(&format!("images[{n}].href"), &image.href)?,
+                one(&format!("images[{n}].alt"), &image.alt)?,
+            ));
+        }
+        Ok(Self {
+            client: one("client", &pd.client)?,
+            client_url: one("client_url", &pd.client_url)?,
+            class: one("class", &pd.class)?,
+            images,
+        })
+    }
+}
+
+/// The trigger event of `incident`, with the team's `fields`.
+pub fn trigger_body(routing_key: &str, incident: &IncidentCreated, fields: &Fields) -> Value {
     let mut links = Vec::new();
     if !incident.url.is_empty() {
         links.push(json!({"href": incident.url, "text": "Incident"}));
@@ -192,14 +241,42 @@ pub fn trigger_body(routing_key: &str, incident: &IncidentCreated) -> Value {
     if !incident.environment.is_empty() {
         payload["group"] = json!(clip(&incident.environment, 255));
     }
+    let render = |t: &Option<Template>| t.as_ref().map(|t| t.render(incident)).filter(|v| !v.is_empty());
+    if let Some(class) = render(&fields.class) {
+        payload["class"] = json!(clip(&class, 255));
+    }
     let mut event = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup_key(&incident.incident_id, DEDUP_KEY_MAX),
-        "client": "sre-integration",
+        "client": render(&fields.client).map_or_else(|| "sre-integration".to_owned(), |c| clip(&c, 255)),
         "payload": payload,
         "links": links,
     });
+    if let Some(url) = render(&fields.client_url) {
+        event["client_url"] = json!(url);
+    }
+    // An image whose URL did not come out as https:// (an empty label) is left out.
+    let images: Vec<Value> = fields
+        .images
+        .iter()
+        .filter_map(|(src, href, alt)| {
+            let src = src.render(incident);
+            src.starts_with("https://").then(|| {
+                let mut image = json!({"src": src});
+                if let Some(h) = render(href) {
+                    image["href"] = json!(h);
+                }
+                if let Some(a) = render(alt) {
+                    image["alt"] = json!(a);
+                }
+                image
+            })
+        })
+        .collect();
+    if !images.is_empty() {
+        event["images"] = json!(images);
+    }
     // Over PagerDuty's limit the event would be refused and the page lost: send it with
     // its custom details left out, saying so (as Alertmanager does), never not at all.
     let size = serde_json::to_vec(&event).map_or(0, |b| b.len());
@@ -225,7 +302,7 @@ impl Pager for PagerDuty {
         destination: &'a Destination,
         incident: &'a IncidentCreated,
     ) -> BoxFuture<'a, Result<Accepted, VendorError>> {
-        Box::pin(async move { self.enqueue(trigger_body(routing_key(destination)?, incident)).await })
+        Box::pin(async move { self.enqueue(trigger_body(routing_key(destination)?, incident, &self.fields)).await })
     }
 
     fn follow_up<'a>(
@@ -278,6 +355,57 @@ impl Pager for PagerDuty {
 #[cfg(test)]
 mod tests {
 
+    fn pd(yaml: &str) -> crate::config::PagerDuty {
+        let indented: String = yaml.lines().map(|l| format!("    {l}\n")).collect();
+        let text = format!("paging_integration:\n  pagerduty:\n    routing_key_ref: platform/pd\n{indented}");
+        let config = sre_runtime::config::parse_config::<crate::config::Config>(&text, &Default::default());
+        config.expect("parses").paging_integration.pagerduty.expect("pagerduty")
+    }
+
+    #[test]
+    fn a_team_sets_client_url_class_and_images_from_the_incident() {
+        let fields = Fields::compile(&pd("client: \"SRE platform ({environment})\"\nclient_url: \"{url}\"\n\
+             class: \"{label.alertname}\"\nimages:\n  - src: \"https://grafana.example/render/{label.cluster}.png\"\n    \
+             href: \"https://grafana.example/d/{label.cluster}\"\n    alt: \"{service} errors\"\n  - src: \"{label.chart}\"\n"))
+        .expect("compiles");
+        let incident = IncidentCreated {
+            incident_id: "inc-1".into(),
+            title: "checkout down".into(),
+            environment: "production".into(),
+            service: "checkout-api".into(),
+            url: "https://sre.example/incidents/inc-1".into(),
+            labels: [("alertname".to_owned(), "CheckoutErrors".to_owned()), ("cluster".to_owned(), "eu-1".to_owned())]
+                .into(),
+            ..Default::default()
+        };
+        let event = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident, &fields);
+        assert_eq!(event["client"], "SRE platform (production)");
+        assert_eq!(event["client_url"], "https://sre.example/incidents/inc-1");
+        assert_eq!(event["payload"]["class"], "CheckoutErrors");
+        // The second image's URL came out empty (no `chart` label): left out.
+        assert_eq!(
+            event["images"],
+            json!([{"src": "https://grafana.example/render/eu-1.png", "href": "https://grafana.example/d/eu-1",
+                "alt": "checkout-api errors"}])
+        );
+        // Nothing configured: as before.
+        let plain = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident, &Fields::default());
+        assert_eq!(plain["client"], "sre-integration");
+        assert!(plain.get("client_url").is_none() && plain.get("images").is_none());
+        assert!(plain["payload"].get("class").is_none());
+    }
+
+    #[test]
+    fn a_misspelt_placeholder_or_a_plain_http_image_is_refused_naming_the_key() {
+        let e = Fields::compile(&pd("client_url: \"{titel}\"\n")).expect_err("unknown placeholder");
+        assert!(
+            e.to_string().contains("paging_integration.pagerduty.client_url") && e.to_string().contains("{titel}"),
+            "{e}"
+        );
+        let e = Fields::compile(&pd("images:\n  - src: \"http://grafana.example/x.png\"\n")).expect_err("http");
+        assert!(e.to_string().contains("images[0].src") && e.to_string().contains("https://"), "{e}");
+    }
+
     #[test]
     fn an_event_over_pagerdutys_limit_goes_without_its_custom_details() {
         let incident = IncidentCreated {
@@ -286,7 +414,7 @@ mod tests {
             description: "x".repeat(600_000),
             ..Default::default()
         };
-        let event = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident);
+        let event = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident, &Fields::default());
         let size = serde_json::to_vec(&event).map_or(0, |b| b.len());
         assert!(size <= EVENT_MAX, "{size}");
         let details = &event["payload"]["custom_details"];
@@ -295,7 +423,7 @@ mod tests {
         assert_eq!(event["payload"]["summary"].as_str().map(|s| s.chars().count()), Some(SUMMARY_MAX));
         let small = IncidentCreated { description: "disk full".into(), ..incident };
         assert_eq!(
-            trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &small)["payload"]["custom_details"]["description"],
+            trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &small, &Fields::default())["payload"]["custom_details"]["description"],
             "disk full"
         );
     }
@@ -313,7 +441,7 @@ mod tests {
             created_at: Some(prost_types::Timestamp { seconds: 1_795_000_000, nanos: 0 }),
             ..Default::default()
         };
-        let body = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident);
+        let body = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident, &Fields::default());
         assert_eq!(body["event_action"], "trigger");
         assert_eq!(body["dedup_key"], "inc-42");
         assert_eq!(body["payload"]["severity"], "error");

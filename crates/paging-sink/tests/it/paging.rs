@@ -513,3 +513,29 @@ async fn a_page_whose_provider_was_removed_is_dead_lettered_saying_to_keep_it() 
     assert_eq!(og.alerts()[0].status, "open", "nothing was sent elsewhere");
     assert!(pd.events().iter().all(|e| e.dedup_key != "inc-etl"), "not to PagerDuty either");
 }
+
+/// The team's event fields reach PagerDuty as the Events API takes them: `client` and
+/// `client_url`, `payload.class`, and `images` (HTTPS, which the test PagerDuty checks),
+/// each rendered from the incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_url_class_and_images_reach_pagerduty_rendered_from_the_incident() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let yaml = config(&pd, None, ALWAYS).replace(
+        "  pagerduty:\n",
+        "  pagerduty:\n    client: \"SRE platform ({environment})\"\n    \
+         client_url: \"https://sre.example/incidents/{incident_id}\"\n    class: \"{team}\"\n    \
+         images:\n      - src: \"https://grafana.example/render/{service}.png\"\n        alt: \"{service} errors\"\n",
+    );
+    let s = stack(&yaml);
+    let _sink = s.sink("paging-0");
+    s.created("inc-fields", Severity::Critical, "checkout-api", "f-fields").await;
+    eventually("paged", WAIT, || async { pd.alerts().len() == 1 }).await;
+    let event = pd.alerts()[0].trigger.clone();
+    assert_eq!(event["client"], "SRE platform (production)");
+    assert_eq!(event["client_url"], "https://sre.example/incidents/inc-fields");
+    assert_eq!(event["payload"]["class"], "payments");
+    assert_eq!(
+        event["images"],
+        serde_json::json!([{"src": "https://grafana.example/render/checkout-api.png", "alt": "checkout-api errors"}])
+    );
+}

@@ -93,7 +93,20 @@ fn the_chart_turns_the_receivers_on_as_documented() {
 fn check_config_refuses_what_start_would() {
     let bin = Path::new(env!("CARGO_BIN_EXE_paging-sink"));
     type Edit = fn(&mut serde_norway::Value);
-    let cases: [(&str, Edit, &str); 2] = [
+    let cases: [(&str, Edit, &str); 4] = [
+        (
+            "paging_integration.pagerduty.client_url: unknown placeholder `{titel}`",
+            |c| c["paging_integration"]["pagerduty"]["client_url"] = "https://sre.example/{titel}".into(),
+            "a misspelt placeholder",
+        ),
+        (
+            "paging_integration.pagerduty.images[0].src: PagerDuty shows only https:// images",
+            |c| {
+                c["paging_integration"]["pagerduty"]["images"] =
+                    serde_norway::from_str("[{src: 'http://grafana.example/x.png'}]").expect("yaml");
+            },
+            "a plain-http image",
+        ),
         (
             "paging_integration.pagerduty.webhook.secret_refs: list at least one secret",
             |c| {

@@ -1,13 +1,14 @@
-//! Title and body templates over an incident: `{name}` placeholders, `{{` and `}}` for
-//! literal braces. A template is compiled when the configuration is validated, so an
-//! unknown placeholder (`{titel}`) is refused by `--check-config` and at start, never when
-//! an incident arrives. Pure.
+//! Templates over an incident (a ticket's title and body, a page's client URL, class and
+//! images): `{name}` placeholders, `{label.NAME}` for one of the incident's labels (empty
+//! when it has none), `{{` and `}}` for literal braces. A template is compiled when the
+//! configuration is validated, so an unknown placeholder (`{titel}`) is refused by
+//! `--check-config` and at start, never when an incident arrives. Pure.
 
 use sre_contracts::SeverityExt;
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
 
 /// A value a template may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
     /// `{incident_id}`.
     IncidentId,
@@ -29,6 +30,8 @@ pub enum Field {
     Url,
     /// `{labels}` (`k=v, …`).
     Labels,
+    /// `{label.NAME}`: the label `NAME`'s value.
+    Label(String),
 }
 
 impl Field {
@@ -47,10 +50,13 @@ impl Field {
     ];
 
     fn named(name: &str) -> Option<Field> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+        if let Some(label) = name.strip_prefix("label.").filter(|l| !l.is_empty()) {
+            return Some(Field::Label(label.to_owned()));
+        }
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, f)| f.clone())
     }
 
-    fn value(self, incident: &IncidentCreated) -> std::borrow::Cow<'_, str> {
+    fn value<'a>(&self, incident: &'a IncidentCreated) -> std::borrow::Cow<'a, str> {
         use std::borrow::Cow::{Borrowed, Owned};
         match self {
             Field::IncidentId => Borrowed(&incident.incident_id),
@@ -67,6 +73,7 @@ impl Field {
             Field::Labels => {
                 Owned(incident.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
             }
+            Field::Label(name) => incident.labels.get(name).map_or(Borrowed(""), |v| Borrowed(v.as_str())),
         }
     }
 }
@@ -104,7 +111,7 @@ impl Template {
             let name = &tail[1..end];
             let field = Field::named(name).ok_or_else(|| {
                 let known: Vec<&str> = Field::ALL.iter().map(|(n, _)| *n).collect();
-                format!("unknown placeholder `{{{name}}}`; known: {}", known.join(", "))
+                format!("unknown placeholder `{{{name}}}`; known: {}, label.<name>", known.join(", "))
             })?;
             if !literal.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut literal)));
@@ -117,6 +124,14 @@ impl Template {
             parts.push(Part::Text(literal));
         }
         Ok(Self { parts })
+    }
+
+    /// The literal text it starts with (before any placeholder).
+    pub fn prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Text(t)) => t,
+            _ => "",
+        }
     }
 
     /// The template over `incident`.
@@ -152,5 +167,10 @@ mod tests {
         assert!(Template::parse("{titel}").expect_err("unknown").contains("`{titel}`"));
         assert!(Template::parse("{title").is_err());
         assert!(Template::parse("a } b").is_err());
+        let t =
+            Template::parse("https://grafana.example/d/x?var-cluster={label.cluster}&n={label.none}").expect("labels");
+        assert_eq!(t.render(&incident), "https://grafana.example/d/x?var-cluster=eu-1&n=");
+        assert_eq!(t.prefix(), "https://grafana.example/d/x?var-cluster=");
+        assert!(Template::parse("{label.}").is_err());
     }
 }
