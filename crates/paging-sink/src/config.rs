@@ -115,6 +115,34 @@ pub struct PagerDuty {
     pub images: Vec<Image>,
 }
 
+/// `paging_integration.pagerduty`'s event fields, compiled: an unknown placeholder or an
+/// image that is not `https://` is a configuration error naming the key.
+fn pagerduty_fields(pd: &PagerDuty) -> Result<crate::provider::pagerduty::Fields, ConfigError> {
+    use sre_sink::template::Template;
+    let key = "paging_integration.pagerduty";
+    let one = |name: &str, text: &Option<String>| -> Result<Option<Template>, ConfigError> {
+        text.as_deref()
+            .map(|t| Template::parse(t).map_err(|e| ConfigError::new(format!("{key}.{name}"), e)))
+            .transpose()
+    };
+    let mut images = Vec::new();
+    for (n, image) in pd.images.iter().enumerate() {
+        let src = Template::parse(&image.src).map_err(|e| ConfigError::new(format!("{key}.images[{n}].src"), e))?;
+        let prefix = src.prefix();
+        if !"https://".starts_with(prefix) && !prefix.starts_with("https://") {
+            return Err(ConfigError::new(format!("{key}.images[{n}].src"), "PagerDuty shows only https:// images"));
+        }
+        let href = one(&format!("images[{n}].href"), &image.href)?;
+        images.push((src, href, one(&format!("images[{n}].alt"), &image.alt)?));
+    }
+    Ok(crate::provider::pagerduty::Fields::new(
+        one("client", &pd.client)?,
+        one("client_url", &pd.client_url)?,
+        one("class", &pd.class)?,
+        images,
+    ))
+}
+
 /// One of `paging_integration.pagerduty.images`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -425,7 +453,7 @@ impl ServiceConfig for Config {
         let hours = i.escalation.business_hours.resolve()?;
         let policy = Policy { critical: i.escalation.critical, high: i.escalation.high, hours };
         let pagerduty_fields = match &i.pagerduty {
-            Some(pd) => crate::provider::pagerduty::Fields::compile(pd)?,
+            Some(pd) => pagerduty_fields(pd)?,
             None => crate::provider::pagerduty::Fields::default(),
         };
         let valid = Valid { config: self.clone(), policy, pagerduty_fields };
@@ -506,6 +534,21 @@ mod tests {
     fn validate(yaml: &str) -> Result<Valid, ConfigError> {
         let config: Config = serde_norway::from_str(yaml).expect("yaml");
         config.validate()
+    }
+
+    #[test]
+    fn a_misspelt_placeholder_or_a_plain_http_image_is_refused_naming_the_key() {
+        let pd = |extra: &str| format!("paging_integration:\n  pagerduty:\n    routing_key_ref: platform/pd\n{extra}");
+        let e = validate(&pd("    client_url: \"{titel}\"\n")).expect_err("unknown placeholder");
+        assert_eq!(e.path, "paging_integration.pagerduty.client_url");
+        assert!(e.reason.contains("`{titel}`"), "{}", e.reason);
+        let e = validate(&pd("    images:\n      - src: \"http://grafana.example/x.png\"\n")).expect_err("http");
+        assert_eq!(
+            (e.path.as_str(), e.reason.as_str()),
+            ("paging_integration.pagerduty.images[0].src", "PagerDuty shows only https:// images")
+        );
+        let ok = validate(&pd("    images:\n      - src: \"{label.graph}\"\n        alt: \"{service}\"\n"));
+        assert!(ok.is_ok(), "a URL from a label is checked when rendered: {ok:?}");
     }
 
     #[test]

@@ -92,8 +92,13 @@ fn write_to(s: &mut Inner, i: usize) -> Result<(), Response> {
     Ok(())
 }
 
+/// Comments one issue may hold (Jira Cloud's per-issue limit; 413 past it).
+pub const COMMENTS_MAX: usize = 5_000;
+
 #[derive(Debug, Default)]
 struct Inner {
+    /// A lower comment limit, for tests ([`FakeJira::set_comment_limit`]).
+    comment_limit: Option<usize>,
     flavor: Option<Flavor>,
     auth: String,
     projects: Vec<String>,
@@ -492,6 +497,13 @@ async fn comment(
     {
         return r;
     }
+    if s.issues.iter().any(|i| i.key == key && i.comments.len() >= s.comment_limit.unwrap_or(COMMENTS_MAX)) {
+        return errors(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &["The issue has reached the maximum number of comments."],
+            json!({}),
+        );
+    }
     let Some(issue) = s.issues.iter_mut().find(|i| i.key == key) else {
         return errors(
             StatusCode::NOT_FOUND,
@@ -741,6 +753,12 @@ impl FakeJira {
     /// Webhooks delivered so far, in the order they ended.
     pub fn webhooks(&self) -> Vec<crate::vendor::Delivery> {
         self.with(|s| s.outbox.delivered())
+    }
+
+    /// Lets an issue hold only `n` comments (Jira Cloud allows 5,000), so a test reaches
+    /// the limit.
+    pub fn set_comment_limit(&self, n: usize) {
+        self.with(|s| s.comment_limit = Some(n));
     }
 
     /// Webhooks sent whose delivery has not ended yet (0: every one was answered).

@@ -74,11 +74,21 @@ async fn publish_created(js: &async_nats::jetstream::Context, id: &str) {
     };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(sre_contracts::headers::MSG_ID, format!("created:{id}").as_str());
-    js.publish_with_headers(IncidentCreated::SUBJECT, headers, fact.encode_to_vec().into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
+    // As the domain publishes: again while the stream has no one to answer (a leader
+    // moving), at most for 5 s; the message id keeps a retry from storing it twice.
+    let mut last = None;
+    for _ in 0..50 {
+        let ack = js.publish_with_headers(IncidentCreated::SUBJECT, headers.clone(), fact.encode_to_vec().into()).await;
+        match ack {
+            Ok(ack) => match ack.await {
+                Ok(_) => return,
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not stored: {last:?}");
 }
 
 /// `NATS_URL` as a list of every node, the first of them down, with the credentials

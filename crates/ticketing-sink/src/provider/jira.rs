@@ -326,13 +326,23 @@ impl Tracker for Jira {
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), VendorError>> {
         Box::pin(async move {
-            self.call(
-                http::Method::POST,
-                &format!("/issue/{}/comment", ticket.key),
-                Some(json!({"body": self.text(text)})),
-            )
-            .await
-            .map(|_| ())
+            let answer = self
+                .call(
+                    http::Method::POST,
+                    &format!("/issue/{}/comment", ticket.key),
+                    Some(json!({"body": self.text(text)})),
+                )
+                .await;
+            match answer {
+                // 413: the issue holds as many comments as Jira allows (a per-issue limit, not
+                // a rate). The comment is dropped, said in the log, and the step goes on:
+                // a resolve or close must not be dead-lettered for want of a comment.
+                Err(VendorError::Status { status: 413, message, .. }) => {
+                    tracing::warn!(ticket = %ticket.key, reason = %message, "comment not added: the issue's comment limit is reached");
+                    Ok(())
+                }
+                answer => answer.map(|_| ()),
+            }
         })
     }
 

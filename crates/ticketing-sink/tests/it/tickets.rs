@@ -443,3 +443,26 @@ async fn an_acknowledge_is_one_comment_saying_who_and_where_and_no_transition() 
     .await;
     assert_eq!(jira.issues()[0].comments.len(), 2, "the acknowledge and the resolve comments only");
 }
+
+/// An issue that holds as many comments as Jira allows answers 413 to one more (a
+/// per-issue limit, not a rate): the comment is dropped and the resolve still moves the
+/// ticket, nothing dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_at_jiras_comment_limit_is_still_resolved() {
+    let jira = FakeJira::start(Flavor::Cloud, &basic(), &["OPS"]).await.expect("jira");
+    jira.set_comment_limit(1);
+    let s = stack(&(jira_config(&jira, "cloud") + "  ticket_write_interval: 100ms\n"));
+    let sink = s.sink("ticketing-0");
+    s.created("inc-full", "checkout-api", "f-full").await;
+    eventually("a ticket", WAIT, || async { jira.issues().len() == 1 }).await;
+    s.acknowledged("inc-full", "Dana", "ack-full").await;
+    eventually("its one comment", WAIT, || async { jira.issues()[0].comments.len() == 1 }).await;
+    s.resolved("inc-full").await;
+    let until = tokio::time::Instant::now() + WAIT;
+    while jira.issues()[0].status != "Resolved" {
+        assert!(tokio::time::Instant::now() < until, "not resolved: {:?}\n{}", jira.issues()[0].status, sink.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(jira.issues()[0].comments.len(), 1);
+    assert_eq!(sink.metric("ticketing_sink_facts_total", &["Failed"]), 0.0, "{}", sink.logs());
+}
