@@ -511,11 +511,8 @@ impl Sink {
     /// is recovered by looking for the note's mark on the page first.
     async fn on_annotated(&self, fact: IncidentAnnotated) -> Disposition {
         let default_provider = self.config.config.paging_integration.default_provider;
-        let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
-        let id =
-            notes::note_id(&key.unwrap_or_else(|| format!("{}\n{}\n{}", fact.incident_id, fact.author, fact.note)));
+        let (id, text) = notes::annotated(&fact);
         let origin = fact.origin.clone().unwrap_or_default();
-        let text = notes::render(&fact.note, &fact.author, &notes::place(&origin.vendor, &origin.object_id), &id);
         for _ in 0..MAX_STEPS {
             let read = match self.pages.get(&fact.incident_id).await {
                 Ok(read) => read,

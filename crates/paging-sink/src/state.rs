@@ -109,12 +109,12 @@ fn is_zero(n: &u32) -> bool {
 /// and its fact retried for ever. The description is cut with a note, labels past 64 and
 /// long values shortened; the page sent from it still says what matters.
 fn kept(incident: &IncidentCreated) -> IncidentCreated {
-    use sre_sink::limits::{BODY_MAX, fit};
-    let short = |s: &str| fit(s, 1_024).into_owned();
+    use sre_sink::limits::{BODY_MAX, FIELD_MAX, SHORT_MAX, fit};
+    let short = |s: &str| fit(s, SHORT_MAX).into_owned();
     let mut kept = incident.clone();
     kept.title = short(&incident.title);
     for field in [&mut kept.service, &mut kept.environment, &mut kept.team, &mut kept.url, &mut kept.runbook_url] {
-        *field = fit(field, 2_048).into_owned();
+        *field = fit(field, FIELD_MAX).into_owned();
     }
     kept.description = fit(&incident.description, BODY_MAX).into_owned();
     kept.labels = incident.labels.iter().take(64).map(|(k, v)| (short(k), short(v))).collect();

@@ -11,6 +11,10 @@ pub const BODY_MAX: usize = 32_000;
 pub const NOTE_MAX: usize = 16_000;
 /// A reason or a why (a reopen's, a severity change's).
 pub const REASON_MAX: usize = 2_000;
+/// A short value a record keeps (a title, a label's name or value).
+pub const SHORT_MAX: usize = 1_024;
+/// A name or URL a record keeps (a service, an environment, a link).
+pub const FIELD_MAX: usize = 2_048;
 
 /// `text` in at most `max` characters: as it is when it fits, else its beginning and a
 /// note saying how much of it that is.

@@ -73,7 +73,34 @@ pub fn vendor_title(vendor: &str) -> &str {
 /// `place` is where it was written (`vendor_title`, and the object when known).
 pub fn render(note: &str, author: &str, place: &str, id: &str) -> String {
     let by = if author.is_empty() { String::new() } else { format!("{author}, ") };
-    format!("{}\n\n— {by}in {place} {}", note.trim_end(), mark(id))
+    format!("{}{SIGNATURE}{by}in {place} {}", note.trim_end(), mark(id))
+}
+
+/// What stands between a note and who wrote it (see [`render`]).
+const SIGNATURE: &str = "\n\n— ";
+
+/// The id and text of a note the domain announced (`IncidentAnnotated`): the id from
+/// the fact's idempotency key (else its content), the note cut to
+/// [`crate::limits::NOTE_MAX`], rendered with who wrote it and where.
+pub fn annotated(fact: &sre_contracts::domain::v1::IncidentAnnotated) -> (String, String) {
+    let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
+    let id = note_id(&key.unwrap_or_else(|| format!("{}\n{}\n{}", fact.incident_id, fact.author, fact.note)));
+    let origin = fact.origin.clone().unwrap_or_default();
+    let note = crate::limits::fit(&fact.note, crate::limits::NOTE_MAX);
+    let text = render(&note, &fact.author, &place(&origin.vendor, &origin.object_id), &id);
+    (id, text)
+}
+
+/// A rendered note within `max` characters: the note is cut, who wrote it, where, and the
+/// mark are kept.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let Some(at) = text.rfind(SIGNATURE) else { return sre_runtime::outbound::clip(text, max) };
+    let (body, tail) = text.split_at(at);
+    let room = max.saturating_sub(tail.chars().count());
+    format!("{}{tail}", sre_runtime::outbound::clip(body, room))
 }
 
 /// Where a note was written, for [`render`]: the vendor, and its object when known.
@@ -165,6 +192,11 @@ mod tests {
         let first = mark_first(&text);
         assert!(first.starts_with(&mark(&id)) && carries(&first, &id), "{first}");
         assert_eq!(mark_first("a person's note"), "a person's note");
+        // Cut to fit, the note gives way; who, where and the mark stay.
+        let long = render(&"x".repeat(500), "Ada", &place("jira", "OPS-7"), &id);
+        let cut = fit(&long, 100);
+        assert!(cut.chars().count() <= 100 && cut.ends_with(&format!("— Ada, in Jira OPS-7 {}", mark(&id))), "{cut}");
+        assert_eq!(fit(&text, 10_000), text);
         assert_eq!(render("x", "", "the SRE platform", "abc"), "x\n\n— in the SRE platform [sre-note abc]");
     }
 

@@ -13,7 +13,7 @@ use sre_sink::notes::{self, NoteState};
 
 use crate::config::Reopen;
 use crate::plan::{OnCreated, WAIT_FOR_TICKET, on_created, wait_for_claimed};
-use crate::provider::{Provider, TicketStatus};
+use crate::provider::TicketStatus;
 use crate::state::{Pending, TicketRecord, TicketState};
 
 /// What an `IncidentReopened` asks for.
@@ -186,7 +186,7 @@ pub fn on_note(id: &str, origin_vendor: &str, record: Option<&TicketRecord>, now
         TicketState::Failed => return OnNote::Skip("the ticket was never made"),
         _ => {}
     }
-    if origin_vendor == provider_name(record.target.provider) {
+    if origin_vendor == record.target.provider.name() {
         return OnNote::Skip("it was written on this ticket");
     }
     if notes::state(&record.notes, id, now) == NoteState::Posted {
@@ -196,10 +196,6 @@ pub fn on_note(id: &str, origin_vendor: &str, record: Option<&TicketRecord>, now
     } else {
         OnNote::Queue
     }
-}
-
-fn provider_name(p: Provider) -> &'static str {
-    p.name()
 }
 
 /// What posting the queued comments asks for, for the delivery waiting on comment `id`.

@@ -768,12 +768,8 @@ impl Sink {
     /// there; queued with the other comments, posted together.
     async fn on_note(&self, fact: IncidentAnnotated) -> Disposition {
         let integration = &self.config.config.ticketing_integration;
-        let key = fact.meta.as_ref().map(|m| m.idempotency_key.clone()).filter(|k| !k.is_empty());
-        let id =
-            notes::note_id(&key.unwrap_or_else(|| format!("{}\n{}\n{}", fact.incident_id, fact.author, fact.note)));
+        let (id, text) = notes::annotated(&fact);
         let origin = fact.origin.clone().unwrap_or_default();
-        let note = limits::fit(&fact.note, limits::NOTE_MAX);
-        let text = notes::render(&note, &fact.author, &notes::place(&origin.vendor, &origin.object_id), &id);
         let read = match self.tickets.get(&fact.incident_id).await {
             Ok(read) => read,
             Err(e) => return e.disposition("ticket record"),

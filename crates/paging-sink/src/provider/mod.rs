@@ -129,16 +129,8 @@ pub trait Pager: Send + Sync {
     fn notes<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, VendorError>>;
 }
 
-/// A note's text within `max` characters, its closing mark kept (the note itself is cut).
-pub fn fit_note(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let Some(at) = text.rfind("\n\n— ") else { return clip(text, max) };
-    let (body, tail) = text.split_at(at);
-    let room = max.saturating_sub(tail.chars().count());
-    format!("{}{tail}", clip(body, room))
-}
+/// Who sends the pages, as the vendors show it (PagerDuty's `client`, Opsgenie's `source`).
+pub const CLIENT: &str = "sre-integration";
 
 /// The vendor-side dedup key of an incident: its id, or a hash when it exceeds `max`.
 pub fn dedup_key(incident_id: &str, max: usize) -> String {

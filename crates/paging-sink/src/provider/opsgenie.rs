@@ -101,7 +101,7 @@ pub fn create_body(incident: &IncidentCreated, team: Option<&str>) -> Value {
         "description": clip(&incident.description, DESCRIPTION_MAX),
         "tags": tags,
         "details": details,
-        "source": "sre-integration",
+        "source": super::CLIENT,
         "priority": priority(Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified)),
     });
     if !incident.service.is_empty() {
@@ -195,7 +195,7 @@ impl Pager for Opsgenie {
                 FollowUp::Resolve => "close",
             };
             let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
-            let mut body = json!({"source": "sre-integration"});
+            let mut body = json!({"source": super::CLIENT});
             if !note.is_empty() {
                 body["note"] = json!(clip(note, 25_000));
             }
@@ -206,7 +206,7 @@ impl Pager for Opsgenie {
     fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>> {
         Box::pin(async move {
             let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
-            let body = json!({"note": super::fit_note(text, NOTE_MAX), "source": "sre-integration"});
+            let body = json!({"note": sre_sink::notes::fit(text, NOTE_MAX), "source": super::CLIENT});
             self.post(&format!("/v2/alerts/{alias}/notes?identifierType=alias"), body).await.map(|_| ())
         })
     }

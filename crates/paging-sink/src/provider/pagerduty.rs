@@ -225,7 +225,7 @@ pub fn trigger_body(routing_key: &str, incident: &IncidentCreated, fields: &Fiel
         "routing_key": routing_key,
         "event_action": "trigger",
         "dedup_key": dedup_key(&incident.incident_id, DEDUP_KEY_MAX),
-        "client": render(&fields.client).map_or_else(|| "sre-integration".to_owned(), |c| clip(&c, 255)),
+        "client": render(&fields.client).map_or_else(|| super::CLIENT.to_owned(), |c| clip(&c, 255)),
         "payload": payload,
         "links": links,
     });
@@ -307,7 +307,7 @@ impl Pager for PagerDuty {
             let id = self.incident(incident_id).await?;
             // The mark first: PagerDuty's webhook of a long note is trimmed, and the copy
             // that comes back must still say it is ours.
-            let content = sre_sink::notes::mark_first(&super::fit_note(text, NOTE_MAX));
+            let content = sre_sink::notes::mark_first(&sre_sink::notes::fit(text, NOTE_MAX));
             let body = json!({"note": {"content": content}});
             self.rest_call(http::Method::POST, &format!("/incidents/{id}/notes"), Some(body)).await.map(|_| ())
         })
@@ -369,7 +369,7 @@ mod tests {
         );
         // Nothing configured: as before.
         let plain = trigger_body("R0UT1NGKEY0123456789ABCDEFGHIJKL", &incident, &Fields::default());
-        assert_eq!(plain["client"], "sre-integration");
+        assert_eq!(plain["client"], super::super::CLIENT);
         assert!(plain.get("client_url").is_none() && plain.get("images").is_none());
         assert!(plain["payload"].get("class").is_none());
     }

@@ -8,6 +8,7 @@
 use prost::Message;
 use sre_contracts::BusMessage;
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
+use sre_sink::limits::BODY_MAX;
 use sre_testkit::NatsServer;
 use sre_testkit::bus::{eventually, publish};
 use sre_testkit::pagerduty::FakePagerDuty;
@@ -44,11 +45,11 @@ async fn a_multi_megabyte_incident_pages_at_once_and_after_waiting() {
         (d.chars().count(), d.contains("[… cut: the first"))
     };
     let (length, said) = cut(0);
-    assert!(said && length <= 32_000, "cut with a note: {length} characters");
+    assert!(said && length <= BODY_MAX, "cut with a note: {length} characters");
 
     s.severity("inc-night", Severity::High, Severity::Critical, 1, "sev-night").await;
     eventually("the deferred one paged when raised", WAIT, || async { pd.alerts().len() == 2 }).await;
     let (length, said) = cut(1);
-    assert!(said && length <= 32_000, "kept cut down: {length} characters");
+    assert!(said && length <= BODY_MAX, "kept cut down: {length} characters");
     assert_eq!(sink.metric("paging_sink_pages_total", &["Failed"]), 0.0, "{}", sink.logs());
 }

@@ -307,11 +307,8 @@ async fn a_reopen_whose_trigger_failed_for_a_while_still_pages_once() {
         sink.metric("paging_sink_changes_total", &["Reopen", "Retried"]) >= 1.0
     })
     .await;
-    let back = tokio::time::Instant::now() + Duration::from_secs(90);
-    while pd.alerts().len() < 2 {
-        assert!(tokio::time::Instant::now() < back, "not paged again: {:?}\n{}", pd.events(), sink.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("paged again once PagerDuty is back", Duration::from_secs(90), || async { pd.alerts().len() == 2 })
+        .await;
     assert_eq!(pd.alerts()[1].status, AlertStatus::Triggered);
     let triggers = pd.events().iter().filter(|e| e.action == "trigger").count();
     assert_eq!(triggers, 2, "{:?}", pd.events());
