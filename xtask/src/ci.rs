@@ -1,11 +1,10 @@
 //! `cargo xtask ci`, which `.ci/run` runs: setup, fmt, clippy with warnings denied, the
-//! publish dry run of sre-contracts, the proto compatibility check once a release exists,
-//! and the tests (the crate-boundary check among them: `boundaries.rs`).
+//! publish dry run of sre-contracts, `buf breaking` against the last released contract, and
+//! the tests (the crate-boundary check among them: `boundaries.rs`).
 
-use std::process::Command;
 use std::time::Instant;
 
-use crate::util::{cargo, root, status};
+use crate::util::{cargo, status};
 
 /// Everything CI checks.
 pub(crate) fn ci() -> anyhow::Result<()> {
@@ -20,22 +19,8 @@ pub(crate) fn ci() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `buf breaking` against the last released sre-contracts (a `sre-contracts-v*` tag)
-/// once one exists.
+/// Runs `buf breaking` against the last released contract: the newest snapshot under
+/// `crates/sre-contracts/releases/` (see `release.rs`).
 fn check_proto_compatibility() -> anyhow::Result<()> {
-    let tags = Command::new("git")
-        .current_dir(root())
-        .args(["tag", "--list", "sre-contracts-v*", "--sort=-v:refname"])
-        .output()?;
-    let tags = String::from_utf8_lossy(&tags.stdout);
-    let Some(last) = tags.lines().next() else {
-        eprintln!("xtask: proto compatibility: no released sre-contracts yet, nothing to compare with");
-        return Ok(());
-    };
-    status(
-        Command::new("npx")
-            .current_dir(root())
-            .args(["--yes", "@bufbuild/buf@1", "breaking", "crates/sre-contracts/proto", "--against"])
-            .arg(format!(".git#tag={last},subdir=crates/sre-contracts/proto")),
-    )
+    crate::release::check_against_last_release()
 }

@@ -7,11 +7,16 @@ mod boundaries;
 mod ci;
 mod faults;
 mod fuzz;
+mod image;
 // The lists the test kit keeps (adapters, bus users, demo ports), compiled here too; xtask
 // uses only some of them.
 #[allow(dead_code)]
 #[path = "../../crates/sre-testkit/src/inventory.rs"]
 mod inventory;
+/// OCI images assembled without pulling anything, shared with the image test.
+#[path = "../../crates/sre-testkit/src/image.rs"]
+mod oci;
+mod release;
 mod run;
 mod scaffold;
 mod setup;
@@ -25,7 +30,7 @@ use clap::{Parser, Subcommand};
 /// sre-integration automation.
 #[derive(Parser)]
 enum Task {
-    /// Install nats-server, Helm (as a library), Alertmanager and promtool where missing.
+    /// Install nats-server, Helm (as a library), Alertmanager, promtool, podman and runc where missing.
     Setup,
     /// Run the test suite (extra arguments go to the test runner).
     Test {
@@ -59,6 +64,38 @@ enum Task {
         #[command(subcommand)]
         what: Scaffold,
     },
+    /// Build each adapter's OCI image without pulling anything: an OCI archive per adapter
+    /// under target/images/, sizes and digests printed.
+    Image {
+        /// Adapters (all when none is named).
+        adapters: Vec<String>,
+        /// Cargo profile of the binaries (`release`, or `dev` for the test build's).
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Write the one named adapter's root file system to this directory instead (the
+        /// Containerfile copies it onto `scratch`).
+        #[arg(long)]
+        rootfs: Option<std::path::PathBuf>,
+    },
+    /// The release (`.github/workflows/release.yml` runs it on a tag `v<version>`): versions,
+    /// the contract against the last release, the workflow lint, the sre-contracts publish,
+    /// the images (pushed and signed) and the charts (pushed). Outside the workflow only
+    /// with `--dry-run`.
+    Release {
+        /// Run every step here and print the pushes and signatures instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Cargo profile of the images' binaries (`dev` for a quick dry run).
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Only these steps, comma-separated (the workflow runs each in its own job).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<release::Step>,
+        /// Record the contract as the release of sre-contracts' version
+        /// (crates/sre-contracts/releases/v<version>/), and nothing else.
+        #[arg(long)]
+        snapshot_contract: bool,
+    },
     /// Fuzz the webhook payload parser (installs cargo-fuzz when missing).
     Fuzz {
         /// libFuzzer runs.
@@ -86,6 +123,10 @@ fn main() -> ExitCode {
         Task::Faults { alerts, cluster_only } => setup::setup().and_then(|_| faults::faults(alerts, cluster_only)),
         Task::Scaffold { what: Scaffold::Adapter { name } } => scaffold::scaffold(&name),
         Task::Fuzz { runs } => fuzz::fuzz(runs),
+        Task::Release { dry_run, profile, only, snapshot_contract } => {
+            release::run(dry_run, &profile, &only, snapshot_contract)
+        }
+        Task::Image { adapters, profile, rootfs } => image::image(&adapters, &profile, rootfs.as_deref()).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,7 +139,9 @@ pub(crate) fn run(cluster: bool) -> anyhow::Result<()> {
             .arg(&config)
             .env("NATS_URL", bus_url(adapter))
             .env("HTTP_ADDR", format!("127.0.0.1:{}", demo::ADAPTER_PORTS + i as u16))
-            .env("POD_NAME", format!("{adapter}-demo"));
+            .env("POD_NAME", format!("{adapter}-demo"))
+            // The stand-ins' OTLP receiver: the demo prints the first alert's trace.
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", demo::OTLP));
         let log = std::fs::File::create(state.join(format!("{adapter}.log")))?;
         cmd.stdout(log.try_clone()?).stderr(log);
         for (k, v) in DEMO_SECRETS {

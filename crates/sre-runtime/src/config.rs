@@ -115,11 +115,32 @@ pub struct TelemetryConfig {
     /// OTLP/gRPC endpoint for traces, e.g. `http://otel-collector:4317`; unset means no
     /// export (and no noise about it). `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it.
     pub otlp_endpoint: Option<String>,
+    /// What a webhook's incoming `traceparent` (Alertmanager 0.28+ sends one when its
+    /// tracing is on) is to our trace: `link` (default: our trace starts here and links to
+    /// the sender's, so a forged header cannot graft our spans onto another trace) or
+    /// `parent` (our spans join the sender's trace: for a sender you trust).
+    pub incoming_traceparent: IncomingTrace,
+}
+
+/// How a webhook's incoming trace context is used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncomingTrace {
+    /// The webhook's span starts a trace and links to the sender's span.
+    #[default]
+    Link,
+    /// The webhook's span is a child of the sender's span.
+    Parent,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_level: "info".to_owned(), log_format: LogFormat::Json, otlp_endpoint: None }
+        Self {
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+            incoming_traceparent: IncomingTrace::Link,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
+use tracing::Instrument;
 
 /// A request that got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -117,18 +118,22 @@ impl HttpClient {
     /// read as it streams (a long list, a watch). The timeout bounds the head only; the
     /// caller bounds the body.
     pub async fn open(&self, request: http::Request<Bytes>) -> Result<Opened, TransportError> {
+        let span = call_span(&request);
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(body));
         let resp = tokio::time::timeout(self.timeout, self.inner.request(request))
+            .instrument(span.clone())
             .await
             .map_err(|_| TransportError::Timeout(self.timeout))?
             .map_err(|e| TransportError::Unreachable(error_chain(&e)))?;
         let (parts, body) = resp.into_parts();
+        span.record("http.response.status_code", parts.status.as_u16());
         Ok(Opened { status: parts.status, headers: parts.headers, body })
     }
 
     /// Sends one request and reads the whole answer within the timeout.
     pub async fn send(&self, request: http::Request<Bytes>) -> Result<Answer, TransportError> {
+        let span = call_span(&request);
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(body));
         let call = async {
@@ -137,8 +142,28 @@ impl HttpClient {
             let body = body.collect().await.map_err(|e| TransportError::Unreachable(e.to_string()))?.to_bytes();
             Ok(Answer { status: parts.status, headers: parts.headers, body })
         };
-        tokio::time::timeout(self.timeout, call).await.map_err(|_| TransportError::Timeout(self.timeout))?
+        let answer = tokio::time::timeout(self.timeout, call)
+            .instrument(span.clone())
+            .await
+            .map_err(|_| TransportError::Timeout(self.timeout))?;
+        if let Ok(a) = &answer {
+            span.record("http.response.status_code", a.status.as_u16());
+        }
+        answer
     }
+}
+
+/// The span of one vendor call: a client span named `vendor call` with the method, host
+/// and path (never the query or headers, which may carry credentials).
+fn call_span<B>(request: &http::Request<B>) -> tracing::Span {
+    tracing::info_span!(
+        "vendor call",
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = request.uri().host().unwrap_or_default(),
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 /// A vendor call that failed. Messages carry the vendor's reason, never a credential.

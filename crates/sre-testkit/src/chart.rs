@@ -51,6 +51,11 @@ pub struct Rendered {
     pub objects: std::collections::BTreeMap<String, Value>,
     /// Every object rendered, in order.
     pub all: Vec<Value>,
+    /// The manifests as Helm rendered them, one YAML stream (what `helm template` prints,
+    /// NOTES.txt aside). The `schema` module validates this text, not [`Rendered::all`]: parsed
+    /// as Kubernetes parses it (YAML 1.1), `defaultMode: 0440` is the number 288, while the
+    /// YAML 1.2 parser behind `all` reads it as the string `"0440"`.
+    pub yaml: String,
 }
 
 impl Rendered {
@@ -80,9 +85,7 @@ pub fn try_render(name: &str, values: &serde_json::Value) -> Result<Rendered, St
 
 /// [`render_on`], with Helm's refusal as the error.
 pub fn try_render_on(name: &str, values: &serde_json::Value, api_versions: &[&str]) -> Result<Rendered, String> {
-    let python = std::env::var_os("SRE_HELM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join(".tools/venv/bin/python"));
+    let python = python();
     let out = std::process::Command::new(&python)
         .args(["-c", RENDER])
         .arg(charts_dir().join(name))
@@ -112,10 +115,12 @@ pub fn try_render_on(name: &str, values: &serde_json::Value, api_versions: &[&st
     }
     let mut objects = std::collections::BTreeMap::new();
     let mut all = Vec::new();
+    let mut yaml = String::new();
     for (path, text) in answer["manifests"].as_object().expect("manifests") {
         if path.ends_with("NOTES.txt") || text.as_str().unwrap_or_default().trim().is_empty() {
             continue;
         }
+        yaml.push_str(&format!("---\n# Source: {path}\n{}\n", text.as_str().unwrap_or_default().trim_end()));
         let docs: Vec<Value> = serde_norway::Deserializer::from_str(text.as_str().unwrap_or_default())
             .map(|d| {
                 serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path} is not YAML as rendered: {e}"))
@@ -137,7 +142,57 @@ pub fn try_render_on(name: &str, values: &serde_json::Value, api_versions: &[&st
             }
         }
     }
-    Ok(Rendered { lint, objects, all })
+    Ok(Rendered { lint, objects, all, yaml })
+}
+
+/// The Python that has Helm (and the schema validator) installed: `SRE_HELM_PYTHON`, or
+/// `.tools/venv`'s, where `cargo xtask setup` installs them.
+pub(crate) fn python() -> PathBuf {
+    std::env::var_os("SRE_HELM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join(".tools/venv/bin/python"))
+}
+
+/// Packages with Helm, as `helm package <chart> -d <destination>`.
+const PACKAGE: &str = r#"
+import json, sys
+from helm_python.chart import Chart, package
+archive = package(sys.argv[1], destination=sys.argv[2])
+chart = Chart.load(archive)
+print(json.dumps({"archive": archive, "metadata": chart.metadata,
+                  "files": sorted([t["name"] for t in chart.templates] + [f["name"] for f in chart.files])}))
+"#;
+
+/// A chart archive as `helm package` wrote it, and what Helm reads back from it.
+#[derive(Debug)]
+pub struct Packaged {
+    /// The `.tgz` written.
+    pub archive: PathBuf,
+    /// The archive's `Chart.yaml` (name, version, appVersion, kubeVersion, ...).
+    pub metadata: serde_json::Value,
+    /// The templates and files in the archive (`templates/deployment.yaml`, `files/alerts.yaml`).
+    pub files: Vec<String>,
+}
+
+/// Packages chart `name` into `destination` with Helm (`helm package`), as a release does,
+/// and reads the archive back, so a test can check what ships.
+pub fn package(name: &str, destination: &Path) -> Result<Packaged, String> {
+    let python = python();
+    let out = std::process::Command::new(&python)
+        .args(["-c", PACKAGE])
+        .arg(charts_dir().join(name))
+        .arg(destination)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`: it installs Helm)", python.display()));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the packager's JSON");
+    Ok(Packaged {
+        archive: PathBuf::from(answer["archive"].as_str().expect("archive")),
+        metadata: answer["metadata"].clone(),
+        files: answer["files"].as_array().into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)).collect(),
+    })
 }
 
 /// Asserts everything this module promises about the chart of the adapter `bin` (whose

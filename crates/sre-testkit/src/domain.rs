@@ -138,10 +138,20 @@ fn meta(key: String, correlation: &str) -> Option<MessageMeta> {
     })
 }
 
+tokio::task_local! {
+    /// The `traceparent` of the intent being handled: the facts it causes carry it on, so
+    /// one trace runs from a webhook through the stand-in to the sinks (the stand-in has no
+    /// spans of its own; the real domain adds its own).
+    static TRACEPARENT: Option<String>;
+}
+
 /// Publishes a fact and waits until it is stored.
 async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, msg_id: &str, body: Vec<u8>) -> bool {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(sre_contracts::headers::MSG_ID, msg_id);
+    if let Some(tp) = TRACEPARENT.try_with(Clone::clone).ok().flatten() {
+        headers.insert(sre_contracts::headers::TRACEPARENT, tp.as_str());
+    }
     match js.publish_with_headers(subject, headers, body.into()).await {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
@@ -402,7 +412,12 @@ impl Worker {
                 };
                 match next {
                     Some(Ok(m)) => {
-                        let done = self.handle(&m).await;
+                        let tp = m
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(sre_contracts::headers::TRACEPARENT))
+                            .map(|v| v.to_string());
+                        let done = TRACEPARENT.scope(tp, self.handle(&m)).await;
                         let ack = if done {
                             async_nats::jetstream::AckKind::Ack
                         } else {

@@ -35,6 +35,8 @@ pub mod demo {
     pub const OPSGENIE: u16 = 8093;
     /// The domain stand-in's control endpoint.
     pub const DOMAIN: u16 = 8094;
+    /// The OTLP/gRPC trace receiver the adapters export to (a collector's usual port).
+    pub const OTLP: u16 = 4317;
 
     /// The demo port of `adapter`.
     pub fn adapter_port(adapter: &str) -> Option<u16> {

@@ -21,6 +21,10 @@
 //!   (it reaches the Jira ticket); 10 s after the first ticket is closed the platform
 //!   reopens its incident (the ticket moves back, the on-call is paged again).
 //!
+//! - An OTLP/gRPC trace receiver on 127.0.0.1:4317 ([`sre_testkit::otlp`]), the adapters'
+//!   collector in the demo: once the first alert has reached both vendors, its trace is
+//!   printed as a tree, from the ingress's webhook span to each sink's vendor call.
+//!
 //! Prints a timeline of what each part received. Ctrl-C or SIGTERM stops it.
 #![allow(clippy::print_stdout)]
 
@@ -113,6 +117,8 @@ async fn main() -> std::io::Result<()> {
     let github = FakeGithub::start_on(demo::GITHUB, GITHUB_TOKEN, &["example/incidents"]).await?;
     let pagerduty = FakePagerDuty::start_on(demo::PAGERDUTY).await?;
     let opsgenie = FakeOpsgenie::start_on(demo::OPSGENIE, OPSGENIE_KEY).await?;
+    let traces = sre_testkit::otlp::Receiver::start_on(demo::OTLP).await?;
+    let mut trace_printed = false;
     let at = |adapter: &str| format!("http://127.0.0.1:{}", demo::adapter_port(adapter).expect("an adapter"));
     let (ticketing, paging) = (at("ticketing-sink"), at("paging-sink"));
     pagerduty.subscribe(&format!("{paging}/webhooks/pagerduty"), PAGERDUTY_WEBHOOK);
@@ -203,6 +209,10 @@ async fn main() -> std::io::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {}
+        }
+        if !trace_printed && let Some(tree) = first_alert_trace(&traces) {
+            say(&format!("trace of the first alert (OTLP, as a collector received it):\n{tree}"));
+            trace_printed = true;
         }
         let issues = jira.issues();
         for i in issues.iter().skip(seen.0) {
@@ -320,4 +330,22 @@ async fn main() -> std::io::Result<()> {
     }
     say("stand-ins: stopping");
     Ok(())
+}
+
+/// The trace of the first alert once it holds a vendor call from each sink, as a tree.
+fn first_alert_trace(traces: &sre_testkit::otlp::Receiver) -> Option<String> {
+    let spans = traces.spans();
+    let complete = |trace: &str| {
+        ["ticketing-sink", "paging-sink"]
+            .iter()
+            .all(|sink| spans.iter().any(|s| s.trace_id == trace && s.service == *sink && s.name == "vendor call"))
+    };
+    let webhook = spans
+        .iter()
+        .filter(|s| s.service == "alertmanager-ingress" && s.name == "webhook" && complete(&s.trace_id))
+        .min_by_key(|s| s.start_ns)?;
+    Some(sre_testkit::otlp::render_tree(
+        &traces.trace(&webhook.trace_id),
+        &["subject", "http.request.method", "server.address", "url.path", "http.response.status_code"],
+    ))
 }

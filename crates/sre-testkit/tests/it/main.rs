@@ -3,9 +3,12 @@
 
 mod cluster;
 mod cluster_faults;
+mod images;
 mod inventory;
 mod monitoring;
 mod nack;
 mod pages;
+mod schemas;
 mod secure_bus;
 mod system;
+mod traces;
