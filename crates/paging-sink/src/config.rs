@@ -1,6 +1,7 @@
 //! Configuration in the specification's shape (`paging_integration:`), plus routing,
 //! weekdays, base URLs, `dry_run` and the consumer's settings.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -224,6 +225,21 @@ pub struct Opsgenie {
     /// Responding team when no route names one.
     #[serde(default)]
     pub default_team: Option<String>,
+    /// Opsgenie/JSM responders (`{type: team|user|escalation|schedule, name|username|id}`).
+    #[serde(default)]
+    pub responders: Vec<crate::alert_fields::Responder>,
+    /// Opsgenie/JSM tags added to the sink's (templates).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Opsgenie/JSM details added to the sink's (values are templates).
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Opsgenie/JSM priority (`P1`…`P5`) per severity, over critical P1 … info P5.
+    #[serde(default)]
+    pub priorities: BTreeMap<String, String>,
+    /// Opsgenie/JSM entity (default: the service; a template).
+    #[serde(default)]
+    pub entity: Option<String>,
     /// Requests per minute.
     #[serde(default = "opsgenie_rate")]
     pub requests_per_minute: u32,
@@ -275,6 +291,21 @@ pub struct Jsm {
     /// Responding team when no route names one.
     #[serde(default)]
     pub default_team: Option<String>,
+    /// Opsgenie/JSM responders (`{type: team|user|escalation|schedule, name|username|id}`).
+    #[serde(default)]
+    pub responders: Vec<crate::alert_fields::Responder>,
+    /// Opsgenie/JSM tags added to the sink's (templates).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Opsgenie/JSM details added to the sink's (values are templates).
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Opsgenie/JSM priority (`P1`…`P5`) per severity, over critical P1 … info P5.
+    #[serde(default)]
+    pub priorities: BTreeMap<String, String>,
+    /// Opsgenie/JSM entity (default: the service; a template).
+    #[serde(default)]
+    pub entity: Option<String>,
     /// Requests per minute.
     #[serde(default = "opsgenie_rate")]
     pub requests_per_minute: u32,
@@ -329,7 +360,41 @@ pub struct Route {
     /// Opsgenie: responding team.
     #[serde(default)]
     pub team: Option<String>,
+    /// Opsgenie/JSM responders (`{type: team|user|escalation|schedule, name|username|id}`).
+    #[serde(default)]
+    pub responders: Vec<crate::alert_fields::Responder>,
+    /// Opsgenie/JSM tags added to the sink's (templates).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Opsgenie/JSM details added to the sink's (values are templates).
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+    /// Opsgenie/JSM priority (`P1`…`P5`) per severity, over critical P1 … info P5.
+    #[serde(default)]
+    pub priorities: BTreeMap<String, String>,
+    /// Opsgenie/JSM entity (default: the service; a template).
+    #[serde(default)]
+    pub entity: Option<String>,
 }
+
+/// The Opsgenie/JSM alert fields of a section.
+macro_rules! alert_config {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// What this section sets on Opsgenie/JSM alerts.
+            pub fn alert_config(&self) -> crate::alert_fields::AlertConfig {
+                crate::alert_fields::AlertConfig {
+                    responders: self.responders.clone(),
+                    tags: self.tags.clone(),
+                    details: self.details.clone(),
+                    priorities: self.priorities.clone(),
+                    entity: self.entity.clone(),
+                }
+            }
+        }
+    )*};
+}
+alert_config!(Opsgenie, Jsm, Route);
 
 /// `paging_integration.escalation:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -404,6 +469,25 @@ pub struct Valid {
     pub policy: Policy,
     /// PagerDuty's templated event fields, compiled.
     pub pagerduty_fields: crate::provider::pagerduty::Fields,
+    /// Opsgenie's and JSM's alert fields, compiled.
+    pub alert_defaults: BTreeMap<Provider, crate::alert_fields::Compiled>,
+    /// Each route's alert fields over its provider's, in `routes` order.
+    pub alert_routes: Vec<crate::alert_fields::Compiled>,
+}
+
+impl Valid {
+    /// The Opsgenie/JSM alert fields of a page of `provider` on `route` (`default` or
+    /// `routes[n]`, as the page's target names it).
+    pub fn alert_fields(&self, provider: Provider, route: &str) -> crate::alert_fields::Compiled {
+        route
+            .strip_prefix("routes[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| self.alert_routes.get(n))
+            .or_else(|| self.alert_defaults.get(&provider))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 impl ServiceConfig for Config {
@@ -456,7 +540,33 @@ impl ServiceConfig for Config {
             Some(pd) => pagerduty_fields(pd)?,
             None => crate::provider::pagerduty::Fields::default(),
         };
-        let valid = Valid { config: self.clone(), policy, pagerduty_fields };
+        let alert_error = |(key, reason): (String, String)| ConfigError::new(key, reason);
+        let mut alert_defaults = BTreeMap::new();
+        if let Some(og) = &i.opsgenie {
+            let c =
+                crate::alert_fields::compile(&og.alert_config(), "paging_integration.opsgenie").map_err(alert_error)?;
+            alert_defaults.insert(Provider::Opsgenie, c);
+        }
+        if let Some(jsm) = &i.jsm {
+            let c = crate::alert_fields::compile(&jsm.alert_config(), "paging_integration.jsm").map_err(alert_error)?;
+            alert_defaults.insert(Provider::Jsm, c);
+        }
+        let mut alert_routes = Vec::new();
+        for (n, r) in i.routes.iter().enumerate() {
+            let at = format!("paging_integration.routes[{n}]");
+            let route = crate::alert_fields::compile(&r.alert_config(), &at).map_err(alert_error)?;
+            let provider = r.provider.unwrap_or(i.default_provider);
+            if provider == Provider::Pagerduty && route != crate::alert_fields::Compiled::default() {
+                return Err(ConfigError::new(
+                    at,
+                    "responders, tags, details, priorities and entity are Opsgenie's and JSM's; PagerDuty's event \
+                     fields are set under paging_integration.pagerduty",
+                ));
+            }
+            alert_routes
+                .push(crate::alert_fields::over(&alert_defaults.get(&provider).cloned().unwrap_or_default(), &route));
+        }
+        let valid = Valid { config: self.clone(), policy, pagerduty_fields, alert_defaults, alert_routes };
         check_settings("paging_integration.pagerduty.webhook", i.pagerduty.as_ref().and_then(|p| p.webhook.as_ref()))?;
         check_settings("paging_integration.opsgenie.webhook", i.opsgenie.as_ref().and_then(|o| o.webhook.as_ref()))?;
         check_settings("paging_integration.jsm.webhook", i.jsm.as_ref().and_then(|j| j.webhook.as_ref()))?;

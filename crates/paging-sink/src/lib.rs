@@ -8,6 +8,7 @@
 //! in PagerDuty, Opsgenie and JSM comes back as intents). The machinery every sink shares is
 //! `sre_sink`'s. Consumes facts; publishes intents only. Knows nothing about tickets.
 
+pub mod alert_fields;
 pub mod config;
 pub mod metrics;
 pub mod plan;

@@ -114,7 +114,11 @@ impl Sink {
             }
             None => None,
         };
-        Ok(Destination { routing_key, team: target.team.clone() })
+        Ok(Destination {
+            routing_key,
+            team: target.team.clone(),
+            alert: self.config.alert_fields(target.provider, &target.route),
+        })
     }
 
     fn pager(&self, provider: Provider) -> Result<&Arc<dyn Pager>, String> {

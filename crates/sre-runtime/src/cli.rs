@@ -12,4 +12,9 @@ pub struct Cli {
     /// when not.
     #[arg(long)]
     pub check_config: bool,
+    /// With `--check-config`: also check against the vendors themselves, with the
+    /// configured secrets (e.g. that Jira's create screens take the configured fields), as
+    /// a team runs it in CI against its real Jira. Exit 2 naming each problem.
+    #[arg(long, requires = "check_config")]
+    pub online: bool,
 }

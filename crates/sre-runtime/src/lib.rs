@@ -28,7 +28,7 @@ pub use config::{
 pub use health::{Health, ReadinessCheck};
 pub use metrics::{BreakerMetrics, Metrics};
 pub use secrets::{SecretError, SecretRef, SecretStore};
-pub use service::{ServiceContext, ServiceSpec, router, run, until_ok};
+pub use service::{OnlineCheck, ServiceContext, ServiceSpec, router, run, run_with_online, until_ok};
 pub use telemetry::{LogFormat, TelemetryGuard};
 
 /// Re-exported so adapters build routes with the same axum the runtime serves.

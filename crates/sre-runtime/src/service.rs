@@ -79,6 +79,21 @@ where
     F: FnOnce(ServiceContext<C::Valid>) -> Fut,
     Fut: Future<Output = anyhow::Result<Router>>,
 {
+    run_with_online::<C, F, Fut, _>(spec, start, |_, _| Box::pin(async { Ok(Vec::new()) }))
+}
+
+/// What `--check-config --online` runs: the problems found against the vendors, each
+/// naming the key it concerns, or why the check could not be made.
+pub type OnlineCheck<'a> = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<Vec<String>>> + 'a>>;
+
+/// [`run`], with the adapter's `--check-config --online` check.
+pub fn run_with_online<C, F, Fut, O>(spec: ServiceSpec, start: F, online: O) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(ServiceContext<C::Valid>) -> Fut,
+    Fut: Future<Output = anyhow::Result<Router>>,
+    O: for<'a> FnOnce(&'a C::Valid, &'a SecretStore) -> OnlineCheck<'a>,
+{
     // The adapter's own name and version in `--help` and `--version`.
     let matches = <Cli as clap::CommandFactory>::command().name(spec.name).version(spec.version).get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
@@ -101,6 +116,26 @@ where
         let secrets = SecretStore::new(config.runtime().secrets_dir.clone(), vars.clone());
         for notice in config.runtime().bus.unreadable_files().into_iter().chain(config.notices(&secrets)) {
             eprintln!("{}: note: {notice}", spec.name);
+        }
+        if cli.online {
+            let checked = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(online(&valid, &secrets)));
+            match checked {
+                Ok(problems) if problems.is_empty() => eprintln!("{}: online checks ok", spec.name),
+                Ok(problems) => {
+                    for p in problems {
+                        eprintln!("{}: invalid configuration: {p}", spec.name);
+                    }
+                    return ExitCode::from(2);
+                }
+                Err(err) => {
+                    eprintln!("{}: the online check could not be made: {err:#}", spec.name);
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         eprintln!("{}: configuration ok", spec.name);
         return ExitCode::SUCCESS;

@@ -120,7 +120,7 @@ impl<P: Vendor> Vendors<P> {
     /// Records the verdict of `vendor`'s credentials check (readiness reports a refusal).
     pub fn credentials_checked(&self, vendor: P, verdict: Result<(), String>) {
         if let Err(reason) = &verdict {
-            tracing::error!(provider = vendor.name(), reason = %reason, "credentials refused");
+            tracing::error!(provider = vendor.name(), reason = %reason, "vendor check failed: not ready");
         }
         self.verdicts.lock().unwrap_or_else(PoisonError::into_inner).insert(vendor, verdict);
     }

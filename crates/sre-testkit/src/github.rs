@@ -41,6 +41,10 @@ pub struct Issue {
     pub state_reason: Option<String>,
     /// Comment bodies.
     pub comments: Vec<String>,
+    /// Assignees' logins.
+    pub assignees: Vec<String>,
+    /// Milestone number.
+    pub milestone: Option<u64>,
 }
 
 /// An injected failure.
@@ -62,6 +66,9 @@ struct Inner {
     faults: VecDeque<Fault>,
     calls: u64,
     outbox: crate::vendor::Outbox,
+    /// The token may not push (`set_push_access(false)`): GitHub drops labels, assignees
+    /// and the milestone of a new issue without a word.
+    read_only: bool,
 }
 
 /// The login the sink's token acts as (a GitHub App's bot user).
@@ -205,7 +212,14 @@ async fn repo_get(State(state): State<Shared>, Path((o, r)): Path<(String, Strin
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     let repo = format!("{o}/{r}");
     match gate(&mut s, &headers, Some(&repo)) {
-        Ok(()) => ok(StatusCode::OK, json!({"full_name": repo, "has_issues": true})),
+        Ok(()) => {
+            let push = !s.read_only;
+            ok(
+                StatusCode::OK,
+                json!({"full_name": repo, "has_issues": true, "permissions":
+                    {"admin": false, "maintain": false, "push": push, "triage": push, "pull": true}}),
+            )
+        }
         Err(e) => e,
     }
 }
@@ -244,11 +258,18 @@ async fn create(
     if let Some(refused) = too_long("Issue", body.get("body")) {
         return refused;
     }
-    let labels = body
-        .get("labels")
-        .and_then(Value::as_array)
-        .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
+    let strings = |key: &str| -> Vec<String> {
+        body.get(key)
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    // Without push access GitHub drops these silently (and still answers 201).
+    let (labels, assignees, milestone) = if s.read_only {
+        (Vec::new(), Vec::new(), None)
+    } else {
+        (strings("labels"), strings("assignees"), body.get("milestone").and_then(Value::as_u64))
+    };
     let number = s.issues.iter().filter(|i| i.repo == repo).count() as u64 + 1;
     let issue = Issue {
         number,
@@ -259,6 +280,8 @@ async fn create(
         state: "open".to_owned(),
         state_reason: None,
         comments: Vec::new(),
+        assignees,
+        milestone,
     };
     let json = issue_json(&issue);
     send_webhook(&s, "issues", "opened", &issue, None, None);
@@ -530,6 +553,13 @@ impl FakeGithub {
     /// Base URL (the `api.github.com` equivalent).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether the token may push to the repositories (default yes). Without, GitHub drops
+    /// a new issue's labels, assignees and milestone silently, and the repository's
+    /// `permissions.push` says `false`.
+    pub fn set_push_access(&self, push: bool) {
+        self.with(|s| s.read_only = !push);
     }
 
     /// Every issue.

@@ -18,7 +18,7 @@
 //! kept across retries (408, 409, 425, 429, 5xx and no answer, as Jira Cloud retries). A
 //! person acts with [`FakeJira::transition_as`], [`FakeJira::comment_as`] or the page's buttons.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -65,6 +65,10 @@ pub struct Issue {
     pub priority: Option<String>,
     /// Keys of the issues it links to (`update.issuelinks` on create).
     pub links: Vec<String>,
+    /// Component names (as created, then as edited).
+    pub components: Vec<String>,
+    /// The assignee's accountId (Cloud) or name (Data Center).
+    pub assignee: Option<String>,
     /// When the sink wrote to it (transitions, comments, edits), for the per-issue limit.
     writes: Vec<Instant>,
 }
@@ -108,6 +112,49 @@ struct Inner {
     calls: u64,
     per_issue_refusals: u64,
     outbox: crate::vendor::Outbox,
+    /// Create screens by (project, issue type name); a project/type without one takes
+    /// whatever is sent (the older tests' Jira).
+    screens: BTreeMap<(String, String), Vec<ScreenField>>,
+    /// Create-metadata reads (`createmeta`), for tests.
+    createmeta_reads: u64,
+}
+
+/// A field on a create screen, as `createmeta` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenField {
+    /// `customfield_10020`, `components`, `assignee`…
+    pub id: String,
+    /// Its name (`Severity`).
+    pub name: String,
+    /// Jira refuses a create without it (and without a default).
+    pub required: bool,
+    /// The schema type (`option`, `array`, `user`, `number`, `string`).
+    pub schema: String,
+}
+
+impl ScreenField {
+    /// A field `id` named `name` of schema type `schema`.
+    pub fn new(id: &str, name: &str, schema: &str, required: bool) -> Self {
+        Self { id: id.to_owned(), name: name.to_owned(), required, schema: schema.to_owned() }
+    }
+}
+
+/// What every screen has (the sink always sets these).
+fn system_fields() -> Vec<ScreenField> {
+    vec![
+        ScreenField::new("project", "Project", "project", true),
+        ScreenField::new("issuetype", "Issue Type", "issuetype", true),
+        ScreenField::new("summary", "Summary", "string", true),
+        ScreenField::new("description", "Description", "string", false),
+        ScreenField::new("labels", "Labels", "array", false),
+        ScreenField::new("priority", "Priority", "priority", false),
+    ]
+}
+
+/// The id Jira gives issue type `name` (stable per name).
+fn issue_type_id(name: &str) -> String {
+    let sum: u32 = name.bytes().map(u32::from).sum();
+    format!("{}", 10_000 + sum)
 }
 
 /// The account the API token belongs to (what `myself` answers).
@@ -338,6 +385,47 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
             json!({"priority": format!("The priority selected is invalid: {p}")}),
         );
     }
+    let issue_type = fields.pointer("/issuetype/name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if let Some(screen) = s.screens.get(&(project.clone(), issue_type.clone())) {
+        let mut refused = serde_json::Map::new();
+        for id in fields.as_object().into_iter().flat_map(|m| m.keys()) {
+            if !screen.iter().any(|f| &f.id == id) {
+                refused.insert(
+                    id.clone(),
+                    json!(format!("Field '{id}' cannot be set. It is not on the appropriate screen, or unknown.")),
+                );
+            }
+        }
+        for f in screen.iter().filter(|f| f.required) {
+            if fields.get(&f.id).is_none_or(Value::is_null) {
+                refused.insert(f.id.clone(), json!(format!("{} is required.", f.name)));
+            }
+        }
+        if !refused.is_empty() {
+            return errors(StatusCode::BAD_REQUEST, &[], Value::Object(refused));
+        }
+    } else if s.screens.keys().any(|(p, _)| *p == project) {
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"issuetype": "Specify a valid issue type"}));
+    }
+    let user_key = match flavor {
+        Flavor::Cloud => "accountId",
+        Flavor::DataCenter => "name",
+    };
+    if let Some(a) = fields.get("assignee").filter(|a| !a.is_null())
+        && a.get(user_key).and_then(Value::as_str).is_none()
+    {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &[],
+            json!({"assignee": format!("expected '{user_key}' property to be a string")}),
+        );
+    }
+    let components: Vec<String> = fields
+        .get("components")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let assignee = fields.get("assignee").and_then(|a| a.get(user_key)).and_then(Value::as_str).map(str::to_owned);
     let mut links = Vec::new();
     for link in body.pointer("/update/issuelinks").and_then(Value::as_array).into_iter().flatten() {
         let target = link.pointer("/add/outwardIssue/key").or(link.pointer("/add/inwardIssue/key"));
@@ -367,6 +455,8 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
         resolution: None,
         priority,
         links,
+        components,
+        assignee,
         writes: Vec::new(),
     });
     let id = 10_000 + s.issues.len();
@@ -552,6 +642,30 @@ async fn edit_issue(
     }
     let Some(i) = s.issues.iter().position(|i| i.key == key) else { return not_found() };
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let other: serde_json::Map<String, Value> = body
+        .get("fields")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter(|(k, _)| k.as_str() != "priority").map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let add_labels: Vec<String> = body
+        .pointer("/update/labels")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(|a| a.get("add").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default();
+    if !other.is_empty() || !add_labels.is_empty() {
+        if body.pointer("/fields/priority/name").is_none()
+            && let Err(r) = write_to(&mut s, i)
+        {
+            return r;
+        }
+        let flavor = s.flavor.unwrap_or(Flavor::Cloud);
+        edit_fields(&mut s.issues[i], flavor, &other);
+        for l in add_labels {
+            if !s.issues[i].labels.contains(&l) {
+                s.issues[i].labels.push(l);
+            }
+        }
+    }
     if let Some(p) = body.pointer("/fields/priority/name").and_then(Value::as_str) {
         if !["Highest", "High", "Medium", "Low", "Lowest"].contains(&p) {
             return errors(
@@ -568,6 +682,93 @@ async fn edit_issue(
         send_webhook(&s, &issue, None, None, None);
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Applies an edit's `fields` to `issue` (components and assignee kept apart, the rest
+/// merged into its fields).
+fn edit_fields(issue: &mut Issue, flavor: Flavor, fields: &serde_json::Map<String, Value>) {
+    let user_key = match flavor {
+        Flavor::Cloud => "accountId",
+        Flavor::DataCenter => "name",
+    };
+    for (k, v) in fields {
+        match k.as_str() {
+            "components" => {
+                issue.components = v
+                    .as_array()
+                    .map(|c| {
+                        c.iter().filter_map(|x| x.get("name").and_then(Value::as_str).map(str::to_owned)).collect()
+                    })
+                    .unwrap_or_default();
+            }
+            "assignee" => issue.assignee = v.get(user_key).and_then(Value::as_str).map(str::to_owned),
+            _ => {}
+        }
+        if let Some(m) = issue.fields.as_object_mut() {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// `GET /issue/createmeta/{project}/issuetypes`: the project's issue types (Cloud pages
+/// them as `issueTypes`, Data Center as `values`).
+async fn createmeta_types(State(state): State<Shared>, Path(project): Path<String>, headers: HeaderMap) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    s.createmeta_reads += 1;
+    if !s.projects.contains(&project) {
+        return errors(
+            StatusCode::NOT_FOUND,
+            &[format!("No project could be found with key '{project}'.").as_str()],
+            json!({}),
+        );
+    }
+    let mut names: Vec<String> = s.screens.keys().filter(|(p, _)| *p == project).map(|(_, t)| t.clone()).collect();
+    if names.is_empty() {
+        names = ["Bug", "Task", "Incident"].map(str::to_owned).to_vec();
+    }
+    let types: Vec<Value> =
+        names.iter().map(|n| json!({"id": issue_type_id(n), "name": n, "subtask": false})).collect();
+    let key = if s.flavor == Some(Flavor::DataCenter) { "values" } else { "issueTypes" };
+    axum::Json(json!({key: types, "maxResults": 50, "startAt": 0, "total": types.len(), "isLast": true}))
+        .into_response()
+}
+
+/// `GET /issue/createmeta/{project}/issuetypes/{id}`: the create screen's fields (Cloud:
+/// `fields`, Data Center: `values`).
+async fn createmeta_fields(
+    State(state): State<Shared>,
+    Path((project, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    s.createmeta_reads += 1;
+    let screen = s
+        .screens
+        .iter()
+        .find(|((p, t), _)| *p == project && issue_type_id(t) == id)
+        .map(|(_, f)| f.clone())
+        .unwrap_or_else(|| {
+            let mut f = system_fields();
+            f.push(ScreenField::new("components", "Components", "array", false));
+            f.push(ScreenField::new("assignee", "Assignee", "user", false));
+            f
+        });
+    let fields: Vec<Value> = screen
+        .iter()
+        .map(|f| {
+            json!({"fieldId": f.id, "key": f.id, "name": f.name, "required": f.required, "hasDefaultValue": false,
+                   "schema": {"type": f.schema}, "operations": ["set"]})
+        })
+        .collect();
+    let key = if s.flavor == Some(Flavor::DataCenter) { "values" } else { "fields" };
+    axum::Json(json!({key: fields, "maxResults": 200, "startAt": 0, "total": fields.len(), "isLast": true}))
+        .into_response()
 }
 
 /// `GET /issue/{key}/comment`: the comments, newest first (`orderBy=-created`).
@@ -637,6 +838,8 @@ impl FakeJira {
             .route(&format!("{api}/issue/{{key}}/comment"), post(comment).get(list_comments))
             .route(&format!("{api}/issue/{{key}}"), get(get_issue).put(edit_issue))
             .route(&format!("{api}/myself"), get(myself))
+            .route(&format!("{api}/issue/createmeta/{{project}}/issuetypes"), get(createmeta_types))
+            .route(&format!("{api}/issue/createmeta/{{project}}/issuetypes/{{id}}"), get(createmeta_fields))
             .route("/", get(page))
             .route("/_person/{verb}", post(press))
             .with_state(state.clone());
@@ -712,6 +915,8 @@ impl FakeJira {
                 resolution: None,
                 priority: None,
                 links: Vec::new(),
+                components: Vec::new(),
+                assignee: None,
                 writes: Vec::new(),
             });
             key
@@ -732,6 +937,35 @@ impl FakeJira {
     /// A person moves `key` to the done `status` with `resolution` (e.g. `Won't Fix`).
     pub fn resolve_as_with(&self, key: &str, status: &str, resolution: &str, person: &str) -> bool {
         self.with(|s| move_issue_with(s, key, status, Some(resolution), Some(person)))
+    }
+
+    /// Sets the create screen of `issue_type` in `project`: creates then take exactly the
+    /// system fields and `fields` (400 naming any other), and refuse one without a required
+    /// field (400 "<Name> is required."); `createmeta` lists them.
+    pub fn set_screen(&self, project: &str, issue_type: &str, fields: &[ScreenField]) {
+        self.with(|s| {
+            let mut all = system_fields();
+            all.extend(fields.iter().cloned());
+            s.screens.insert((project.to_owned(), issue_type.to_owned()), all);
+        });
+    }
+
+    /// Reads of the create metadata so far.
+    pub fn createmeta_reads(&self) -> u64 {
+        self.with(|s| s.createmeta_reads)
+    }
+
+    /// A person edits `key`'s `fields` (`{"assignee": {...}, "components": [...]}`), as in
+    /// Jira's own editor: the webhook says so.
+    pub fn edit_as(&self, key: &str, fields: Value, person: &str) -> bool {
+        self.with(|s| {
+            let Some(i) = s.issues.iter().position(|i| i.key == key) else { return false };
+            let flavor = s.flavor.unwrap_or(Flavor::Cloud);
+            edit_fields(&mut s.issues[i], flavor, fields.as_object().unwrap_or(&serde_json::Map::new()));
+            let issue = s.issues[i].clone();
+            send_webhook(s, &issue, Some(person), None, None);
+            true
+        })
     }
 
     /// Writes refused by the per-issue limit so far.

@@ -181,6 +181,27 @@ async fn create(state: Shared, api: &'static str, headers: HeaderMap, body: axum
     {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "Priority should be one of [P1, P2, P3, P4, P5]");
     }
+    // The Alert API's field rules: responders name who they are, tags 20 of 50
+    // characters at most, the entity 512 characters.
+    for r in body.get("responders").and_then(Value::as_array).into_iter().flatten() {
+        let kind = r.get("type").and_then(Value::as_str).unwrap_or_default();
+        let has = |k: &str| r.get(k).and_then(Value::as_str).is_some_and(|v| !v.is_empty());
+        let ok = match kind {
+            "team" | "escalation" | "schedule" => has("id") || has("name"),
+            "user" => has("id") || has("username"),
+            _ => false,
+        };
+        if !ok {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, &format!("Responder is invalid: {r}"));
+        }
+    }
+    let tags = body.get("tags").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    if tags.len() > 20 || tags.iter().any(|t| t.as_str().is_none_or(|t| t.chars().count() > 50)) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Tags can be at most 20, of at most 50 characters each");
+    }
+    if body.get("entity").and_then(Value::as_str).is_some_and(|e| e.chars().count() > 512) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Entity must be at most 512 characters");
+    }
     match s.alerts.iter_mut().find(|a| a.alias == alias && a.status != "closed") {
         Some(open) => open.merged += 1,
         None => {

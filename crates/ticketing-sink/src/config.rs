@@ -132,9 +132,26 @@ pub struct Jira {
     /// Jira priority name per severity; empty to leave the priority unset.
     #[serde(default = "default_priorities")]
     pub priorities: BTreeMap<String, String>,
-    /// Labels added to every ticket (no spaces).
+    /// Labels added to every ticket (no spaces); a label may be a template over the
+    /// incident (`team-{label.team}`), its spaces made `-`.
     #[serde(default = "default_labels")]
     pub labels: Vec<String>,
+    /// Component names on every ticket (templates), unless a route names its own.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// Assignee of every ticket unless a route names one: an accountId on Cloud, a user
+    /// name on Data Center (a template).
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// Other fields by id (`customfield_10020: {type: select, value: "{severity}"}`);
+    /// types: text, adf (Cloud), number, select, multi_select, user, labels.
+    #[serde(default)]
+    pub fields: BTreeMap<String, crate::fields::CustomField>,
+    /// Fields written again when the incident changes (`assignee`, `components`, `labels`
+    /// or a field id); every other field is set at creation only, so a person's edit
+    /// stands.
+    #[serde(default)]
+    pub sync: Vec<String>,
     /// Requests per minute this sink sends (Jira Cloud's burst limits are per site).
     #[serde(default = "default_jira_rate")]
     pub requests_per_minute: u32,
@@ -193,6 +210,13 @@ pub struct Github {
     /// Label added when the incident resolves.
     #[serde(default = "default_resolved_label")]
     pub resolved_label: String,
+    /// Assignees (logins) of every issue; GitHub drops them silently when the token may
+    /// not push to the repository (the start check says so).
+    #[serde(default)]
+    pub assignees: Vec<String>,
+    /// Milestone number of every issue.
+    #[serde(default)]
+    pub milestone: Option<u64>,
     /// Requests per minute (GitHub's secondary limit on content creation is ~80/min).
     #[serde(default = "default_github_rate")]
     pub requests_per_minute: u32,
@@ -369,6 +393,84 @@ pub struct Route {
     /// GitHub `owner/name` for this route.
     #[serde(default)]
     pub repo: Option<String>,
+    /// Jira issue type for this route (default: `jira.issue_type`).
+    #[serde(default)]
+    pub issue_type: Option<String>,
+    /// Jira components for this route (instead of `jira.components`).
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// Jira assignee for this route (instead of `jira.assignee`).
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// Labels added for this route (Jira or GitHub; templates).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Jira fields for this route, over `jira.fields`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, crate::fields::CustomField>,
+    /// Fields kept in sync for this route, besides the provider's `sync`.
+    #[serde(default)]
+    pub sync: Vec<String>,
+    /// GitHub assignees (logins) for this route, besides `github.assignees`.
+    #[serde(default)]
+    pub assignees: Vec<String>,
+    /// GitHub milestone number for this route (instead of `github.milestone`).
+    #[serde(default)]
+    pub milestone: Option<u64>,
+}
+
+impl Route {
+    /// The fields this route configures.
+    pub fn fields_config(&self) -> crate::fields::FieldsConfig {
+        crate::fields::FieldsConfig {
+            issue_type: self.issue_type.clone(),
+            components: self.components.clone(),
+            assignee: self.assignee.clone(),
+            labels: self.labels.clone(),
+            fields: self.fields.clone(),
+            sync: self.sync.clone(),
+            assignees: self.assignees.clone(),
+            milestone: self.milestone,
+        }
+    }
+}
+
+impl Jira {
+    /// The fields every Jira ticket gets unless its route says otherwise; the templated
+    /// labels among `labels` (the static ones are the client's).
+    pub fn fields_config(&self) -> crate::fields::FieldsConfig {
+        crate::fields::FieldsConfig {
+            issue_type: None,
+            components: self.components.clone(),
+            assignee: self.assignee.clone(),
+            labels: self.labels.iter().filter(|l| l.contains('{')).cloned().collect(),
+            fields: self.fields.clone(),
+            sync: self.sync.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The labels that are not templates: on every ticket as written.
+    pub fn static_labels(&self) -> Vec<String> {
+        self.labels.iter().filter(|l| !l.contains('{')).cloned().collect()
+    }
+}
+
+impl Github {
+    /// The fields every GitHub issue gets.
+    pub fn fields_config(&self) -> crate::fields::FieldsConfig {
+        crate::fields::FieldsConfig {
+            labels: self.labels.iter().filter(|l| l.contains('{')).cloned().collect(),
+            assignees: self.assignees.clone(),
+            milestone: self.milestone,
+            ..Default::default()
+        }
+    }
+
+    /// The labels that are not templates.
+    pub fn static_labels(&self) -> Vec<String> {
+        self.labels.iter().filter(|l| !l.contains('{')).cloned().collect()
+    }
 }
 
 fn valid_repo(repo: &str) -> bool {
@@ -384,6 +486,25 @@ pub struct Valid {
     pub title: Template,
     /// `templates.body`, compiled.
     pub body: Template,
+    /// Each provider's fields (`jira.*`, `github.*`), compiled.
+    pub defaults: BTreeMap<Provider, crate::fields::Compiled>,
+    /// Each route's fields over its provider's, compiled, in `routes` order.
+    pub routes: Vec<crate::fields::Compiled>,
+}
+
+impl Valid {
+    /// The fields of a ticket of `provider` on `route` (`default` or `routes[n]`, as the
+    /// ticket's target names it): the route's, else the provider's defaults.
+    pub fn fields(&self, provider: Provider, route: &str) -> crate::fields::Compiled {
+        route
+            .strip_prefix("routes[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| self.routes.get(n))
+            .or_else(|| self.defaults.get(&provider))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 impl ServiceConfig for Config {
@@ -421,10 +542,46 @@ impl ServiceConfig for Config {
             Template::parse(text)
                 .map_err(|reason| ConfigError::new(format!("ticketing_integration.templates.{key}"), reason))
         };
+        let fields_error = |(key, reason): (String, String)| ConfigError::new(key, reason);
+        let jira_deployment = i.jira.as_ref().map_or(Deployment::Cloud, Jira::deployment);
+        let mut defaults = BTreeMap::new();
+        if let Some(j) = &i.jira {
+            let c = crate::fields::compile(&j.fields_config(), "ticketing_integration.jira", jira_deployment)
+                .map_err(fields_error)?;
+            defaults.insert(Provider::Jira, c);
+        }
+        if let Some(g) = &i.github {
+            let c = crate::fields::compile(&g.fields_config(), "ticketing_integration.github", Deployment::Cloud)
+                .map_err(fields_error)?;
+            defaults.insert(Provider::Github, c);
+        }
+        let mut routes = Vec::new();
+        for (n, r) in i.routes.iter().enumerate() {
+            let provider = r.provider.unwrap_or(i.default_provider);
+            let at = format!("ticketing_integration.routes[{n}]");
+            let route = crate::fields::compile(&r.fields_config(), &at, jira_deployment).map_err(fields_error)?;
+            let jira_only =
+                r.issue_type.is_some() || !r.components.is_empty() || r.assignee.is_some() || !r.fields.is_empty();
+            if provider == Provider::Github && jira_only {
+                return Err(ConfigError::new(
+                    at,
+                    "issue_type, components, assignee and fields are Jira's; a github route sets labels, assignees and a milestone",
+                ));
+            }
+            if provider == Provider::Jira && (!r.assignees.is_empty() || r.milestone.is_some()) {
+                return Err(ConfigError::new(
+                    at,
+                    "assignees and milestone are GitHub's; a jira route sets an assignee",
+                ));
+            }
+            routes.push(crate::fields::over(&defaults.get(&provider).cloned().unwrap_or_default(), &route));
+        }
         let valid = Valid {
             config: self.clone(),
             title: template("title", &i.templates.title)?,
             body: template("body", &i.templates.body)?,
+            defaults,
+            routes,
         };
         check_settings("ticketing_integration.jira.webhook", i.jira.as_ref().and_then(|j| j.webhook.as_ref()))?;
         check_settings("ticketing_integration.github.webhook", i.github.as_ref().and_then(|g| g.webhook.as_ref()))?;
@@ -432,10 +589,10 @@ impl ServiceConfig for Config {
             if !valid_repo(&g.repo) {
                 return Err(ConfigError::new("ticketing_integration.github.repo", "expected `owner/name`"));
             }
-            if g.labels.is_empty() {
+            if g.static_labels().is_empty() {
                 return Err(ConfigError::new(
                     "ticketing_integration.github.labels",
-                    "list at least one label (the sink finds its issues by it)",
+                    "list at least one label that is not a template (the sink finds its issues by it)",
                 ));
             }
         }

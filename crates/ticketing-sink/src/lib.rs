@@ -10,6 +10,7 @@
 //! publishes intents only. Knows nothing about paging.
 
 pub mod config;
+pub mod fields;
 pub mod lives;
 pub mod marker;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod provider;
 pub mod receiver;
 pub mod routing;
+pub mod screens;
 pub mod sink;
 mod start;
 pub mod state;
@@ -26,7 +28,7 @@ pub use sre_sink::template;
 use sre_sink::FactKind;
 
 pub use config::{Config, Valid};
-pub use start::start;
+pub use start::{online_check, start};
 
 /// The service's name, version and default port.
 pub const SPEC: sre_runtime::ServiceSpec =

@@ -86,7 +86,15 @@ impl Sink {
                     if let Some(account) = account {
                         self.own_accounts.learn(*provider, account);
                     }
-                    self.vendors.credentials_checked(*provider, Ok(()));
+                    // Jira's create screens, before the first incident needs them.
+                    let verdict =
+                        match crate::screens::problems(&self.config, *provider, configured.tracker.as_ref()).await {
+                            Ok(problems) if problems.is_empty() => Ok(()),
+                            Ok(problems) => Err(format!("tickets would fail: {}", problems.join("; "))),
+                            // Unreachable: the breaker's business; the credentials are fine.
+                            Err(_) => Ok(()),
+                        };
+                    self.vendors.credentials_checked(*provider, verdict);
                 }
                 Err(e) if e.class() == ErrorClass::Auth => {
                     self.vendors.credentials_checked(*provider, Err(format!("credentials refused: {e}")));
@@ -119,9 +127,10 @@ impl Sink {
         self.vendors.call(provider, &configured.credential, || op(tracker.clone())).await
     }
 
-    fn new_ticket(&self, incident: &IncidentCreated, project: &str) -> NewTicket {
+    fn new_ticket(&self, incident: &IncidentCreated, target: &crate::routing::Target) -> NewTicket {
         NewTicket {
-            project: project.to_owned(),
+            fields: self.config.fields(target.provider, &target.route).render(incident, self.jira_deployment()),
+            project: target.project.clone(),
             title: clip(&self.config.title.render(incident), TITLE_MAX),
             // Cut to what Jira takes (and what the record keeps as the ticket's draft).
             body: limits::fit(&self.config.body.render(incident), limits::BODY_MAX).into_owned(),
@@ -141,7 +150,18 @@ impl Sink {
             marker: marker(&record.incident_id),
             severity: draft.severity.clone(),
             follows: Some(follows),
+            fields: draft.fields.clone(),
         }
+    }
+
+    /// Jira's deployment (what user fields and rich text look like); Cloud without Jira.
+    fn jira_deployment(&self) -> crate::provider::jira::Deployment {
+        self.config
+            .config
+            .ticketing_integration
+            .jira
+            .as_ref()
+            .map_or(crate::provider::jira::Deployment::Cloud, crate::config::Jira::deployment)
     }
 
     async fn on_created(&self, incident: IncidentCreated) -> Disposition {
@@ -151,10 +171,17 @@ impl Sink {
         let count = |o| self.metrics.count(provider, Action::Create, o);
         let now = Timestamp::now();
         // The common case is a new incident: claim first, read only when a record exists.
-        let ticket = self.new_ticket(&incident, &target.project);
+        let ticket = self.new_ticket(&incident, &target);
+        let context =
+            self.config.fields(target.provider, &target.route).syncs().then(|| crate::fields::Context::of(&incident));
         let mut claim = TicketRecord::claim(&incident.incident_id, target, now);
-        claim.draft =
-            Some(Draft { title: ticket.title.clone(), body: ticket.body.clone(), severity: ticket.severity.clone() });
+        claim.draft = Some(Draft {
+            title: ticket.title.clone(),
+            body: ticket.body.clone(),
+            severity: ticket.severity.clone(),
+            fields: ticket.fields.clone(),
+            context,
+        });
         let read = match self.tickets.create(&claim).await {
             Ok(revision) => return self.create_ticket(ticket, Read { record: claim, revision }, false).await,
             Err(RecordError::AlreadyExists) => match self.tickets.get(&incident.incident_id).await {
@@ -720,6 +747,14 @@ impl Sink {
             }
         };
         let project = read.record.target.project.clone();
+        // The fields kept in sync, rendered again for the new severity.
+        let synced = match read.record.draft.as_ref().and_then(|d| d.context.as_ref()) {
+            Some(context) => self
+                .config
+                .fields(read.record.target.provider, &read.record.target.route)
+                .render_synced(&context.incident(to as i32), self.jira_deployment()),
+            None => crate::fields::Rendered::default(),
+        };
         let mut severity = to.config_name().to_owned();
         let mut changed = false;
         // Set it; if a later change was recorded meanwhile, set that one's (its own
@@ -730,8 +765,9 @@ impl Sink {
             }
             match self
                 .vendor(provider, |t| {
-                    let (project, ticket, severity) = (project.clone(), ticket.clone(), severity.clone());
-                    async move { t.set_severity(&project, &ticket, &severity).await }
+                    let (project, ticket, severity, synced) =
+                        (project.clone(), ticket.clone(), severity.clone(), synced.clone());
+                    async move { t.set_severity(&project, &ticket, &severity, &synced).await }
                 })
                 .await
             {

@@ -80,6 +80,30 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
     }))
 }
 
+/// `--check-config --online`: the credentials, and every Jira target's create screen (see
+/// [`crate::screens`]), checked against the vendors with the configured secrets.
+pub fn online_check<'a>(valid: &'a Valid, secrets: &'a sre_runtime::SecretStore) -> sre_runtime::OnlineCheck<'a> {
+    Box::pin(async move {
+        let integration = &valid.config.ticketing_integration;
+        if !integration.enabled {
+            return Ok(Vec::new());
+        }
+        let trackers = trackers(integration, secrets)?;
+        let mut problems = Vec::new();
+        for (provider, configured) in &trackers {
+            if let Err(e) = configured.tracker.check().await {
+                problems.push(format!("ticketing_integration.{}: {e}", provider.name()));
+            }
+        }
+        if problems.is_empty() {
+            for (provider, configured) in &trackers {
+                problems.extend(crate::screens::problems(valid, *provider, configured.tracker.as_ref()).await?);
+            }
+        }
+        Ok(problems)
+    })
+}
+
 /// The trackers the configuration names, with the credentials they act with: every secret
 /// must resolve now (a missing key fails the start, not the first incident), and Jira Cloud
 /// needs `email` beside `token`.
@@ -101,7 +125,7 @@ fn trackers(
             close: j.close_transition.clone(),
             reopen: j.reopen_transition.clone(),
             priorities: j.priorities.clone(),
-            labels: j.labels.clone(),
+            labels: j.static_labels(),
         };
         if settings.deployment == provider::jira::Deployment::Cloud && email.is_none() {
             anyhow::bail!(
@@ -119,7 +143,7 @@ fn trackers(
             &g.base_url,
             token,
             &g.repo,
-            g.labels.clone(),
+            g.static_labels(),
             g.resolved_label.clone(),
         );
         let credential = g.secret_ref.as_str().to_owned();

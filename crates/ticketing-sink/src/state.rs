@@ -125,6 +125,17 @@ pub struct Draft {
     pub body: String,
     /// Severity name.
     pub severity: String,
+    /// The route's fields as rendered for the first ticket (a later ticket of the
+    /// incident gets the same).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub fields: crate::fields::Rendered,
+    /// What the fields' templates name, to render the `sync` ones again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::fields::Context>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A comment waiting to be posted.

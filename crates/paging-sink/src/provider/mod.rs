@@ -73,6 +73,8 @@ pub struct Destination {
     pub routing_key: Option<secrecy::SecretString>,
     /// Opsgenie (or JSM) responding team.
     pub team: Option<String>,
+    /// Opsgenie (or JSM) alert fields of the page's route.
+    pub alert: crate::alert_fields::Compiled,
 }
 
 impl std::fmt::Debug for Destination {

@@ -70,24 +70,34 @@ fn encode_segment(s: &str) -> String {
         .collect()
 }
 
-/// The create request of `incident`, within Opsgenie's field limits.
-pub fn create_body(incident: &IncidentCreated, team: Option<&str>) -> Value {
-    let tags: Vec<String> = std::iter::once(format!("severity:{}", priority_name(incident)))
+/// The create request of `incident`, within Opsgenie's field limits: the route's (or the
+/// section's) configured fields first where they compete for a limit.
+pub fn create_body(incident: &IncidentCreated, team: Option<&str>, alert: &crate::alert_fields::Compiled) -> Value {
+    let extra = alert.render(incident);
+    let mut tags: Vec<String> = Vec::new();
+    for t in std::iter::once(format!("severity:{}", priority_name(incident)))
+        .chain(extra.tags.iter().cloned())
         .chain(incident.labels.iter().map(|(k, v)| format!("{k}:{v}")))
         .map(|t| clip(&t, TAGS_MAX.1))
-        .take(TAGS_MAX.0)
-        .collect();
+    {
+        if tags.len() < TAGS_MAX.0 && !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
     let mut details = serde_json::Map::new();
     let mut used = 0;
-    for (k, v) in [
-        ("incident_id", incident.incident_id.as_str()),
-        ("environment", incident.environment.as_str()),
-        ("team", incident.team.as_str()),
-        ("runbook_url", incident.runbook_url.as_str()),
-        ("url", incident.url.as_str()),
-    ]
-    .into_iter()
-    .chain(incident.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    for (k, v) in extra
+        .details
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([
+            ("incident_id", incident.incident_id.as_str()),
+            ("environment", incident.environment.as_str()),
+            ("team", incident.team.as_str()),
+            ("runbook_url", incident.runbook_url.as_str()),
+            ("url", incident.url.as_str()),
+        ])
+        .chain(incident.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     {
         if v.is_empty() || details.contains_key(k) || used + k.len() + v.len() > DETAILS_MAX {
             continue;
@@ -102,13 +112,23 @@ pub fn create_body(incident: &IncidentCreated, team: Option<&str>) -> Value {
         "tags": tags,
         "details": details,
         "source": super::CLIENT,
-        "priority": priority(Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified)),
+        "priority": extra.priority.clone().unwrap_or_else(|| {
+            priority(Severity::try_from(incident.severity).unwrap_or(Severity::Unspecified)).to_owned()
+        }),
     });
-    if !incident.service.is_empty() {
-        body["entity"] = json!(clip(&incident.service, 512));
+    match &extra.entity {
+        Some(entity) => body["entity"] = json!(clip(entity, crate::alert_fields::ENTITY_MAX)),
+        None if !incident.service.is_empty() => body["entity"] = json!(clip(&incident.service, 512)),
+        None => {}
     }
-    if let Some(team) = team {
-        body["responders"] = json!([{"type": "team", "name": team}]);
+    let mut responders: Vec<Value> = team.map(|t| json!({"type": "team", "name": t})).into_iter().collect();
+    for r in extra.responders {
+        if !responders.contains(&r) && responders.len() < crate::alert_fields::RESPONDERS_MAX {
+            responders.push(r);
+        }
+    }
+    if !responders.is_empty() {
+        body["responders"] = json!(responders);
     }
     body
 }
@@ -179,7 +199,9 @@ impl Pager for Opsgenie {
         destination: &'a Destination,
         incident: &'a IncidentCreated,
     ) -> BoxFuture<'a, Result<Accepted, VendorError>> {
-        Box::pin(async move { self.post("/v2/alerts", create_body(incident, destination.team.as_deref())).await })
+        Box::pin(async move {
+            self.post("/v2/alerts", create_body(incident, destination.team.as_deref(), &destination.alert)).await
+        })
     }
 
     fn follow_up<'a>(
@@ -241,7 +263,7 @@ mod tests {
             labels: (0..40).map(|i| (format!("label-{i:02}"), "v".repeat(60))).collect(),
             ..Default::default()
         };
-        let body = create_body(&incident, Some("payments"));
+        let body = create_body(&incident, Some("payments"), &crate::alert_fields::Compiled::default());
         assert_eq!(body["message"].as_str().map(|m| m.chars().count()), Some(MESSAGE_MAX));
         assert_eq!(body["priority"], "P1");
         assert_eq!(body["alias"], "inc/42 ü");

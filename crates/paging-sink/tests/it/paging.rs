@@ -539,3 +539,79 @@ async fn client_url_class_and_images_reach_pagerduty_rendered_from_the_incident(
         serde_json::json!([{"src": "https://grafana.example/render/checkout-api.png", "alt": "checkout-api errors"}])
     );
 }
+
+/// Opsgenie and JSM alerts the way teams configure them: a route's responders (a user and
+/// a schedule beside its team), extra tags and details (templates), its own priority map
+/// and entity reach the Alert API as it takes them; the section's defaults apply elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opsgenie_and_jsm_alerts_carry_the_routes_responders_tags_details_priority_and_entity() {
+    let pd = FakePagerDuty::start().await.expect("pagerduty");
+    let og = FakeOpsgenie::start(GENIE_KEY).await.expect("opsgenie");
+    let yaml = format!(
+        r#"paging_integration:
+  default_provider: opsgenie
+  pagerduty:
+    routing_key_ref: platform/pagerduty
+    base_url: {pd}
+  opsgenie:
+    api_key_ref: platform/opsgenie
+    base_url: {og}
+    default_team: sre
+    tags: ["env:{{environment}}"]
+    details: {{runbook: "{{runbook_url}}"}}
+  jsm:
+    api_key_ref: platform/opsgenie
+    base_url: {jsm}
+    responders: [{{type: escalation, name: platform-escalation}}]
+    priorities: {{critical: P2}}
+  routes:
+    - match: {{team: data}}
+      team: data-oncall
+      responders:
+        - {{type: user, username: ada@example.com}}
+        - {{type: schedule, name: data-primary}}
+      tags: ["owner:{{team}}"]
+      details: {{dashboard: "https://grafana.example/d/etl?svc={{service}}"}}
+      priorities: {{high: P1}}
+      entity: "{{environment}}/{{service}}"
+    - match: {{service: search}}
+      provider: jsm
+  escalation:
+    critical: immediate
+    high: immediate
+"#,
+        pd = pd.url(),
+        og = og.url(),
+        jsm = og.jsm_url(),
+    );
+    let s = stack(&yaml);
+    let _sink = s.sink("paging-0");
+    s.created("inc-etl", Severity::High, "etl", "f-etl").await;
+    s.created("inc-web", Severity::Critical, "checkout-api", "f-web").await;
+    s.created("inc-search", Severity::Critical, "search", "f-search").await;
+    eventually("three alerts", WAIT, || async { og.alerts().len() == 3 }).await;
+    let alert = |alias: &str| og.alerts().into_iter().find(|a| a.alias == alias).expect("alert").create;
+
+    let etl = alert("inc-etl");
+    assert_eq!(
+        etl["responders"],
+        serde_json::json!([{"type": "team", "name": "data-oncall"}, {"type": "user", "username": "ada@example.com"},
+                           {"type": "schedule", "name": "data-primary"}])
+    );
+    assert_eq!(etl["priority"], "P1", "the route's map: high is P1 for this team");
+    assert_eq!(etl["entity"], "production/etl");
+    let tags: Vec<&str> = etl["tags"].as_array().expect("tags").iter().filter_map(|t| t.as_str()).collect();
+    assert!(["severity:high", "env:production", "owner:data"].iter().all(|t| tags.contains(t)), "{tags:?}");
+    assert_eq!(etl["details"]["dashboard"], "https://grafana.example/d/etl?svc=etl");
+    assert_eq!(etl["details"]["runbook"], "https://runbooks.example.com/errors");
+
+    let web = alert("inc-web");
+    assert_eq!(web["responders"], serde_json::json!([{"type": "team", "name": "sre"}]));
+    assert_eq!((web["priority"].as_str(), web["entity"].as_str()), (Some("P1"), Some("checkout-api")));
+
+    let search = og.alerts().into_iter().find(|a| a.alias == "inc-search").expect("jsm alert");
+    assert_eq!(search.api, "jsm");
+    assert_eq!(search.create["responders"], serde_json::json!([{"type": "escalation", "name": "platform-escalation"}]));
+    assert_eq!(search.create["priority"], "P2", "JSM's own map");
+    assert!(og.failed_requests().is_empty(), "{:?}", og.failed_requests());
+}

@@ -114,11 +114,20 @@ impl Github {
             .as_ref()
             .map(|t| format!("\n\nFollows #{}, the incident's earlier issue (reopened after it ended).", t.key))
             .unwrap_or_default();
-        json!({
+        let mut labels = self.labels.clone();
+        labels.extend(ticket.fields.labels.iter().filter(|l| !self.labels.contains(l)).cloned());
+        let mut body = json!({
             "title": ticket.title,
             "body": format!("{}{follows}\n\n{}", ticket.body, crate::marker::line(&ticket.marker)),
-            "labels": self.labels,
-        })
+            "labels": labels,
+        });
+        if !ticket.fields.assignees.is_empty() {
+            body["assignees"] = json!(ticket.fields.assignees);
+        }
+        if let Some(m) = ticket.fields.milestone {
+            body["milestone"] = json!(m);
+        }
+        body
     }
 
     fn issue_ref(v: &Value) -> Option<TicketRef> {
@@ -247,6 +256,7 @@ impl Tracker for Github {
         _project: &'a str,
         _ticket: &'a TicketRef,
         _severity: &'a str,
+        _synced: &'a super::TicketFields,
     ) -> BoxFuture<'a, Result<bool, VendorError>> {
         // GitHub issues keep no priority: the comment says it.
         Box::pin(async { Ok(false) })
@@ -264,6 +274,27 @@ impl Tracker for Github {
             let answer = self.call(http::Method::GET, &path, None).await?;
             let comments: Vec<Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
             Ok(comments.iter().filter_map(|c| c.get("body").and_then(Value::as_str).map(str::to_owned)).collect())
+        })
+    }
+
+    fn check_fields<'a>(
+        &'a self,
+        project: &'a str,
+        _issue_type: Option<&'a str>,
+        _fields: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async move {
+            let answer = self.call(http::Method::GET, &format!("/repos/{project}"), None).await?;
+            let repo: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            // Without push access GitHub drops labels, assignees and the milestone of a new
+            // issue silently: the sink could not find its issues again by their label.
+            Ok(match repo.pointer("/permissions/push").and_then(Value::as_bool) {
+                Some(false) => vec![format!(
+                    "the token may not push to {project}: GitHub would silently drop the issues' labels (the sink \
+                     finds its issues by them), assignees and milestone; give it write access to issues"
+                )],
+                _ => Vec::new(),
+            })
         })
     }
 

@@ -122,6 +122,50 @@ fn jira_error(answer: &Answer) -> VendorError {
     })
 }
 
+/// The problems of creating `issue_type` in `project` with `fields` (besides the sink's own:
+/// project, issue type, summary, description, labels and, unless no priority is mapped,
+/// priority) on a screen listing `on_screen` (createmeta's entries). Pure.
+pub fn screen_problems(
+    project: &str,
+    issue_type: &str,
+    on_screen: &[&Value],
+    fields: &[String],
+    no_priority: bool,
+) -> Vec<String> {
+    fn id_of(f: &Value) -> &str {
+        f.get("fieldId").or_else(|| f.get("key")).and_then(Value::as_str).unwrap_or_default()
+    }
+    let mut own = vec!["project", "issuetype", "summary", "description", "labels"];
+    if !no_priority {
+        own.push("priority");
+    }
+    let mut problems = Vec::new();
+    for f in own
+        .iter()
+        .filter(|f| !["project", "issuetype", "summary"].contains(f))
+        .map(|f| (*f).to_owned())
+        .chain(fields.iter().cloned())
+    {
+        if !on_screen.iter().any(|s| id_of(s) == f) {
+            problems.push(format!(
+                "`{f}` is not on the create screen of {issue_type} in {project} (Jira would answer 400)"
+            ));
+        }
+    }
+    for s in on_screen {
+        let id = id_of(s);
+        let required = s.get("required").and_then(Value::as_bool).unwrap_or(false);
+        let has_default = s.get("hasDefaultValue").and_then(Value::as_bool).unwrap_or(false);
+        if required && !has_default && !own.contains(&id) && !fields.iter().any(|f| f == id) {
+            let name = s.get("name").and_then(Value::as_str).unwrap_or(id);
+            problems.push(format!(
+                "`{id}` ({name}) is required by {issue_type} in {project} and has no value: set it under `fields:`"
+            ));
+        }
+    }
+    problems
+}
+
 /// Settings of the client beyond the connection.
 #[derive(Debug, Clone)]
 pub struct JiraSettings {
@@ -208,10 +252,11 @@ impl Jira {
     pub fn create_body(&self, ticket: &NewTicket) -> Value {
         let summary = clip(&ticket.title.replace(['\n', '\r'], " "), SUMMARY_MAX);
         let mut labels = self.labels.clone();
+        labels.extend(ticket.fields.labels.iter().filter(|l| !self.labels.contains(l)).cloned());
         labels.push(ticket.marker.clone());
         let mut fields = json!({
             "project": {"key": ticket.project},
-            "issuetype": {"name": self.issue_type},
+            "issuetype": {"name": ticket.fields.issue_type.as_deref().unwrap_or(&self.issue_type)},
             "summary": summary,
             "description": self.text(&ticket.body),
             "labels": labels,
@@ -219,12 +264,36 @@ impl Jira {
         if let Some(p) = self.priorities.get(&ticket.severity) {
             fields["priority"] = json!({"name": p});
         }
+        if let Some(map) = fields.as_object_mut() {
+            for (id, value) in &ticket.fields.jira {
+                map.insert(id.clone(), value.clone());
+            }
+        }
         match &ticket.follows {
             // Linked to the ticket of the incident's earlier life.
             Some(earlier) => json!({"fields": fields, "update": {"issuelinks": [
                 {"add": {"type": {"name": "Relates"}, "outwardIssue": {"key": earlier.key}}}]}}),
             None => json!({"fields": fields}),
         }
+    }
+
+    /// The edit of a ticket whose incident changed severity: the priority, and only the
+    /// fields kept in sync (labels are added, never replaced); `None` when there is nothing
+    /// to write. Fields set at creation only are not in it, so a person's edit stands.
+    pub fn update_body(&self, severity: &str, synced: &super::TicketFields) -> Option<Value> {
+        let mut fields = synced.jira.clone();
+        if let Some(p) = self.priorities.get(severity) {
+            fields.insert("priority".into(), json!({"name": p}));
+        }
+        let mut body = serde_json::Map::new();
+        if !fields.is_empty() {
+            body.insert("fields".into(), Value::Object(fields));
+        }
+        if !synced.labels.is_empty() {
+            let add: Vec<Value> = synced.labels.iter().map(|l| json!({"add": l})).collect();
+            body.insert("update".into(), json!({"labels": add}));
+        }
+        (!body.is_empty()).then_some(Value::Object(body))
     }
 
     fn link(&self, key: &str) -> String {
@@ -379,11 +448,15 @@ impl Tracker for Jira {
         _project: &'a str,
         ticket: &'a TicketRef,
         severity: &'a str,
+        synced: &'a super::TicketFields,
     ) -> BoxFuture<'a, Result<bool, VendorError>> {
         Box::pin(async move {
-            let Some(priority) = self.priorities.get(severity) else { return Ok(false) };
-            let body = json!({"fields": {"priority": {"name": priority}}});
-            self.call(http::Method::PUT, &format!("/issue/{}", ticket.key), Some(body)).await.map(|_| true)
+            match self.update_body(severity, synced) {
+                Some(body) => {
+                    self.call(http::Method::PUT, &format!("/issue/{}", ticket.key), Some(body)).await.map(|_| true)
+                }
+                None => Ok(false),
+            }
         })
     }
 
@@ -405,6 +478,41 @@ impl Tracker for Jira {
                 .filter_map(|c| c.get("body"))
                 .map(|b| b.as_str().map_or_else(|| plain_text(b), str::to_owned))
                 .collect())
+        })
+    }
+
+    fn check_fields<'a>(
+        &'a self,
+        project: &'a str,
+        issue_type: Option<&'a str>,
+        fields: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async move {
+            let issue_type = issue_type.unwrap_or(&self.issue_type);
+            let path = format!("/issue/createmeta/{project}/issuetypes?maxResults=200");
+            let types: Value = serde_json::from_slice(&self.call(http::Method::GET, &path, None).await?.body)
+                .map_err(|e| VendorError::Invalid(format!("jira createmeta: {e}")))?;
+            // Cloud pages them as `issueTypes`, Data Center as `values`.
+            let listed = types.get("issueTypes").or_else(|| types.get("values")).and_then(Value::as_array);
+            let Some(found) = listed
+                .into_iter()
+                .flatten()
+                .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case(issue_type)))
+            else {
+                return Ok(vec![format!("issue type `{issue_type}` cannot be created in project {project}")]);
+            };
+            let id = found.get("id").and_then(Value::as_str).unwrap_or_default();
+            let path = format!("/issue/createmeta/{project}/issuetypes/{id}?maxResults=200");
+            let meta: Value = serde_json::from_slice(&self.call(http::Method::GET, &path, None).await?.body)
+                .map_err(|e| VendorError::Invalid(format!("jira createmeta: {e}")))?;
+            let on_screen: Vec<&Value> = meta
+                .get("fields")
+                .or_else(|| meta.get("values"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .collect();
+            Ok(screen_problems(project, issue_type, &on_screen, fields, self.priorities.is_empty()))
         })
     }
 
@@ -450,6 +558,7 @@ mod tests {
             marker: "sre-inc-1".into(),
             severity: "critical".into(),
             follows: None,
+            fields: Default::default(),
         }
     }
 

@@ -50,6 +50,26 @@ impl sre_sink::Vendor for Provider {
 /// A boxed future, so providers can sit behind `dyn Tracker`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The fields rendered for one ticket, in the vendor's terms; kept in the ticket's draft.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketFields {
+    /// Jira issue type, when the route sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_type: Option<String>,
+    /// Labels beyond the provider's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Jira `fields` entries (components, assignee, custom fields) as Jira takes them.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub jira: serde_json::Map<String, serde_json::Value>,
+    /// GitHub assignees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignees: Vec<String>,
+    /// GitHub milestone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub milestone: Option<u64>,
+}
+
 /// A ticket as the vendor knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketRef {
@@ -76,6 +96,9 @@ pub struct NewTicket {
     /// The ticket of the incident's earlier life this one follows (a reopen long after it
     /// ended): linked to it.
     pub follows: Option<TicketRef>,
+    /// The route's fields (issue type, components, assignee, labels, custom fields; GitHub
+    /// assignees and milestone), rendered.
+    pub fields: TicketFields,
 }
 
 /// Where a ticket stands at the vendor.
@@ -131,6 +154,7 @@ pub trait Tracker: Send + Sync {
         project: &'a str,
         ticket: &'a TicketRef,
         severity: &'a str,
+        synced: &'a TicketFields,
     ) -> BoxFuture<'a, Result<bool, VendorError>>;
     /// The texts of the ticket's comments written since `since` (the newest hundred): how
     /// a comment posted by a call that died is found before it is posted again.
@@ -144,4 +168,16 @@ pub trait Tracker: Send + Sync {
     /// the account they act as, where the vendor names it (Jira: `accountId` on Cloud,
     /// `name` on Data Center), so two-way sync tells the sink's own changes apart.
     fn check(&self) -> BoxFuture<'_, Result<Option<String>, VendorError>>;
+    /// What would make a create fail, read from the vendor before the first incident:
+    /// Jira's create screen for `issue_type` in `project` (a field set that is not on it,
+    /// a required field without a value); each problem in words. `fields` are the ids the
+    /// configuration sets besides the sink's own.
+    fn check_fields<'a>(
+        &'a self,
+        _project: &'a str,
+        _issue_type: Option<&'a str>,
+        _fields: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>, VendorError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
