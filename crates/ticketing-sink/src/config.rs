@@ -559,7 +559,12 @@ impl ServiceConfig for Config {
         for (n, r) in i.routes.iter().enumerate() {
             let provider = r.provider.unwrap_or(i.default_provider);
             let at = format!("ticketing_integration.routes[{n}]");
-            let route = crate::fields::compile(&r.fields_config(), &at, jira_deployment).map_err(fields_error)?;
+            let inherited = match provider {
+                Provider::Jira => i.jira.as_ref().map(|j| j.fields.clone()).unwrap_or_default(),
+                Provider::Github => BTreeMap::new(),
+            };
+            let route = crate::fields::compile_over(&r.fields_config(), &at, jira_deployment, &inherited)
+                .map_err(fields_error)?;
             let jira_only =
                 r.issue_type.is_some() || !r.components.is_empty() || r.assignee.is_some() || !r.fields.is_empty();
             if provider == Provider::Github && jira_only {

@@ -114,6 +114,16 @@ const SYNCABLE: [&str; 3] = ["assignee", "components", "labels"];
 /// Compiles `config` (at key path `at`): a template that does not compile, a static number
 /// that is not one, ADF on Data Center, or a `sync` entry naming nothing is refused there.
 pub fn compile(config: &FieldsConfig, at: &str, deployment: Deployment) -> Result<Compiled, (String, String)> {
+    compile_over(config, at, deployment, &BTreeMap::new())
+}
+
+/// [`compile`] for a route over `inherited` fields (its provider's): `sync` may name them.
+pub fn compile_over(
+    config: &FieldsConfig,
+    at: &str,
+    deployment: Deployment,
+    inherited: &BTreeMap<String, CustomField>,
+) -> Result<Compiled, (String, String)> {
     let tpl = |key: String, text: &str| Template::parse(text).map_err(|reason| (key, reason));
     let many = |key: &str, texts: &[String]| -> Result<Vec<Template>, (String, String)> {
         texts.iter().enumerate().map(|(i, t)| tpl(format!("{at}.{key}[{i}]"), t)).collect()
@@ -149,10 +159,19 @@ pub fn compile(config: &FieldsConfig, at: &str, deployment: Deployment) -> Resul
         fields.insert(id.clone(), (f.kind, templates));
     }
     for (i, s) in config.sync.iter().enumerate() {
-        if !SYNCABLE.contains(&s.as_str()) && !config.fields.contains_key(s) {
+        let field = config.fields.get(s).or_else(|| inherited.get(s));
+        if !SYNCABLE.contains(&s.as_str()) && field.is_none() {
             return Err((
                 format!("{at}.sync[{i}]"),
                 format!("`{s}`: name assignee, components, labels or a field of `fields`"),
+            ));
+        }
+        // What a synced field is rendered from again is kept with the ticket, without the
+        // (long) description.
+        if field.is_some_and(|f| f.value.texts().iter().any(|t| t.contains("{description}"))) {
+            return Err((
+                format!("{at}.sync[{i}]"),
+                format!("`{s}` names {{description}}: a field kept in sync cannot (set it at creation only)"),
             ));
         }
     }
@@ -225,7 +244,7 @@ impl Compiled {
                 .iter()
                 .map(|t| t.render(incident))
                 .filter(|c| !c.trim().is_empty())
-                .map(|c| json!({"name": c.trim()}))
+                .map(|c| json!({"name": sre_runtime::outbound::clip(c.trim(), 255)}))
                 .collect();
             if !names.is_empty() {
                 jira.insert("components".into(), Value::Array(names));
@@ -234,17 +253,21 @@ impl Compiled {
         if want("assignee")
             && let Some(a) = self.assignee.as_ref().map(|t| t.render(incident)).filter(|a| !a.trim().is_empty())
         {
-            jira.insert("assignee".into(), user(a.trim().to_owned()));
+            jira.insert("assignee".into(), user(sre_runtime::outbound::clip(a.trim(), 255)));
         }
         for (id, (kind, templates)) in &self.fields {
             if !want(id) {
                 continue;
             }
-            let values: Vec<String> = templates.iter().map(|t| t.render(incident)).collect();
+            // Every value cut to what a field (and the record keeping it) holds.
+            let values: Vec<String> = templates
+                .iter()
+                .map(|t| sre_sink::limits::fit(&t.render(incident), sre_sink::limits::FIELD_MAX).into_owned())
+                .collect();
             let one = values.first().cloned().unwrap_or_default();
             let value = match kind {
-                FieldKind::Text => Some(json!(sre_sink::limits::fit(&one, sre_sink::limits::FIELD_MAX))),
-                FieldKind::Adf => Some(adf(&sre_sink::limits::fit(&one, sre_sink::limits::BODY_MAX))),
+                FieldKind::Text => (!one.trim().is_empty()).then(|| json!(one)),
+                FieldKind::Adf => (!one.trim().is_empty()).then(|| adf(&one)),
                 FieldKind::Number => one.trim().parse::<f64>().ok().map(|n| json!(n)),
                 FieldKind::Select => (!one.trim().is_empty()).then(|| json!({"value": one.trim()})),
                 FieldKind::MultiSelect => {
@@ -253,7 +276,10 @@ impl Compiled {
                     (!v.is_empty()).then_some(Value::Array(v))
                 }
                 FieldKind::User => (!one.trim().is_empty()).then(|| user(one.trim().to_owned())),
-                FieldKind::Labels => Some(json!(values.iter().filter_map(|v| label(v)).collect::<Vec<_>>())),
+                FieldKind::Labels => {
+                    let l: Vec<String> = values.iter().filter_map(|v| label(v)).collect();
+                    (!l.is_empty()).then(|| json!(l))
+                }
             };
             // A value that renders to nothing (an absent label) leaves the field unset.
             if let Some(value) = value {
@@ -261,8 +287,12 @@ impl Compiled {
             }
         }
         let labels = if want("labels") {
-            let mut l: Vec<String> = self.labels.iter().filter_map(|t| label(&t.render(incident))).collect();
-            l.dedup();
+            let mut l: Vec<String> = Vec::new();
+            for x in self.labels.iter().filter_map(|t| label(&t.render(incident))) {
+                if !l.contains(&x) {
+                    l.push(x);
+                }
+            }
             l
         } else {
             Vec::new()
@@ -303,6 +333,7 @@ impl Compiled {
 /// fields can be rendered again when the incident changes (its description is left out:
 /// it can be long, and nothing keeps a field in sync with it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Context {
     /// The incident's id, title, service, environment, team, runbook and link.
     pub incident_id: String,
@@ -323,9 +354,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// The context of `incident`, each value cut to what a field holds.
+    /// The context of `incident`, each value cut short (64 labels at most), so the record
+    /// keeping it stays far within a bus message.
     pub fn of(incident: &IncidentCreated) -> Self {
-        let cut = |s: &str| sre_sink::limits::fit(s, sre_sink::limits::FIELD_MAX).into_owned();
+        let cut = |s: &str| sre_sink::limits::fit(s, sre_sink::limits::SHORT_MAX).into_owned();
         Self {
             incident_id: incident.incident_id.clone(),
             title: cut(&incident.title),

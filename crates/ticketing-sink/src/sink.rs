@@ -86,15 +86,20 @@ impl Sink {
                     if let Some(account) = account {
                         self.own_accounts.learn(*provider, account);
                     }
-                    // Jira's create screens, before the first incident needs them.
-                    let verdict =
-                        match crate::screens::problems(&self.config, *provider, configured.tracker.as_ref()).await {
-                            Ok(problems) if problems.is_empty() => Ok(()),
-                            Ok(problems) => Err(format!("tickets would fail: {}", problems.join("; "))),
-                            // Unreachable: the breaker's business; the credentials are fine.
-                            Err(_) => Ok(()),
-                        };
-                    self.vendors.credentials_checked(*provider, verdict);
+                    // Jira's create screens and GitHub's push access, before the first
+                    // incident needs them. When the vendor cannot be asked now, the last
+                    // verdict stands (the breaker tells of an outage).
+                    match crate::screens::problems(&self.config, *provider, configured.tracker.as_ref()).await {
+                        Ok(problems) if problems.is_empty() => self.vendors.credentials_checked(*provider, Ok(())),
+                        Ok(problems) => self.vendors.credentials_checked(
+                            *provider,
+                            Err(format!("tickets would fail: {}", problems.join("; "))),
+                        ),
+                        Err(e) if e.class() == ErrorClass::Auth => {
+                            self.vendors.credentials_checked(*provider, Err(format!("credentials refused: {e}")))
+                        }
+                        Err(_) => {}
+                    }
                 }
                 Err(e) if e.class() == ErrorClass::Auth => {
                     self.vendors.credentials_checked(*provider, Err(format!("credentials refused: {e}")));
@@ -747,12 +752,14 @@ impl Sink {
             }
         };
         let project = read.record.target.project.clone();
-        // The fields kept in sync, rendered again for the new severity.
-        let synced = match read.record.draft.as_ref().and_then(|d| d.context.as_ref()) {
-            Some(context) => self
-                .config
-                .fields(read.record.target.provider, &read.record.target.route)
-                .render_synced(&context.incident(to as i32), self.jira_deployment()),
+        // The fields kept in sync, rendered again for the severity being set.
+        let context = read.record.draft.as_ref().and_then(|d| d.context.clone());
+        let fields = self.config.fields(read.record.target.provider, &read.record.target.route);
+        let synced_for = |severity: &str| match &context {
+            Some(context) => {
+                let to = <Severity as sre_contracts::SeverityExt>::from_config_name(severity).unwrap_or(to);
+                fields.render_synced(&context.incident(to as i32), self.jira_deployment())
+            }
             None => crate::fields::Rendered::default(),
         };
         let mut severity = to.config_name().to_owned();
@@ -766,7 +773,7 @@ impl Sink {
             match self
                 .vendor(provider, |t| {
                     let (project, ticket, severity, synced) =
-                        (project.clone(), ticket.clone(), severity.clone(), synced.clone());
+                        (project.clone(), ticket.clone(), severity.clone(), synced_for(&severity));
                     async move { t.set_severity(&project, &ticket, &severity, &synced).await }
                 })
                 .await

@@ -91,8 +91,14 @@ pub fn online_check<'a>(valid: &'a Valid, secrets: &'a sre_runtime::SecretStore)
         let trackers = trackers(integration, secrets)?;
         let mut problems = Vec::new();
         for (provider, configured) in &trackers {
-            if let Err(e) = configured.tracker.check().await {
-                problems.push(format!("ticketing_integration.{}: {e}", provider.name()));
+            match configured.tracker.check().await {
+                Ok(_) => {}
+                // Refused credentials are the configuration's problem; an unreachable
+                // vendor is not (the check could not be made: exit 1, not 2).
+                Err(e) if sre_resilience::Retryable::class(&e) == sre_resilience::ErrorClass::Auth => {
+                    problems.push(format!("ticketing_integration.{}: {e}", provider.name()));
+                }
+                Err(e) => anyhow::bail!("ticketing_integration.{}: {e}", provider.name()),
             }
         }
         if problems.is_empty() {

@@ -264,8 +264,14 @@ async fn every_image_runs_read_only_as_nonroot_does_its_work_and_stops_on_sigter
     for r in &running {
         ready(&podman, r).await;
     }
-    let user = podman.ok(&["exec", "alertmanager-ingress", "/usr/local/bin/adapter", "--version"]);
-    assert!(user.starts_with("alertmanager-ingress "), "{user}");
+    let version = podman.ok(&["exec", "alertmanager-ingress", "/usr/local/bin/adapter", "--version"]);
+    assert!(version.starts_with("alertmanager-ingress "), "{version}");
+    // The images say who they run as, for a runtime that is not told (and the chart's
+    // runAsUser agrees).
+    for image in &images {
+        let user = podman.ok(&["image", "inspect", "--format", "{{.Config.User}}", image]);
+        assert_eq!(user, format!("{NONROOT}:{NONROOT}"), "{image}");
+    }
 
     // The ingress takes an alert from Alertmanager; the sinks open one ticket and one page.
     let (_, body) = sre_testkit::stack::load_webhook(0, true);

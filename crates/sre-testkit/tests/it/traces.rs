@@ -109,9 +109,11 @@ async fn an_alert_is_one_trace_from_the_webhook_to_the_vendor_call() {
         spans = receiver.spans();
         let ok = find(&spans, "alertmanager-ingress", "webhook").is_some_and(|w| {
             spans.iter().any(|s| s.service == "paging-sink" && s.name == "fact" && s.parent_span_id == w.span_id)
-        }) && ["paging-sink", "ticketing-sink"]
-            .iter()
-            .all(|sink| spans.iter().any(|s| s.service == *sink && s.name == "vendor call"));
+        }) && find(&spans, "alertmanager-ingress", "webhook").is_some_and(|w| {
+            ["paging-sink", "ticketing-sink"].iter().all(|sink| {
+                spans.iter().any(|s| s.service == *sink && s.name == "vendor call" && s.trace_id == w.trace_id)
+            })
+        });
         async move { ok }
     })
     .await;
@@ -132,6 +134,16 @@ async fn an_alert_is_one_trace_from_the_webhook_to_the_vendor_call() {
     assert_eq!(call.attributes.get("http.request.method").map(String::as_str), Some("POST"));
     assert_eq!(call.attributes.get("url.path").map(String::as_str), Some("/v2/enqueue"));
     assert_eq!(call.attributes.get("http.response.status_code").map(String::as_str), Some("202"));
+    // And Jira's create, under ticketing-sink's fact span, in the same trace.
+    let jira_fact = trace
+        .iter()
+        .find(|s| s.service == "ticketing-sink" && s.name == "fact" && s.parent_span_id == webhook.span_id)
+        .expect("ticketing-sink's fact span is the webhook's child");
+    let create = trace
+        .iter()
+        .find(|s| s.name == "vendor call" && s.parent_span_id == jira_fact.span_id)
+        .expect("the Jira create is the fact span's child");
+    assert_eq!(create.attributes.get("url.path").map(String::as_str), Some("/rest/api/2/issue"));
     println!(
         "trace {} (linked to Alertmanager's {AM_TRACE}):\n{}",
         webhook.trace_id,

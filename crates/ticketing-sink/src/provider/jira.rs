@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_runtime::outbound::{Answer, HttpClient};
 
-use super::{BoxFuture, NewTicket, TicketRef, TicketStatus, Tracker, VendorError, clip};
+use super::{BoxFuture, NewTicket, TicketFields, TicketRef, TicketStatus, Tracker, VendorError, clip};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "jira";
@@ -280,7 +280,7 @@ impl Jira {
     /// The edit of a ticket whose incident changed severity: the priority, and only the
     /// fields kept in sync (labels are added, never replaced); `None` when there is nothing
     /// to write. Fields set at creation only are not in it, so a person's edit stands.
-    pub fn update_body(&self, severity: &str, synced: &super::TicketFields) -> Option<Value> {
+    pub fn update_body(&self, severity: &str, synced: &TicketFields) -> Option<Value> {
         let mut fields = synced.jira.clone();
         if let Some(p) = self.priorities.get(severity) {
             fields.insert("priority".into(), json!({"name": p}));
@@ -448,7 +448,7 @@ impl Tracker for Jira {
         _project: &'a str,
         ticket: &'a TicketRef,
         severity: &'a str,
-        synced: &'a super::TicketFields,
+        synced: &'a TicketFields,
     ) -> BoxFuture<'a, Result<bool, VendorError>> {
         Box::pin(async move {
             match self.update_body(severity, synced) {
@@ -560,6 +560,57 @@ mod tests {
             follows: None,
             fields: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_create_screen_is_checked_for_missing_and_required_fields() {
+        let field = |id: &str, required: bool, default: bool| json!({"fieldId": id, "name": format!("The {id}"), "required": required, "hasDefaultValue": default});
+        let screen = [
+            field("project", true, false),
+            field("issuetype", true, false),
+            field("summary", true, false),
+            field("description", false, false),
+            field("labels", false, false),
+            field("priority", false, true),
+            field("customfield_1", true, false),
+            field("customfield_2", true, true),
+            field("components", false, false),
+        ];
+        let on: Vec<&Value> = screen.iter().collect();
+        let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let cases: [(&[&str], usize, &str); 4] = [
+            // Everything there and every required field set: nothing to say.
+            (&["customfield_1", "components"], 0, ""),
+            // A required field without a value (its default would do for customfield_2).
+            (&["components"], 1, "`customfield_1` (The customfield_1) is required by Incident in PAY"),
+            // A field the screen does not have.
+            (&["customfield_1", "assignee"], 1, "`assignee` is not on the create screen of Incident in PAY"),
+            (&[], 1, "customfield_1"),
+        ];
+        for (set, n, says) in cases {
+            let problems = screen_problems("PAY", "Incident", &on, &ids(set), false);
+            assert_eq!(problems.len(), n, "{set:?}: {problems:?}");
+            assert!(problems.iter().all(|p| p.contains(says)), "{set:?}: {problems:?}");
+        }
+        // Without priority on the screen, a mapped priority is a problem; unmapped, not.
+        let no_priority: Vec<&Value> = on.iter().copied().filter(|f| f["fieldId"] != "priority").collect();
+        assert_eq!(screen_problems("PAY", "Incident", &no_priority, &ids(&["customfield_1"]), false).len(), 1);
+        assert!(screen_problems("PAY", "Incident", &no_priority, &ids(&["customfield_1"]), true).is_empty());
+    }
+
+    #[test]
+    fn a_severity_change_writes_the_priority_and_only_the_synced_fields() {
+        let j = client(Deployment::Cloud);
+        let none = TicketFields::default();
+        assert_eq!(j.update_body("critical", &none), Some(json!({"fields": {"priority": {"name": "Highest"}}})));
+        assert_eq!(j.update_body("unknown", &none), None, "nothing to write");
+        let mut synced = TicketFields { labels: vec!["sev-high".into()], ..TicketFields::default() };
+        synced.jira.insert("customfield_1".into(), json!({"value": "high"}));
+        assert_eq!(
+            j.update_body("critical", &synced),
+            Some(json!({"fields": {"priority": {"name": "Highest"}, "customfield_1": {"value": "high"}},
+                        "update": {"labels": [{"add": "sev-high"}]}}))
+        );
     }
 
     #[test]

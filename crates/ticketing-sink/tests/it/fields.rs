@@ -173,7 +173,7 @@ async fn every_field_reaches_jira_data_center_and_a_persons_edit_stands() {
 
 /// PAY's Incident screen requires a Severity the configuration does not set, and OPS's
 /// screen has no Environment field: the start reports both (not ready, naming route and
-/// field), `--check-config --online` exits 2 with the same, and no ticket is attempted.
+/// field), and `--check-config --online` exits 2 with the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_field_without_a_value_is_reported_at_start_naming_route_and_field() {
     let jira = FakeJira::start(Flavor::Cloud, &basic(), &["OPS", "PAY"]).await.expect("jira");
@@ -242,7 +242,6 @@ async fn a_required_field_without_a_value_is_reported_at_start_naming_route_and_
     })
     .await;
     assert!(jira.createmeta_reads() >= 4);
-    assert!(jira.issues().is_empty());
     let _ = sink.terminate(WAIT);
 }
 
