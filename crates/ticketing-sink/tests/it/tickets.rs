@@ -376,7 +376,12 @@ async fn a_resolve_right_after_a_crash_mid_create_reaches_the_jira_ticket_in_sec
     // Jira creates the issue but the sink dies before it hears back: the claim stays.
     jira.set_answer_delay(Duration::from_secs(30));
     s.created("inc-cut", "checkout-api", "f-cut").await;
-    eventually("the issue is at Jira, its answer held", WAIT, || async { jira.answers_held() >= 1 }).await;
+    // (The answer held is the create's: the start's own reads, such as the create-screen
+    // check, may be held too.)
+    eventually("the issue is at Jira, its answer held", WAIT, || async {
+        jira.issues().len() == 1 && jira.answers_held() >= 1
+    })
+    .await;
     sink.kill();
     jira.set_answer_delay(Duration::ZERO);
     let _sink = s.sink("ticketing-1");
@@ -400,7 +405,10 @@ async fn a_resolve_right_after_a_crash_mid_create_reaches_the_github_issue_in_se
     let mut sink = s.sink("ticketing-0");
     gh.set_answer_delay(Duration::from_secs(30));
     s.created("inc-cut", "checkout-api", "f-cut").await;
-    eventually("the issue is at GitHub, its answer held", WAIT, || async { gh.answers_held() >= 1 }).await;
+    eventually("the issue is at GitHub, its answer held", WAIT, || async {
+        gh.issues().len() == 1 && gh.answers_held() >= 1
+    })
+    .await;
     sink.kill();
     gh.set_answer_delay(Duration::ZERO);
     let _sink = s.sink("ticketing-1");
