@@ -151,6 +151,9 @@ fn system_fields() -> Vec<ScreenField> {
     ]
 }
 
+/// Fields per createmeta page here (Jira's own limit is 200): small, so clients page.
+const CREATEMETA_PAGE: usize = 10;
+
 /// The id Jira gives issue type `name` (stable per name).
 fn issue_type_id(name: &str) -> String {
     let sum: u32 = name.bytes().map(u32::from).sum();
@@ -741,6 +744,7 @@ async fn createmeta_types(State(state): State<Shared>, Path(project): Path<Strin
 async fn createmeta_fields(
     State(state): State<Shared>,
     Path((project, id)): Path<(String, String)>,
+    axum::extract::Query(page): axum::extract::Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -767,7 +771,14 @@ async fn createmeta_fields(
         })
         .collect();
     let key = if s.flavor == Some(Flavor::DataCenter) { "values" } else { "fields" };
-    axum::Json(json!({key: fields, "maxResults": 200, "startAt": 0, "total": fields.len(), "isLast": true}))
+    // Paged as Jira pages it (`startAt`, `maxResults`), by at most CREATEMETA_PAGE here (Jira
+    // goes to 200), so a client's paging is exercised by every screen of the tests.
+    let start: usize = page.get("startAt").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let max: usize = page.get("maxResults").and_then(|v| v.parse().ok()).unwrap_or(50).min(CREATEMETA_PAGE);
+    let total = fields.len();
+    let fields: Vec<Value> = fields.into_iter().skip(start).take(max).collect();
+    let last = start + fields.len() >= total;
+    axum::Json(json!({key: fields, "maxResults": max, "startAt": start, "total": total, "isLast": last}))
         .into_response()
 }
 

@@ -505,6 +505,27 @@ impl Valid {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// [`Self::fields`] for a ticket made earlier, on `project`: when the routes changed
+    /// since (the route at that place now sends elsewhere, or is gone), nothing is kept
+    /// in sync rather than another route's fields.
+    pub fn fields_of_ticket(&self, provider: Provider, route: &str, project: &str) -> crate::fields::Compiled {
+        let i = &self.config.ticketing_integration;
+        let index =
+            route.strip_prefix("routes[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse::<usize>().ok());
+        let same = match index {
+            Some(n) => i.routes.get(n).is_some_and(|r| {
+                let to = r.provider.unwrap_or(i.default_provider);
+                let there = match to {
+                    Provider::Jira => r.project_key.clone().or_else(|| i.jira.as_ref().map(|j| j.project_key.clone())),
+                    Provider::Github => r.repo.clone().or_else(|| i.github.as_ref().map(|g| g.repo.clone())),
+                };
+                to == provider && there.as_deref() == Some(project)
+            }),
+            None => true,
+        };
+        if same { self.fields(provider, route) } else { crate::fields::Compiled::default() }
+    }
 }
 
 impl ServiceConfig for Config {
@@ -669,3 +690,30 @@ impl ServiceConfig for Config {
 }
 
 sre_sink::receiver_settings!(JiraWebhook, GithubWebhook);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(routes: &str) -> Valid {
+        let yaml = format!(
+            "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: https://x.atlassian.net\n    \
+             project_key: OPS\n    secret_ref: p/jira\n    fields:\n      customfield_1: {{type: select, value: \"{{severity}}\"}}\n  \
+             routes:\n{routes}"
+        );
+        let config: Config = serde_norway::from_str(&yaml).expect("yaml");
+        config.validate().expect("valid")
+    }
+
+    #[test]
+    fn a_ticket_made_on_a_route_that_has_since_moved_keeps_nothing_in_sync() {
+        let v = valid("    - match: {service: pay}\n      project_key: PAY\n      sync: [customfield_1]\n");
+        assert!(v.fields_of_ticket(Provider::Jira, "routes[0]", "PAY").syncs(), "the route a ticket was made on");
+        // The route at that place sends elsewhere now, or is gone: not another route's fields.
+        assert!(!v.fields_of_ticket(Provider::Jira, "routes[0]", "OPS").syncs());
+        assert!(!v.fields_of_ticket(Provider::Jira, "routes[3]", "PAY").syncs());
+        assert!(!v.fields_of_ticket(Provider::Github, "routes[0]", "PAY").syncs());
+        // A route's sync may name a field its provider's section sets.
+        assert_eq!(v.routes.len(), 1);
+    }
+}

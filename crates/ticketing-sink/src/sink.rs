@@ -754,7 +754,8 @@ impl Sink {
         let project = read.record.target.project.clone();
         // The fields kept in sync, rendered again for the severity being set.
         let context = read.record.draft.as_ref().and_then(|d| d.context.clone());
-        let fields = self.config.fields(read.record.target.provider, &read.record.target.route);
+        let target = &read.record.target;
+        let fields = self.config.fields_of_ticket(target.provider, &target.route, &target.project);
         let synced_for = |severity: &str| match &context {
             Some(context) => {
                 let to = <Severity as sre_contracts::SeverityExt>::from_config_name(severity).unwrap_or(to);

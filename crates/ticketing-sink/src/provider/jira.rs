@@ -166,6 +166,9 @@ pub fn screen_problems(
     problems
 }
 
+/// Pages of a create screen read at most (200 fields each).
+const CREATEMETA_PAGES: usize = 10;
+
 /// Settings of the client beyond the connection.
 #[derive(Debug, Clone)]
 pub struct JiraSettings {
@@ -502,16 +505,28 @@ impl Tracker for Jira {
                 return Ok(vec![format!("issue type `{issue_type}` cannot be created in project {project}")]);
             };
             let id = found.get("id").and_then(Value::as_str).unwrap_or_default();
-            let path = format!("/issue/createmeta/{project}/issuetypes/{id}?maxResults=200");
-            let meta: Value = serde_json::from_slice(&self.call(http::Method::GET, &path, None).await?.body)
-                .map_err(|e| VendorError::Invalid(format!("jira createmeta: {e}")))?;
-            let on_screen: Vec<&Value> = meta
-                .get("fields")
-                .or_else(|| meta.get("values"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .collect();
+            // The screen's fields, page by page (a screen of hundreds of fields exists).
+            let mut listed: Vec<Value> = Vec::new();
+            for _ in 0..CREATEMETA_PAGES {
+                let path =
+                    format!("/issue/createmeta/{project}/issuetypes/{id}?maxResults=200&startAt={}", listed.len());
+                let meta: Value = serde_json::from_slice(&self.call(http::Method::GET, &path, None).await?.body)
+                    .map_err(|e| VendorError::Invalid(format!("jira createmeta: {e}")))?;
+                let page: Vec<Value> = meta
+                    .get("fields")
+                    .or_else(|| meta.get("values"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let total = meta.get("total").and_then(Value::as_u64);
+                let last = meta.get("isLast").and_then(Value::as_bool);
+                let empty = page.is_empty();
+                listed.extend(page);
+                if empty || last == Some(true) || total.is_none_or(|t| listed.len() as u64 >= t) {
+                    break;
+                }
+            }
+            let on_screen: Vec<&Value> = listed.iter().collect();
             Ok(screen_problems(project, issue_type, &on_screen, fields, self.priorities.is_empty()))
         })
     }

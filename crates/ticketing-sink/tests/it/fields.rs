@@ -183,6 +183,8 @@ async fn a_required_field_without_a_value_is_reported_at_start_naming_route_and_
     ];
     jira.set_screen("OPS", "Bug", &base);
     let mut pay = base.to_vec();
+    // A screen longer than a createmeta page: the required field is on the second.
+    pay.extend((1..=5).map(|n| ScreenField::new(&format!("customfield_1010{n}"), "Optional", "string", false)));
     pay.push(ScreenField::new("customfield_10050", "Customer impact", "option", true));
     jira.set_screen("PAY", "Incident", &pay);
     let yaml = format!(
