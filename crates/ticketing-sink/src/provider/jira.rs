@@ -280,23 +280,27 @@ impl Jira {
         }
     }
 
-    /// The edit of a ticket whose incident changed severity: the priority, and only the
-    /// fields kept in sync (labels are added, never replaced); `None` when there is nothing
-    /// to write. Fields set at creation only are not in it, so a person's edit stands.
-    pub fn update_body(&self, severity: &str, synced: &TicketFields) -> Option<Value> {
-        let mut fields = synced.jira.clone();
+    /// The edits of a ticket whose incident changed severity, in order: the priority, then
+    /// only the fields kept in sync (labels are added, never replaced). Two requests, so a
+    /// synced field Jira refuses (not on the edit screen) never keeps the priority from
+    /// moving. Fields set at creation only are in neither, so a person's edit stands.
+    pub fn update_bodies(&self, severity: &str, synced: &TicketFields) -> Vec<Value> {
+        let mut bodies = Vec::new();
         if let Some(p) = self.priorities.get(severity) {
-            fields.insert("priority".into(), json!({"name": p}));
+            bodies.push(json!({"fields": {"priority": {"name": p}}}));
         }
         let mut body = serde_json::Map::new();
-        if !fields.is_empty() {
-            body.insert("fields".into(), Value::Object(fields));
+        if !synced.jira.is_empty() {
+            body.insert("fields".into(), Value::Object(synced.jira.clone()));
         }
         if !synced.labels.is_empty() {
             let add: Vec<Value> = synced.labels.iter().map(|l| json!({"add": l})).collect();
             body.insert("update".into(), json!({"labels": add}));
         }
-        (!body.is_empty()).then_some(Value::Object(body))
+        if !body.is_empty() {
+            bodies.push(Value::Object(body));
+        }
+        bodies
     }
 
     fn link(&self, key: &str) -> String {
@@ -454,12 +458,11 @@ impl Tracker for Jira {
         synced: &'a TicketFields,
     ) -> BoxFuture<'a, Result<bool, VendorError>> {
         Box::pin(async move {
-            match self.update_body(severity, synced) {
-                Some(body) => {
-                    self.call(http::Method::PUT, &format!("/issue/{}", ticket.key), Some(body)).await.map(|_| true)
-                }
-                None => Ok(false),
+            let bodies = self.update_bodies(severity, synced);
+            for body in &bodies {
+                self.call(http::Method::PUT, &format!("/issue/{}", ticket.key), Some(body.clone())).await?;
             }
+            Ok(!bodies.is_empty())
         })
     }
 
@@ -614,17 +617,19 @@ mod tests {
     }
 
     #[test]
-    fn a_severity_change_writes_the_priority_and_only_the_synced_fields() {
+    fn a_severity_change_writes_the_priority_then_only_the_synced_fields() {
         let j = client(Deployment::Cloud);
         let none = TicketFields::default();
-        assert_eq!(j.update_body("critical", &none), Some(json!({"fields": {"priority": {"name": "Highest"}}})));
-        assert_eq!(j.update_body("unknown", &none), None, "nothing to write");
+        assert_eq!(j.update_bodies("critical", &none), [json!({"fields": {"priority": {"name": "Highest"}}})]);
+        assert!(j.update_bodies("unknown", &none).is_empty(), "nothing to write");
         let mut synced = TicketFields { labels: vec!["sev-high".into()], ..TicketFields::default() };
         synced.jira.insert("customfield_1".into(), json!({"value": "high"}));
         assert_eq!(
-            j.update_body("critical", &synced),
-            Some(json!({"fields": {"priority": {"name": "Highest"}, "customfield_1": {"value": "high"}},
-                        "update": {"labels": [{"add": "sev-high"}]}}))
+            j.update_bodies("critical", &synced),
+            [
+                json!({"fields": {"priority": {"name": "Highest"}}}),
+                json!({"fields": {"customfield_1": {"value": "high"}}, "update": {"labels": [{"add": "sev-high"}]}}),
+            ]
         );
     }
 
