@@ -476,13 +476,23 @@ pub struct Valid {
 }
 
 impl Valid {
-    /// The Opsgenie/JSM alert fields of a page of `provider` on `route` (`default` or
-    /// `routes[n]`, as the page's target names it).
-    pub fn alert_fields(&self, provider: Provider, route: &str) -> crate::alert_fields::Compiled {
-        route
-            .strip_prefix("routes[")
-            .and_then(|r| r.strip_suffix(']'))
-            .and_then(|n| n.parse::<usize>().ok())
+    /// The Opsgenie/JSM alert fields of a page of `provider` for `team` on `route`
+    /// (`default` or `routes[n]`, as the page's target names it, possibly long ago: a
+    /// deferred page, a reopen). When the route at that place has changed since (another
+    /// provider or team), the provider's own fields, never another route's responders.
+    pub fn alert_fields(&self, provider: Provider, route: &str, team: Option<&str>) -> crate::alert_fields::Compiled {
+        let i = &self.config.paging_integration;
+        let default_team = match provider {
+            Provider::Pagerduty => None,
+            Provider::Opsgenie => i.opsgenie.as_ref().and_then(|o| o.default_team.as_deref()),
+            Provider::Jsm => i.jsm.as_ref().and_then(|j| j.default_team.as_deref()),
+        };
+        sre_sink::routing::route_index(route)
+            .filter(|n| {
+                i.routes.get(*n).is_some_and(|r| {
+                    r.provider.unwrap_or(i.default_provider) == provider && r.team.as_deref().or(default_team) == team
+                })
+            })
             .and_then(|n| self.alert_routes.get(n))
             .or_else(|| self.alert_defaults.get(&provider))
             .cloned()
@@ -659,6 +669,25 @@ mod tests {
         );
         let ok = validate(&pd("    images:\n      - src: \"{label.graph}\"\n        alt: \"{service}\"\n"));
         assert!(ok.is_ok(), "a URL from a label is checked when rendered: {ok:?}");
+    }
+
+    #[test]
+    fn a_page_whose_route_has_moved_since_gets_its_providers_fields_not_another_routes() {
+        let v = validate(
+            "paging_integration:\n  default_provider: opsgenie\n  opsgenie:\n    api_key_ref: p/og\n    default_team: sre\n    \
+             tags: [sre]\n  routes:\n    - match: {team: data}\n      team: data-oncall\n      \
+             responders: [{type: schedule, name: data-primary}]\n",
+        )
+        .expect("valid");
+        let incident = sre_contracts::domain::v1::IncidentCreated::default();
+        let responders = |route: &str, team: Option<&str>| {
+            v.alert_fields(Provider::Opsgenie, route, team).render(&incident).responders.len()
+        };
+        assert_eq!(responders("routes[0]", Some("data-oncall")), 1, "the route the page was made on");
+        assert_eq!(responders("routes[0]", Some("payments")), 0, "routes[0] now pages another team");
+        assert_eq!(responders("routes[4]", Some("data-oncall")), 0, "gone");
+        assert_eq!(v.alert_fields(Provider::Jsm, "routes[0]", Some("data-oncall")), Default::default());
+        assert_eq!(v.alert_fields(Provider::Opsgenie, "default", Some("sre")).render(&incident).tags, ["sre"]);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Sink {
         Ok(Destination {
             routing_key,
             team: target.team.clone(),
-            alert: self.config.alert_fields(target.provider, &target.route),
+            alert: self.config.alert_fields(target.provider, &target.route, target.team.as_deref()),
         })
     }
 

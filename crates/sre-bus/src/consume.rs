@@ -449,7 +449,7 @@ async fn lane<H: FactHandler>(
         }
         let fact = received(&message);
         let span = tracing::info_span!(
-            "fact",
+            sre_contracts::spans::FACT,
             subject = %fact.subject,
             seq = fact.stream_sequence,
             delivered = fact.delivered,

@@ -40,6 +40,7 @@ mod message;
 mod severity;
 
 pub use message::{
-    BusMessage, ExternalIntent, Fact, INCIDENT_FACT_SUBJECTS, IncidentFact, Intent, Kind, headers, streams, subjects,
+    BusMessage, ExternalIntent, Fact, INCIDENT_FACT_SUBJECTS, IncidentFact, Intent, Kind, headers, spans, streams,
+    subjects,
 };
 pub use severity::{ParseSeverityError, SeverityExt};

@@ -34,6 +34,17 @@ pub mod streams {
     pub const DEAD_LETTER: &str = "SRE_DEAD_LETTER";
 }
 
+/// Names of the spans every adapter emits, one trace from a webhook to a vendor call:
+/// what people search a collector for, and what the trace tests assert.
+pub mod spans {
+    /// A webhook received (a server span; an incoming `traceparent` is linked to it).
+    pub const WEBHOOK: &str = "webhook";
+    /// A fact handled by a sink (parented on the fact's `traceparent`).
+    pub const FACT: &str = "fact";
+    /// One call to a vendor's API (a client span: method, host, path, status).
+    pub const VENDOR_CALL: &str = "vendor call";
+}
+
 /// Header names of bus messages. Header names are case-sensitive on NATS.
 pub mod headers {
     /// JetStream's dedup id; equals `meta.idempotency_key`.

@@ -216,7 +216,7 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), Refusal> {
 async fn handle<W: Webhook>(State(shared): State<Arc<Shared<W>>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let correlation = correlation_id(&headers);
-    let span = tracing::info_span!("webhook", correlation_id = %correlation, otel.kind = "server");
+    let span = tracing::info_span!(sre_contracts::spans::WEBHOOK, correlation_id = %correlation, otel.kind = "server");
     crate::telemetry::incoming_trace(&span, &headers);
     let mut publish_seconds = None;
     let result = match shared.permits.try_acquire() {

@@ -157,7 +157,7 @@ impl HttpClient {
 /// and path (never the query or headers, which may carry credentials).
 fn call_span<B>(request: &http::Request<B>) -> tracing::Span {
     tracing::info_span!(
-        "vendor call",
+        sre_contracts::spans::VENDOR_CALL,
         otel.kind = "client",
         http.request.method = %request.method(),
         server.address = request.uri().host().unwrap_or_default(),

@@ -50,6 +50,12 @@ impl<R> Matched<'_, R> {
     }
 }
 
+/// The index of the rule a name given by [`Matched::name`] stands for (`routes[3]` → 3);
+/// `None` for `default` or anything else.
+pub fn route_index(name: &str) -> Option<usize> {
+    name.strip_prefix("routes[")?.strip_suffix(']')?.parse().ok()
+}
+
 /// The first of `routes` whose match (read by `matcher`) `incident` meets.
 pub fn first_match<'a, R>(
     routes: &'a [R],
@@ -93,6 +99,12 @@ mod tests {
         assert_eq!(at(&incident("etl", "data", "production", &[])), "routes[1]");
         assert_eq!(at(&incident("etl", "data", "staging", &[("cluster", "edge-1")])), "routes[2]");
         assert_eq!(at(&incident("etl", "data", "staging", &[("cluster", "core-1")])), "routes[3]", "an empty match");
+        for (name, index) in [("routes[0]", Some(0)), ("routes[12]", Some(12)), ("default", None), ("routes[x]", None)]
+        {
+            assert_eq!(route_index(name), index, "{name}");
+        }
+        let named: Matched<'_, ()> = Matched::Route(7, &());
+        assert_eq!(route_index(&named.name()), Some(7), "the names it reads are the ones it gives");
         assert_eq!(first_match(&rules[..3], |r| r, &incident("etl", "", "", &[])).name(), "default");
         let typo: Result<RouteMatch, _> = serde_norway::from_str("{servce: x}");
         assert!(typo.is_err(), "a misspelt key is refused");

@@ -126,6 +126,18 @@ impl Template {
         Ok(Self { parts })
     }
 
+    /// Its text when it names no field (`a{{b` is the literal `a{b`), else `None`.
+    pub fn literal(&self) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
     /// The literal text it starts with (before any placeholder).
     pub fn prefix(&self) -> &str {
         match self.parts.first() {
@@ -172,5 +184,9 @@ mod tests {
         assert_eq!(t.render(&incident), "https://grafana.example/d/x?var-cluster=eu-1&n=");
         assert_eq!(t.prefix(), "https://grafana.example/d/x?var-cluster=");
         assert!(Template::parse("{label.}").is_err());
+        // Plain text (braces escaped) is told from a template by what it names, not by a brace.
+        assert_eq!(Template::parse("sre-incident").expect("text").literal().as_deref(), Some("sre-incident"));
+        assert_eq!(Template::parse("a{{b}}").expect("text").literal().as_deref(), Some("a{b}"));
+        assert_eq!(Template::parse("team-{label.team}").expect("label").literal(), None);
     }
 }

@@ -419,6 +419,12 @@ pub struct Route {
     pub milestone: Option<u64>,
 }
 
+/// `text` as written when it is no template (`a{{b` is `a{b`): a label the sink finds its
+/// tickets by, or sends as it is.
+fn literal(text: &str) -> Option<String> {
+    Template::parse(text).ok().and_then(|t| t.literal())
+}
+
 impl Route {
     /// The fields this route configures.
     pub fn fields_config(&self) -> crate::fields::FieldsConfig {
@@ -443,7 +449,7 @@ impl Jira {
             issue_type: None,
             components: self.components.clone(),
             assignee: self.assignee.clone(),
-            labels: self.labels.iter().filter(|l| l.contains('{')).cloned().collect(),
+            labels: self.labels.iter().filter(|l| literal(l).is_none()).cloned().collect(),
             fields: self.fields.clone(),
             sync: self.sync.clone(),
             ..Default::default()
@@ -452,7 +458,7 @@ impl Jira {
 
     /// The labels that are not templates: on every ticket as written.
     pub fn static_labels(&self) -> Vec<String> {
-        self.labels.iter().filter(|l| !l.contains('{')).cloned().collect()
+        self.labels.iter().filter_map(|l| literal(l)).collect()
     }
 }
 
@@ -460,7 +466,7 @@ impl Github {
     /// The fields every GitHub issue gets.
     pub fn fields_config(&self) -> crate::fields::FieldsConfig {
         crate::fields::FieldsConfig {
-            labels: self.labels.iter().filter(|l| l.contains('{')).cloned().collect(),
+            labels: self.labels.iter().filter(|l| literal(l).is_none()).cloned().collect(),
             assignees: self.assignees.clone(),
             milestone: self.milestone,
             ..Default::default()
@@ -469,7 +475,7 @@ impl Github {
 
     /// The labels that are not templates.
     pub fn static_labels(&self) -> Vec<String> {
-        self.labels.iter().filter(|l| !l.contains('{')).cloned().collect()
+        self.labels.iter().filter_map(|l| literal(l)).collect()
     }
 }
 
@@ -496,10 +502,7 @@ impl Valid {
     /// The fields of a ticket of `provider` on `route` (`default` or `routes[n]`, as the
     /// ticket's target names it): the route's, else the provider's defaults.
     pub fn fields(&self, provider: Provider, route: &str) -> crate::fields::Compiled {
-        route
-            .strip_prefix("routes[")
-            .and_then(|r| r.strip_suffix(']'))
-            .and_then(|n| n.parse::<usize>().ok())
+        sre_sink::routing::route_index(route)
             .and_then(|n| self.routes.get(n))
             .or_else(|| self.defaults.get(&provider))
             .cloned()
@@ -511,8 +514,7 @@ impl Valid {
     /// in sync rather than another route's fields.
     pub fn fields_of_ticket(&self, provider: Provider, route: &str, project: &str) -> crate::fields::Compiled {
         let i = &self.config.ticketing_integration;
-        let index =
-            route.strip_prefix("routes[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse::<usize>().ok());
+        let index = sre_sink::routing::route_index(route);
         let same = match index {
             Some(n) => i.routes.get(n).is_some_and(|r| {
                 let to = r.provider.unwrap_or(i.default_provider);
@@ -586,12 +588,16 @@ impl ServiceConfig for Config {
             };
             let route = crate::fields::compile_over(&r.fields_config(), &at, jira_deployment, &inherited)
                 .map_err(fields_error)?;
-            let jira_only =
-                r.issue_type.is_some() || !r.components.is_empty() || r.assignee.is_some() || !r.fields.is_empty();
+            let jira_only = r.issue_type.is_some()
+                || !r.components.is_empty()
+                || r.assignee.is_some()
+                || !r.fields.is_empty()
+                || !r.sync.is_empty();
             if provider == Provider::Github && jira_only {
                 return Err(ConfigError::new(
                     at,
-                    "issue_type, components, assignee and fields are Jira's; a github route sets labels, assignees and a milestone",
+                    "issue_type, components, assignee, fields and sync are Jira's; a github route sets labels, assignees and a \
+                     milestone",
                 ));
             }
             if provider == Provider::Jira && (!r.assignees.is_empty() || r.milestone.is_some()) {
@@ -715,5 +721,24 @@ mod tests {
         assert!(!v.fields_of_ticket(Provider::Github, "routes[0]", "PAY").syncs());
         // A route's sync may name a field its provider's section sets.
         assert_eq!(v.routes.len(), 1);
+    }
+
+    #[test]
+    fn what_a_github_route_cannot_do_is_refused_and_escaped_braces_are_plain_labels() {
+        let yaml = |route: &str, labels: &str| {
+            format!(
+                "ticketing_integration:\n  default_provider: github\n  github:\n    repo: acme/incidents\n    \
+                 secret_ref: p/gh\n    labels: {labels}\n  routes:\n    - match: {{service: x}}\n{route}"
+            )
+        };
+        let check = |text: String| serde_norway::from_str::<Config>(&text).expect("yaml").validate();
+        let e = check(yaml("      sync: [labels]\n", "[sre-incident]")).expect_err("sync on github");
+        assert_eq!(e.path, "ticketing_integration.routes[0]");
+        // `sre{{x}}` is the plain label `sre{x}`: the one the sink finds its issues by.
+        let v = check(yaml("      labels: [a]\n", "[\"sre{{x}}\", \"team-{label.team}\"]")).expect("valid");
+        let g = v.config.ticketing_integration.github.as_ref().expect("github");
+        assert_eq!(g.static_labels(), ["sre{x}"]);
+        let e = check(yaml("      labels: [a]\n", "[\"team-{label.team}\"]")).expect_err("no plain label");
+        assert_eq!(e.path, "ticketing_integration.github.labels");
     }
 }

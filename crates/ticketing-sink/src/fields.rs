@@ -143,7 +143,7 @@ pub fn compile_over(
         }
         if f.kind == FieldKind::Number
             && let [t] = texts.as_slice()
-            && !t.contains('{')
+            && let Some(t) = Template::parse(t).ok().and_then(|t| t.literal())
             && t.trim().parse::<f64>().is_err()
         {
             return Err((format!("{key}.value"), format!("`{t}` is not a number")));

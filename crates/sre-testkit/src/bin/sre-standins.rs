@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sre_contracts::domain::v1::Severity;
+use sre_contracts::spans::{VENDOR_CALL, WEBHOOK};
 use sre_testkit::argocd::{App, FakeArgoCd};
 use sre_testkit::domain::Domain;
 use sre_testkit::github::FakeGithub;
@@ -338,11 +339,11 @@ fn first_alert_trace(traces: &sre_testkit::otlp::Receiver) -> Option<String> {
     let complete = |trace: &str| {
         ["ticketing-sink", "paging-sink"]
             .iter()
-            .all(|sink| spans.iter().any(|s| s.trace_id == trace && s.service == *sink && s.name == "vendor call"))
+            .all(|sink| spans.iter().any(|s| s.trace_id == trace && s.service == *sink && s.name == VENDOR_CALL))
     };
     let webhook = spans
         .iter()
-        .filter(|s| s.service == "alertmanager-ingress" && s.name == "webhook" && complete(&s.trace_id))
+        .filter(|s| s.service == "alertmanager-ingress" && s.name == WEBHOOK && complete(&s.trace_id))
         .min_by_key(|s| s.start_ns)?;
     Some(sre_testkit::otlp::render_tree(
         &traces.trace(&webhook.trace_id),

@@ -159,10 +159,8 @@ async fn ready(podman: &Podman, r: &Running) {
     let port = r.port;
     let ok = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if tokio::task::spawn_blocking(move || http_request(port, "GET", "/readyz", &[], b""))
-                .await
-                .expect("join")
-                .is_some_and(|(s, _)| s == 200)
+            if tokio::task::spawn_blocking(move || sre_testkit::http_get_status(port, "/readyz")).await.expect("join")
+                == Some(200)
             {
                 return;
             }

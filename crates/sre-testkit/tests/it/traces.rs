@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use sre_contracts::spans::{FACT, VENDOR_CALL, WEBHOOK};
 use sre_testkit::NatsServer;
 use sre_testkit::bus::eventually;
 use sre_testkit::domain::Domain;
@@ -88,7 +89,7 @@ async fn an_alert_is_one_trace_from_the_webhook_to_the_vendor_call() {
             port,
             "POST",
             "/webhooks/alertmanager",
-            &[("Content-Type", "application/json"), ("traceparent", &traceparent)],
+            &[("Content-Type", "application/json"), (sre_contracts::headers::TRACEPARENT, &traceparent)],
             body.as_bytes(),
         )
     })
@@ -107,29 +108,29 @@ async fn an_alert_is_one_trace_from_the_webhook_to_the_vendor_call() {
     let mut spans = Vec::new();
     eventually("the webhook, fact and vendor call spans at the receiver", Duration::from_secs(30), || {
         spans = receiver.spans();
-        let ok = find(&spans, "alertmanager-ingress", "webhook").is_some_and(|w| {
-            spans.iter().any(|s| s.service == "paging-sink" && s.name == "fact" && s.parent_span_id == w.span_id)
-        }) && find(&spans, "alertmanager-ingress", "webhook").is_some_and(|w| {
+        let ok = find(&spans, "alertmanager-ingress", WEBHOOK).is_some_and(|w| {
+            spans.iter().any(|s| s.service == "paging-sink" && s.name == FACT && s.parent_span_id == w.span_id)
+        }) && find(&spans, "alertmanager-ingress", WEBHOOK).is_some_and(|w| {
             ["paging-sink", "ticketing-sink"].iter().all(|sink| {
-                spans.iter().any(|s| s.service == *sink && s.name == "vendor call" && s.trace_id == w.trace_id)
+                spans.iter().any(|s| s.service == *sink && s.name == VENDOR_CALL && s.trace_id == w.trace_id)
             })
         });
         async move { ok }
     })
     .await;
     let spans = receiver.spans();
-    let webhook = find(&spans, "alertmanager-ingress", "webhook").expect("webhook span");
+    let webhook = find(&spans, "alertmanager-ingress", WEBHOOK).expect("webhook span");
     assert_ne!(webhook.trace_id, AM_TRACE, "Alertmanager's traceparent is not trusted as parent by default");
     assert_eq!(webhook.links, [(AM_TRACE.to_owned(), AM_SPAN.to_owned())], "the webhook links to Alertmanager's span");
     let trace = receiver.trace(&webhook.trace_id);
     let fact = trace
         .iter()
-        .find(|s| s.service == "paging-sink" && s.name == "fact" && s.parent_span_id == webhook.span_id)
+        .find(|s| s.service == "paging-sink" && s.name == FACT && s.parent_span_id == webhook.span_id)
         .expect("the sink's fact span is the webhook's child");
     assert!(fact.attributes.get("subject").is_some_and(|s| s.ends_with("IncidentCreated")), "{fact:?}");
     let call = trace
         .iter()
-        .find(|s| s.name == "vendor call" && s.parent_span_id == fact.span_id)
+        .find(|s| s.name == VENDOR_CALL && s.parent_span_id == fact.span_id)
         .expect("the PagerDuty call is the fact span's child");
     assert_eq!(call.attributes.get("http.request.method").map(String::as_str), Some("POST"));
     assert_eq!(call.attributes.get("url.path").map(String::as_str), Some("/v2/enqueue"));
@@ -137,11 +138,11 @@ async fn an_alert_is_one_trace_from_the_webhook_to_the_vendor_call() {
     // And Jira's create, under ticketing-sink's fact span, in the same trace.
     let jira_fact = trace
         .iter()
-        .find(|s| s.service == "ticketing-sink" && s.name == "fact" && s.parent_span_id == webhook.span_id)
+        .find(|s| s.service == "ticketing-sink" && s.name == FACT && s.parent_span_id == webhook.span_id)
         .expect("ticketing-sink's fact span is the webhook's child");
     let create = trace
         .iter()
-        .find(|s| s.name == "vendor call" && s.parent_span_id == jira_fact.span_id)
+        .find(|s| s.name == VENDOR_CALL && s.parent_span_id == jira_fact.span_id)
         .expect("the Jira create is the fact span's child");
     assert_eq!(create.attributes.get("url.path").map(String::as_str), Some("/rest/api/2/issue"));
     println!(
