@@ -88,6 +88,7 @@ fn describe_whole(err: &CallError<WholeError>) -> String {
         CallError::CircuitOpen { retry_in } => {
             format!("circuit open after repeated failures; next try in {retry_in:?}")
         }
+        CallError::Deferred { retry_in, why } => format!("{why}: next try in {retry_in:?}"),
     }
 }
 
@@ -525,5 +526,6 @@ fn describe(err: &CallError<ArgoError>) -> String {
         CallError::CircuitOpen { retry_in } => {
             format!("circuit open after repeated failures; next try in {retry_in:?}")
         }
+        CallError::Deferred { retry_in, why } => format!("{why}: next try in {retry_in:?}"),
     }
 }

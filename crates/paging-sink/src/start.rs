@@ -62,14 +62,17 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
         let pages = state::Pages::new(records);
         let sink = Arc::new(sink::Sink::new(valid, pages, pagers, vendors, secrets, metrics));
         let scan = sink.clone();
-        let job = Job::every("deferred-page scan", every, move || {
-            let scan = scan.clone();
-            async move {
-                scan.fire_due(jiff::Timestamp::now()).await;
-            }
-        })
-        .jittered();
-        Started { sink, jobs: vec![job] }
+        let jobs = vec![
+            Job::every("deferred-page scan", every, move || {
+                let scan = scan.clone();
+                async move {
+                    scan.fire_due(jiff::Timestamp::now()).await;
+                }
+            })
+            .jittered()
+            .leader_only(),
+        ];
+        Started { sink, jobs }
     }))
 }
 

@@ -400,7 +400,9 @@ pub struct ConsumerConfig {
     pub ack_wait: Duration,
     /// Deliveries before a fact goes to the dead-letter stream.
     pub max_deliver: i64,
-    /// Unacknowledged facts in flight across all replicas.
+    /// Unacknowledged facts in flight across all replicas, the ones handed back until
+    /// their credential's turn (NAK with delay) included: at this many the consumer
+    /// delivers nothing more, so it is far above what a storm holds back.
     pub max_ack_pending: i64,
     /// Facts handled at once by this replica (facts of one incident run in order).
     pub parallelism: usize,
@@ -413,7 +415,7 @@ impl Default for ConsumerConfig {
             filter_subjects: Vec::new(),
             ack_wait: Duration::from_secs(30),
             max_deliver: 20,
-            max_ack_pending: 256,
+            max_ack_pending: 20_000,
             parallelism: 8,
         }
     }

@@ -227,6 +227,13 @@ impl Kv {
         }
     }
 
+    /// The same bucket, its operations not told to this handle's reachability: for what a
+    /// replica keeps beside its records (a lease, a shared pause), whose reads a single
+    /// surviving node can answer and must not make the bucket look writable to readiness.
+    pub fn unwatched(&self) -> Self {
+        Self { store: self.store.clone(), reach: crate::Reachability::new(format!("{} (unwatched)", self.store.name)) }
+    }
+
     /// Reads a key; deleted and purged keys read as absent.
     pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, KvError> {
         let entry = self.seen(self.store.entry(key).await.map_err(|e| KvError::Unavailable(e.to_string())))?;

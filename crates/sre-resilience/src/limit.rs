@@ -129,6 +129,13 @@ impl RateLimiter {
         self.window.lock().unwrap_or_else(PoisonError::into_inner).try_reserve(Instant::now())
     }
 
+    /// Reserves this caller's grant without waiting for it: the moment it is free, now or
+    /// later. A caller that will not be there at that moment (it handed its work back to
+    /// the bus until then) still holds it: nobody else is given it.
+    pub fn reserve(&self) -> Instant {
+        self.window.lock().unwrap_or_else(PoisonError::into_inner).reserve(Instant::now())
+    }
+
     /// Waits for this caller's grant.
     pub async fn acquire(&self) {
         let now = Instant::now();

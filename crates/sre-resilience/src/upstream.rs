@@ -45,6 +45,15 @@ pub enum CallError<E> {
         /// When the breaker will let a probe through.
         retry_in: Duration,
     },
+    /// Nothing was sent: the credential's turn is later (its rate limit, or a pause the
+    /// vendor asked for), and the work is handed back until then rather than held.
+    #[error("{why}: handed back for {retry_in:?}")]
+    Deferred {
+        /// When the turn comes.
+        retry_in: Duration,
+        /// Why (`rate limit`, `paused by the vendor`).
+        why: &'static str,
+    },
 }
 
 impl<E> CallError<E> {
@@ -52,7 +61,9 @@ impl<E> CallError<E> {
     pub fn retry_in(&self) -> Option<Duration> {
         match self {
             CallError::Permanent(_) => None,
-            CallError::Exhausted { retry_in, .. } | CallError::CircuitOpen { retry_in } => Some(*retry_in),
+            CallError::Exhausted { retry_in, .. }
+            | CallError::CircuitOpen { retry_in }
+            | CallError::Deferred { retry_in, .. } => Some(*retry_in),
         }
     }
 
@@ -64,6 +75,7 @@ impl<E> CallError<E> {
         match self {
             CallError::Permanent(e) | CallError::Exhausted { last: e, .. } => e.class(),
             CallError::CircuitOpen { .. } => ErrorClass::Transient,
+            CallError::Deferred { .. } => ErrorClass::Throttled,
         }
     }
 }
@@ -119,7 +131,34 @@ impl Upstream {
     /// backoff delay and the upstream's own hint (`Retry-After`). No wait is started that
     /// would end past `max_elapsed`: the call returns [`CallError::Exhausted`] with that
     /// wait as `retry_in` instead.
-    pub async fn call<T, E, F, Fut>(&self, mut op: F) -> Result<T, CallError<E>>
+    pub async fn call<T, E, F, Fut>(&self, op: F) -> Result<T, CallError<E>>
+    where
+        E: Retryable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_inner(op, false).await
+    }
+
+    /// The rate limiter's next grant, reserved for the caller ([`RateLimiter::reserve`]);
+    /// `None` when the upstream has no limit. The caller then makes its call with
+    /// [`Upstream::call_granted`] at that moment.
+    pub fn reserve(&self) -> Option<Instant> {
+        self.limiter.as_ref().map(RateLimiter::reserve)
+    }
+
+    /// [`Upstream::call`] whose first attempt uses a grant the caller reserved
+    /// ([`Upstream::reserve`]) and is due; retries wait for grants of their own.
+    pub async fn call_granted<T, E, F, Fut>(&self, op: F) -> Result<T, CallError<E>>
+    where
+        E: Retryable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_inner(op, true).await
+    }
+
+    async fn call_inner<T, E, F, Fut>(&self, mut op: F, granted: bool) -> Result<T, CallError<E>>
     where
         E: Retryable,
         F: FnMut() -> Fut,
@@ -132,7 +171,9 @@ impl Upstream {
             attempt += 1;
             let permit =
                 self.breaker.try_acquire().map_err(|open| CallError::CircuitOpen { retry_in: open.retry_in })?;
-            if let Some(limiter) = &self.limiter {
+            if let Some(limiter) = &self.limiter
+                && !(granted && attempt == 1)
+            {
                 limiter.acquire().await;
             }
             let err = match op().await {

@@ -1,7 +1,9 @@
 //! The HTTP client vendor modules share: HTTPS (system roots, optional extra CA) or plain
 //! HTTP for local test servers, a connect and a total timeout, one request and one answer.
 //! It never retries and never interprets a status: vendors classify, `sre_resilience`
-//! retries.
+//! retries. It does notice when an answer asks every sender to slow down (a 429 with
+//! `Retry-After`, a spent or nearly spent budget: [`sre_resilience::retry_after::slowdown`])
+//! and tells whoever made the call under [`observing_slowdown`], success or not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,28 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use tracing::Instrument;
+
+tokio::task_local! {
+    /// The longest slowdown the answers of the calls under [`observing_slowdown`] asked for.
+    static SLOWDOWN: std::cell::Cell<Option<Duration>>;
+}
+
+/// Runs `calls` and says the longest pause their answers asked of every sender of the
+/// credential (`None`: go on at the configured rate). Calls outside it report nothing.
+pub async fn observing_slowdown<F: Future>(calls: F) -> (F::Output, Option<Duration>) {
+    SLOWDOWN
+        .scope(std::cell::Cell::new(None), async {
+            let out = calls.await;
+            (out, SLOWDOWN.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+fn notice(status: http::StatusCode, headers: &http::HeaderMap) {
+    if let Some(wait) = sre_resilience::retry_after::slowdown(status, headers, std::time::SystemTime::now()) {
+        let _ = SLOWDOWN.try_with(|cell| cell.set(Some(cell.get().map_or(wait, |w| w.max(wait)))));
+    }
+}
 
 /// A request that got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -128,6 +152,7 @@ impl HttpClient {
             .map_err(|e| TransportError::Unreachable(error_chain(&e)))?;
         let (parts, body) = resp.into_parts();
         span.record("http.response.status_code", parts.status.as_u16());
+        notice(parts.status, &parts.headers);
         Ok(Opened { status: parts.status, headers: parts.headers, body })
     }
 
@@ -148,6 +173,7 @@ impl HttpClient {
             .map_err(|_| TransportError::Timeout(self.timeout))?;
         if let Ok(a) = &answer {
             span.record("http.response.status_code", a.status.as_u16());
+            notice(a.status, &a.headers);
         }
         answer
     }

@@ -4,7 +4,10 @@
 //! - [`records`]: typed KV records per incident, compare-and-set, a corrupt record its own
 //!   error;
 //! - [`claim`]: the claim → renew → stale rule (`src/design.md`);
-//! - [`vendors`]: one resilience layer (rate limit, breaker) per vendor credential, timed;
+//! - [`vendors`]: one resilience layer (rate limit, breaker) per vendor credential, timed,
+//!   handing a fact back until its credential's turn, pausing a credential on every replica
+//!   when the vendor asks;
+//! - [`lead`]: the sender lease: one replica pulls facts and calls vendors;
 //! - [`facts`]: the incident facts decoded once, and the consumer filtered to them;
 //! - [`routing`]: `routes[].match`, the same in every sink;
 //! - [`notes`]: notes carried between tools: how they are written, told apart from a
@@ -17,6 +20,7 @@
 
 pub mod claim;
 pub mod facts;
+pub mod lead;
 pub mod limits;
 pub mod notes;
 pub mod receiver;

@@ -165,6 +165,12 @@ impl<R: Record> Records<R> {
         Ok(Self { kv, kind: PhantomData })
     }
 
+    /// The bucket itself, for what a sink keeps beside its records under other prefixes
+    /// (`lease.sender`, `pause.*`).
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
     /// Asks the bucket whether it can take writes every `every` until `cancel` (readiness).
     pub async fn probe(&self, every: Duration, cancel: tokio_util::sync::CancellationToken) {
         self.kv.probe(every, cancel).await;

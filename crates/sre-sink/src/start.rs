@@ -1,6 +1,7 @@
 //! A sink's start, once: its vendors' and receivers' metrics, its receivers, then (once
-//! the bus has its streams) its records, the sink itself, its jobs beside the consumer,
-//! its readiness, and the durable consumer dealing it facts until shutdown.
+//! the bus has its streams) its records, the sender lease ([`crate::lead`]), the sink
+//! itself, its jobs beside the consumer, its readiness, and the durable consumer dealing
+//! it facts, while this replica holds the lease, until shutdown.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use sre_runtime::{ServiceContext, axum::Router};
 use tokio_util::sync::CancellationToken;
 
 use crate::facts::IncidentFact;
+use crate::lead::Leadership;
 use crate::receiver::{ReceiverMetrics, ReceiverSettings, Receivers};
 use crate::records::{Bucket, Read, Record, RecordError, Records};
 use crate::vendors::{Vendor, Vendors};
@@ -31,7 +33,7 @@ struct Handler<S>(Arc<S>);
 impl<S: Sink> FactHandler for Handler<S> {
     async fn handle(&self, fact: ReceivedFact) -> Disposition {
         match IncidentFact::decode(&fact) {
-            Ok(Some(fact)) => self.0.handle(fact).await,
+            Ok(Some(decoded)) => crate::vendors::for_fact(fact.stream_sequence, self.0.handle(decoded)).await,
             Ok(None) => Disposition::Ack,
             Err(dead) => dead,
         }
@@ -87,6 +89,7 @@ pub struct Job {
     every: Duration,
     at_start: bool,
     jittered: bool,
+    leader_only: bool,
     run: Box<dyn FnMut() -> BoxFuture<'static, ()> + Send>,
 }
 
@@ -103,12 +106,26 @@ impl Job {
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Self { what, every, at_start: false, jittered: false, run: Box::new(move || Box::pin(run())) }
+        Self {
+            what,
+            every,
+            at_start: false,
+            jittered: false,
+            leader_only: false,
+            run: Box::new(move || Box::pin(run())),
+        }
     }
 
     /// The first run at once.
     pub fn at_start(mut self) -> Self {
         self.at_start = true;
+        self
+    }
+
+    /// Run only on the replica holding the sender lease, but for the run at start (a job
+    /// that calls vendors: their limits are held there).
+    pub fn leader_only(mut self) -> Self {
+        self.leader_only = true;
         self
     }
 
@@ -122,8 +139,11 @@ impl Job {
         if self.jittered { self.every.mul_f64(0.9 + rand::random::<f64>() * 0.2) } else { self.every }
     }
 
-    async fn run(mut self, cancel: CancellationToken) {
+    async fn run(mut self, cancel: CancellationToken, lead: Leadership) {
         tracing::debug!(job = self.what, every = ?self.every, "job started");
+        let mine = |job: &Self| !job.leader_only || lead.leading();
+        // The run at start is every replica's, leader-only or not: a pod checks what it
+        // was given as it starts, so a rollout stops on a bad credential.
         if self.at_start {
             (self.run)().await;
         }
@@ -132,7 +152,9 @@ impl Job {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(self.wait()) => {}
             }
-            (self.run)().await;
+            if mine(&self) {
+                (self.run)().await;
+            }
         }
     }
 }
@@ -209,7 +231,7 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
         let ctx = self.ctx;
         let (bus, cancel, tasks, health) =
             (ctx.bus.clone(), ctx.shutdown.clone(), ctx.tasks.clone(), ctx.health.clone());
-        let watch = SinkWatch::register(&ctx.health, &ctx.metrics, bucket.name);
+        let watch = SinkWatch::register(&ctx.health, &ctx.metrics, &ctx.spec.name.replace('-', "_"), bucket.name);
         let vendors = self.vendors;
         ctx.tasks.spawn(async move {
             tokio::select! {
@@ -226,6 +248,15 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                 async move { records.probe(SinkWatch::KV_PROBE_EVERY, stop).await }
             });
             let _ = cell.0.set(records.clone());
+            vendors.share_pauses(records.kv().unwatched());
+            let holder = format!("{}/{:08x}", bus.source().instance, rand::random::<u32>());
+            let (lead, leasing) = Leadership::run(records.kv().unwatched(), holder, cancel.clone(), {
+                let leader = watch.leader.clone();
+                move |leading| {
+                    leader.set(i64::from(leading));
+                }
+            });
+            tasks.spawn(leasing);
             let Started { sink, jobs } = build(records);
             tasks.spawn({
                 let (vendors, stop) = (vendors.clone(), cancel.clone());
@@ -236,17 +267,50 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                 health.register(vendor.name(), Arc::new(move || vendors.ready(vendor)));
             }
             for job in jobs {
-                tasks.spawn(job.run(cancel.clone()));
+                tasks.spawn(job.run(cancel.clone(), lead.clone()));
             }
-            let Some(consumer) =
+            // Every replica binds (the consumer is checked and readiness follows it); only
+            // the lease holder pulls.
+            let Some(bound) =
                 sre_runtime::until_ok("fact consumer", &cancel, || FactConsumer::bind(&bus, consumer.clone())).await
             else {
                 return;
             };
-            watch.consumer.set(consumer.reachability());
-            tracing::info!("consuming incident facts");
-            if let Err(e) = consumer.run(Handler(sink), cancel).await {
-                tracing::error!(error = %e, "fact consumer stopped");
+            watch.consumer.set(bound.reachability());
+            let mut bound = Some(bound);
+            let mut lead = lead;
+            while lead.until_leading(&cancel).await {
+                let consumer = match bound.take() {
+                    Some(c) => c,
+                    None => match sre_runtime::until_ok("fact consumer", &cancel, || {
+                        FactConsumer::bind(&bus, consumer.clone())
+                    })
+                    .await
+                    {
+                        Some(c) => {
+                            watch.consumer.set(c.reachability());
+                            c
+                        }
+                        None => return,
+                    },
+                };
+                tracing::info!("consuming incident facts");
+                let term = cancel.child_token();
+                let mut lost = lead.clone();
+                let mut run = std::pin::pin!(consumer.run(Handler(sink.clone()), term.clone()));
+                let result = tokio::select! {
+                    result = &mut run => result,
+                    () = lost.until_not_leading() => {
+                        term.cancel();
+                        run.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "fact consumer stopped");
+                }
+                if !cancel.is_cancelled() {
+                    tracing::info!("no longer the sender: facts handed back, standing by");
+                }
             }
         });
         self.receivers.into_router()

@@ -5,6 +5,16 @@
 //! credential is named by its secret *reference* or another configured name, never by
 //! the secret.
 //!
+//! All calls of one credential are made by one replica, the one holding the sink's lease
+//! ([`crate::lead`]), so its limit holds at any replica count. Within that replica, a fact
+//! whose turn is more than [`HAND_BACK_OVER`] away is handed back to the bus until its
+//! turn ([`CallError::Deferred`], NAK with that delay) instead of holding a worker: one
+//! routing key's storm never holds up another key's page. Its grant stays reserved for it
+//! ([`for_fact`]), so a deferred fact is delivered at most once more for its turn. A
+//! vendor's request to slow down (a 429 with `Retry-After`, a spent or nearly spent
+//! budget) pauses the credential, and only it, on every replica: the pause is kept in the
+//! sink's bucket ([`Vendors::share_pauses`]) and read again every [`PAUSE_FRESH`].
+//!
 //! Also here: how long the calls take (`<sink>_vendor_seconds{provider}`), each vendor's
 //! worst breaker (`sre_upstream_breaker_state`), and readiness per vendor (the last
 //! credentials check, then the breakers).
@@ -13,13 +23,52 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sre_resilience::{Backoff, BreakerConfig, BreakerState, CallError, RateLimit, Retryable, Upstream, UpstreamConfig};
+
+/// A turn further away than this is not waited for in a worker: the fact is handed back
+/// to the bus until then.
+pub const HAND_BACK_OVER: Duration = Duration::from_secs(1);
+/// How old a replica's knowledge of a credential's shared pause may be.
+pub const PAUSE_FRESH: Duration = Duration::from_secs(2);
+/// Grants reserved for facts that never came back (another replica took them) are
+/// forgotten after this long.
+const GRANT_FORGOTTEN: Duration = Duration::from_secs(3600);
+
+tokio::task_local! {
+    static FACT: u64;
+}
+
+/// Runs the handling of the fact at `stream_sequence`: the grants its calls reserve are
+/// kept for it when it is handed back, and used when it comes again.
+pub async fn for_fact<F: Future>(stream_sequence: u64, handling: F) -> F::Output {
+    FACT.scope(stream_sequence, handling).await
+}
+
+/// A credential's pause as this replica knows it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pause {
+    until: Option<Instant>,
+    read_at: Option<Instant>,
+}
+
+/// The pause kept in the bucket, in wall-clock time (replicas share no monotonic clock).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SharedPause {
+    until_unix_ms: u64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// A vendor a sink calls (each sink's provider enum).
 pub trait Vendor: Copy + Ord + Hash + Debug + Send + Sync + 'static {
@@ -37,6 +86,9 @@ struct VendorLabels {
 pub struct Vendors<P: Vendor> {
     limits: BTreeMap<P, Option<NonZeroU32>>,
     upstreams: Mutex<HashMap<(P, String), Upstream>>,
+    grants: Mutex<HashMap<(P, String, u64), Instant>>,
+    pauses: Mutex<HashMap<(P, String), Pause>>,
+    shared: OnceLock<sre_bus::Kv>,
     verdicts: Mutex<BTreeMap<P, Result<(), String>>>,
     seconds: Family<VendorLabels, Histogram>,
 }
@@ -63,6 +115,9 @@ impl<P: Vendor> Vendors<P> {
         Self {
             limits: per_minute.into_iter().map(|(p, n)| (p, NonZeroU32::new(n))).collect(),
             upstreams: Mutex::new(HashMap::new()),
+            grants: Mutex::new(HashMap::new()),
+            pauses: Mutex::new(HashMap::new()),
+            shared: OnceLock::new(),
             verdicts: Mutex::new(BTreeMap::new()),
             seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
         }
@@ -102,8 +157,89 @@ impl<P: Vendor> Vendors<P> {
             .clone()
     }
 
+    /// Keeps the credentials' pauses in `kv` (the sink's bucket, keys `pause.<vendor>.<token>`),
+    /// so a pause one replica was asked for holds on every replica.
+    pub fn share_pauses(&self, kv: sre_bus::Kv) {
+        let _ = self.shared.set(kv);
+    }
+
+    fn pause_key(vendor: P, credential: &str) -> String {
+        format!("pause.{}.{}", vendor.name(), crate::records::token(credential))
+    }
+
+    /// How long `vendor`'s `credential` is still paused, as every replica sees it.
+    pub async fn paused_for(&self, vendor: P, credential: &str) -> Option<Duration> {
+        let id = (vendor, credential.to_owned());
+        let now = Instant::now();
+        let known = self.pauses.lock().unwrap_or_else(PoisonError::into_inner).get(&id).copied().unwrap_or_default();
+        let fresh = known.read_at.is_some_and(|at| now.duration_since(at) < PAUSE_FRESH);
+        let mut until = known.until;
+        if !fresh && let Some(kv) = self.shared.get() {
+            // Not answering is no pause: the local one still holds, and the limit too.
+            if let Ok(entry) = kv.get(&Self::pause_key(vendor, credential)).await {
+                let shared = entry.and_then(|e| serde_json::from_slice::<SharedPause>(&e.value).ok());
+                let left = shared.map(|p| p.until_unix_ms.saturating_sub(unix_ms(SystemTime::now())));
+                let theirs = left.filter(|ms| *ms > 0).map(|ms| now + Duration::from_millis(ms));
+                until = until.max(theirs);
+                let mut pauses = self.pauses.lock().unwrap_or_else(PoisonError::into_inner);
+                let entry = pauses.entry(id).or_default();
+                entry.until = entry.until.max(until);
+                entry.read_at = Some(now);
+            }
+        }
+        until.filter(|u| *u > now).map(|u| u - now)
+    }
+
+    /// Pauses `vendor`'s `credential` for `wait` on this replica, and on the others
+    /// through the bucket.
+    pub async fn pause(&self, vendor: P, credential: &str, wait: Duration) {
+        let until = Instant::now() + wait;
+        {
+            let mut pauses = self.pauses.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = pauses.entry((vendor, credential.to_owned())).or_default();
+            if entry.until.is_some_and(|u| u >= until) {
+                return;
+            }
+            entry.until = Some(until);
+        }
+        tracing::warn!(
+            provider = vendor.name(),
+            wait_ms = wait.as_millis() as u64,
+            "the vendor asked to slow down: every replica pauses this credential"
+        );
+        if let Some(kv) = self.shared.get() {
+            let shared = SharedPause { until_unix_ms: unix_ms(SystemTime::now() + wait) };
+            let value = serde_json::to_vec(&shared).unwrap_or_default();
+            if let Err(e) = kv.put(&Self::pause_key(vendor, credential), value.into()).await {
+                tracing::warn!(provider = vendor.name(), error = %e, "pause not shared: the other replicas learn it from the vendor");
+            }
+        }
+    }
+
+    /// This fact's turn with the upstream: `Ok(true)` with a grant due now (waited for
+    /// when near), `Ok(false)` outside a fact (the call waits for its grant itself), or
+    /// how long until the turn when that is further than [`HAND_BACK_OVER`].
+    async fn turn(&self, vendor: P, credential: &str, upstream: &Upstream) -> Result<bool, Duration> {
+        let Ok(fact) = FACT.try_with(|f| *f) else { return Ok(false) };
+        let id = (vendor, credential.to_owned(), fact);
+        let now = Instant::now();
+        let held = self.grants.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let Some(at) = held.or_else(|| upstream.reserve()) else { return Ok(false) };
+        if at > now + HAND_BACK_OVER {
+            let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
+            grants.retain(|_, g| now.saturating_duration_since(*g) < GRANT_FORGOTTEN);
+            grants.insert(id, at);
+            return Err(at - now);
+        }
+        tokio::time::sleep_until(at).await;
+        Ok(true)
+    }
+
     /// Makes one call with `vendor`'s `credential` through its upstream (the only retry
-    /// loop), and times it.
+    /// loop), and times it. Within a fact, a turn further than [`HAND_BACK_OVER`] away
+    /// (the rate limit, a pause) ends the call with [`CallError::Deferred`] and nothing
+    /// sent; outside one, the call waits for it. A slowdown the answers ask for pauses the
+    /// credential for everyone.
     pub async fn call<T, E, F, Fut>(&self, vendor: P, credential: &str, op: F) -> Result<T, CallError<E>>
     where
         E: Retryable,
@@ -111,9 +247,23 @@ impl<P: Vendor> Vendors<P> {
         Fut: Future<Output = Result<T, E>>,
     {
         let upstream = self.upstream(vendor, credential);
+        if let Some(left) = self.paused_for(vendor, credential).await {
+            if left > HAND_BACK_OVER && FACT.try_with(|_| ()).is_ok() {
+                return Err(CallError::Deferred { retry_in: left, why: "the vendor asked to slow down" });
+            }
+            tokio::time::sleep(left).await;
+        }
+        let granted = match self.turn(vendor, credential, &upstream).await {
+            Ok(granted) => granted,
+            Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
+        };
         let started = tokio::time::Instant::now();
-        let result = upstream.call(op).await;
+        let call = async { if granted { upstream.call_granted(op).await } else { upstream.call(op).await } };
+        let (result, slowdown) = sre_runtime::outbound::observing_slowdown(call).await;
         self.seconds.get_or_create(&VendorLabels { provider: vendor.name() }).observe(started.elapsed().as_secs_f64());
+        if let Some(wait) = slowdown.filter(|w| !w.is_zero()) {
+            self.pause(vendor, credential, wait).await;
+        }
         result
     }
 

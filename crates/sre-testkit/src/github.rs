@@ -65,6 +65,8 @@ struct Inner {
     issues: Vec<Issue>,
     faults: VecDeque<Fault>,
     calls: u64,
+    /// When each call arrived.
+    call_times: Vec<tokio::time::Instant>,
     outbox: crate::vendor::Outbox,
     /// The token may not push (`set_push_access(false)`): GitHub drops labels, assignees
     /// and the milestone of a new issue without a word.
@@ -153,6 +155,7 @@ fn with_rate_headers(mut resp: Response, remaining: u64, reset_in: u64) -> Respo
 #[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
 fn gate(s: &mut Inner, headers: &HeaderMap, repo: Option<&str>) -> Result<(), Response> {
     s.calls += 1;
+    s.call_times.push(tokio::time::Instant::now());
     if headers.get("user-agent").is_none() {
         return Err(basic(
             StatusCode::FORBIDDEN,
@@ -607,6 +610,11 @@ impl FakeGithub {
     /// Webhooks delivered so far, in the order they ended.
     pub fn webhooks(&self) -> Vec<crate::vendor::Delivery> {
         self.with(|s| s.outbox.delivered())
+    }
+
+    /// When each request arrived, refused ones included (in order).
+    pub fn call_times(&self) -> Vec<tokio::time::Instant> {
+        self.with(|s| s.call_times.clone())
     }
 
     /// Requests received.

@@ -110,6 +110,13 @@ struct Inner {
     faults: VecDeque<(u16, Option<u64>)>,
     search_lag: Duration,
     calls: u64,
+    /// When each call arrived.
+    call_times: Vec<tokio::time::Instant>,
+    /// Requests allowed in any rolling minute (a tenant's burst limit) since a moment;
+    /// `None`: not enforced.
+    limit_per_minute: Option<(usize, tokio::time::Instant)>,
+    /// Requests refused with 429 for being over it.
+    throttled: u64,
     per_issue_refusals: u64,
     outbox: crate::vendor::Outbox,
     /// Create screens by (project, issue type name); a project/type without one takes
@@ -245,6 +252,7 @@ fn errors(status: StatusCode, messages: &[&str], fields: Value) -> Response {
 #[allow(clippy::result_large_err, reason = "a test server; the error is the response")]
 fn gate(s: &mut Inner, headers: &HeaderMap) -> Result<(), Response> {
     s.calls += 1;
+    s.call_times.push(tokio::time::Instant::now());
     let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if presented != s.auth {
         return Err(errors(
@@ -252,6 +260,20 @@ fn gate(s: &mut Inner, headers: &HeaderMap) -> Result<(), Response> {
             &["You are not authenticated. Authentication required to perform this operation."],
             json!({}),
         ));
+    }
+    if let Some((limit, since)) = s.limit_per_minute {
+        let now = tokio::time::Instant::now();
+        let minute_ago = now.checked_sub(Duration::from_secs(60)).map_or(since, |m| m.max(since));
+        // This request is already in the log: over the limit when more than `limit` are.
+        let recent = s.call_times.iter().filter(|t| **t >= minute_ago).count();
+        if recent > limit {
+            s.call_times.pop();
+            s.throttled += 1;
+            let mut resp = errors(StatusCode::TOO_MANY_REQUESTS, &["Rate limit exceeded."], json!({}));
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            resp.headers_mut().insert("ratelimit-reason", axum::http::HeaderValue::from_static("jira-burst-based"));
+            return Err(resp);
+        }
     }
     if let Some((status, retry_after)) = s.faults.pop_front() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -1009,6 +1031,23 @@ impl FakeJira {
     /// Webhooks sent whose delivery has not ended yet (0: every one was answered).
     pub fn webhooks_in_flight(&self) -> u64 {
         self.with(|s| s.outbox.in_flight())
+    }
+
+    /// From now on, refuses with 429 (`Retry-After: 5`, `RateLimit-Reason:
+    /// jira-burst-based`) every request past `per_minute` in the last rolling minute
+    /// (requests before now not counted).
+    pub fn set_rate_limit(&self, per_minute: usize) {
+        self.with(|s| s.limit_per_minute = Some((per_minute, tokio::time::Instant::now())));
+    }
+
+    /// Requests refused for being over [`Self::set_rate_limit`].
+    pub fn throttled(&self) -> u64 {
+        self.with(|s| s.throttled)
+    }
+
+    /// When each request arrived, faults included, refusals for the rate limit not (in order).
+    pub fn call_times(&self) -> Vec<tokio::time::Instant> {
+        self.with(|s| s.call_times.clone())
     }
 
     /// Requests received.

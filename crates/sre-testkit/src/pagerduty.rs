@@ -88,6 +88,11 @@ struct Inner {
     /// Statuses (and Retry-After) to answer the next requests with, in order.
     faults: VecDeque<(u16, Option<u64>)>,
     requests: u64,
+    /// Events allowed per routing key in any rolling minute (PagerDuty's is about 120);
+    /// `None`: not enforced.
+    limit_per_minute: Option<usize>,
+    /// Events refused with 429 for being over that limit.
+    throttled: u64,
     /// Webhooks v3: the subscription and what was delivered.
     outbox: crate::vendor::Outbox,
 }
@@ -229,6 +234,21 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
         Ok(v) => v,
         Err(resp) => return resp,
     };
+    if let Some(limit) = s.limit_per_minute {
+        let minute_ago = tokio::time::Instant::now().checked_sub(std::time::Duration::from_secs(60));
+        let recent =
+            s.events.iter().filter(|e| e.routing_key == routing_key && minute_ago.is_none_or(|m| e.at > m)).count();
+        if recent >= limit {
+            s.throttled += 1;
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(
+                    json!({"status": "throttle exceeded", "message": "Too many API calls at a time", "errors": []}),
+                ),
+            )
+                .into_response();
+        }
+    }
     if dedup_key.is_empty() {
         dedup_key = format!("generated-{}", s.requests);
     }
@@ -516,6 +536,17 @@ impl FakePagerDuty {
     /// Answers the next requests with these statuses (and Retry-After seconds) instead.
     pub fn fail_next(&self, faults: &[(u16, Option<u64>)]) {
         self.with(|s| s.faults.extend(faults.iter().copied()));
+    }
+
+    /// Refuses with 429 (no `Retry-After`, as PagerDuty) every event past `per_minute` on
+    /// one routing key in the last rolling minute.
+    pub fn set_rate_limit(&self, per_minute: usize) {
+        self.with(|s| s.limit_per_minute = Some(per_minute));
+    }
+
+    /// Events refused for being over [`Self::set_rate_limit`].
+    pub fn throttled(&self) -> u64 {
+        self.with(|s| s.throttled)
     }
 
     /// Every alert (each one paged someone once).

@@ -179,6 +179,7 @@ pub fn create_failed(error: &CallError<VendorError>, default_wait: Duration) -> 
     match error {
         CallError::Permanent(e) => CreateFailed::Refused(e.to_string()),
         CallError::CircuitOpen { .. }
+        | CallError::Deferred { .. }
         | CallError::Exhausted { last: VendorError::Status { .. } | VendorError::Throttled { .. }, .. } => {
             CreateFailed::Released { after, reason }
         }

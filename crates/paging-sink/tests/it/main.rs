@@ -5,4 +5,5 @@ mod limits;
 mod lives;
 mod paging;
 mod service;
+mod storm;
 mod webhook;

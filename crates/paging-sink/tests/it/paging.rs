@@ -16,7 +16,7 @@ use sre_testkit::service::ServiceProcess;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub(crate) const ROUTING_KEY: &str = "R0UT1NGKEY0123456789ABCDEFGHIJKL";
-const OTHER_KEY: &str = "0THERKEY0123456789ABCDEFGHIJKLMN";
+pub(crate) const OTHER_KEY: &str = "0THERKEY0123456789ABCDEFGHIJKLMN";
 pub(crate) const GENIE_KEY: &str = "eb243592-faa2-4ba2-a551q-1afdf565c889";
 
 pub(crate) struct Stack {
@@ -238,28 +238,30 @@ async fn throttling_is_waited_out_and_a_refused_page_goes_to_the_dead_letter_str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_page_each_incident_once() {
+async fn two_replicas_page_each_incident_once_from_the_sender_and_hand_over_on_stop() {
     let pd = FakePagerDuty::start().await.expect("pagerduty");
     let s = stack(&config(&pd, None, ALWAYS));
-    let a = s.sink("paging-a");
-    let b = s.sink("paging-b");
+    let mut a = s.sink("paging-a");
+    let mut b = s.sink("paging-b");
     for i in 0..20 {
         s.created(&format!("inc-{i}"), Severity::Critical, "checkout-api", &format!("f-{i}")).await;
         s.created(&format!("inc-{i}"), Severity::Critical, "checkout-api", &format!("f-{i}-repeat")).await;
     }
     eventually("twenty pages", WAIT, || async { pd.alerts().len() >= 20 }).await;
-    eventually("every fact handled", WAIT, || async {
-        a.metric("sre_bus_facts_handled_total", &["Acked"]) + b.metric("sre_bus_facts_handled_total", &["Acked"])
-            >= 40.0
-    })
-    .await;
-    let alerts = pd.alerts();
-    assert_eq!(alerts.len(), 20, "one page per incident across two replicas");
-    assert!(
-        a.metric("sre_bus_facts_handled_total", &["Acked"]) > 0.0
-            && b.metric("sre_bus_facts_handled_total", &["Acked"]) > 0.0,
-        "both replicas worked"
-    );
+    let acked = |p: &ServiceProcess| p.metric("sre_bus_facts_handled_total", &["Acked"]);
+    eventually("every fact handled", WAIT, || async { acked(&a) + acked(&b) >= 40.0 }).await;
+    assert_eq!(pd.alerts().len(), 20, "one page per incident across two replicas");
+    // One replica holds the sender lease and makes every call; the other stands by, ready.
+    let senders = [a.metric("paging_sink_sender", &[]), b.metric("paging_sink_sender", &[])];
+    assert_eq!(senders.iter().sum::<f64>(), 1.0, "exactly one sender: {senders:?}");
+    let (sender, standby) = if senders[0] == 1.0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    assert_eq!(acked(standby), 0.0, "the standby handled nothing");
+    assert_eq!(standby.get("/readyz").map(|(status, _)| status), Some(200), "the standby is ready");
+    // A sender stopping gives the lease up: the standby pages the next incident at once.
+    sender.terminate(Duration::from_secs(30)).expect("stops");
+    s.created("inc-after", Severity::Critical, "checkout-api", "f-after").await;
+    eventually("paged by the standby", Duration::from_secs(10), || async { pd.alerts().len() == 21 }).await;
+    assert_eq!(standby.metric("paging_sink_sender", &[]), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,5 +5,6 @@ mod fields;
 mod limits;
 mod lives;
 mod service;
+mod storm;
 mod tickets;
 mod webhook;

@@ -15,8 +15,8 @@ use sre_testkit::jira::{FakeJira, Flavor};
 use sre_testkit::service::ServiceProcess;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(40);
-const JIRA_TOKEN: &str = "ATATT3xFfGF0-jira-token";
-const JIRA_EMAIL: &str = "sre-bot@example.com";
+pub(crate) const JIRA_TOKEN: &str = "ATATT3xFfGF0-jira-token";
+pub(crate) const JIRA_EMAIL: &str = "sre-bot@example.com";
 pub(crate) const GITHUB_TOKEN: &str = "ghs_16C7e42F292c6912E7710c838347Ae178B4a";
 
 pub(crate) fn basic() -> String {
