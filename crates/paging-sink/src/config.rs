@@ -50,6 +50,9 @@ pub struct Integration {
     /// How often deferred pages are checked for their opening.
     #[serde(with = "humantime_serde")]
     pub deferred_check_interval: Duration,
+    /// The reconciler: pages read back from their vendors, what a lost webhook dropped
+    /// repaired (`sre_sink::reconcile`).
+    pub reconcile: sre_sink::reconcile::ReconcileSettings,
     /// The durable consumer (shared by every replica).
     pub consumer: ConsumerConfig,
 }
@@ -66,6 +69,7 @@ impl Default for Integration {
             routes: Vec::new(),
             dry_run: false,
             deferred_check_interval: Duration::from_secs(15),
+            reconcile: sre_sink::reconcile::ReconcileSettings::default(),
             consumer: ConsumerConfig { durable_name: "paging-sink".to_owned(), ..ConsumerConfig::default() },
         }
     }
@@ -641,6 +645,7 @@ impl ServiceConfig for Config {
         if i.deferred_check_interval < Duration::from_secs(1) {
             return Err(ConfigError::new("paging_integration.deferred_check_interval", "must be at least 1s"));
         }
+        i.reconcile.check("paging_integration.reconcile")?;
         Ok(valid)
     }
 }

@@ -7,9 +7,11 @@ use sre_contracts::domain::v1::Severity;
 use sre_sink::claim::{Claim, Liveness, liveness};
 use sre_sink::notes::{self, NoteState};
 
-use crate::provider::FollowUp;
+use crate::provider::{FollowUp, VendorStatus};
+use crate::receiver::Asked;
 use crate::schedule::{Decision, Policy, decide, due_under};
 use crate::state::{PageRecord, PageState};
+use sre_sink::reconcile::Kind;
 
 /// What an `IncidentCreated` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +179,52 @@ pub fn followed(action: FollowUp) -> PageState {
     match action {
         FollowUp::Acknowledge => PageState::Acknowledged,
         FollowUp::Resolve => PageState::Resolved,
+    }
+}
+
+/// What the reconciler does about one page, given where it stands at its vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// A person did this in the vendor's tool and its webhook was lost: ask the domain,
+    /// as the webhook would have.
+    Ask(Asked, Kind),
+    /// The domain asked for this and the vendor does not hold it (its calls failed, or the
+    /// vendor dropped it): send it again. Only what is idempotent: never a trigger.
+    Reassert(FollowUp),
+    /// The vendor holds the follow-up the record still waits to send: record it.
+    Settle(FollowUp),
+}
+
+/// Whether the reconciler compares `record` (open, ended within a day, or waiting to send
+/// a follow-up) at `now`.
+pub fn reconciled(record: &PageRecord, now: Timestamp) -> bool {
+    let open = matches!(record.state, PageState::Paged | PageState::Acknowledged) || record.unsent.is_some();
+    (open || record.state == PageState::Resolved) && sre_sink::reconcile::in_scope(open, record.updated_at, now)
+}
+
+/// The repair of `record`, whose page the vendor has as `vendor`; `None`: they agree (or
+/// the difference is nobody's doing: PagerDuty re-triggering an acknowledged incident
+/// when its acknowledgement times out).
+pub fn reconcile(record: &PageRecord, vendor: VendorStatus) -> Option<Repair> {
+    use VendorStatus::{Acknowledged, Missing, Open, Resolved};
+    if vendor == Missing {
+        return None;
+    }
+    if let Some(action) = record.unsent {
+        let holds = match action {
+            FollowUp::Resolve => vendor == Resolved,
+            FollowUp::Acknowledge => vendor != Open,
+        };
+        return Some(if holds { Repair::Settle(action) } else { Repair::Reassert(action) });
+    }
+    match (record.state, vendor) {
+        (PageState::Paged, Acknowledged) => Some(Repair::Ask(Asked::Acknowledge, Kind::Acknowledged)),
+        (PageState::Paged | PageState::Acknowledged, Resolved) => Some(Repair::Ask(Asked::Resolve, Kind::Resolved)),
+        // Resolved here, open there: the resolve never took (PagerDuty drops a resolve it
+        // cannot match; Opsgenie's close can fail after its 202). Neither vendor lets a
+        // person reopen a resolved page: a reopen comes from the domain and pages anew.
+        (PageState::Resolved, Open | Acknowledged) => Some(Repair::Reassert(FollowUp::Resolve)),
+        _ => None,
     }
 }
 
@@ -773,6 +821,63 @@ mod tests {
                     prop_assert!(seen.triggers.contains(&r.reopen_count), "critical and open, never paged: {:?} {:?}", seen, events);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_reconciler_asks_what_a_person_did_and_resends_only_what_the_domain_asked() {
+        use VendorStatus::{Acknowledged, Missing, Open, Resolved};
+        let ask_ack = Some(Repair::Ask(Asked::Acknowledge, Kind::Acknowledged));
+        let ask_resolve = Some(Repair::Ask(Asked::Resolve, Kind::Resolved));
+        let resend = Some(Repair::Reassert(FollowUp::Resolve));
+        let table: &[(PageState, Option<FollowUp>, VendorStatus, Option<Repair>)] = &[
+            (PageState::Paged, None, Open, None),
+            (PageState::Paged, None, Acknowledged, ask_ack),
+            (PageState::Paged, None, Resolved, ask_resolve),
+            (PageState::Acknowledged, None, Acknowledged, None),
+            (PageState::Acknowledged, None, Resolved, ask_resolve),
+            // PagerDuty re-triggers an incident whose acknowledgement timed out: nobody's doing.
+            (PageState::Acknowledged, None, Open, None),
+            (PageState::Resolved, None, Resolved, None),
+            (PageState::Resolved, None, Open, resend),
+            (PageState::Resolved, None, Acknowledged, resend),
+            // The domain's resolve did not reach the vendor: sent again, once it holds it recorded.
+            (PageState::Paged, Some(FollowUp::Resolve), Open, resend),
+            (PageState::Acknowledged, Some(FollowUp::Resolve), Acknowledged, resend),
+            (PageState::Paged, Some(FollowUp::Resolve), Resolved, Some(Repair::Settle(FollowUp::Resolve))),
+            (PageState::Paged, Some(FollowUp::Acknowledge), Open, Some(Repair::Reassert(FollowUp::Acknowledge))),
+            (PageState::Paged, Some(FollowUp::Acknowledge), Resolved, Some(Repair::Settle(FollowUp::Acknowledge))),
+            // Never a trigger: a page the vendor lost, or one never sent, is left alone.
+            (PageState::Paged, None, Missing, None),
+            (PageState::Paged, Some(FollowUp::Resolve), Missing, None),
+            (PageState::Claimed, None, Resolved, None),
+            (PageState::Deferred, None, Acknowledged, None),
+            (PageState::Cancelled, None, Open, None),
+            (PageState::Failed, None, Open, None),
+            (PageState::Below, None, Resolved, None),
+        ];
+        for (state, unsent, vendor, want) in table {
+            let mut r = record(*state, Severity::Critical, day());
+            r.unsent = *unsent;
+            assert_eq!(reconcile(&r, *vendor), *want, "{state:?} unsent {unsent:?}, vendor {vendor:?}");
+        }
+    }
+
+    #[test]
+    fn open_pages_and_those_ended_within_a_day_are_reconciled() {
+        let later = |h: i64| day() + SignedDuration::from_hours(h);
+        let r = |state| record(state, Severity::Critical, day());
+        assert!(reconciled(&r(PageState::Paged), later(24 * 7)));
+        assert!(reconciled(&r(PageState::Acknowledged), later(24 * 7)));
+        assert!(reconciled(&r(PageState::Resolved), later(23)));
+        assert!(!reconciled(&r(PageState::Resolved), later(25)));
+        let mut unsent = r(PageState::Resolved);
+        unsent.unsent = Some(FollowUp::Resolve);
+        assert!(reconciled(&unsent, later(24 * 7)));
+        for state in
+            [PageState::Deferred, PageState::Claimed, PageState::Cancelled, PageState::Failed, PageState::Below]
+        {
+            assert!(!reconciled(&r(state), later(1)), "{state:?}");
         }
     }
 }

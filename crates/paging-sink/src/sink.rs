@@ -2,8 +2,9 @@
 //! vendor call through the shared resilience layer of the destination's credential, under
 //! the claim), writes the outcome with compare-and-set, and asks again when the record
 //! moved. Replicas, restarts and redeliveries page once; the vendors' own dedup on the
-//! incident id is the second line. Also the deferred-page scan, run by every replica:
-//! claiming a due page is a compare-and-set, so one replica fires each.
+//! incident id is the second line. Also the deferred-page scan, run by the sender:
+//! claiming a due page is a compare-and-set, so one replica fires each even while two
+//! briefly think they send; and the reconcile pass ([`Sink::reconcile`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +54,16 @@ enum Triggered {
     /// Try again after the delay; the record's revision as the renewals left it.
     Retry(Duration, String, u64),
     Failed(String),
+}
+
+fn kind_text(kind: sre_sink::reconcile::Kind) -> &'static str {
+    use sre_sink::reconcile::Kind;
+    match kind {
+        Kind::Acknowledged => "acknowledged",
+        Kind::Resolved | Kind::Closed => "resolved",
+        Kind::Reopened => "reopened",
+        Kind::Reasserted => "sent again",
+    }
 }
 
 fn retry(reason: impl Into<String>) -> Disposition {
@@ -334,10 +345,13 @@ impl Sink {
                             _ => FollowUpOutcome::Retried,
                         };
                         self.metrics.follow_up(provider, label, outcome);
+                        self.unsent(&read, action).await;
                         return disposition;
                     }
                     let outcome = if self.dry_run() { FollowUpOutcome::DryRun } else { FollowUpOutcome::Sent };
-                    (read.record.moved(plan::followed(action), Timestamp::now()), outcome)
+                    let mut followed = read.record.moved(plan::followed(action), Timestamp::now());
+                    followed.unsent = None;
+                    (followed, outcome)
                 }
             };
             let (record, outcome) = moved;
@@ -358,6 +372,127 @@ impl Sink {
             return Disposition::Ack;
         }
         retry("page record contended")
+    }
+
+    /// Keeps in the record that `action` has not reached the vendor, so the reconciler sends
+    /// it again even once its fact is dead-lettered (best effort: a retry of the fact may
+    /// send it first).
+    async fn unsent(&self, read: &Read, action: FollowUp) {
+        if read.record.unsent == Some(action) {
+            return;
+        }
+        let mut next = read.record.clone();
+        next.unsent = Some(action);
+        if let Err(e) = self.pages.update(&next, read.revision).await {
+            tracing::debug!(incident_id = %read.record.incident_id, error = %e, "unsent follow-up not recorded");
+        }
+    }
+
+    /// One reconcile pass: every page open, ended within a day, or waiting to send a
+    /// follow-up is read back from its vendor (through the credential's limit, waiting its
+    /// turn) and each difference repaired ([`plan::reconcile`]): what a person did there
+    /// is asked of the domain as its lost webhook would have, under a deterministic event
+    /// id; what the domain asked and the vendor lacks is sent again. Pages a vendor cannot
+    /// read back (PagerDuty without a REST key) are skipped. `Err` when any read or repair
+    /// failed: the pass is not complete, the next one tries again.
+    pub async fn reconcile(
+        &self,
+        intents: &sre_bus::IntentPublisher,
+        source: &sre_contracts::domain::v1::Source,
+        metrics: &sre_sink::reconcile::ReconcileMetrics,
+    ) -> Result<sre_sink::reconcile::Pass, String> {
+        use sre_sink::reconcile::{Kind, Pass, event_id};
+        let now = Timestamp::now();
+        let records = self.pages.records().list().await.map_err(|e| format!("page records: {e}"))?;
+        let mut pass = Pass::default();
+        let mut failed: Option<String> = None;
+        for read in records {
+            let record = &read.record;
+            if !plan::reconciled(record, now) {
+                continue;
+            }
+            let provider = record.target.provider;
+            let Ok(pager) = self.pager(provider).cloned() else { continue };
+            if pager.cannot_read().is_some() {
+                continue;
+            }
+            pass.compared += 1;
+            let incident_id = record.incident_id.clone();
+            let read_back = self
+                .vendors
+                .call(provider, Self::note_credential(&record.target), || {
+                    let (pager, incident_id) = (pager.clone(), incident_id.clone());
+                    async move { pager.page(&incident_id).await }
+                })
+                .await;
+            let page = match read_back {
+                Ok(page) => page,
+                Err(e) => {
+                    failed = Some(format!("{} {incident_id}: {e}", provider.name()));
+                    continue;
+                }
+            };
+            let Some(repair) = plan::reconcile(record, page.status) else { continue };
+            let done = match repair {
+                plan::Repair::Ask(asked, kind) => {
+                    let id = event_id(provider.name(), &incident_id, record.reopen_count, kind);
+                    let meta = sre_sink::receiver::intent_meta(provider.name(), &id, &id, source);
+                    let origin = Some(sre_contracts::domain::v1::ExternalOrigin {
+                        vendor: provider.name().to_owned(),
+                        object_id: page.id.clone(),
+                        url: page.url.clone(),
+                        event_id: id.clone(),
+                        occurred_at: None,
+                        actor: Some(sre_contracts::domain::v1::ExternalActor {
+                            name: page.by.clone(),
+                            ..Default::default()
+                        }),
+                    });
+                    let text = format!("found {} in {} by the reconciler", kind_text(kind), provider.title());
+                    let envelope = asked.encode(meta, &incident_id, origin, text).map_err(|r| format!("{r:?}"));
+                    let stored = match envelope {
+                        Ok(envelope) => intents.publish_all(std::slice::from_ref(&envelope), None).await.pop(),
+                        Err(e) => Some(Err(sre_bus::PublishError::Unavailable(e))),
+                    };
+                    match stored {
+                        Some(Ok(_)) => {
+                            tracing::warn!(%incident_id, provider = provider.name(), repaired = ?kind,
+                                "a person's change found by the reconciler: its webhook was lost");
+                            Some(kind)
+                        }
+                        other => {
+                            failed = Some(format!("intent for {incident_id} not stored: {other:?}"));
+                            None
+                        }
+                    }
+                }
+                plan::Repair::Reassert(action) => match self.send(&read, action, "").await {
+                    Ok(()) => {
+                        let mut followed = read.record.moved(plan::followed(action), Timestamp::now());
+                        followed.unsent = None;
+                        let _ = self.pages.update(&followed, read.revision).await;
+                        tracing::warn!(%incident_id, provider = provider.name(), action = ?action,
+                            "the reconciler sent again what the domain asked and the vendor lacked");
+                        Some(Kind::Reasserted)
+                    }
+                    Err(d) => {
+                        failed = Some(format!("{action:?} of {incident_id} not sent again: {d:?}"));
+                        None
+                    }
+                },
+                plan::Repair::Settle(action) => {
+                    let mut followed = read.record.moved(plan::followed(action), Timestamp::now());
+                    followed.unsent = None;
+                    let _ = self.pages.update(&followed, read.revision).await;
+                    None
+                }
+            };
+            if let Some(kind) = done {
+                metrics.repaired(provider.name(), kind);
+                pass.repaired += 1;
+            }
+        }
+        failed.map_or(Ok(pass), Err)
     }
 
     /// Sends the acknowledge or resolve where the page went.

@@ -58,11 +58,21 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
     }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
     let (vendors, secrets, every) = (sink.vendors(), ctx.secrets.clone(), integration.deferred_check_interval);
+    let reconcile = integration.reconcile.clone();
+    let reconciled = sre_sink::reconcile::ReconcileMetrics::default();
+    let names: Vec<&'static str> = pagers.keys().map(|p| p.name()).collect();
+    ctx.metrics.register(|r| reconciled.register(r, "paging_sink", &names));
+    for (provider, pager) in &pagers {
+        if let Some(why) = pager.cannot_read().filter(|_| reconcile.enabled) {
+            tracing::warn!(provider = provider.name(), "{why}: a lost webhook from it is not repaired");
+        }
+    }
+    let (intents, source) = (ctx.bus.intent_publisher(), ctx.bus.source().clone());
     Ok(sink.spawn(state::BUCKET, consumer_config(integration), pages, move |records| {
         let pages = state::Pages::new(records);
         let sink = Arc::new(sink::Sink::new(valid, pages, pagers, vendors, secrets, metrics));
         let scan = sink.clone();
-        let jobs = vec![
+        let mut jobs = vec![
             Job::every("deferred-page scan", every, move || {
                 let scan = scan.clone();
                 async move {
@@ -72,6 +82,14 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
             .jittered()
             .leader_only(),
         ];
+        if reconcile.enabled {
+            let pass = sink.clone();
+            jobs.push(sre_sink::reconcile::job(reconcile.interval, reconciled.clone(), move || {
+                let (pass, intents, source, metrics) =
+                    (pass.clone(), intents.clone(), source.clone(), reconciled.clone());
+                async move { pass.reconcile(&intents, &source, &metrics).await }
+            }));
+        }
         Started { sink, jobs }
     }))
 }

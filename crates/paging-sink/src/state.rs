@@ -17,6 +17,7 @@ use sre_contracts::domain::v1::{IncidentCreated, Severity};
 use sre_sink::records::Index;
 use sre_sink::{Bucket, Claim, Record, RecordError, Records};
 
+use crate::provider::FollowUp;
 use crate::routing::Target;
 
 /// The bucket (records expire long after any follow-up).
@@ -98,6 +99,10 @@ pub struct PageRecord {
     /// The notes added to the page (claimed, posted), so each is added once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<sre_sink::notes::Mark>,
+    /// A follow-up the domain asked for whose calls failed (its fact retried, or
+    /// dead-lettered): the reconciler sends it again until the vendor holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsent: Option<FollowUp>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -141,6 +146,7 @@ impl PageRecord {
             reopen_count: 0,
             severity_at: None,
             notes: Vec::new(),
+            unsent: None,
         }
     }
 

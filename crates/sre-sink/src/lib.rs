@@ -13,6 +13,8 @@
 //! - [`notes`]: notes carried between tools: how they are written, told apart from a
 //!   person's, and posted once;
 //! - [`receiver`]: the receiver kit of two-way sync, on `sre_runtime::inbound`;
+//! - [`reconcile`]: the reconciler's metrics, ids, scope and job (what a lost webhook
+//!   dropped, repaired);
 //! - [`start`]: a sink's start, readiness and jobs ([`SinkStart`]), with [`watch`].
 //!
 //! A sink is its records, its facts, its vendors and a pure plan per fact. This crate knows
@@ -24,6 +26,7 @@ pub mod lead;
 pub mod limits;
 pub mod notes;
 pub mod receiver;
+pub mod reconcile;
 pub mod records;
 pub mod routing;
 pub mod start;

@@ -48,12 +48,20 @@ struct RefusedLabels {
     reason: Reason,
 }
 
-/// A sink's receiver metrics, `<prefix>_webhook_events_total{provider,outcome}` and
-/// `<prefix>_webhook_refused_total{provider,reason}`; cheap to clone.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
+/// A sink's receiver metrics, `<prefix>_webhook_events_total{provider,outcome}`,
+/// `<prefix>_webhook_refused_total{provider,reason}` and
+/// `<prefix>_webhook_last_accepted_timestamp_seconds{provider}` (the last authentic
+/// delivery: `time() -` it is how long a receiver has heard nothing); cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct ReceiverMetrics {
     events: Family<EventLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
+    last_accepted: Family<ProviderLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl ReceiverMetrics {
@@ -68,6 +76,11 @@ impl ReceiverMetrics {
             format!("{prefix}_webhook_refused"),
             "Vendor webhooks refused, by provider and reason (a bad signature among them)",
             self.refused.clone(),
+        );
+        r.register(
+            format!("{prefix}_webhook_last_accepted_timestamp_seconds"),
+            "When the receiver last accepted an authentic delivery (Unix seconds)",
+            self.last_accepted.clone(),
         );
     }
 
@@ -84,6 +97,7 @@ impl ReceiverMetrics {
     /// Counts an authentic webhook.
     pub fn event(&self, provider: &'static str, outcome: Outcome) {
         self.events.get_or_create(&EventLabels { provider, outcome }).inc();
+        self.last_accepted.get_or_create(&ProviderLabels { provider }).set(jiff::Timestamp::now().as_second());
     }
 
     /// Counts a refused webhook.

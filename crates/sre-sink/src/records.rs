@@ -186,6 +186,22 @@ impl<R: Record> Records<R> {
         self.get_key(&Self::key(incident_id)).await
     }
 
+    /// Every record of this kind (`<prefix>.*`), in no particular order; one that does not
+    /// decode is skipped with a warning (the facts about it are dead-lettered naming it).
+    pub async fn list(&self) -> Result<Vec<Read<R>>, RecordError> {
+        let keys = self.kv.keys(&format!("{}.", R::PREFIX)).await?;
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.get_key(&key).await {
+                Ok(Some(read)) => records.push(read),
+                Ok(None) => {}
+                Err(e @ RecordError::Corrupt { .. }) => tracing::warn!(error = %e, "record skipped"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(records)
+    }
+
     /// The record under an incident token (as an index lists it).
     pub async fn get_token(&self, token: &str) -> Result<Option<Read<R>>, RecordError> {
         self.get_key(&format!("{}.{token}", R::PREFIX)).await

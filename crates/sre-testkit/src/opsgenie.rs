@@ -2,8 +2,9 @@
 //! create with `alias` (one open alert per alias), acknowledge, close and add notes
 //! (`POST`/`GET …/notes`) by alias with
 //! `identifierType=alias`, 202 "Request will be processed" for every write (also for an
-//! unknown alias: the request status then says "Alert does not exist"), and
-//! `GET /v2/alerts/requests/{id}`.
+//! unknown alias: the request status then says "Alert does not exist"),
+//! `GET /v2/alerts/requests/{id}`, and Get Alert by alias (`status` open or closed,
+//! `acknowledged`), as the reconciler reads it.
 //!
 //! The same API is served under `/jsm/ops/integration` ([`FakeOpsgenie::jsm_url`]): Jira
 //! Service Management Operations' integration API, the successor, mirrors it path for path.
@@ -13,6 +14,8 @@
 //! alias, `source` naming who acted: `API` for an integration's calls, `web` for a person),
 //! unsigned, carrying the configured custom header; no retry (Opsgenie documents none). A
 //! person acts with [`FakeOpsgenie::act_as`] or the page's buttons.
+//! [`FakeOpsgenie::hold_webhooks`] keeps them back (a receiver outage) until
+//! [`FakeOpsgenie::release_webhooks`] delivers them late.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -277,6 +280,36 @@ fn latest(s: &Inner, alias: &str) -> Option<usize> {
         .or_else(|| mine().map(|(i, _)| i).next_back())
 }
 
+/// `GET /v2/alerts/{identifier}?identifierType=alias`: the alert (the open one, else the
+/// newest) as Get Alert answers it: `status` `open` or `closed`, and `acknowledged`.
+async fn get_alert(
+    State(state): State<Shared>,
+    Path(identifier): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Err(r) = gate(&mut s, &headers) {
+        return r;
+    }
+    let by_alias = query.get("identifierType").map(String::as_str) == Some("alias");
+    let Some(i) = by_alias.then(|| latest(&s, &identifier)).flatten() else {
+        return error(StatusCode::NOT_FOUND, "Alert does not exist");
+    };
+    let a = &s.alerts[i];
+    let closed = a.status == "closed";
+    let data = json!({
+        "id": format!("alert-{}", i + 1), "tinyId": (i + 1).to_string(), "alias": a.alias,
+        "message": a.create.get("message").cloned().unwrap_or(Value::Null),
+        "status": if closed { "closed" } else { "open" },
+        "acknowledged": a.status == "acknowledged", "isSeen": a.status != "open", "snoozed": false,
+        "count": a.merged + 1, "source": a.create.get("source").cloned().unwrap_or(Value::Null),
+        "createdAt": "2026-12-07T02:00:00.000Z", "updatedAt": "2026-12-07T02:00:00.000Z",
+    });
+    axum::Json(json!({"data": data, "took": 0.003, "requestId": "00000000-0000-0000-0000-000000000002"}))
+        .into_response()
+}
+
 /// `GET /v2/alerts/{identifier}/notes?identifierType=alias`: the notes, newest first.
 async fn list_notes(
     State(state): State<Shared>,
@@ -379,6 +412,7 @@ impl FakeOpsgenie {
                     post(move |State(s): State<Shared>, h: HeaderMap, b: axum::body::Bytes| create(s, api, h, b)),
                 )
                 .route("/v2/alerts/requests/{id}", get(request_status))
+                .route("/v2/alerts/{identifier}", get(get_alert))
                 .route(
                     "/v2/alerts/{identifier}/notes",
                     get(list_notes).post(
@@ -461,6 +495,17 @@ impl FakeOpsgenie {
     /// Answers the next requests with these statuses instead.
     pub fn fail_next(&self, statuses: &[u16]) {
         self.with(|s| s.faults.extend(statuses.iter().copied()));
+    }
+
+    /// Holds every webhook from now on, as a receiver outage would (nothing reaches it),
+    /// until [`Self::release_webhooks`].
+    pub fn hold_webhooks(&self) {
+        self.with(|s| s.outbox.hold());
+    }
+
+    /// Delivers the held webhooks late, in order; how many.
+    pub fn release_webhooks(&self) -> usize {
+        self.with(|s| s.outbox.clone()).release()
     }
 
     /// Every alert.

@@ -18,8 +18,12 @@
 //! `incident.acknowledged`/`incident.resolved` (`X-PagerDuty-Signature`,
 //! `X-Webhook-Id` kept across retries) for every change, with a person as the agent when one
 //! acted here ([`FakePagerDuty::acknowledge_as`]) and a service when the Events API did; a
-//! delivery answered 5xx, 429 or not at all is retried, as PagerDuty does. Its page lists
-//! the alerts with buttons to acknowledge and resolve them as a person.
+//! delivery answered 5xx, 429 or not at all is retried, as PagerDuty does;
+//! [`FakePagerDuty::hold_webhooks`] keeps them back (a receiver outage) until
+//! [`FakePagerDuty::release_webhooks`] delivers them late. With
+//! [`FakePagerDuty::set_rate_limit`] it refuses, with 429, events past a limit per routing
+//! key in any rolling minute. Its page lists the alerts with buttons to acknowledge and
+//! resolve them as a person.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -562,6 +566,17 @@ impl FakePagerDuty {
     /// Requests received, faults included.
     pub fn requests(&self) -> u64 {
         self.with(|s| s.requests)
+    }
+
+    /// Holds every webhook from now on, as a receiver outage would (nothing reaches it),
+    /// until [`Self::release_webhooks`].
+    pub fn hold_webhooks(&self) {
+        self.with(|s| s.outbox.hold());
+    }
+
+    /// Delivers the held webhooks late, in order; how many.
+    pub fn release_webhooks(&self) -> usize {
+        self.with(|s| s.outbox.clone()).release()
     }
 
     /// Subscribes a Webhooks v3 endpoint (`http://127.0.0.1:<port>/<path>`) with `secret`.

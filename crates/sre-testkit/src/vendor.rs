@@ -217,7 +217,12 @@ pub(crate) struct Outbox {
     subscription: Arc<Mutex<Option<(String, String)>>>,
     delivered: Arc<Mutex<Vec<Delivery>>>,
     sent: Arc<AtomicU64>,
+    /// While set, webhooks wait here instead of going out (a receiver outage, a network
+    /// policy in the way): [`Outbox::release`] delivers them late.
+    held: Arc<Mutex<Option<Vec<Held>>>>,
 }
+
+type Held = (String, String, Vec<(String, String)>, String, Retries);
 
 impl Outbox {
     /// Subscribes `url` (`http://127.0.0.1:<port>/<path>`) with `secret`.
@@ -234,6 +239,10 @@ impl Outbox {
     /// Delivers `body` with `headers` in the background, retrying as `retries` says (a
     /// quarter second apart, for thirty seconds, where the vendor's own schedule is hours).
     pub(crate) fn send(&self, event: &str, by: &str, headers: Vec<(String, String)>, body: String, retries: Retries) {
+        if let Some(held) = self.held.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            held.push((event.to_owned(), by.to_owned(), headers, body, retries));
+            return;
+        }
         let Some((url, _)) = self.subscription.lock().unwrap_or_else(PoisonError::into_inner).clone() else { return };
         let (delivered, event, by) = (self.delivered.clone(), event.to_owned(), by.to_owned());
         std::thread::spawn(move || {
@@ -255,6 +264,21 @@ impl Outbox {
             }
             delivered.lock().unwrap_or_else(PoisonError::into_inner).push(Delivery { event, by, status, attempts });
         });
+    }
+
+    /// Holds every webhook from now on (none reaches the receiver) until [`Outbox::release`].
+    pub(crate) fn hold(&self) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(Vec::new);
+    }
+
+    /// Delivers what was held, in order, and stops holding; how many there were.
+    pub(crate) fn release(&self) -> usize {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_default();
+        let n = held.len();
+        for (event, by, headers, body, retries) in held {
+            self.send(&event, &by, headers, body, retries);
+        }
+        n
     }
 
     /// Webhooks sent whose delivery has not ended yet (answered, or given up on).

@@ -58,7 +58,8 @@ impl sre_sink::Vendor for Provider {
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A follow-up on a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FollowUp {
     /// Acknowledge.
     Acknowledge,
@@ -102,6 +103,39 @@ pub(crate) fn status_error(provider: &'static str, answer: &sre_runtime::outboun
     })
 }
 
+/// Where a page stands at its vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VendorStatus {
+    /// Open, nobody on it yet (PagerDuty `triggered`, Opsgenie `open`).
+    Open,
+    /// Acknowledged.
+    Acknowledged,
+    /// Resolved (Opsgenie: closed).
+    Resolved,
+    /// The vendor has no page for the incident.
+    Missing,
+}
+
+/// A page as its vendor has it now (the reconciler's read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VendorPage {
+    /// Its status.
+    pub status: VendorStatus,
+    /// The vendor's id of it (PagerDuty's incident, Opsgenie's alert).
+    pub id: String,
+    /// Where a person sees it.
+    pub url: String,
+    /// Who last changed its status, when the vendor says.
+    pub by: String,
+}
+
+impl VendorPage {
+    /// No page at the vendor.
+    pub fn missing() -> Self {
+        Self { status: VendorStatus::Missing, id: String::new(), url: String::new(), by: String::new() }
+    }
+}
+
 /// A paging provider.
 pub trait Pager: Send + Sync {
     /// The provider's name (`pagerduty`, `opsgenie`, `jsm`).
@@ -124,6 +158,12 @@ pub trait Pager: Send + Sync {
     fn cannot_note(&self) -> Option<&'static str> {
         None
     }
+    /// Why this pager cannot read its pages back (the reconciler skips them), when it cannot.
+    fn cannot_read(&self) -> Option<&'static str> {
+        None
+    }
+    /// The page of `incident_id` as the vendor has it now: the open one, else the newest.
+    fn page<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<VendorPage, VendorError>>;
     /// Adds `text` as a note to the page of `incident_id` (its latest alert).
     fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>>;
     /// The notes on the page of `incident_id`, as text: how a note posted by a call that

@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use sre_contracts::domain::v1::{IncidentCreated, Severity};
 use sre_runtime::outbound::HttpClient;
 
-use super::{Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, clip, dedup_key, status_error};
+use super::{
+    Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, VendorPage, VendorStatus, clip, dedup_key,
+    status_error,
+};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "opsgenie";
@@ -144,6 +147,24 @@ fn priority_name(incident: &IncidentCreated) -> &'static str {
     }
 }
 
+/// The page a Get Alert answer (`{"data": {...}}`) holds: closed is resolved,
+/// `acknowledged: true` acknowledged, else open.
+pub fn alert_page(answer: &Value) -> VendorPage {
+    let Some(alert) = answer.get("data") else { return VendorPage::missing() };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let report = alert.get("report");
+    let closed = alert.get("status").and_then(Value::as_str) == Some("closed");
+    let acknowledged = alert.get("acknowledged").and_then(Value::as_bool).unwrap_or(false);
+    let (status, by) = if closed {
+        (VendorStatus::Resolved, text(report.and_then(|r| r.get("closedBy"))))
+    } else if acknowledged {
+        (VendorStatus::Acknowledged, text(report.and_then(|r| r.get("acknowledgedBy"))))
+    } else {
+        (VendorStatus::Open, String::new())
+    };
+    VendorPage { status, id: text(alert.get("id")), url: String::new(), by }
+}
+
 impl Opsgenie {
     /// A client for `base` (`https://api.opsgenie.com` or `https://api.eu.opsgenie.com`).
     pub fn new(http: HttpClient, base: &str, api_key: SecretString) -> Self {
@@ -230,6 +251,21 @@ impl Pager for Opsgenie {
             let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
             let body = json!({"note": sre_sink::notes::fit(text, NOTE_MAX), "source": super::CLIENT});
             self.post(&format!("/v2/alerts/{alias}/notes?identifierType=alias"), body).await.map(|_| ())
+        })
+    }
+
+    fn page<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<VendorPage, VendorError>> {
+        Box::pin(async move {
+            let alias = encode_segment(&dedup_key(incident_id, ALIAS_MAX));
+            match self.call(http::Method::GET, &format!("/v2/alerts/{alias}?identifierType=alias"), None).await {
+                Ok(answer) => {
+                    let v: Value = serde_json::from_slice(&answer.body)
+                        .map_err(|e| VendorError::Invalid(format!("{} answer: {e}", self.name)))?;
+                    Ok(alert_page(&v))
+                }
+                Err(VendorError::Status { status: 404, .. }) => Ok(VendorPage::missing()),
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -14,7 +14,10 @@ use sre_contracts::domain::v1::{IncidentCreated, Severity};
 use sre_runtime::outbound::HttpClient;
 use sre_sink::template::Template;
 
-use super::{Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, clip, dedup_key, status_error};
+use super::{
+    Accepted, BoxFuture, Destination, FollowUp, Pager, VendorError, VendorPage, VendorStatus, clip, dedup_key,
+    status_error,
+};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "pagerduty";
@@ -142,6 +145,27 @@ pub fn pick_incident(answer: &Value) -> Option<String> {
     open.max_by_key(|i| created(i))
         .or_else(|| incidents.iter().max_by_key(|i| created(i)))
         .and_then(|i| i.get("id")?.as_str().map(str::to_owned))
+}
+
+/// The page an incidents list holds (`GET /incidents?incident_key=`): the open incident,
+/// else the newest; `Missing` when there is none.
+pub fn page_of(answer: &Value) -> VendorPage {
+    let incidents = answer.get("incidents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let created = |i: &&Value| i.get("created_at").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let status = |i: &Value| i.get("status").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let open = incidents.iter().filter(|i| status(i) != "resolved").max_by_key(created);
+    let Some(incident) = open.or_else(|| incidents.iter().max_by_key(created)) else { return VendorPage::missing() };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    VendorPage {
+        status: match status(incident).as_str() {
+            "acknowledged" => VendorStatus::Acknowledged,
+            "resolved" => VendorStatus::Resolved,
+            _ => VendorStatus::Open,
+        },
+        id: text(incident.get("id")),
+        url: text(incident.get("html_url")),
+        by: text(incident.get("last_status_change_by").and_then(|b| b.get("summary"))),
+    }
 }
 
 /// PagerDuty's severity for ours: critical → critical, high → error, medium → warning,
@@ -310,6 +334,18 @@ impl Pager for PagerDuty {
             let content = sre_sink::notes::mark_first(&sre_sink::notes::fit(text, NOTE_MAX));
             let body = json!({"note": {"content": content}});
             self.rest_call(http::Method::POST, &format!("/incidents/{id}/notes"), Some(body)).await.map(|_| ())
+        })
+    }
+
+    fn cannot_read(&self) -> Option<&'static str> {
+        self.rest.is_none().then_some("no REST API key (pagerduty.api_key_ref): its pages are not reconciled")
+    }
+
+    fn page<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<VendorPage, VendorError>> {
+        Box::pin(async move {
+            let key = dedup_key(incident_id, DEDUP_KEY_MAX);
+            let query = format!("/incidents?incident_key={}&date_range=all&limit=100", encode_query(&key));
+            Ok(page_of(&self.rest_call(http::Method::GET, &query, None).await?))
         })
     }
 

@@ -21,10 +21,14 @@ use crate::state::{PageRecord, PageState, Read};
 
 /// What a person's action in a paging tool asks of the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Asked {
+pub enum Asked {
+    /// `AcknowledgeIncidentRequested`.
     Acknowledge,
+    /// `ResolveIncidentRequested`.
     Resolve,
+    /// `ReopenIncidentRequested`.
     Reopen,
+    /// `AnnotateIncidentRequested`.
     Annotate,
 }
 

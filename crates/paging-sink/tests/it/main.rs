@@ -4,6 +4,7 @@
 mod limits;
 mod lives;
 mod paging;
+mod reconcile;
 mod service;
 mod storm;
 mod webhook;
