@@ -434,6 +434,8 @@ impl Sink {
             };
             let Some(repair) = plan::reconcile(record, page.status) else { continue };
             let done = match repair {
+                // Two-way sync off for this provider: what people do there stays there.
+                plan::Repair::Ask(..) if !self.two_way(provider) => None,
                 plan::Repair::Ask(asked, kind) => {
                     let id = event_id(provider.name(), &incident_id, record.reopen_count, kind);
                     let meta = sre_sink::receiver::intent_meta(provider.name(), &id, &id, source);
@@ -455,6 +457,9 @@ impl Sink {
                         Err(e) => Some(Err(sre_bus::PublishError::Unavailable(e))),
                     };
                     match stored {
+                        // Stored before (an earlier pass, or the webhook itself): the
+                        // domain's fact has not reached the record yet. Not a new repair.
+                        Some(Ok(published)) if published.duplicate => None,
                         Some(Ok(_)) => {
                             tracing::warn!(%incident_id, provider = provider.name(), repaired = ?kind,
                                 "a person's change found by the reconciler: its webhook was lost");
@@ -493,6 +498,16 @@ impl Sink {
             }
         }
         failed.map_or(Ok(pass), Err)
+    }
+
+    /// Whether `provider`'s receiver is on: what people do there comes back as intents.
+    fn two_way(&self, provider: Provider) -> bool {
+        let i = &self.config.config.paging_integration;
+        match provider {
+            Provider::Pagerduty => i.pagerduty.as_ref().and_then(|p| p.webhook.as_ref()).is_some_and(|w| w.enabled),
+            Provider::Opsgenie => i.opsgenie.as_ref().and_then(|p| p.webhook.as_ref()).is_some_and(|w| w.enabled),
+            Provider::Jsm => i.jsm.as_ref().and_then(|p| p.webhook.as_ref()).is_some_and(|w| w.enabled),
+        }
     }
 
     /// Sends the acknowledge or resolve where the page went.

@@ -58,7 +58,7 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
     }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
     let (vendors, secrets, every) = (sink.vendors(), ctx.secrets.clone(), integration.deferred_check_interval);
-    let reconcile = integration.reconcile.clone();
+    let (reconcile, dry_run) = (integration.reconcile.clone(), integration.dry_run);
     let reconciled = sre_sink::reconcile::ReconcileMetrics::default();
     let names: Vec<&'static str> = pagers.keys().map(|p| p.name()).collect();
     ctx.metrics.register(|r| reconciled.register(r, "paging_sink", &names));
@@ -82,7 +82,7 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
             .jittered()
             .leader_only(),
         ];
-        if reconcile.enabled {
+        if reconcile.enabled && !dry_run {
             let pass = sink.clone();
             jobs.push(sre_sink::reconcile::job(reconcile.interval, reconciled.clone(), move || {
                 let (pass, intents, source, metrics) =

@@ -146,6 +146,15 @@ pub fn event_id(provider: &str, incident_id: &str, life: u32, kind: Kind) -> Str
     format!("reconcile-{provider}-{}-{life}-{}", crate::records::token(incident_id), kind.as_str())
 }
 
+/// The id an intent about a person's change is stored under, by the receiver and the
+/// reconciler alike: a change of state (`kind`) is keyed by its content (provider,
+/// incident, life, kind), so whichever of the webhook and the reconciler comes second is a
+/// duplicate on the bus even before the domain's fact reaches the record; anything else
+/// (a note) by its `event_id`.
+pub fn change_id(provider: &str, incident_id: &str, life: u32, kind: Option<Kind>, event_id: &str) -> String {
+    kind.map_or_else(|| event_id.to_owned(), |kind| self::event_id(provider, incident_id, life, kind))
+}
+
 /// Whether an incident last changed at `updated_at` and `open` (or not) is compared at `now`.
 pub fn in_scope(open: bool, updated_at: Timestamp, now: Timestamp) -> bool {
     open || now.duration_since(updated_at) <= jiff::SignedDuration::try_from(ENDED_WITHIN).unwrap_or_default()

@@ -1,6 +1,7 @@
 //! A test GitHub Issues API, faithful to the contract notes: a mandatory `User-Agent`,
 //! Bearer auth, rate-limit headers on every answer, create (201), list for a repository
-//! by label and state (newest first), get one, comments (post and list), `POST …/labels`
+//! by label and state (newest first, or by `updated` with `since`), with an `ETag` and a
+//! 304 for an unchanged conditional list (not counted against the limit), get one, comments (post and list), `POST …/labels`
 //! that adds and `DELETE …/labels/{name}` that removes one, `PATCH` that closes with a
 //! `state_reason` or reopens (and replaces labels when given), `basic-error` and
 //! `validation-error` bodies, and injected primary or secondary rate limits.
@@ -10,7 +11,8 @@
 //! `issues` / `issue_comment` with `X-GitHub-Event`, `X-GitHub-Delivery` and
 //! `X-Hub-Signature-256: sha256=<hex>`; never retried (GitHub does not). A person acts with
 //! [`FakeGithub::close_as`], [`FakeGithub::reopen_as`], [`FakeGithub::comment_as`] or the
-//! page's buttons.
+//! page's buttons. [`FakeGithub::hold_webhooks`] keeps webhooks back (a receiver outage)
+//! until [`FakeGithub::release_webhooks`] delivers them late.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,6 +47,8 @@ pub struct Issue {
     pub assignees: Vec<String>,
     /// Milestone number.
     pub milestone: Option<u64>,
+    /// When it last changed (state, labels, comments), as `since` filters.
+    pub updated_at: jiff::Timestamp,
 }
 
 /// An injected failure.
@@ -65,6 +69,8 @@ struct Inner {
     issues: Vec<Issue>,
     faults: VecDeque<Fault>,
     calls: u64,
+    /// Conditional lists answered 304 (not counted in `calls`).
+    conditional_hits: u64,
     /// When each call arrived.
     call_times: Vec<tokio::time::Instant>,
     outbox: crate::vendor::Outbox,
@@ -111,6 +117,7 @@ fn set_state(s: &mut Inner, repo: &str, number: u64, to: &str, reason: Option<&s
     };
     i.state = to.to_owned();
     i.state_reason = reason.map(str::to_owned);
+    i.updated_at = jiff::Timestamp::now();
     let issue = i.clone();
     send_webhook(s, "issues", if to == "closed" { "closed" } else { "reopened" }, &issue, by, None);
     true
@@ -203,6 +210,7 @@ fn issue_json(i: &Issue) -> Value {
         "id": 1_000_000 + i.number, "number": i.number, "title": i.title, "body": i.body, "state": i.state,
         "state_reason": i.state_reason, "labels": i.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
         "html_url": format!("https://github.example/{}/issues/{}", i.repo, i.number),
+        "updated_at": i.updated_at.to_string(),
         "url": format!("https://api.github.example/repos/{}/issues/{}", i.repo, i.number),
     })
 }
@@ -285,6 +293,7 @@ async fn create(
         comments: Vec::new(),
         assignees,
         milestone,
+        updated_at: jiff::Timestamp::now(),
     };
     let json = issue_json(&issue);
     send_webhook(&s, "issues", "opened", &issue, None, None);
@@ -305,6 +314,7 @@ async fn list(
     }
     let labels: Vec<&str> = q.get("labels").map(|l| l.split(',').collect()).unwrap_or_default();
     let state_filter = q.get("state").map_or("open", String::as_str);
+    let since: Option<jiff::Timestamp> = q.get("since").and_then(|t| t.parse().ok());
     let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30).min(100);
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1).max(1);
     let mut found: Vec<&Issue> = s
@@ -312,10 +322,30 @@ async fn list(
         .iter()
         .filter(|i| i.repo == repo && labels.iter().all(|l| i.labels.iter().any(|x| x == l)))
         .filter(|i| state_filter == "all" || i.state == state_filter)
+        .filter(|i| since.is_none_or(|t| i.updated_at >= t))
         .collect();
-    found.sort_by_key(|i| std::cmp::Reverse(i.number));
+    if q.get("sort").map(String::as_str) == Some("updated") {
+        found.sort_by_key(|i| i.updated_at);
+        if q.get("direction").map(String::as_str) != Some("asc") {
+            found.reverse();
+        }
+    } else {
+        found.sort_by_key(|i| std::cmp::Reverse(i.number));
+    }
     let page: Vec<Value> = found.into_iter().skip((page - 1) * per_page).take(per_page).map(issue_json).collect();
-    ok(StatusCode::OK, json!(page))
+    // A conditional request whose answer has not changed is 304, and costs no rate limit.
+    let body = json!(page);
+    let etag = format!("W/\"{}\"", crate::vendor::hmac_hex("etag", body.to_string().as_bytes()));
+    if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+        s.calls -= 1;
+        s.conditional_hits += 1;
+        return (StatusCode::NOT_MODIFIED, [("etag", etag)]).into_response();
+    }
+    let mut answer = ok(StatusCode::OK, body);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        answer.headers_mut().insert("etag", v);
+    }
+    answer
 }
 
 async fn comment(
@@ -339,6 +369,7 @@ async fn comment(
     match s.issues.iter_mut().find(|i| i.repo == repo && i.number == n) {
         Some(i) => {
             i.comments.push(text.clone());
+            i.updated_at = jiff::Timestamp::now();
             let (id, issue) = (i.comments.len(), i.clone());
             send_webhook(&s, "issue_comment", "created", &issue, None, Some(&text));
             ok(StatusCode::CREATED, json!({"id": id, "body": text}))
@@ -399,6 +430,7 @@ async fn remove_label(
         return basic(StatusCode::NOT_FOUND, "Label does not exist");
     }
     i.labels.retain(|l| *l != name);
+    i.updated_at = jiff::Timestamp::now();
     ok(StatusCode::OK, json!(i.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>()))
 }
 
@@ -425,6 +457,7 @@ async fn add_labels(
     }
     match s.issues.iter_mut().find(|i| i.repo == repo && i.number == n) {
         Some(i) => {
+            i.updated_at = jiff::Timestamp::now();
             for l in add {
                 if !i.labels.contains(&l) {
                     i.labels.push(l);
@@ -453,6 +486,7 @@ async fn update(
     };
     if let Some(labels) = body.get("labels").and_then(Value::as_array) {
         i.labels = labels.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        i.updated_at = jiff::Timestamp::now();
     }
     if let Some(new_state) = body.get("state").and_then(Value::as_str) {
         let reason = body.get("state_reason").and_then(Value::as_str).map(str::to_owned);
@@ -601,6 +635,7 @@ impl FakeGithub {
         self.with(|s| {
             let Some(i) = s.issues.iter_mut().find(|i| i.repo == repo && i.number == number) else { return false };
             i.comments.push(text.to_owned());
+            i.updated_at = jiff::Timestamp::now();
             let issue = i.clone();
             send_webhook(s, "issue_comment", "created", &issue, Some(person), Some(text));
             true
@@ -612,9 +647,25 @@ impl FakeGithub {
         self.with(|s| s.outbox.delivered())
     }
 
+    /// Holds every webhook from now on, as a receiver outage would (nothing reaches it),
+    /// until [`Self::release_webhooks`].
+    pub fn hold_webhooks(&self) {
+        self.with(|s| s.outbox.hold());
+    }
+
+    /// Delivers the held webhooks late, in order; how many.
+    pub fn release_webhooks(&self) -> usize {
+        self.with(|s| s.outbox.clone()).release()
+    }
+
     /// When each request arrived, refused ones included (in order).
     pub fn call_times(&self) -> Vec<tokio::time::Instant> {
         self.with(|s| s.call_times.clone())
+    }
+
+    /// Conditional lists (`If-None-Match`) answered 304 Not Modified.
+    pub fn conditional_hits(&self) -> u64 {
+        self.with(|s| s.conditional_hits)
     }
 
     /// Requests received.

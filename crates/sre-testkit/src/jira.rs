@@ -1,13 +1,15 @@
 //! A test Jira, Cloud (REST v3) or Data Center (REST v2), faithful to the contract notes:
 //! create (201 `{id,key,self}`), search (`search/jql` on Cloud, `search` on DC, by
-//! `labels = "…"`), transitions by workflow (To Do → Resolved → Closed, and Reopen back),
+//! `labels = "…"`, or by `key in (…)` with each issue's status and resolution as the
+//! index has them), transitions by workflow (To Do → Resolved → Closed, and Reopen back),
 //! each done status with a resolution (`Done` unless a person chose another, e.g. `Won't
 //! Fix`), comments (posted and listed), an issue read (`?fields=status,resolution`) and
 //! edited (`PUT`, the priority), issue links on create (`update.issuelinks`), the
 //! `ErrorCollection` error body, ADF required on Cloud and wiki text on DC, summaries of at
 //! most 255 characters without newlines, labels without spaces, Basic (Cloud) or Bearer
 //! (DC) auth, `myself`, and injected failures with Retry-After. Cloud search can lag
-//! behind writes, as the real one does. Writes to one issue are limited as Jira Cloud
+//! behind writes, as the real one does ([`FakeJira::set_search_lag`]): a new issue is not
+//! found, and a changed one shows its status before the change, until the lag has passed. Writes to one issue are limited as Jira Cloud
 //! limits them: more than [`PER_ISSUE_WRITES`] within [`PER_ISSUE_WINDOW`] answer 429 with
 //! `RateLimit-Reason: jira-per-issue-on-write` and a `Retry-After`.
 //!
@@ -17,6 +19,8 @@
 //! the acting `user`, signed `X-Hub-Signature: sha256=<hex>`, `X-Atlassian-Webhook-Identifier`
 //! kept across retries (408, 409, 425, 429, 5xx and no answer, as Jira Cloud retries). A
 //! person acts with [`FakeJira::transition_as`], [`FakeJira::comment_as`] or the page's buttons.
+//! [`FakeJira::hold_webhooks`] keeps them back (a receiver outage) until
+//! [`FakeJira::release_webhooks`] delivers them late.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -71,6 +75,9 @@ pub struct Issue {
     pub assignee: Option<String>,
     /// When the sink wrote to it (transitions, comments, edits), for the per-issue limit.
     writes: Vec<Instant>,
+    /// The status search still shows until the index catches up with the last change
+    /// (Cloud search lags behind writes), and when that change was made.
+    indexed: Option<(String, Option<String>, Instant)>,
 }
 
 /// Writes to one issue allowed within [`PER_ISSUE_WINDOW`] (the stand-in's figure: Jira
@@ -117,6 +124,12 @@ struct Inner {
     limit_per_minute: Option<(usize, tokio::time::Instant)>,
     /// Requests refused with 429 for being over it.
     throttled: u64,
+    /// Transitions still to refuse with 400 (a workflow validator).
+    refused_transitions: u32,
+    /// Bytes of the issue reads answered (searches, issue reads), bodies only.
+    read_bytes: u64,
+    /// Issue reads answered (searches, issue reads).
+    reads: u64,
     per_issue_refusals: u64,
     outbox: crate::vendor::Outbox,
     /// Create screens by (project, issue type name); a project/type without one takes
@@ -226,6 +239,9 @@ fn move_issue_with(s: &mut Inner, key: &str, to: &str, resolution: Option<&str>,
         .is_some_and(|a| a.iter().any(|t| t.pointer("/to/name").and_then(Value::as_str) == Some(to)));
     if !allowed {
         return false;
+    }
+    if issue.indexed.as_ref().is_none_or(|(_, _, at)| at.elapsed() >= s.search_lag) {
+        issue.indexed = Some((issue.status.clone(), issue.resolution.clone(), Instant::now()));
     }
     issue.resolution = (category(to) == "done").then(|| resolution.unwrap_or("Done").to_owned());
     let from = std::mem::replace(&mut issue.status, to.to_owned());
@@ -483,6 +499,7 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
         components,
         assignee,
         writes: Vec::new(),
+        indexed: None,
     });
     let id = 10_000 + s.issues.len();
     (
@@ -498,6 +515,13 @@ fn clause<'a>(jql: &'a str, field: &str) -> Option<&'a str> {
     jql[at..].split('"').next()
 }
 
+/// The keys of `key in ("A-1", "B-2")`, the reconciler's query.
+fn key_list(jql: &str) -> Option<Vec<&str>> {
+    let rest = jql.trim_start().strip_prefix("key in (")?;
+    let inner = rest.split(')').next()?;
+    Some(inner.split(',').map(|k| k.trim().trim_matches('"')).filter(|k| !k.is_empty()).collect())
+}
+
 async fn search(State(state): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     if let Err(r) = gate(&mut s, &headers) {
@@ -505,6 +529,32 @@ async fn search(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let jql = body.get("jql").and_then(Value::as_str).unwrap_or_default();
+    if let Some(keys) = key_list(jql) {
+        // By key: the issues as the index has them (a change within the lag not yet seen).
+        let lag = s.search_lag;
+        let found: Vec<Value> = s
+            .issues
+            .iter()
+            .filter(|i| keys.contains(&i.key.as_str()) && i.created.elapsed() >= lag)
+            .map(|i| {
+                let (status, resolution) = match &i.indexed {
+                    Some((status, resolution, at)) if at.elapsed() < lag => (status.clone(), resolution.clone()),
+                    _ => (i.status.clone(), i.resolution.clone()),
+                };
+                json!({"id": "1", "key": i.key, "fields": {
+                    "status": {"name": status, "statusCategory": {"key": category(&status)}},
+                    "resolution": resolution.map(|r| json!({"name": r}))}})
+            })
+            .collect();
+        let answer = match s.flavor.unwrap_or(Flavor::Cloud) {
+            Flavor::Cloud => json!({"issues": found, "isLast": true}),
+            Flavor::DataCenter => json!({"startAt": 0, "maxResults": 100, "total": found.len(), "issues": found}),
+        };
+        let body = answer.to_string();
+        s.read_bytes += body.len() as u64;
+        s.reads += 1;
+        return ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
     let (Some(project), Some(label)) = (clause(jql, "project"), clause(jql, "labels")) else {
         return errors(
             StatusCode::BAD_REQUEST,
@@ -558,6 +608,11 @@ async fn transition(
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     if let Err(r) = gate(&mut s, &headers) {
         return r;
+    }
+    if s.refused_transitions > 0 {
+        // A workflow validator refusing the transition (a field it requires).
+        s.refused_transitions -= 1;
+        return errors(StatusCode::BAD_REQUEST, &[], json!({"resolution": "Resolution is required."}));
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let id = body.pointer("/transition/id").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -644,14 +699,17 @@ async fn get_issue(State(state): State<Shared>, Path(key): Path<String>, headers
         return r;
     }
     let Some(i) = s.issues.iter().find(|i| i.key == key) else { return not_found() };
-    axum::Json(json!({"key": i.key, "fields": {
+    let answer = json!({"key": i.key, "fields": {
         "summary": i.summary, "labels": i.labels,
         "status": {"name": i.status, "statusCategory": {"key": category(&i.status)}},
         "resolution": i.resolution.as_ref().map(|r| json!({"name": r})),
         "priority": i.priority.as_ref().map(|p| json!({"name": p})),
         "issuelinks": i.links.iter().map(|k| json!({"type": {"name": "Relates"}, "outwardIssue": {"key": k}})).collect::<Vec<_>>(),
-    }}))
-    .into_response()
+    }});
+    let body = answer.to_string();
+    s.read_bytes += body.len() as u64;
+    s.reads += 1;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `PUT /issue/{key}`: edits (the priority), 204.
@@ -951,6 +1009,7 @@ impl FakeJira {
                 components: Vec::new(),
                 assignee: None,
                 writes: Vec::new(),
+                indexed: None,
             });
             key
         })
@@ -1038,6 +1097,34 @@ impl FakeJira {
     /// (requests before now not counted).
     pub fn set_rate_limit(&self, per_minute: usize) {
         self.with(|s| s.limit_per_minute = Some((per_minute, tokio::time::Instant::now())));
+    }
+
+    /// Holds every webhook from now on, as a receiver outage would (nothing reaches it),
+    /// until [`Self::release_webhooks`].
+    pub fn hold_webhooks(&self) {
+        self.with(|s| s.outbox.hold());
+    }
+
+    /// Delivers the held webhooks late, in order; how many.
+    pub fn release_webhooks(&self) -> usize {
+        self.with(|s| s.outbox.clone()).release()
+    }
+
+    /// Refuses the next `n` transitions with 400, as a workflow validator requiring a field
+    /// does (`{"errors": {"resolution": "Resolution is required."}}`).
+    pub fn refuse_transitions(&self, n: u32) {
+        self.with(|s| s.refused_transitions = n);
+    }
+
+    /// Bytes of the issue reads answered so far (searches by key and issue reads, bodies
+    /// only).
+    pub fn read_bytes(&self) -> u64 {
+        self.with(|s| s.read_bytes)
+    }
+
+    /// Issue reads answered so far (searches by key and issue reads).
+    pub fn reads(&self) -> u64 {
+        self.with(|s| s.reads)
     }
 
     /// Requests refused for being over [`Self::set_rate_limit`].

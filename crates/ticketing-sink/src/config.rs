@@ -53,6 +53,9 @@ pub struct Integration {
     /// together in one.
     #[serde(with = "humantime_serde")]
     pub ticket_write_interval: std::time::Duration,
+    /// The reconciler: tickets read back from their trackers, what a lost webhook dropped
+    /// repaired (`sre_sink::reconcile`).
+    pub reconcile: sre_sink::reconcile::ReconcileSettings,
     /// The durable consumer (shared by every replica).
     pub consumer: ConsumerConfig,
 }
@@ -70,6 +73,7 @@ impl Default for Integration {
             comment_acknowledged: true,
             reopen: Reopen::default(),
             ticket_write_interval: std::time::Duration::from_secs(2),
+            reconcile: sre_sink::reconcile::ReconcileSettings::default(),
             consumer: ConsumerConfig { durable_name: "ticketing-sink".to_owned(), ..ConsumerConfig::default() },
         }
     }
@@ -658,6 +662,7 @@ impl ServiceConfig for Config {
                 return Err(ConfigError::new(key, "must start with https:// or http://"));
             }
         }
+        i.reconcile.check("ticketing_integration.reconcile")?;
         if !i.enabled {
             return Ok(valid);
         }

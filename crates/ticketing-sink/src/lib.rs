@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod provider;
 pub mod receiver;
+pub mod reconcile;
 pub mod routing;
 pub mod screens;
 pub mod sink;

@@ -449,24 +449,178 @@ impl Sink {
             tracing::info!(incident_id = %read.record.incident_id, ticket = %ticket.key, to = ?to,
                 "dry run: would update the ticket");
         } else {
-            self.vendor(read.record.target.provider, |t| {
-                let (project, ticket) = (project.clone(), ticket.clone());
-                async move {
-                    match to {
-                        TicketState::Closed => t.close(&project, &ticket).await,
-                        _ => t.resolve(&project, &ticket).await,
+            let sent = self
+                .vendor(read.record.target.provider, |t| {
+                    let (project, ticket) = (project.clone(), ticket.clone());
+                    async move {
+                        match to {
+                            TicketState::Closed => t.close(&project, &ticket).await,
+                            _ => t.resolve(&project, &ticket).await,
+                        }
                     }
+                })
+                .await;
+            if let Err(e) = sent {
+                // Kept in the record, so the reconciler sends it again even once the fact
+                // is dead-lettered.
+                if read.record.unsent != Some(to) {
+                    let mut unsent = read.record.clone();
+                    unsent.unsent = Some(to);
+                    let _ = self.tickets.update(&unsent, read.revision).await;
                 }
-            })
-            .await
-            .map_err(|e| Stopped::failed(vendor_failed(e)))?;
+                return Err(Stopped::failed(vendor_failed(e)));
+            }
         }
         let mut moved = read.record.clone();
         moved.state = to;
+        moved.unsent = None;
         let now = Timestamp::now();
         moved.last_write_at = Some(now);
         moved.ended_at = Some(now);
         self.record(&read, moved, "ticket updated").await
+    }
+
+    /// One reconcile pass: every ticket open, waiting to be ended or ended within a day is
+    /// read back from its tracker (Jira by key, fifty a search; GitHub the issues updated
+    /// since `since`, conditionally), each through its credential's limit, and each
+    /// difference repaired ([`crate::reconcile::reconcile`]): a person's change asked of the
+    /// domain under a deterministic event id, an end the domain asked for and the tracker
+    /// lacks sent again. `Err` when a read or a repair failed: the next pass tries again.
+    pub async fn reconcile(
+        &self,
+        intents: &sre_bus::IntentPublisher,
+        source: &sre_contracts::domain::v1::Source,
+        metrics: &sre_sink::reconcile::ReconcileMetrics,
+        since: Timestamp,
+    ) -> Result<sre_sink::reconcile::Pass, String> {
+        use crate::reconcile::{Mapping, Repair, reconcile, reconciled};
+        use sre_sink::reconcile::{Kind, Pass, event_id};
+        let now = Timestamp::now();
+        let records = self.tickets.list().await.map_err(|e| format!("ticket records: {e}"))?;
+        let mut groups: BTreeMap<(Provider, String), Vec<Read>> = BTreeMap::new();
+        for read in records.into_iter().filter(|r| reconciled(&r.record, now)) {
+            let key = (read.record.target.provider, read.record.target.project.clone());
+            groups.entry(key).or_default().push(read);
+        }
+        let integration = &self.config.config.ticketing_integration;
+        let mut pass = Pass::default();
+        let mut failed: Option<String> = None;
+        for ((provider, project), reads) in groups {
+            let mapping = match provider {
+                Provider::Jira => {
+                    integration.jira.as_ref().and_then(|j| j.webhook.as_ref()).filter(|w| w.enabled).map(Mapping::Jira)
+                }
+                Provider::Github => integration
+                    .github
+                    .as_ref()
+                    .and_then(|g| g.webhook.as_ref())
+                    .filter(|w| w.enabled)
+                    .map(Mapping::Github),
+            }
+            .unwrap_or(Mapping::Off);
+            let keys: Vec<String> =
+                reads.iter().filter_map(|r| r.record.ticket.as_ref().map(|t| t.key.clone())).collect();
+            pass.compared += keys.len() as u64;
+            let listed = self
+                .vendor(provider, |t| {
+                    let (project, keys) = (project.clone(), keys.clone());
+                    async move { t.tickets(&project, &keys, since).await }
+                })
+                .await;
+            let tickets: BTreeMap<String, crate::provider::VendorTicket> = match listed {
+                Ok(found) => found.into_iter().map(|t| (t.key.clone(), t)).collect(),
+                Err(e) => {
+                    failed = Some(format!("{} {project}: {e}", provider.name()));
+                    continue;
+                }
+            };
+            for read in reads {
+                let record = &read.record;
+                let Some(listed) = record.ticket.as_ref().and_then(|t| tickets.get(&t.key)) else { continue };
+                if reconcile(record, listed, mapping).is_none() {
+                    continue;
+                }
+                // A difference: confirmed on the ticket itself before acting (Jira Cloud's
+                // search lags behind writes, and shows a ticket the sink just moved as it was).
+                let confirmed = self
+                    .vendor(provider, |t| {
+                        let (project, key) = (project.clone(), listed.key.clone());
+                        async move { t.ticket(&project, &key).await }
+                    })
+                    .await;
+                let ticket = match confirmed {
+                    Ok(Some(ticket)) => ticket,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        failed = Some(format!("{} {}: {e}", provider.name(), listed.key));
+                        continue;
+                    }
+                };
+                let ticket = &ticket;
+                let incident_id = record.incident_id.clone();
+                let done = match reconcile(record, ticket, mapping) {
+                    None => None,
+                    Some(Repair::Ask(asked, kind)) => {
+                        let id = event_id(provider.name(), &incident_id, record.reopen_count, kind);
+                        let meta = sre_sink::receiver::intent_meta(provider.name(), &id, &id, source);
+                        let origin = Some(sre_contracts::domain::v1::ExternalOrigin {
+                            vendor: provider.name().to_owned(),
+                            object_id: ticket.key.clone(),
+                            url: record.ticket.as_ref().map(|t| t.url.clone()).unwrap_or_default(),
+                            event_id: id.clone(),
+                            ..Default::default()
+                        });
+                        let text = if ticket.resolution.is_empty() {
+                            ticket.status.clone()
+                        } else {
+                            ticket.resolution.clone()
+                        };
+                        let stored = match crate::receiver::encode(asked, meta, &incident_id, origin, text) {
+                            Ok(envelope) => intents.publish_all(std::slice::from_ref(&envelope), None).await.pop(),
+                            Err(e) => Some(Err(sre_bus::PublishError::Unavailable(format!("{e:?}")))),
+                        };
+                        match stored {
+                            // Stored before (an earlier pass, or the webhook itself): the
+                            // domain's fact has not reached the record yet. Not a new repair.
+                            Some(Ok(published)) if published.duplicate => None,
+                            Some(Ok(_)) => {
+                                tracing::warn!(%incident_id, provider = provider.name(), repaired = ?kind,
+                                    "a person's change found by the reconciler: its webhook was lost");
+                                Some(kind)
+                            }
+                            other => {
+                                failed = Some(format!("intent for {incident_id} not stored: {other:?}"));
+                                None
+                            }
+                        }
+                    }
+                    Some(Repair::Reassert(to)) => match self.transition(read.clone(), to).await {
+                        Ok(()) => {
+                            tracing::warn!(%incident_id, provider = provider.name(), to = ?to,
+                                "the reconciler sent again what the domain asked and the tracker lacked");
+                            Some(Kind::Reasserted)
+                        }
+                        Err(_) => {
+                            failed = Some(format!("{to:?} of {incident_id} not sent again"));
+                            None
+                        }
+                    },
+                    Some(Repair::Settle(to)) => {
+                        let mut settled = record.clone();
+                        settled.state = to;
+                        settled.unsent = None;
+                        settled.ended_at = settled.ended_at.or(Some(now));
+                        let _ = self.record(&read, settled, "settled").await;
+                        None
+                    }
+                };
+                if let Some(kind) = done {
+                    metrics.repaired(provider.name(), kind);
+                    pass.repaired += 1;
+                }
+            }
+        }
+        failed.map_or(Ok(pass), Err)
     }
 
     /// How long a write to this ticket must still wait (writes to one ticket are spaced).

@@ -62,21 +62,51 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
     }
     tracing::info!(default_provider = ?integration.default_provider, routes = integration.routes.len(), "configuration loaded");
     let (vendors, dry_run) = (sink.vendors(), integration.dry_run);
+    let reconcile = integration.reconcile.clone();
+    let reconciled = sre_sink::reconcile::ReconcileMetrics::default();
+    let names: Vec<&'static str> = trackers.keys().map(|p| p.name()).collect();
+    ctx.metrics.register(|r| reconciled.register(r, "ticketing_sink", &names));
+    let (intents, source) = (ctx.bus.intent_publisher(), ctx.bus.source().clone());
     Ok(sink.spawn(state::BUCKET, consumer_config(integration), tickets, move |tickets| {
         let sink = Arc::new(sink::Sink::new(valid, tickets, trackers, vendors, metrics, own_accounts));
         let check = sink.clone();
-        let jobs = if dry_run {
-            Vec::new()
-        } else {
-            vec![
+        let mut jobs = Vec::new();
+        if !dry_run {
+            jobs.push(
                 Job::every("credentials check", CREDENTIALS_EVERY, move || {
                     let check = check.clone();
                     async move { check.check_credentials().await }
                 })
                 .at_start()
                 .leader_only(),
-            ]
-        };
+            );
+        }
+        if reconcile.enabled && !dry_run {
+            // GitHub lists the issues updated since the last pass began (with an overlap:
+            // never a single watermark), or since a day before the first; down to the hour,
+            // so the query stays the same across passes and an unchanged list is a 304.
+            let last_start: Arc<std::sync::Mutex<Option<jiff::Timestamp>>> = Arc::default();
+            let pass = sink.clone();
+            jobs.push(sre_sink::reconcile::job(reconcile.interval, reconciled.clone(), move || {
+                let (pass, intents, source, metrics) =
+                    (pass.clone(), intents.clone(), source.clone(), reconciled.clone());
+                let last_start = last_start.clone();
+                async move {
+                    let now = jiff::Timestamp::now();
+                    let previous = *last_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let since = previous.map_or(now - jiff::SignedDuration::from_hours(24), |t| {
+                        t - jiff::SignedDuration::from_mins(10)
+                    });
+                    let since = jiff::Timestamp::from_second(since.as_second() - since.as_second().rem_euclid(3600))
+                        .unwrap_or(since);
+                    let done = pass.reconcile(&intents, &source, &metrics, since).await;
+                    if done.is_ok() {
+                        *last_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
+                    }
+                    done
+                }
+            }));
+        }
         Started { sink, jobs }
     }))
 }

@@ -110,6 +110,10 @@ pub struct TicketRecord {
     /// When the sink last wrote to the ticket (writes to one ticket are spaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_write_at: Option<Timestamp>,
+    /// The end (resolved, closed) the domain asked for whose calls failed (its fact
+    /// retried, or dead-lettered): the reconciler sends it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsent: Option<TicketState>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -172,6 +176,7 @@ impl TicketRecord {
             pending: Vec::new(),
             notes: Vec::new(),
             last_write_at: None,
+            unsent: None,
         }
     }
 }

@@ -42,6 +42,17 @@ impl Asked {
         }
     }
 
+    /// What a repair of this change is counted as; `None` for a note.
+    pub(crate) fn kind(self) -> Option<sre_sink::reconcile::Kind> {
+        use sre_sink::reconcile::Kind;
+        match self {
+            Asked::Acknowledge => Some(Kind::Acknowledged),
+            Asked::Resolve => Some(Kind::Resolved),
+            Asked::Reopen => Some(Kind::Reopened),
+            Asked::Annotate => None,
+        }
+    }
+
     /// The intent, encoded; `text` is the resolution, the reopen's reason or the note.
     pub(crate) fn encode(
         self,

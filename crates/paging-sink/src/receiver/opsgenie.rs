@@ -129,7 +129,14 @@ impl Webhook for OpsgenieReceiver {
         }
         let updated = alert.updated_at.unwrap_or_default();
         let event_id = format!("{}:{}:{updated}", alert.alert_id, parsed.action);
-        let meta = kit::intent_meta(provider, &event_id, correlation, &self.source);
+        let id = sre_sink::reconcile::change_id(
+            provider,
+            &record.record.incident_id,
+            record.record.reopen_count,
+            action.kind(),
+            &event_id,
+        );
+        let meta = kit::intent_meta(provider, &id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: provider.to_owned(),
             object_id: alert.alert_id.clone(),

@@ -227,7 +227,14 @@ impl Webhook for PagerDutyReceiver {
             .unwrap_or(&event.id)
             .to_owned();
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = kit::intent_meta(Provider::Pagerduty.name(), &webhook_id, correlation, &self.source);
+        let id = sre_sink::reconcile::change_id(
+            Provider::Pagerduty.name(),
+            &record.record.incident_id,
+            record.record.reopen_count,
+            action.kind(),
+            &webhook_id,
+        );
+        let meta = kit::intent_meta(Provider::Pagerduty.name(), &id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: Provider::Pagerduty.name().to_owned(),
             object_id,

@@ -169,9 +169,14 @@ async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is()
     assert!(answer.contains("\"field\""), "{answer}");
     assert_eq!(acks(&nats).await.len(), 1);
 
-    // The bus away: 503, so PagerDuty retries; its retry is stored once.
+    // The bus away: 503, so PagerDuty retries; its retry is stored once. (A second
+    // acknowledge of the same incident's life would be a duplicate: the change is the
+    // key, so here the person resolves.)
     nats.kill();
-    let again = acknowledged("evt-6", "inc-pd-1", "user_reference");
+    let again = String::from_utf8(acknowledged("evt-6", "inc-pd-1", "user_reference"))
+        .expect("utf-8")
+        .replace("incident.acknowledged", "incident.resolved")
+        .into_bytes();
     let signature = sign(SECRET, &again);
     assert_eq!(post(&sink, Some(&signature), "wh-6", &again).0, 503);
     nats.restart().expect("restarts");
@@ -179,7 +184,13 @@ async fn a_person_acknowledging_in_pagerduty_is_one_intent_and_nothing_else_is()
         post(&sink, Some(&signature), "wh-6", &again).0 == 200
     })
     .await;
-    assert_eq!(acks(&nats).await.len(), 2, "the retried webhook once");
+    let resolves = stream_messages(&nats.url(), streams::INTENTS)
+        .await
+        .into_iter()
+        .filter(|(s, _)| s == sre_contracts::domain::v1::ResolveIncidentRequested::SUBJECT)
+        .count();
+    assert_eq!(resolves, 1, "the retried webhook once");
+    assert_eq!(acks(&nats).await.len(), 1);
     let metrics = sink.get("/metrics").map(|(_, m)| m).unwrap_or_default();
     for line in [
         "paging_sink_webhook_events_total{provider=\"pagerduty\",outcome=\"Echo\"} 1",

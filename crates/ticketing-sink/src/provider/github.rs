@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_runtime::outbound::{Answer, HttpClient};
 
-use super::{BoxFuture, NewTicket, TicketRef, TicketStatus, Tracker, VendorError};
+use super::{BoxFuture, NewTicket, TicketRef, TicketStatus, Tracker, VendorError, VendorTicket};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "github";
@@ -29,7 +29,25 @@ pub struct Github {
     labels: Vec<String>,
     resolved_label: String,
     repo: String,
+    /// The reconciler's last list (its query, its `ETag`, what it held): asked again with
+    /// `If-None-Match`, an unchanged list is a 304, which GitHub does not count against the
+    /// rate limit.
+    listed: std::sync::Mutex<Option<(String, String, Vec<VendorTicket>)>>,
 }
+
+/// An issue as the reconciler reads it.
+fn vendor_ticket(issue: &Value) -> Option<VendorTicket> {
+    let state = issue.get("state").and_then(Value::as_str)?.to_owned();
+    Some(VendorTicket {
+        key: issue.get("number").and_then(Value::as_u64)?.to_string(),
+        done: state == "closed",
+        status: state,
+        resolution: issue.get("state_reason").and_then(Value::as_str).unwrap_or_default().to_owned(),
+    })
+}
+
+/// Pages of 100 issues the reconciler reads at most in one pass.
+const RECONCILE_PAGES: u32 = 10;
 
 impl std::fmt::Debug for Github {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,11 +103,24 @@ impl Github {
         labels: Vec<String>,
         resolved_label: String,
     ) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned(), token, labels, resolved_label, repo: repo.to_owned() }
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            labels,
+            resolved_label,
+            repo: repo.to_owned(),
+            listed: std::sync::Mutex::new(None),
+        }
     }
 
-    async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Answer, VendorError> {
-        let request = http::Request::builder()
+    fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<http::Request<Bytes>, VendorError> {
+        http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(http::header::ACCEPT, "application/vnd.github+json")
@@ -98,7 +129,55 @@ impl Github {
             .header(http::header::AUTHORIZATION, format!("Bearer {}", self.token.expose_secret()))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())))
-            .map_err(|_| VendorError::Invalid("github request could not be built".to_owned()))?;
+            .map_err(|_| VendorError::Invalid("github request could not be built".to_owned()))
+    }
+
+    /// One page of the issues of `project` updated since `since` (oldest change first),
+    /// conditional on the last answer to the same query.
+    async fn updated_since(
+        &self,
+        project: &str,
+        since: Timestamp,
+        page: u32,
+    ) -> Result<Vec<VendorTicket>, VendorError> {
+        let label = self.labels.first().map(|l| format!("&labels={}", encode_segment(l))).unwrap_or_default();
+        let path = format!(
+            "/repos/{project}/issues?state=all&sort=updated&direction=asc&per_page=100&page={page}&since={}{label}",
+            since.strftime("%Y-%m-%dT%H:%M:%SZ")
+        );
+        let known = self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut request = self.request(http::Method::GET, &path, None)?;
+        if let Some((_, etag, _)) = known.as_ref().filter(|(q, _, _)| *q == path)
+            && let Ok(v) = http::HeaderValue::from_str(etag)
+        {
+            request.headers_mut().insert(http::header::IF_NONE_MATCH, v);
+        }
+        let answer =
+            self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
+        if answer.status == http::StatusCode::NOT_MODIFIED {
+            return Ok(known.filter(|(q, _, _)| *q == path).map(|(_, _, tickets)| tickets).unwrap_or_default());
+        }
+        if !answer.status.is_success() {
+            return Err(github_error(&answer));
+        }
+        let v: Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| VendorError::Invalid(format!("github issues answer: {e}")))?;
+        let tickets: Vec<VendorTicket> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i.get("pull_request").is_none())
+            .filter_map(vendor_ticket)
+            .collect();
+        if let Some(etag) = answer.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()) {
+            *self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((path, etag.to_owned(), tickets.clone()));
+        }
+        Ok(tickets)
+    }
+
+    async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Answer, VendorError> {
+        let request = self.request(method, path, body)?;
         let answer =
             self.http.send(request).await.map_err(|source| VendorError::Transport { provider: NAME, source })?;
         if !answer.status.is_success() {
@@ -235,6 +314,44 @@ impl Tracker for Github {
                 .any(|l| l.get("name").and_then(Value::as_str) == Some(self.resolved_label.as_str()));
             let reason = v.get("state_reason").and_then(Value::as_str).filter(|_| closed).unwrap_or_default();
             Ok(TicketStatus { done: closed || resolved, resolution: reason.to_owned() })
+        })
+    }
+
+    fn tickets<'a>(
+        &'a self,
+        project: &'a str,
+        keys: &'a [String],
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            for page in 1..=RECONCILE_PAGES {
+                let listed = self.updated_since(project, since, page).await?;
+                let last = listed.len() < 100;
+                found.extend(listed.into_iter().filter(|t| keys.contains(&t.key)));
+                if last {
+                    break;
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn ticket<'a>(
+        &'a self,
+        project: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<VendorTicket>, VendorError>> {
+        Box::pin(async move {
+            match self.call(http::Method::GET, &format!("/repos/{project}/issues/{key}"), None).await {
+                Ok(answer) => {
+                    let v: Value = serde_json::from_slice(&answer.body)
+                        .map_err(|e| VendorError::Invalid(format!("github issue answer: {e}")))?;
+                    Ok(vendor_ticket(&v))
+                }
+                Err(VendorError::Status { status: 404 | 410, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sre_runtime::outbound::{Answer, HttpClient};
 
-use super::{BoxFuture, NewTicket, TicketFields, TicketRef, TicketStatus, Tracker, VendorError, clip};
+use super::{BoxFuture, NewTicket, TicketFields, TicketRef, TicketStatus, Tracker, VendorError, VendorTicket, clip};
 
 /// Vendor name in logs, metrics and errors.
 pub const NAME: &str = "jira";
@@ -188,6 +188,20 @@ pub struct JiraSettings {
     pub labels: Vec<String>,
 }
 
+/// Keys asked for in one search.
+const KEYS_PER_SEARCH: usize = 50;
+
+/// A search result's issue as the reconciler reads it.
+fn issue_status(issue: &Value) -> Option<VendorTicket> {
+    let text = |p: &str| issue.pointer(p).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Some(VendorTicket {
+        key: issue.get("key")?.as_str()?.to_owned(),
+        status: text("/fields/status/name"),
+        done: text("/fields/status/statusCategory/key") == "done",
+        resolution: text("/fields/resolution/name"),
+    })
+}
+
 impl Jira {
     /// A client for `base`. Cloud authenticates with Basic `email:token`, Data Center with
     /// Bearer `token`.
@@ -322,6 +336,16 @@ impl Jira {
                 .iter()
                 .find(|t| (t.pointer("/to/statusCategory/key").and_then(Value::as_str) == Some("done")) == into_done)
         };
+        if by_name.is_none() {
+            // Not offered by name: the ticket may be there already (a person resolved it,
+            // and resolving it again must not move it on to Closed).
+            let answer = self.call(http::Method::GET, &format!("/issue/{}?fields=status", ticket.key), None).await?;
+            let v: Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+            let done = v.pointer("/fields/status/statusCategory/key").and_then(Value::as_str) == Some("done");
+            if done == into_done {
+                return Ok(());
+            }
+        }
         let Some(id) = by_name.or_else(by_category).and_then(|t| t.get("id")).and_then(Value::as_str) else {
             return Ok(());
         };
@@ -443,6 +467,54 @@ impl Tracker for Jira {
                 done: v.pointer("/fields/status/statusCategory/key").and_then(Value::as_str) == Some("done"),
                 resolution: v.pointer("/fields/resolution/name").and_then(Value::as_str).unwrap_or_default().to_owned(),
             })
+        })
+    }
+
+    fn tickets<'a>(
+        &'a self,
+        _project: &'a str,
+        keys: &'a [String],
+        _since: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            // By key, a bounded JQL per request (Jira caps a query's length and results).
+            for chunk in keys.chunks(KEYS_PER_SEARCH) {
+                let quoted: Vec<String> = chunk.iter().map(|k| format!("\"{}\"", k.replace('"', ""))).collect();
+                let jql = format!("key in ({})", quoted.join(", "));
+                let fields = json!(["status", "resolution"]);
+                let (path, body) = match self.deployment {
+                    Deployment::Cloud => {
+                        ("/search/jql", json!({"jql": jql, "fields": fields, "maxResults": KEYS_PER_SEARCH}))
+                    }
+                    Deployment::DataCenter => {
+                        ("/search", json!({"jql": jql, "fields": fields, "maxResults": KEYS_PER_SEARCH, "startAt": 0}))
+                    }
+                };
+                let answer = self.call(http::Method::POST, path, Some(body)).await?;
+                let v: Value = serde_json::from_slice(&answer.body)
+                    .map_err(|e| VendorError::Invalid(format!("jira search answer: {e}")))?;
+                found.extend(v.get("issues").and_then(Value::as_array).into_iter().flatten().filter_map(issue_status));
+            }
+            Ok(found)
+        })
+    }
+
+    fn ticket<'a>(
+        &'a self,
+        _project: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<VendorTicket>, VendorError>> {
+        Box::pin(async move {
+            match self.call(http::Method::GET, &format!("/issue/{key}?fields=status,resolution"), None).await {
+                Ok(answer) => {
+                    let v: Value = serde_json::from_slice(&answer.body)
+                        .map_err(|e| VendorError::Invalid(format!("jira issue answer: {e}")))?;
+                    Ok(issue_status(&v))
+                }
+                Err(VendorError::Status { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
     }
 

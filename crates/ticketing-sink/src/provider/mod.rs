@@ -112,6 +112,19 @@ pub struct TicketStatus {
     pub resolution: String,
 }
 
+/// A ticket as its tracker has it now (the reconciler's read).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VendorTicket {
+    /// Jira key or GitHub issue number.
+    pub key: String,
+    /// Jira's status name; GitHub's `open` or `closed`.
+    pub status: String,
+    /// Jira: a status of the `done` category; GitHub: closed.
+    pub done: bool,
+    /// Jira's resolution, GitHub's `state_reason`; empty when none.
+    pub resolution: String,
+}
+
 /// A ticket tracker.
 pub trait Tracker: Send + Sync {
     /// The provider's name (`jira`, `github`).
@@ -144,6 +157,20 @@ pub trait Tracker: Send + Sync {
         project: &'a str,
         ticket: &'a TicketRef,
     ) -> BoxFuture<'a, Result<TicketStatus, VendorError>>;
+    /// The tickets among `keys` in `project` as the tracker has them now, for the
+    /// reconciler; a key not answered is not known (not yet searchable, or gone). `since`:
+    /// the oldest change that matters (GitHub lists the issues updated since).
+    fn tickets<'a>(
+        &'a self,
+        project: &'a str,
+        keys: &'a [String],
+        since: Timestamp,
+    ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>>;
+    /// One ticket as the tracker has it now, read with read-after-write consistency (the
+    /// issue itself, not a search): how the reconciler confirms a difference a search
+    /// showed before acting on it. `None`: no such ticket.
+    fn ticket<'a>(&'a self, project: &'a str, key: &'a str)
+    -> BoxFuture<'a, Result<Option<VendorTicket>, VendorError>>;
     /// Opens a resolved or closed ticket again (Jira: the reopen transition; GitHub: open
     /// again, the resolved label off). Already open: nothing to do.
     fn reopen<'a>(&'a self, project: &'a str, ticket: &'a TicketRef) -> BoxFuture<'a, Result<(), VendorError>>;

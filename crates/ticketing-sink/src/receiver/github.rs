@@ -199,7 +199,14 @@ impl Webhook for GithubReceiver {
             Some(c) => c.created_at.clone(),
             None => issue.updated_at.clone(),
         };
-        let meta = kit::intent_meta(Provider::Github.name(), &delivery, correlation, &self.source);
+        let id = sre_sink::reconcile::change_id(
+            Provider::Github.name(),
+            &record.incident_id,
+            record.reopen_count,
+            action.kind(),
+            &delivery,
+        );
+        let meta = kit::intent_meta(Provider::Github.name(), &id, correlation, &self.source);
         let origin = Some(ExternalOrigin {
             vendor: Provider::Github.name().to_owned(),
             object_id: format!("{repo}#{}", issue.number),

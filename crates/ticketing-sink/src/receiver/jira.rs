@@ -144,26 +144,32 @@ struct Comment {
 
 use super::Asked as Action;
 
+/// What a ticket moved to the status `name` (of the `done` category or not) asks of the
+/// domain under `hook`'s mapping, given where its record stands: the receiver's and the
+/// reconciler's rule.
+pub(crate) fn status_action(hook: &JiraWebhook, name: &str, done: bool, record: TicketState) -> Option<Action> {
+    let named = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case(name));
+    if named(&hook.closed_statuses) {
+        Some(Action::Close)
+    } else if named(&hook.resolved_statuses) {
+        Some(Action::Resolve)
+    } else if done {
+        Some(match hook.done_means {
+            DoneMeans::Resolve => Action::Resolve,
+            DoneMeans::Close => Action::Close,
+        })
+    } else if hook.reopen && matches!(record, TicketState::Resolved | TicketState::Closed) {
+        Some(Action::Reopen)
+    } else {
+        None
+    }
+}
+
 impl JiraReceiver {
     /// What a status change to `status` asks for, given where the ticket stands.
     fn status_action(&self, status: &Status, record: TicketState) -> Option<Action> {
-        let hook = &self.settings;
-        let named = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case(&status.name));
         let done = status.status_category.as_ref().is_some_and(|c| c.key == "done");
-        if named(&hook.closed_statuses) {
-            Some(Action::Close)
-        } else if named(&hook.resolved_statuses) {
-            Some(Action::Resolve)
-        } else if done {
-            Some(match hook.done_means {
-                DoneMeans::Resolve => Action::Resolve,
-                DoneMeans::Close => Action::Close,
-            })
-        } else if hook.reopen && matches!(record, TicketState::Resolved | TicketState::Closed) {
-            Some(Action::Reopen)
-        } else {
-            None
-        }
+        status_action(&self.settings, &status.name, done, record)
     }
 }
 
@@ -249,7 +255,14 @@ impl Webhook for JiraReceiver {
             str::to_owned,
         );
         let ts = |t: jiff::Timestamp| prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() };
-        let meta = kit::intent_meta(Provider::Jira.name(), &delivery, correlation, &self.source);
+        let id = sre_sink::reconcile::change_id(
+            Provider::Jira.name(),
+            &record.incident_id,
+            record.reopen_count,
+            action.kind(),
+            &delivery,
+        );
+        let meta = kit::intent_meta(Provider::Jira.name(), &id, correlation, &self.source);
         let name = if actor.display_name.is_empty() { actor.name.clone() } else { actor.display_name.clone() };
         let origin = Some(ExternalOrigin {
             vendor: Provider::Jira.name().to_owned(),

@@ -39,11 +39,28 @@ impl OwnAccounts {
 
 /// What a person's action in a tracker asks of the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Asked {
+pub enum Asked {
+    /// `ResolveIncidentRequested`.
     Resolve,
+    /// `CloseIncidentRequested`.
     Close,
+    /// `ReopenIncidentRequested`.
     Reopen,
+    /// `AnnotateIncidentRequested`.
     Annotate,
+}
+
+impl Asked {
+    /// What a repair of this change is counted as; `None` for a note.
+    pub fn kind(self) -> Option<sre_sink::reconcile::Kind> {
+        use sre_sink::reconcile::Kind;
+        match self {
+            Asked::Resolve => Some(Kind::Resolved),
+            Asked::Close => Some(Kind::Closed),
+            Asked::Reopen => Some(Kind::Reopened),
+            Asked::Annotate => None,
+        }
+    }
 }
 
 /// The intent of `asked`, encoded; `text` is the resolution, the reopen's status or the note.

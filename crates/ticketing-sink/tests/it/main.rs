@@ -4,6 +4,7 @@
 mod fields;
 mod limits;
 mod lives;
+mod reconcile;
 mod service;
 mod storm;
 mod tickets;
