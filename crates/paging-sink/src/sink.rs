@@ -406,25 +406,65 @@ impl Sink {
         let records = self.pages.records().list().await.map_err(|e| format!("page records: {e}"))?;
         let mut pass = Pass::default();
         let mut failed: Option<String> = None;
-        for read in records {
-            let record = &read.record;
-            if !plan::reconciled(record, now) {
+        let records: Vec<Read> = records.into_iter().filter(|r| plan::reconciled(&r.record, now)).collect();
+        // Where the vendor lists its pages (PagerDuty), one listing per provider.
+        let mut listed: BTreeMap<Provider, std::collections::HashMap<String, crate::provider::VendorPage>> =
+            BTreeMap::new();
+        let mut unread = std::collections::BTreeSet::new();
+        for provider in records.iter().map(|r| r.record.target.provider).collect::<std::collections::BTreeSet<_>>() {
+            let Ok(pager) = self.pager(provider).cloned() else { continue };
+            let Some(first) = records.iter().find(|r| r.record.target.provider == provider) else { continue };
+            if pager.cannot_read().is_some() {
                 continue;
             }
+            let ids: Vec<String> = records
+                .iter()
+                .filter(|r| r.record.target.provider == provider)
+                .map(|r| r.record.incident_id.clone())
+                .collect();
+            let all = self
+                .vendors
+                .call(provider, Self::note_credential(&first.record.target), || {
+                    let (pager, ids) = (pager.clone(), ids.clone());
+                    async move { pager.pages(&ids).await }
+                })
+                .await;
+            match all {
+                Ok(Some(pages)) => {
+                    listed.insert(provider, pages);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(format!("{} pages: {e}", provider.name()));
+                    unread.insert(provider);
+                }
+            }
+        }
+        for read in records {
+            let record = &read.record;
             let provider = record.target.provider;
+            if unread.contains(&provider) {
+                continue;
+            }
             let Ok(pager) = self.pager(provider).cloned() else { continue };
             if pager.cannot_read().is_some() {
                 continue;
             }
             pass.compared += 1;
             let incident_id = record.incident_id.clone();
-            let read_back = self
-                .vendors
-                .call(provider, Self::note_credential(&record.target), || {
-                    let (pager, incident_id) = (pager.clone(), incident_id.clone());
-                    async move { pager.page(&incident_id).await }
-                })
-                .await;
+            let read_back = match listed.get(&provider) {
+                Some(pages) => {
+                    Ok(pages.get(&incident_id).cloned().unwrap_or_else(crate::provider::VendorPage::missing))
+                }
+                None => {
+                    self.vendors
+                        .call(provider, Self::note_credential(&record.target), || {
+                            let (pager, incident_id) = (pager.clone(), incident_id.clone());
+                            async move { pager.page(&incident_id).await }
+                        })
+                        .await
+                }
+            };
             let page = match read_back {
                 Ok(page) => page,
                 Err(e) => {

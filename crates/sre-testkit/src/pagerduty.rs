@@ -7,8 +7,9 @@
 //! alert with the same routing key *and* dedup key, and are otherwise dropped silently
 //! (still 202). After a resolve, a trigger opens a new alert: a second page.
 //!
-//! Its REST API answers what notes need: `GET /incidents?incident_key=` (the incidents an
-//! alert key opened, newest last), `POST`/`GET /incidents/{id}/notes`, with
+//! Its REST API answers what notes and the reconciler need: `GET /incidents` (by
+//! `incident_key`, or by `statuses[]`, `limit` and `offset` with `more`; `since` is not
+//! applied), `POST`/`GET /incidents/{id}/notes`, with
 //! `Authorization: Token token=<key>` ([`REST_KEY`]) and a `From` user required on writes,
 //! and PagerDuty's error body (`{"error": {"message", "code"}}`).
 //!
@@ -97,6 +98,9 @@ struct Inner {
     limit_per_minute: Option<usize>,
     /// Events refused with 429 for being over that limit.
     throttled: u64,
+    /// Incident lists answered (`GET /incidents`), and their bytes.
+    lists: u64,
+    list_bytes: u64,
     /// Webhooks v3: the subscription and what was delivered.
     outbox: crate::vendor::Outbox,
 }
@@ -394,9 +398,24 @@ async fn list_incidents(
         return r;
     }
     let key = q.iter().find(|(k, _)| k == "incident_key").map(|(_, v)| v.clone());
-    let incidents: Vec<Value> =
-        s.alerts.iter().filter(|a| key.as_ref().is_none_or(|k| &a.dedup_key == k)).map(incident_json).collect();
-    axum::Json(json!({"incidents": incidents, "limit": 100, "offset": 0, "more": false})).into_response()
+    let statuses: Vec<&str> = q.iter().filter(|(k, _)| k == "statuses[]").map(|(_, v)| v.as_str()).collect();
+    let number = |name: &str, default: usize| {
+        q.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
+    };
+    let (limit, offset) = (number("limit", 25).min(100), number("offset", 0));
+    s.lists += 1;
+    let matching: Vec<Value> = s
+        .alerts
+        .iter()
+        .filter(|a| key.as_ref().is_none_or(|k| &a.dedup_key == k))
+        .map(incident_json)
+        .filter(|i| statuses.is_empty() || statuses.iter().any(|st| i["status"] == *st))
+        .collect();
+    let more = matching.len() > offset + limit;
+    let incidents: Vec<Value> = matching.into_iter().skip(offset).take(limit).collect();
+    let body = json!({"incidents": incidents, "limit": limit, "offset": offset, "more": more}).to_string();
+    s.list_bytes += body.len() as u64;
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn notes(
@@ -546,6 +565,11 @@ impl FakePagerDuty {
     /// one routing key in the last rolling minute.
     pub fn set_rate_limit(&self, per_minute: usize) {
         self.with(|s| s.limit_per_minute = Some(per_minute));
+    }
+
+    /// Incident lists answered (`GET /incidents`, each page one) and their body bytes.
+    pub fn incident_lists(&self) -> (u64, u64) {
+        self.with(|s| (s.lists, s.list_bytes))
     }
 
     /// Events refused for being over [`Self::set_rate_limit`].

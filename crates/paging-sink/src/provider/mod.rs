@@ -164,6 +164,16 @@ pub trait Pager: Send + Sync {
     }
     /// The page of `incident_id` as the vendor has it now: the open one, else the newest.
     fn page<'a>(&'a self, incident_id: &'a str) -> BoxFuture<'a, Result<VendorPage, VendorError>>;
+    /// The pages of many incidents at once, by incident id, when the vendor can list them
+    /// (PagerDuty: its open incidents and those resolved within a day, a hundred a
+    /// request); an incident not in it has no page there. `None`: read each with
+    /// [`Pager::page`].
+    fn pages<'a>(
+        &'a self,
+        _incident_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Option<std::collections::HashMap<String, VendorPage>>, VendorError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Adds `text` as a note to the page of `incident_id` (its latest alert).
     fn note<'a>(&'a self, incident_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), VendorError>>;
     /// The notes on the page of `incident_id`, as text: how a note posted by a call that

@@ -147,6 +147,9 @@ pub fn pick_incident(answer: &Value) -> Option<String> {
         .and_then(|i| i.get("id")?.as_str().map(str::to_owned))
 }
 
+/// Pages of a hundred incidents read at most per query in one reconcile pass.
+const LIST_PAGES: usize = 50;
+
 /// The page an incidents list holds (`GET /incidents?incident_key=`): the open incident,
 /// else the newest; `Missing` when there is none.
 pub fn page_of(answer: &Value) -> VendorPage {
@@ -346,6 +349,48 @@ impl Pager for PagerDuty {
             let key = dedup_key(incident_id, DEDUP_KEY_MAX);
             let query = format!("/incidents?incident_key={}&date_range=all&limit=100", encode_query(&key));
             Ok(page_of(&self.rest_call(http::Method::GET, &query, None).await?))
+        })
+    }
+
+    fn pages<'a>(
+        &'a self,
+        incident_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Option<std::collections::HashMap<String, VendorPage>>, VendorError>> {
+        Box::pin(async move {
+            if self.rest.is_none() {
+                return Ok(None);
+            }
+            let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(25)).strftime("%Y-%m-%dT%H:%M:%SZ");
+            let mut incidents: Vec<Value> = Vec::new();
+            // Open ones whenever they opened; resolved ones of the last day.
+            for query in [
+                "date_range=all&statuses[]=triggered&statuses[]=acknowledged".to_owned(),
+                format!("since={since}&statuses[]=resolved"),
+            ] {
+                for page in 0..LIST_PAGES {
+                    let path = format!("/incidents?{query}&limit=100&offset={}&total=false", page * 100);
+                    let answer = self.rest_call(http::Method::GET, &path, None).await?;
+                    incidents.extend(answer.get("incidents").and_then(Value::as_array).into_iter().flatten().cloned());
+                    if answer.get("more").and_then(Value::as_bool) != Some(true) {
+                        break;
+                    }
+                }
+            }
+            let mut by_key: std::collections::HashMap<String, Vec<Value>> = std::collections::HashMap::new();
+            for incident in incidents {
+                if let Some(key) = incident.get("incident_key").and_then(Value::as_str) {
+                    by_key.entry(key.to_owned()).or_default().push(incident);
+                }
+            }
+            Ok(Some(
+                incident_ids
+                    .iter()
+                    .filter_map(|id| {
+                        let found = by_key.get(&dedup_key(id, DEDUP_KEY_MAX))?;
+                        Some((id.clone(), page_of(&json!({ "incidents": found }))))
+                    })
+                    .collect(),
+            ))
         })
     }
 

@@ -185,6 +185,7 @@ async fn pagerduty_changes_whose_webhooks_were_lost_are_repaired_once_and_a_dead
         assert_eq!(repairs(&sink, "pagerduty", kind), n, "{kind}");
     }
     assert_eq!(bus.domain.external().len(), 2, "two intents from PagerDuty in all");
+    assert!(pd.incident_lists().0 >= 2, "a pass lists PagerDuty's incidents (open, and resolved within a day)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
