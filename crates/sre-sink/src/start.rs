@@ -294,7 +294,11 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                         None => return,
                     },
                 };
-                tracing::info!("consuming incident facts");
+                let adopted = vendors.adopt_windows().await;
+                tracing::info!(
+                    credentials = adopted,
+                    "consuming incident facts (the previous sender's rate windows taken on)"
+                );
                 let term = cancel.child_token();
                 let mut lost = lead.clone();
                 let mut run = std::pin::pin!(consumer.run(Handler(sink.clone()), term.clone()));
