@@ -101,9 +101,6 @@ pub struct Vendors<P: Vendor> {
     upstreams: Mutex<HashMap<(P, String), Upstream>>,
     grants: Mutex<HashMap<(P, String, u64), Instant>>,
     pauses: Mutex<HashMap<(P, String), Pause>>,
-    /// Held while a window is read and written, so the last write is the latest window
-    /// (workers finishing calls at once would otherwise race, an older one landing last).
-    saving: tokio::sync::Mutex<()>,
     shared: OnceLock<sre_bus::Kv>,
     verdicts: Mutex<BTreeMap<P, Result<(), String>>>,
     seconds: Family<VendorLabels, Histogram>,
@@ -133,7 +130,6 @@ impl<P: Vendor> Vendors<P> {
             upstreams: Mutex::new(HashMap::new()),
             grants: Mutex::new(HashMap::new()),
             pauses: Mutex::new(HashMap::new()),
-            saving: tokio::sync::Mutex::new(()),
             shared: OnceLock::new(),
             verdicts: Mutex::new(BTreeMap::new()),
             seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
@@ -184,23 +180,22 @@ impl<P: Vendor> Vendors<P> {
         format!("window.{}.{}", vendor.name(), crate::records::token(credential))
     }
 
-    /// Keeps `credential`'s grants of the last window in the bucket, before a fact's call
-    /// and after every call (a small write beside a vendor call), for the next sender.
+    /// Keeps `credential`'s grants of the last window in the bucket after each call (one
+    /// small write beside a vendor call), for the next sender.
     async fn save_window(&self, vendor: P, credential: &str, upstream: &Upstream) {
         let Some(kv) = self.shared.get() else { return };
         if upstream.recent_grants().is_empty() {
             return;
         }
-        let _latest = self.saving.lock().await;
         let now = Instant::now();
         let now_ms = unix_ms(SystemTime::now());
-        // What fills the window (`RateLimiter::recent`): every moment is past.
+        // Grants made, not those reserved ahead for facts handed back: those facts come back
+        // to whoever sends then, and are given a turn there.
         let grants_unix_ms = upstream
             .recent_grants()
             .into_iter()
-            .map(|g| {
-                now_ms.saturating_sub(u64::try_from(now.saturating_duration_since(g).as_millis()).unwrap_or(u64::MAX))
-            })
+            .filter(|g| *g <= now)
+            .map(|g| now_ms.saturating_sub(u64::try_from((now - g).as_millis()).unwrap_or(u64::MAX)))
             .collect();
         let window =
             SharedWindow { vendor: vendor.name().to_owned(), credential: credential.to_owned(), grants_unix_ms };
@@ -331,11 +326,6 @@ impl<P: Vendor> Vendors<P> {
             Ok(granted) => granted,
             Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
         };
-        if granted {
-            // Kept before the request leaves: a sender killed right after it still left
-            // its successor a window that counts it.
-            self.save_window(vendor, credential, &upstream).await;
-        }
         let started = tokio::time::Instant::now();
         let in_fact = FACT.try_with(|_| ()).is_ok();
         let call = async {

@@ -119,25 +119,7 @@ async fn four_replicas_hold_the_limit_through_a_storm_a_pause_and_the_senders_si
     let busiest = busiest_minute(&events, ROUTING_KEY);
     println!("busiest rolling minute: {busiest} events (limit {LIMIT})");
     assert!(busiest <= LIMIT, "{busiest} events in one rolling minute");
-    let refused: Vec<String> = pd
-        .refused()
-        .iter()
-        .map(|(key, dedup, at)| {
-            let before: Vec<_> = events.iter().filter(|e| e.routing_key == *key && e.at <= *at).collect();
-            let in_minute = before.iter().filter(|e| at.duration_since(e.at) < Duration::from_secs(60)).count();
-            let first = before
-                .iter()
-                .filter(|e| at.duration_since(e.at) < Duration::from_secs(60))
-                .map(|e| e.at.duration_since(started))
-                .next();
-            format!(
-                "{dedup} at {:?}: {in_minute} accepted in the minute before, the first at {first:?}; kill at {:?}",
-                at.duration_since(started),
-                killed.duration_since(started)
-            )
-        })
-        .collect();
-    assert_eq!(pd.throttled(), 0, "PagerDuty never refused an event for its limit: {refused:?}");
+    assert_eq!(pd.throttled(), 0, "PagerDuty never refused an event for its limit");
     let mut per_incident: BTreeMap<String, usize> = BTreeMap::new();
     for a in pd.alerts().iter().filter(|a| a.routing_key == ROUTING_KEY) {
         *per_incident.entry(a.dedup_key.clone()).or_default() += 1 + a.merged as usize;
