@@ -80,21 +80,6 @@ impl Window {
         at
     }
 
-    /// The grants still inside the window at `now` (and those reserved after it), oldest
-    /// first: what a successor needs to go on holding the limit.
-    pub fn recent(&self, now: Instant) -> Vec<Instant> {
-        self.grants.iter().copied().filter(|g| *g + self.window > now).collect()
-    }
-
-    /// Takes on `grants` made elsewhere (another process held the limit until now), so
-    /// every window holds the limit across the handover. Kept in order, at most the limit.
-    pub fn seed(&mut self, grants: impl IntoIterator<Item = Instant>) {
-        let mut all: Vec<Instant> = self.grants.iter().copied().chain(grants).collect();
-        all.sort();
-        let skip = all.len().saturating_sub(self.limit);
-        self.grants = all.into_iter().skip(skip).collect();
-    }
-
     /// Takes a grant only if it is free at `now`; else how long until one is.
     pub fn try_reserve(&mut self, now: Instant) -> Result<(), Duration> {
         if self.grants.len() < self.limit && self.grants.back().is_none_or(|last| *last <= now) {
@@ -149,16 +134,6 @@ impl RateLimiter {
     /// the bus until then) still holds it: nobody else is given it.
     pub fn reserve(&self) -> Instant {
         self.window.lock().unwrap_or_else(PoisonError::into_inner).reserve(Instant::now())
-    }
-
-    /// The grants still inside the window ([`Window::recent`]).
-    pub fn recent(&self) -> Vec<Instant> {
-        self.window.lock().unwrap_or_else(PoisonError::into_inner).recent(Instant::now())
-    }
-
-    /// Takes on grants made elsewhere ([`Window::seed`]).
-    pub fn seed(&self, grants: impl IntoIterator<Item = Instant>) {
-        self.window.lock().unwrap_or_else(PoisonError::into_inner).seed(grants);
     }
 
     /// Waits for this caller's grant.
@@ -250,26 +225,5 @@ mod tests {
                 grants.push(at);
             }
         }
-    }
-
-    #[test]
-    fn a_successor_seeded_with_the_grants_holds_the_window_across_the_handover() {
-        let rate = RateLimit::per_minute(n(3));
-        let t0 = Instant::now();
-        let mut before = Window::new(rate);
-        for _ in 0..3 {
-            before.reserve(t0);
-        }
-        let mut after = Window::new(rate);
-        after.seed(before.recent(t0 + Duration::from_secs(10)));
-        // The successor's next grant waits for the first of its predecessor's to leave.
-        assert_eq!(after.reserve(t0 + Duration::from_secs(10)), t0 + rate.window());
-        // Grants older than a window are not taken on; more than the limit are cut.
-        let mut fresh = Window::new(rate);
-        fresh.seed(before.recent(t0 + Duration::from_secs(61)));
-        assert_eq!(fresh.reserve(t0 + Duration::from_secs(61)), t0 + Duration::from_secs(61));
-        let mut full = Window::new(rate);
-        full.seed((0..10).map(|i| t0 + Duration::from_millis(i)));
-        assert_eq!(full.grants.len(), 3);
     }
 }

@@ -8,9 +8,8 @@
 //! consumer the platform declared as it is (NACK, `bind_only`), and one leader covers the
 //! consumer and the jobs alike.
 //!
-//! Failover: a holder that stops cleanly gives the lease up, and a standby takes it within
-//! [`RENEW_EVERY`]; the new sender takes on the rate windows its predecessor kept
-//! ([`crate::Vendors::adopt_windows`]). One that dies is replaced once the lease runs out, within
+//! Failover: a holder that stops cleanly deletes the lease, and a standby takes it within
+//! [`RENEW_EVERY`]. One that dies is replaced once the lease runs out, within
 //! [`LEASE_TTL`] plus [`RENEW_EVERY`]; the facts it had pulled come back after the
 //! consumer's `ack_wait`. The lease is kept in wall-clock time: replicas' clocks are
 //! assumed within a second or two (NTP), and skew only shifts the failover by as much. A
@@ -110,9 +109,7 @@ impl Leadership {
             let mut held_until: Option<SystemTime> = None;
             loop {
                 let now = SystemTime::now();
-                let renewed = tokio::time::timeout(RENEW_EVERY, renew(&kv, &holder, now)).await;
-                let renewed = renewed.unwrap_or_else(|_| Err(KvError::Unavailable("no answer in time".to_owned())));
-                let held = match renewed {
+                let held = match renew(&kv, &holder, now).await {
                     Ok(true) => {
                         held_until = Some(now + LEASE_TTL);
                         true

@@ -294,11 +294,7 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                         None => return,
                     },
                 };
-                let adopted = vendors.adopt_windows().await;
-                tracing::info!(
-                    credentials = adopted,
-                    "consuming incident facts (the previous sender's rate windows taken on)"
-                );
+                tracing::info!("consuming incident facts");
                 let term = cancel.child_token();
                 let mut lost = lead.clone();
                 let mut run = std::pin::pin!(consumer.run(Handler(sink.clone()), term.clone()));

@@ -13,9 +13,7 @@
 //! ([`for_fact`]), so a deferred fact is delivered at most once more for its turn. A
 //! vendor's request to slow down (a 429 with `Retry-After`, a spent or nearly spent
 //! budget) pauses the credential, and only it, on every replica: the pause is kept in the
-//! sink's bucket ([`Vendors::share_pauses`]) and read again every [`PAUSE_FRESH`]. Each
-//! credential's grants of the last window are kept there too, and a new sender takes them
-//! on ([`Vendors::adopt_windows`]), so the limit holds across a failover.
+//! sink's bucket ([`Vendors::share_pauses`]) and read again every [`PAUSE_FRESH`].
 //!
 //! Also here: how long the calls take (`<sink>_vendor_seconds{provider}`), each vendor's
 //! worst breaker (`sre_upstream_breaker_state`), and readiness per vendor (the last
@@ -37,9 +35,8 @@ use prometheus_client::registry::Registry;
 use sre_resilience::{Backoff, BreakerConfig, BreakerState, CallError, RateLimit, Retryable, Upstream, UpstreamConfig};
 
 /// A turn further away than this is not waited for in a worker: the fact is handed back
-/// to the bus until then. Nearer ones (a near-limit pause, the next grant of a busy
-/// window) are waited for: each hand-back costs the fact a delivery of its `max_deliver`.
-pub const HAND_BACK_OVER: Duration = Duration::from_secs(5);
+/// to the bus until then.
+pub const HAND_BACK_OVER: Duration = Duration::from_secs(1);
 /// How old a replica's knowledge of a credential's shared pause may be.
 pub const PAUSE_FRESH: Duration = Duration::from_secs(2);
 /// Grants reserved for facts that never came back (another replica took them) are
@@ -54,16 +51,6 @@ tokio::task_local! {
 /// kept for it when it is handed back, and used when it comes again.
 pub async fn for_fact<F: Future>(stream_sequence: u64, handling: F) -> F::Output {
     FACT.scope(stream_sequence, handling).await
-}
-
-/// A credential's grants of the last window as kept in the bucket (wall clock), so the
-/// next sender goes on holding its limit. The credential is its configured name (a secret
-/// *reference*), never the secret.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct SharedWindow {
-    vendor: String,
-    credential: String,
-    grants_unix_ms: Vec<u64>,
 }
 
 /// A credential's pause as this replica knows it.
@@ -176,62 +163,6 @@ impl<P: Vendor> Vendors<P> {
         let _ = self.shared.set(kv);
     }
 
-    fn window_key(vendor: P, credential: &str) -> String {
-        format!("window.{}.{}", vendor.name(), crate::records::token(credential))
-    }
-
-    /// Keeps `credential`'s grants of the last window in the bucket after each call (one
-    /// small write beside a vendor call), for the next sender.
-    async fn save_window(&self, vendor: P, credential: &str, upstream: &Upstream) {
-        let Some(kv) = self.shared.get() else { return };
-        if upstream.recent_grants().is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let now_ms = unix_ms(SystemTime::now());
-        // Grants made, not those reserved ahead for facts handed back: those facts come back
-        // to whoever sends then, and are given a turn there.
-        let grants_unix_ms = upstream
-            .recent_grants()
-            .into_iter()
-            .filter(|g| *g <= now)
-            .map(|g| now_ms.saturating_sub(u64::try_from((now - g).as_millis()).unwrap_or(u64::MAX)))
-            .collect();
-        let window =
-            SharedWindow { vendor: vendor.name().to_owned(), credential: credential.to_owned(), grants_unix_ms };
-        let value = serde_json::to_vec(&window).unwrap_or_default();
-        if let Err(e) = kv.put(&Self::window_key(vendor, credential), value.into()).await {
-            tracing::debug!(provider = vendor.name(), error = %e, "rate window not kept for a successor");
-        }
-    }
-
-    /// Takes on the windows the previous sender kept (called on taking the sender lease),
-    /// so every credential's limit holds across the handover; returns how many credentials.
-    pub async fn adopt_windows(&self) -> usize {
-        let Some(kv) = self.shared.get() else { return 0 };
-        let Ok(keys) = kv.keys("window.").await else {
-            tracing::warn!("the previous sender's rate windows could not be read; starting from empty ones");
-            return 0;
-        };
-        let (now, now_ms) = (Instant::now(), unix_ms(SystemTime::now()));
-        let mut adopted = 0;
-        for key in keys {
-            let Ok(Some(entry)) = kv.get(&key).await else { continue };
-            let Ok(window) = serde_json::from_slice::<SharedWindow>(&entry.value) else { continue };
-            let Some(vendor) = self.limits.keys().copied().find(|v| v.name() == window.vendor) else { continue };
-            let grants = window.grants_unix_ms.iter().filter_map(|ms| {
-                if *ms >= now_ms {
-                    Some(now + Duration::from_millis(ms - now_ms))
-                } else {
-                    now.checked_sub(Duration::from_millis(now_ms - ms))
-                }
-            });
-            self.upstream(vendor, &window.credential).seed_grants(grants.collect::<Vec<_>>());
-            adopted += 1;
-        }
-        adopted
-    }
-
     fn pause_key(vendor: P, credential: &str) -> String {
         format!("pause.{}.{}", vendor.name(), crate::records::token(credential))
     }
@@ -327,17 +258,9 @@ impl<P: Vendor> Vendors<P> {
             Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
         };
         let started = tokio::time::Instant::now();
-        let in_fact = FACT.try_with(|_| ()).is_ok();
-        let call = async {
-            if in_fact {
-                upstream.call_handing_back(op, granted, HAND_BACK_OVER).await
-            } else {
-                upstream.call(op).await
-            }
-        };
+        let call = async { if granted { upstream.call_granted(op).await } else { upstream.call(op).await } };
         let (result, slowdown) = sre_runtime::outbound::observing_slowdown(call).await;
         self.seconds.get_or_create(&VendorLabels { provider: vendor.name() }).observe(started.elapsed().as_secs_f64());
-        self.save_window(vendor, credential, &upstream).await;
         if let Some(wait) = slowdown.filter(|w| !w.is_zero()) {
             self.pause(vendor, credential, wait).await;
         }

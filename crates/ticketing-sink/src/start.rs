@@ -77,7 +77,8 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
                     let check = check.clone();
                     async move { check.check_credentials().await }
                 })
-                .at_start(),
+                .at_start()
+                .leader_only(),
             );
         }
         if reconcile.enabled && !dry_run {
