@@ -339,13 +339,15 @@ impl Sink {
                     (cancelled, FollowUpOutcome::Cancelled)
                 }
                 OnFollowUp::Send => {
-                    if let Err(disposition) = self.send(&read, action, note).await {
+                    if let Err((disposition, deferred)) = self.send_once(&read, action, note).await {
                         let outcome = match &disposition {
                             Disposition::DeadLetter { .. } => FollowUpOutcome::Failed,
                             _ => FollowUpOutcome::Retried,
                         };
                         self.metrics.follow_up(provider, label, outcome);
-                        self.unsent(&read, action).await;
+                        if !deferred {
+                            self.unsent(&read, action).await;
+                        }
                         return disposition;
                     }
                     let outcome = if self.dry_run() { FollowUpOutcome::DryRun } else { FollowUpOutcome::Sent };
@@ -401,7 +403,7 @@ impl Sink {
         source: &sre_contracts::domain::v1::Source,
         metrics: &sre_sink::reconcile::ReconcileMetrics,
     ) -> Result<sre_sink::reconcile::Pass, String> {
-        use sre_sink::reconcile::{Kind, Pass, event_id};
+        use sre_sink::reconcile::{Kind, Pass};
         let now = Timestamp::now();
         let records = self.pages.records().list().await.map_err(|e| format!("page records: {e}"))?;
         let mut pass = Pass::default();
@@ -472,41 +474,41 @@ impl Sink {
                     continue;
                 }
             };
+            if plan::reconcile(record, page.status).is_none() {
+                continue;
+            }
+            // The vendor was read after the record: act only on the record as it is now
+            // (a reopen or a follow-up may have moved it meanwhile; the next pass looks again).
+            let read = match self.pages.get(&incident_id).await {
+                Ok(Some(now)) if now.revision == read.revision => now,
+                Ok(_) => continue,
+                Err(e) => {
+                    failed = Some(format!("page record {incident_id}: {e}"));
+                    continue;
+                }
+            };
+            let record = &read.record;
             let Some(repair) = plan::reconcile(record, page.status) else { continue };
             let done = match repair {
                 // Two-way sync off for this provider: what people do there stays there.
                 plan::Repair::Ask(..) if !self.two_way(provider) => None,
                 plan::Repair::Ask(asked, kind) => {
-                    let id = event_id(provider.name(), &incident_id, record.reopen_count, kind);
-                    let meta = sre_sink::receiver::intent_meta(provider.name(), &id, &id, source);
-                    let origin = Some(sre_contracts::domain::v1::ExternalOrigin {
-                        vendor: provider.name().to_owned(),
-                        object_id: page.id.clone(),
-                        url: page.url.clone(),
-                        event_id: id.clone(),
-                        occurred_at: None,
-                        actor: Some(sre_contracts::domain::v1::ExternalActor {
-                            name: page.by.clone(),
-                            ..Default::default()
-                        }),
-                    });
+                    let found = sre_sink::reconcile::Found {
+                        provider: provider.name(),
+                        incident_id: &incident_id,
+                        life: record.reopen_count,
+                        kind,
+                        object_id: &page.id,
+                        url: &page.url,
+                        by: &page.by,
+                    };
+                    let (meta, origin) = found.meta(source);
                     let text = format!("found {} in {} by the reconciler", kind_text(kind), provider.title());
                     let envelope = asked.encode(meta, &incident_id, origin, text).map_err(|r| format!("{r:?}"));
-                    let stored = match envelope {
-                        Ok(envelope) => intents.publish_all(std::slice::from_ref(&envelope), None).await.pop(),
-                        Err(e) => Some(Err(sre_bus::PublishError::Unavailable(e))),
-                    };
-                    match stored {
-                        // Stored before (an earlier pass, or the webhook itself): the
-                        // domain's fact has not reached the record yet. Not a new repair.
-                        Some(Ok(published)) if published.duplicate => None,
-                        Some(Ok(_)) => {
-                            tracing::warn!(%incident_id, provider = provider.name(), repaired = ?kind,
-                                "a person's change found by the reconciler: its webhook was lost");
-                            Some(kind)
-                        }
-                        other => {
-                            failed = Some(format!("intent for {incident_id} not stored: {other:?}"));
+                    match found.publish(intents, envelope).await {
+                        Ok(new) => new.then_some(kind),
+                        Err(e) => {
+                            failed = Some(e);
                             None
                         }
                     }
@@ -519,6 +521,17 @@ impl Sink {
                         tracing::warn!(%incident_id, provider = provider.name(), action = ?action,
                             "the reconciler sent again what the domain asked and the vendor lacked");
                         Some(Kind::Reasserted)
+                    }
+                    // Refused for good: sending it every pass would not change that. Said
+                    // once, and left to the operator (the dead letter has the reason).
+                    Err(Disposition::DeadLetter { reason }) => {
+                        tracing::error!(%incident_id, provider = provider.name(), action = ?action, %reason,
+                            "the vendor refuses the follow-up for good; the reconciler stops sending it");
+                        let mut given_up = read.record.clone();
+                        given_up.unsent = None;
+                        given_up.note = Some(reason);
+                        let _ = self.pages.update(&given_up, read.revision).await;
+                        None
                     }
                     Err(d) => {
                         failed = Some(format!("{action:?} of {incident_id} not sent again: {d:?}"));
@@ -550,8 +563,26 @@ impl Sink {
         }
     }
 
+    /// [`Sink::send`], saying whether a failure was only a deferral (the credential's turn
+    /// is later: nothing failed, nothing to keep as unsent).
+    async fn send_once(&self, read: &Read, action: FollowUp, note: &str) -> Result<(), (Disposition, bool)> {
+        let deferred = std::sync::atomic::AtomicBool::new(false);
+        let result = self.send_inner(read, action, note, &deferred).await;
+        result.map_err(|d| (d, deferred.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
     /// Sends the acknowledge or resolve where the page went.
     async fn send(&self, read: &Read, action: FollowUp, note: &str) -> Result<(), Disposition> {
+        self.send_inner(read, action, note, &std::sync::atomic::AtomicBool::new(false)).await
+    }
+
+    async fn send_inner(
+        &self,
+        read: &Read,
+        action: FollowUp,
+        note: &str,
+        deferred: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), Disposition> {
         let target = &read.record.target;
         let incident_id = &read.record.incident_id;
         if self.dry_run() {
@@ -568,7 +599,12 @@ impl Sink {
         match call.await {
             Ok(_) => Ok(()),
             Err(CallError::Permanent(e)) => Err(Disposition::DeadLetter { reason: e.to_string() }),
-            Err(e) => Err(Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() }),
+            Err(e) => {
+                if matches!(e, CallError::Deferred { .. }) {
+                    deferred.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(Disposition::Retry { after: e.retry_in().unwrap_or(RETRY), reason: e.to_string() })
+            }
         }
     }
 

@@ -53,12 +53,20 @@ fn says_true(headers: &http::HeaderMap, name: &str) -> bool {
 /// status: `Retry-After` on a 429, 503 or 403 (GitHub's secondary limit); the reset time once `X-RateLimit-Remaining` is
 /// 0 (GitHub's epoch seconds, Jira's ISO 8601); [`NEAR_LIMIT_PAUSE`] when the vendor says
 /// the limit is near (`X-RateLimit-NearLimit`, `X-Beta-RateLimit-NearLimit`). `None`:
-/// go on at the configured rate. Capped at [`MAX_HINT`].
+/// go on at the configured rate; also for Jira's per-issue write limit
+/// (`RateLimit-Reason: jira-per-issue-on-write`), which holds one ticket back, not the
+/// account. Capped at [`MAX_HINT`].
 pub fn slowdown(status: http::StatusCode, headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
     // GitHub's secondary limit is a 403 with `retry-after`.
     let refused =
         [http::StatusCode::TOO_MANY_REQUESTS, http::StatusCode::SERVICE_UNAVAILABLE, http::StatusCode::FORBIDDEN]
             .contains(&status);
+    // Jira's per-issue write limit is about one ticket, not the account: the sink spaces
+    // writes to a ticket itself, and every other ticket goes on.
+    let reason = headers.get("ratelimit-reason").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if reason.contains("per-issue") {
+        return None;
+    }
     if refused && let Some(wait) = from_headers(headers, now) {
         return Some(wait);
     }
@@ -139,6 +147,9 @@ mod tests {
             // A Retry-After on a success is no refusal.
             (200, &[("retry-after", "20")], None),
             (429, &[], None),
+            // Jira's per-issue write limit holds one ticket back, not the account.
+            (429, &[("retry-after", "5"), ("ratelimit-reason", "jira-per-issue-on-write")], None),
+            (429, &[("retry-after", "5"), ("ratelimit-reason", "jira-burst-based")], Some(5)),
             // GitHub: the budget spent, until the reset (epoch seconds), on any status.
             (403, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000042")], Some(42)),
             (201, &[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1700000010")], Some(10)),

@@ -137,7 +137,7 @@ impl Upstream {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_inner(op, false).await
+        self.call_inner(op, false, None).await
     }
 
     /// The rate limiter's next grant, reserved for the caller ([`RateLimiter::reserve`]);
@@ -155,10 +155,33 @@ impl Upstream {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_inner(op, true).await
+        self.call_inner(op, true, None).await
     }
 
-    async fn call_inner<T, E, F, Fut>(&self, mut op: F, granted: bool) -> Result<T, CallError<E>>
+    /// [`Upstream::call`] for work that can wait elsewhere (a fact, handed back to its bus):
+    /// the first attempt uses the caller's grant when `granted`, and no wait longer than
+    /// `hand_back_over` is slept through: a retry whose grant or backoff is further away
+    /// ends the call ([`CallError::Deferred`], or [`CallError::Exhausted`] with the wait).
+    pub async fn call_handing_back<T, E, F, Fut>(
+        &self,
+        op: F,
+        granted: bool,
+        hand_back_over: Duration,
+    ) -> Result<T, CallError<E>>
+    where
+        E: Retryable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.call_inner(op, granted, Some(hand_back_over)).await
+    }
+
+    async fn call_inner<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        granted: bool,
+        hand_back_over: Option<Duration>,
+    ) -> Result<T, CallError<E>>
     where
         E: Retryable,
         F: FnMut() -> Fut,
@@ -174,7 +197,20 @@ impl Upstream {
             if let Some(limiter) = &self.limiter
                 && !(granted && attempt == 1)
             {
-                limiter.acquire().await;
+                match hand_back_over {
+                    Some(most) => {
+                        let now = Instant::now();
+                        let at = limiter.reserve();
+                        if at > now + most {
+                            return Err(CallError::Deferred {
+                                retry_in: at - now,
+                                why: "rate limit of the credential",
+                            });
+                        }
+                        tokio::time::sleep_until(at).await;
+                    }
+                    None => limiter.acquire().await,
+                }
             }
             let err = match op().await {
                 Ok(value) => {
@@ -194,7 +230,8 @@ impl Upstream {
             }
             let backoff = policy.delay(attempt, (self.jitter)());
             let wait = err.retry_after().map_or(backoff, |hint| hint.max(backoff));
-            let out_of_time = started.elapsed() + wait > policy.max_elapsed;
+            let out_of_time =
+                started.elapsed() + wait > policy.max_elapsed || hand_back_over.is_some_and(|most| wait > most);
             if attempt >= policy.max_attempts.max(1) || out_of_time {
                 return Err(CallError::Exhausted { last: err, attempts: attempt, retry_in: wait });
             }

@@ -8,10 +8,11 @@
 //! consumer the platform declared as it is (NACK, `bind_only`), and one leader covers the
 //! consumer and the jobs alike.
 //!
-//! Failover: a holder that stops cleanly deletes the lease, and a standby takes it within
+//! Failover: a holder that stops cleanly gives the lease up, and a standby takes it within
 //! [`RENEW_EVERY`]. One that dies is replaced once the lease runs out, within
 //! [`LEASE_TTL`] plus [`RENEW_EVERY`]; the facts it had pulled come back after the
-//! consumer's `ack_wait`. The lease is kept in wall-clock time: replicas' clocks are
+//! consumer's `ack_wait`. A new sender starts its rate windows empty: a storm that goes on
+//! across a failover can be sent up to the limit again in the minute of the handover. The lease is kept in wall-clock time: replicas' clocks are
 //! assumed within a second or two (NTP), and skew only shifts the failover by as much. A
 //! holder that cannot renew stops sending a second before its lease runs out, so two
 //! replicas overlap only if a process stalls for longer than that; the records'
@@ -109,7 +110,9 @@ impl Leadership {
             let mut held_until: Option<SystemTime> = None;
             loop {
                 let now = SystemTime::now();
-                let held = match renew(&kv, &holder, now).await {
+                let renewed = tokio::time::timeout(RENEW_EVERY, renew(&kv, &holder, now)).await;
+                let renewed = renewed.unwrap_or_else(|_| Err(KvError::Unavailable("no answer in time".to_owned())));
+                let held = match renewed {
                     Ok(true) => {
                         held_until = Some(now + LEASE_TTL);
                         true

@@ -148,8 +148,9 @@ pub fn event_id(provider: &str, incident_id: &str, life: u32, kind: Kind) -> Str
 
 /// The id an intent about a person's change is stored under, by the receiver and the
 /// reconciler alike: a change of state (`kind`) is keyed by its content (provider,
-/// incident, life, kind), so whichever of the webhook and the reconciler comes second is a
-/// duplicate on the bus even before the domain's fact reaches the record; anything else
+/// incident, life, kind), so whichever of the webhook and the reconciler comes second
+/// within the intents stream's duplicate window is a duplicate on the bus, even before the
+/// domain's fact reaches the record; anything else
 /// (a note) by its `event_id`.
 pub fn change_id(provider: &str, incident_id: &str, life: u32, kind: Option<Kind>, event_id: &str) -> String {
     kind.map_or_else(|| event_id.to_owned(), |kind| self::event_id(provider, incident_id, life, kind))
@@ -158,6 +159,68 @@ pub fn change_id(provider: &str, incident_id: &str, life: u32, kind: Option<Kind
 /// Whether an incident last changed at `updated_at` and `open` (or not) is compared at `now`.
 pub fn in_scope(open: bool, updated_at: Timestamp, now: Timestamp) -> bool {
     open || now.duration_since(updated_at) <= jiff::SignedDuration::try_from(ENDED_WITHIN).unwrap_or_default()
+}
+
+/// What a repair's intent says about the change it found at the vendor.
+#[derive(Debug, Clone, Copy)]
+pub struct Found<'a> {
+    /// The provider (`pagerduty`, `jira`).
+    pub provider: &'static str,
+    /// Our incident.
+    pub incident_id: &'a str,
+    /// Its life (reopens handled so far).
+    pub life: u32,
+    /// What changed.
+    pub kind: Kind,
+    /// The vendor's object (PagerDuty's incident, a Jira key, `owner/repo#7`).
+    pub object_id: &'a str,
+    /// Where a person sees it.
+    pub url: &'a str,
+    /// Who changed it, when the vendor says.
+    pub by: &'a str,
+}
+
+impl Found<'_> {
+    /// The intent's metadata and origin, keyed by the change ([`event_id`]), as the
+    /// receiver keys the same change.
+    pub fn meta(
+        &self,
+        source: &sre_contracts::domain::v1::Source,
+    ) -> (Option<sre_contracts::domain::v1::MessageMeta>, Option<sre_contracts::domain::v1::ExternalOrigin>) {
+        let id = event_id(self.provider, self.incident_id, self.life, self.kind);
+        let meta = crate::receiver::intent_meta(self.provider, &id, &id, source);
+        let origin = sre_contracts::domain::v1::ExternalOrigin {
+            vendor: self.provider.to_owned(),
+            object_id: self.object_id.to_owned(),
+            url: self.url.to_owned(),
+            event_id: id,
+            occurred_at: None,
+            actor: (!self.by.is_empty())
+                .then(|| sre_contracts::domain::v1::ExternalActor { name: self.by.to_owned(), ..Default::default() }),
+        };
+        (meta, Some(origin))
+    }
+
+    /// Publishes the repair's intent (`envelope`, encoded from [`Found::meta`]): `Ok(true)`
+    /// when it is new, `Ok(false)` when the bus already had it (an earlier pass, or the
+    /// webhook itself: the domain's fact has not reached the record yet, no new repair).
+    pub async fn publish(
+        &self,
+        intents: &sre_bus::IntentPublisher,
+        envelope: Result<sre_bus::Envelope, String>,
+    ) -> Result<bool, String> {
+        let envelope = envelope?;
+        match intents.publish_all(std::slice::from_ref(&envelope), None).await.pop() {
+            Some(Ok(published)) if published.duplicate => Ok(false),
+            Some(Ok(_)) => {
+                tracing::warn!(incident_id = %self.incident_id, provider = self.provider, repaired = ?self.kind,
+                    "a person's change found by the reconciler: its webhook was lost");
+                Ok(true)
+            }
+            Some(Err(e)) => Err(format!("intent for {} not stored: {e}", self.incident_id)),
+            None => Err(format!("intent for {} not stored", self.incident_id)),
+        }
+    }
 }
 
 /// What one pass did.

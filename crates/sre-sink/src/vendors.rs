@@ -35,8 +35,9 @@ use prometheus_client::registry::Registry;
 use sre_resilience::{Backoff, BreakerConfig, BreakerState, CallError, RateLimit, Retryable, Upstream, UpstreamConfig};
 
 /// A turn further away than this is not waited for in a worker: the fact is handed back
-/// to the bus until then.
-pub const HAND_BACK_OVER: Duration = Duration::from_secs(1);
+/// to the bus until then. Nearer ones (a near-limit pause, the next grant of a busy
+/// window) are waited for: each hand-back costs the fact a delivery of its `max_deliver`.
+pub const HAND_BACK_OVER: Duration = Duration::from_secs(5);
 /// How old a replica's knowledge of a credential's shared pause may be.
 pub const PAUSE_FRESH: Duration = Duration::from_secs(2);
 /// Grants reserved for facts that never came back (another replica took them) are
@@ -258,7 +259,14 @@ impl<P: Vendor> Vendors<P> {
             Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
         };
         let started = tokio::time::Instant::now();
-        let call = async { if granted { upstream.call_granted(op).await } else { upstream.call(op).await } };
+        let in_fact = FACT.try_with(|_| ()).is_ok();
+        let call = async {
+            if in_fact {
+                upstream.call_handing_back(op, granted, HAND_BACK_OVER).await
+            } else {
+                upstream.call(op).await
+            }
+        };
         let (result, slowdown) = sre_runtime::outbound::observing_slowdown(call).await;
         self.seconds.get_or_create(&VendorLabels { provider: vendor.name() }).observe(started.elapsed().as_secs_f64());
         if let Some(wait) = slowdown.filter(|w| !w.is_zero()) {

@@ -462,8 +462,8 @@ impl Sink {
                 .await;
             if let Err(e) = sent {
                 // Kept in the record, so the reconciler sends it again even once the fact
-                // is dead-lettered.
-                if read.record.unsent != Some(to) {
+                // is dead-lettered (not for a deferral: nothing failed, its turn is later).
+                if read.record.unsent != Some(to) && !matches!(e, CallError::Deferred { .. }) {
                     let mut unsent = read.record.clone();
                     unsent.unsent = Some(to);
                     let _ = self.tickets.update(&unsent, read.revision).await;
@@ -494,7 +494,7 @@ impl Sink {
         since: Timestamp,
     ) -> Result<sre_sink::reconcile::Pass, String> {
         use crate::reconcile::{Mapping, Repair, reconcile, reconciled};
-        use sre_sink::reconcile::{Kind, Pass, event_id};
+        use sre_sink::reconcile::{Kind, Pass};
         let now = Timestamp::now();
         let records = self.tickets.list().await.map_err(|e| format!("ticket records: {e}"))?;
         let mut groups: BTreeMap<(Provider, String), Vec<Read>> = BTreeMap::new();
@@ -558,38 +558,42 @@ impl Sink {
                 };
                 let ticket = &ticket;
                 let incident_id = record.incident_id.clone();
+                // The tracker was read after the record: act only on the record as it is now
+                // (a reopen or an end may have moved it meanwhile; the next pass looks again).
+                let read = match self.tickets.get(&incident_id).await {
+                    Ok(Some(now)) if now.revision == read.revision => now,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        failed = Some(format!("ticket record {incident_id}: {e}"));
+                        continue;
+                    }
+                };
+                let record = &read.record;
                 let done = match reconcile(record, ticket, mapping) {
                     None => None,
                     Some(Repair::Ask(asked, kind)) => {
-                        let id = event_id(provider.name(), &incident_id, record.reopen_count, kind);
-                        let meta = sre_sink::receiver::intent_meta(provider.name(), &id, &id, source);
-                        let origin = Some(sre_contracts::domain::v1::ExternalOrigin {
-                            vendor: provider.name().to_owned(),
-                            object_id: ticket.key.clone(),
-                            url: record.ticket.as_ref().map(|t| t.url.clone()).unwrap_or_default(),
-                            event_id: id.clone(),
-                            ..Default::default()
-                        });
+                        let url = record.ticket.as_ref().map(|t| t.url.clone()).unwrap_or_default();
+                        let found = sre_sink::reconcile::Found {
+                            provider: provider.name(),
+                            incident_id: &incident_id,
+                            life: record.reopen_count,
+                            kind,
+                            object_id: &ticket.key,
+                            url: &url,
+                            by: "",
+                        };
+                        let (meta, origin) = found.meta(source);
                         let text = if ticket.resolution.is_empty() {
                             ticket.status.clone()
                         } else {
                             ticket.resolution.clone()
                         };
-                        let stored = match crate::receiver::encode(asked, meta, &incident_id, origin, text) {
-                            Ok(envelope) => intents.publish_all(std::slice::from_ref(&envelope), None).await.pop(),
-                            Err(e) => Some(Err(sre_bus::PublishError::Unavailable(format!("{e:?}")))),
-                        };
-                        match stored {
-                            // Stored before (an earlier pass, or the webhook itself): the
-                            // domain's fact has not reached the record yet. Not a new repair.
-                            Some(Ok(published)) if published.duplicate => None,
-                            Some(Ok(_)) => {
-                                tracing::warn!(%incident_id, provider = provider.name(), repaired = ?kind,
-                                    "a person's change found by the reconciler: its webhook was lost");
-                                Some(kind)
-                            }
-                            other => {
-                                failed = Some(format!("intent for {incident_id} not stored: {other:?}"));
+                        let envelope = crate::receiver::encode(asked, meta, &incident_id, origin, text)
+                            .map_err(|e| format!("{e:?}"));
+                        match found.publish(intents, envelope).await {
+                            Ok(new) => new.then_some(kind),
+                            Err(e) => {
+                                failed = Some(e);
                                 None
                             }
                         }
@@ -599,6 +603,18 @@ impl Sink {
                             tracing::warn!(%incident_id, provider = provider.name(), to = ?to,
                                 "the reconciler sent again what the domain asked and the tracker lacked");
                             Some(Kind::Reasserted)
+                        }
+                        // Refused for good: sending it every pass would not change that.
+                        Err(Stopped::With(_, Disposition::DeadLetter { reason })) => {
+                            tracing::error!(%incident_id, provider = provider.name(), to = ?to, %reason,
+                                "the tracker refuses the end for good; the reconciler stops sending it");
+                            if let Ok(Some(now)) = self.tickets.get(&incident_id).await {
+                                let mut given_up = now.record.clone();
+                                given_up.unsent = None;
+                                given_up.note = Some(reason);
+                                let _ = self.tickets.update(&given_up, now.revision).await;
+                            }
+                            None
                         }
                         Err(_) => {
                             failed = Some(format!("{to:?} of {incident_id} not sent again"));

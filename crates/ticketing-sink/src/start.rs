@@ -77,8 +77,7 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
                     let check = check.clone();
                     async move { check.check_credentials().await }
                 })
-                .at_start()
-                .leader_only(),
+                .at_start(),
             );
         }
         if reconcile.enabled && !dry_run {

@@ -142,7 +142,7 @@ impl Github {
     ) -> Result<Vec<VendorTicket>, VendorError> {
         let label = self.labels.first().map(|l| format!("&labels={}", encode_segment(l))).unwrap_or_default();
         let path = format!(
-            "/repos/{project}/issues?state=all&sort=updated&direction=asc&per_page=100&page={page}&since={}{label}",
+            "/repos/{project}/issues?state=all&sort=updated&direction=desc&per_page=100&page={page}&since={}{label}",
             since.strftime("%Y-%m-%dT%H:%M:%SZ")
         );
         let known = self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -330,10 +330,15 @@ impl Tracker for Github {
                 let last = listed.len() < 100;
                 found.extend(listed.into_iter().filter(|t| keys.contains(&t.key)));
                 if last {
-                    break;
+                    return Ok(found);
                 }
             }
-            Ok(found)
+            // Newest first: what was cut is older. Said, and the pass is not complete, so
+            // the next one asks again from the same moment.
+            Err(VendorError::Invalid(format!(
+                "more than {} issues of {project} changed since {since}: the oldest were not read",
+                RECONCILE_PAGES * 100
+            )))
         })
     }
 

@@ -472,7 +472,7 @@ impl Tracker for Jira {
 
     fn tickets<'a>(
         &'a self,
-        _project: &'a str,
+        project: &'a str,
         keys: &'a [String],
         _since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>> {
@@ -491,7 +491,18 @@ impl Tracker for Jira {
                         ("/search", json!({"jql": jql, "fields": fields, "maxResults": KEYS_PER_SEARCH, "startAt": 0}))
                     }
                 };
-                let answer = self.call(http::Method::POST, path, Some(body)).await?;
+                let answer = match self.call(http::Method::POST, path, Some(body)).await {
+                    Ok(answer) => answer,
+                    // Jira refuses a whole `key in` query naming one key it does not know
+                    // (deleted, moved, not visible): this chunk is read key by key.
+                    Err(VendorError::Status { status: 400, .. }) => {
+                        for key in chunk {
+                            found.extend(self.ticket(project, key).await?);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let v: Value = serde_json::from_slice(&answer.body)
                     .map_err(|e| VendorError::Invalid(format!("jira search answer: {e}")))?;
                 found.extend(v.get("issues").and_then(Value::as_array).into_iter().flatten().filter_map(issue_status));
