@@ -161,6 +161,14 @@ async fn pagerduty_changes_whose_webhooks_were_lost_are_repaired_once_and_a_dead
     assert_eq!(bus.intents(ResolveIncidentRequested::SUBJECT).await, ["inc-resolve"]);
     assert!(sink.metric("paging_sink_webhook_events_total{", &["outcome=\"Echo\""]) >= 2.0);
 
+    // The sink's own follow-ups of the repaired changes are done (the fault below must
+    // meet inc-dead's resolve, not one of them).
+    eventually("the follow-ups sent", WAIT, || async {
+        let events = pd.events();
+        let sent = |key: &str, action: &str| events.iter().any(|e| e.dedup_key == key && e.action == action);
+        sent("inc-ack", "acknowledge") && sent("inc-resolve", "resolve")
+    })
+    .await;
     // The domain resolves inc-dead; PagerDuty refuses that resolve (400): dead-lettered.
     pd.fail_next(&[(400, None)]);
     bus.resolved("inc-dead").await;
