@@ -43,10 +43,12 @@ impl RateLimit {
         Self { per_period: n, period: Duration::from_secs(1), burst: n }
     }
 
-    /// The window as counted here: the period plus 1%, so that two requests a period
-    /// apart by our clock are still apart by the vendor's, after network jitter.
+    /// The window as counted here: the period plus 2%, so that two requests a period
+    /// apart by our clock are still apart by the vendor's, after the time between taking a
+    /// grant and the request reaching the vendor (scheduling on a loaded node, the
+    /// network): 1.2 s on a minute.
     fn window(&self) -> Duration {
-        self.period + self.period / 100
+        self.period + self.period / 50
     }
 }
 
@@ -78,6 +80,30 @@ impl Window {
         };
         self.grants.push_back(at);
         at
+    }
+
+    /// What fills the window at `now`, oldest first: the grants made in it, and for each
+    /// grant reserved ahead the one it waits for to leave (the log keeps the reservation in
+    /// its place). What a successor needs to go on holding the limit: seeded with these, it
+    /// gives the reserved turns out at the same moments.
+    pub fn recent(&self, now: Instant) -> Vec<Instant> {
+        let mut made: Vec<Instant> = self
+            .grants
+            .iter()
+            .map(|g| if *g > now { g.checked_sub(self.window).unwrap_or(*g) } else { *g })
+            .filter(|g| *g + self.window > now)
+            .collect();
+        made.sort();
+        made
+    }
+
+    /// Takes on `grants` made elsewhere (another process held the limit until now), so
+    /// every window holds the limit across the handover. Kept in order, at most the limit.
+    pub fn seed(&mut self, grants: impl IntoIterator<Item = Instant>) {
+        let mut all: Vec<Instant> = self.grants.iter().copied().chain(grants).collect();
+        all.sort();
+        let skip = all.len().saturating_sub(self.limit);
+        self.grants = all.into_iter().skip(skip).collect();
     }
 
     /// Takes a grant only if it is free at `now`; else how long until one is.
@@ -136,6 +162,16 @@ impl RateLimiter {
         self.window.lock().unwrap_or_else(PoisonError::into_inner).reserve(Instant::now())
     }
 
+    /// The grants still inside the window ([`Window::recent`]).
+    pub fn recent(&self) -> Vec<Instant> {
+        self.window.lock().unwrap_or_else(PoisonError::into_inner).recent(Instant::now())
+    }
+
+    /// Takes on grants made elsewhere ([`Window::seed`]).
+    pub fn seed(&self, grants: impl IntoIterator<Item = Instant>) {
+        self.window.lock().unwrap_or_else(PoisonError::into_inner).seed(grants);
+    }
+
     /// Waits for this caller's grant.
     pub async fn acquire(&self) {
         let now = Instant::now();
@@ -166,7 +202,7 @@ mod tests {
         assert!(limiter.check().is_ok());
         assert!(limiter.check().is_ok());
         let wait = limiter.check().expect_err("third call in the same minute is refused");
-        assert!(wait > Duration::from_secs(60) && wait <= Duration::from_millis(60_600), "{wait:?}");
+        assert!(wait > Duration::from_secs(60) && wait <= Duration::from_millis(61_200), "{wait:?}");
         tokio::time::advance(wait).await;
         assert!(limiter.check().is_ok(), "free once the oldest left the window");
     }
@@ -225,5 +261,38 @@ mod tests {
                 grants.push(at);
             }
         }
+    }
+
+    #[test]
+    fn a_successor_seeded_with_the_grants_holds_the_window_across_the_handover() {
+        let rate = RateLimit::per_minute(n(3));
+        let t0 = Instant::now();
+        let mut before = Window::new(rate);
+        for _ in 0..3 {
+            before.reserve(t0);
+        }
+        let mut after = Window::new(rate);
+        after.seed(before.recent(t0 + Duration::from_secs(10)));
+        // The successor's next grant waits for the first of its predecessor's to leave.
+        assert_eq!(after.reserve(t0 + Duration::from_secs(10)), t0 + rate.window());
+        // Grants older than a window are not taken on; more than the limit are cut.
+        let mut fresh = Window::new(rate);
+        fresh.seed(before.recent(t0 + Duration::from_secs(62)));
+        assert_eq!(fresh.reserve(t0 + Duration::from_secs(62)), t0 + Duration::from_secs(62));
+        let mut full = Window::new(rate);
+        full.seed((0..10).map(|i| t0 + Duration::from_millis(i)));
+        assert_eq!(full.grants.len(), 3);
+        // Two more reserved ahead replace the two oldest in the log; the window still holds
+        // three made at t0, and a successor gives the reserved turns out at the same moments.
+        let mut busy = Window::new(rate);
+        for _ in 0..3 {
+            busy.reserve(t0);
+        }
+        let ahead = [busy.reserve(t0), busy.reserve(t0)];
+        let now = t0 + Duration::from_secs(5);
+        assert_eq!(busy.recent(now), vec![t0, t0, t0]);
+        let mut successor = Window::new(rate);
+        successor.seed(busy.recent(now));
+        assert_eq!([successor.reserve(now), successor.reserve(now)], ahead);
     }
 }

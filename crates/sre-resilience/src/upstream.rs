@@ -140,6 +140,19 @@ impl Upstream {
         self.call_inner(op, false, None).await
     }
 
+    /// The grants of the last window, for a successor ([`RateLimiter::recent`]); empty
+    /// without a limit.
+    pub fn recent_grants(&self) -> Vec<Instant> {
+        self.limiter.as_ref().map(RateLimiter::recent).unwrap_or_default()
+    }
+
+    /// Takes on the grants a predecessor made ([`RateLimiter::seed`]).
+    pub fn seed_grants(&self, grants: impl IntoIterator<Item = Instant>) {
+        if let Some(limiter) = &self.limiter {
+            limiter.seed(grants);
+        }
+    }
+
     /// The rate limiter's next grant, reserved for the caller ([`RateLimiter::reserve`]);
     /// `None` when the upstream has no limit. The caller then makes its call with
     /// [`Upstream::call_granted`] at that moment.

@@ -11,9 +11,10 @@
 //! Failover: a holder that stops cleanly gives the lease up, and a standby takes it within
 //! [`RENEW_EVERY`]. One that dies is replaced once the lease runs out, within
 //! [`LEASE_TTL`] plus [`RENEW_EVERY`]; the facts it had pulled come back after the
-//! consumer's `ack_wait`. A new sender starts its rate windows empty: a storm that goes on
-//! across a failover can be sent up to the limit again in the minute of the handover. The lease is kept in wall-clock time: replicas' clocks are
-//! assumed within a second or two (NTP), and skew only shifts the failover by as much. A
+//! consumer's `ack_wait`. The new sender takes on the rate windows its predecessor kept
+//! ([`crate::Vendors::adopt_windows`]), so a storm that goes on across the failover is held
+//! to the window its predecessor began. The lease is kept in wall-clock time: replicas'
+//! clocks are assumed within a second or two (NTP), and skew only shifts the failover by as much. A
 //! holder that cannot renew stops sending a second before its lease runs out, so two
 //! replicas overlap only if a process stalls for longer than that; the records'
 //! compare-and-set still makes every ticket and page once.

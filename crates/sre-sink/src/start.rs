@@ -250,13 +250,17 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
             let _ = cell.0.set(records.clone());
             vendors.share_pauses(records.kv().unwatched());
             let holder = format!("{}/{:08x}", bus.source().instance, rand::random::<u32>());
-            let (lead, leasing) = Leadership::run(records.kv().unwatched(), holder, cancel.clone(), {
+            let (lead, leasing) = Leadership::run(records.kv().unwatched(), holder.clone(), cancel.clone(), {
                 let leader = watch.leader.clone();
                 move |leading| {
                     leader.set(i64::from(leading));
                 }
             });
             tasks.spawn(leasing);
+            tasks.spawn({
+                let (vendors, lead, holder, stop) = (vendors.clone(), lead.clone(), holder.clone(), cancel.clone());
+                async move { vendors.keep_windows(holder, lead, stop).await }
+            });
             let Started { sink, jobs } = build(records);
             tasks.spawn({
                 let (vendors, stop) = (vendors.clone(), cancel.clone());
@@ -294,7 +298,11 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                         None => return,
                     },
                 };
-                tracing::info!("consuming incident facts");
+                let adopted = vendors.adopt_windows(&holder).await;
+                tracing::info!(
+                    credentials = adopted,
+                    "consuming incident facts (the previous sender's rate windows taken on)"
+                );
                 let term = cancel.child_token();
                 let mut lost = lead.clone();
                 let mut run = std::pin::pin!(consumer.run(Handler(sink.clone()), term.clone()));

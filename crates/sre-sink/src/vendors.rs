@@ -15,6 +15,14 @@
 //! budget) pauses the credential, and only it, on every replica: the pause is kept in the
 //! sink's bucket ([`Vendors::share_pauses`]) and read again every [`PAUSE_FRESH`].
 //!
+//! A new sender goes on holding the limits where its predecessor left them: the sender
+//! keeps every credential's window in the bucket ([`Vendors::keep_windows`], key
+//! [`WINDOWS_KEY`]), written off the call path as soon as a grant is taken, and the next
+//! sender takes it on when it takes the lease ([`Vendors::adopt_windows`]). What is kept
+//! is what fills each window (the grants made, and for a turn reserved ahead the grant it
+//! waits for), so the successor gives the same turns out at the same moments. A sender
+//! killed within one bucket write of a grant leaves that grant out.
+//!
 //! Also here: how long the calls take (`<sink>_vendor_seconds{provider}`), each vendor's
 //! worst breaker (`sre_upstream_breaker_state`), and readiness per vendor (the last
 //! credentials check, then the breakers).
@@ -33,6 +41,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sre_resilience::{Backoff, BreakerConfig, BreakerState, CallError, RateLimit, Retryable, Upstream, UpstreamConfig};
+use tokio_util::sync::CancellationToken;
 
 /// A turn further away than this is not waited for in a worker: the fact is handed back
 /// to the bus until then. Nearer ones (a near-limit pause, the next grant of a busy
@@ -48,10 +57,37 @@ tokio::task_local! {
     static FACT: u64;
 }
 
+/// The key of the sender's rate windows in the sink's bucket.
+pub const WINDOWS_KEY: &str = "windows.sender";
+/// A write of the windows, or the read of a predecessor's, not answered in this long is
+/// given up (the next grant writes them again; a successor starts from empty windows).
+const WINDOWS_WITHIN: Duration = Duration::from_secs(2);
+
 /// Runs the handling of the fact at `stream_sequence`: the grants its calls reserve are
 /// kept for it when it is handed back, and used when it comes again.
 pub async fn for_fact<F: Future>(stream_sequence: u64, handling: F) -> F::Output {
     FACT.scope(stream_sequence, handling).await
+}
+
+/// The sender's windows as kept in the bucket, in wall-clock time (replicas share no
+/// monotonic clock).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SharedWindows {
+    /// The sender that kept them (a replica taking the lease again skips its own).
+    holder: String,
+    /// When they were written (Unix milliseconds).
+    at_unix_ms: u64,
+    credentials: Vec<SharedWindow>,
+}
+
+/// One credential's window. The credential is its configured name (a secret *reference*),
+/// never the secret.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SharedWindow {
+    vendor: String,
+    credential: String,
+    /// How long before `at_unix_ms` each grant was made, oldest first.
+    grants_ago_ms: Vec<u64>,
 }
 
 /// A credential's pause as this replica knows it.
@@ -90,6 +126,8 @@ pub struct Vendors<P: Vendor> {
     grants: Mutex<HashMap<(P, String, u64), Instant>>,
     pauses: Mutex<HashMap<(P, String), Pause>>,
     shared: OnceLock<sre_bus::Kv>,
+    /// Told of every grant, so [`Vendors::keep_windows`] writes the windows again.
+    granted: tokio::sync::Notify,
     verdicts: Mutex<BTreeMap<P, Result<(), String>>>,
     seconds: Family<VendorLabels, Histogram>,
 }
@@ -119,6 +157,7 @@ impl<P: Vendor> Vendors<P> {
             grants: Mutex::new(HashMap::new()),
             pauses: Mutex::new(HashMap::new()),
             shared: OnceLock::new(),
+            granted: tokio::sync::Notify::new(),
             verdicts: Mutex::new(BTreeMap::new()),
             seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
         }
@@ -162,6 +201,106 @@ impl<P: Vendor> Vendors<P> {
     /// so a pause one replica was asked for holds on every replica.
     pub fn share_pauses(&self, kv: sre_bus::Kv) {
         let _ = self.shared.set(kv);
+    }
+
+    /// Every credential's window as it fills now, for a successor.
+    fn windows(&self, holder: &str) -> SharedWindows {
+        let upstreams: Vec<((P, String), Upstream)> = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, u)| (k.clone(), u.clone()))
+            .collect();
+        let now = Instant::now();
+        let credentials = upstreams
+            .into_iter()
+            .filter_map(|((vendor, credential), upstream)| {
+                let grants = upstream.recent_grants();
+                (!grants.is_empty()).then(|| SharedWindow {
+                    vendor: vendor.name().to_owned(),
+                    credential,
+                    grants_ago_ms: grants
+                        .iter()
+                        .map(|g| u64::try_from(now.saturating_duration_since(*g).as_millis()).unwrap_or(u64::MAX))
+                        .collect(),
+                })
+            })
+            .collect();
+        SharedWindows { holder: holder.to_owned(), at_unix_ms: unix_ms(SystemTime::now()), credentials }
+    }
+
+    /// While this replica sends (`lead`), keeps its windows in the bucket for the next
+    /// sender: written again after each grant, one write at a time (grants made meanwhile
+    /// go with the next), off the calls' path. Runs until `cancel`, then writes once more
+    /// if the windows kept are still this replica's.
+    pub async fn keep_windows(&self, holder: String, lead: crate::lead::Leadership, cancel: CancellationToken) {
+        let Some(kv) = self.shared.get() else { return };
+        let write = |value: Vec<u8>, revision: Option<u64>| async move {
+            let put = async {
+                match revision {
+                    Some(revision) => kv.update(WINDOWS_KEY, value.into(), revision).await,
+                    None => kv.put(WINDOWS_KEY, value.into()).await,
+                }
+            };
+            match tokio::time::timeout(WINDOWS_WITHIN, put).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "rate windows not kept for a successor"),
+                Err(_) => tracing::debug!("rate windows not kept for a successor: no answer in time"),
+            }
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = self.granted.notified() => {}
+            }
+            if lead.leading() {
+                write(serde_json::to_vec(&self.windows(&holder)).unwrap_or_default(), None).await;
+            }
+        }
+        // Stopping: the calls that ended meanwhile, unless a successor already keeps its own.
+        let Ok(Ok(Some(entry))) = tokio::time::timeout(WINDOWS_WITHIN, kv.get(WINDOWS_KEY)).await else { return };
+        if serde_json::from_slice::<SharedWindows>(&entry.value).is_ok_and(|kept| kept.holder == holder) {
+            write(serde_json::to_vec(&self.windows(&holder)).unwrap_or_default(), Some(entry.revision)).await;
+        }
+    }
+
+    /// Takes on the windows the previous sender kept, as this replica (`holder`) takes the
+    /// lease, so every credential's limit holds across the handover; returns how many
+    /// credentials. Its own windows (the lease taken again) are not counted twice.
+    pub async fn adopt_windows(&self, holder: &str) -> usize {
+        let Some(kv) = self.shared.get() else { return 0 };
+        let entry = match tokio::time::timeout(WINDOWS_WITHIN, kv.get(WINDOWS_KEY)).await {
+            Ok(Ok(entry)) => entry,
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("the previous sender's rate windows could not be read: starting from empty ones");
+                return 0;
+            }
+        };
+        let Some(kept) = entry.and_then(|e| serde_json::from_slice::<SharedWindows>(&e.value).ok()) else { return 0 };
+        self.take_on(kept, holder)
+    }
+
+    /// Seeds the upstreams with the windows `kept` by another sender than `holder`.
+    fn take_on(&self, kept: SharedWindows, holder: &str) -> usize {
+        if kept.holder == holder {
+            return 0;
+        }
+        let now = Instant::now();
+        // How long ago they were written, by the wall clock.
+        let since = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(kept.at_unix_ms));
+        let mut adopted = 0;
+        for window in kept.credentials {
+            let Some(vendor) = self.limits.keys().copied().find(|v| v.name() == window.vendor) else { continue };
+            let grants: Vec<Instant> = window
+                .grants_ago_ms
+                .iter()
+                .filter_map(|ago| now.checked_sub(since + Duration::from_millis(*ago)))
+                .collect();
+            self.upstream(vendor, &window.credential).seed_grants(grants);
+            adopted += 1;
+        }
+        adopted
     }
 
     fn pause_key(vendor: P, credential: &str) -> String {
@@ -258,6 +397,8 @@ impl<P: Vendor> Vendors<P> {
             Ok(granted) => granted,
             Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
         };
+        // The window changed (this grant), or will within the call (a grant taken by it).
+        self.granted.notify_one();
         let started = tokio::time::Instant::now();
         let in_fact = FACT.try_with(|_| ()).is_ok();
         let call = async {
@@ -269,6 +410,7 @@ impl<P: Vendor> Vendors<P> {
         };
         let (result, slowdown) = sre_runtime::outbound::observing_slowdown(call).await;
         self.seconds.get_or_create(&VendorLabels { provider: vendor.name() }).observe(started.elapsed().as_secs_f64());
+        self.granted.notify_one();
         if let Some(wait) = slowdown.filter(|w| !w.is_zero()) {
             self.pause(vendor, credential, wait).await;
         }
@@ -363,5 +505,40 @@ mod tests {
         assert_eq!(vendors.ready(Tool::Tracker), Err("credentials refused: 401".into()));
         vendors.credentials_checked(Tool::Tracker, Ok(()));
         assert_eq!(vendors.ready(Tool::Tracker), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_sender_holds_the_window_its_predecessor_began() {
+        let first = Vendors::new([(Tool::Pager, 3), (Tool::Tracker, 0)]);
+        for fact in 0..3 {
+            let sent = for_fact(fact, first.call(Tool::Pager, "pd-payments", || async { Ok::<_, Down>(()) })).await;
+            assert!(sent.is_ok());
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        // Kept as the bucket keeps it, and taken on by the next sender.
+        let kept = serde_json::to_vec(&first.windows("first")).expect("encodes");
+        let decode = || serde_json::from_slice::<SharedWindows>(&kept).expect("decodes");
+        let next = Vendors::new([(Tool::Pager, 3), (Tool::Tracker, 0)]);
+        assert_eq!(next.take_on(decode(), "next"), 1, "the one credential with grants");
+        let deferred = for_fact(9, next.call(Tool::Pager, "pd-payments", || async { Ok::<_, Down>(()) })).await;
+        match deferred {
+            Err(CallError::Deferred { retry_in, .. }) => {
+                // The first grant leaves the window (a minute and 2%) 10 s after it was made.
+                let left = Duration::from_millis(61_200 - 10_000);
+                assert!(retry_in.abs_diff(left) < Duration::from_millis(5), "{retry_in:?}");
+            }
+            other => panic!("the fourth event in the minute is handed back, not sent: {other:?}"),
+        }
+        // Another credential is not held by it.
+        let other = for_fact(10, next.call(Tool::Pager, "pd-default", || async { Ok::<_, Down>(()) })).await;
+        assert!(other.is_ok());
+        // A replica taking the lease again does not count its own grants twice.
+        assert_eq!(first.take_on(decode(), "first"), 0);
+        let fresh = Vendors::new([(Tool::Pager, 3), (Tool::Tracker, 0)]);
+        let mut stale = decode();
+        stale.at_unix_ms -= 70_000;
+        assert_eq!(fresh.take_on(stale, "fresh"), 1);
+        let sent = for_fact(11, fresh.call(Tool::Pager, "pd-payments", || async { Ok::<_, Down>(()) })).await;
+        assert!(sent.is_ok(), "grants older than the window are not taken on");
     }
 }

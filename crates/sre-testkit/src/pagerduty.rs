@@ -98,6 +98,8 @@ struct Inner {
     limit_per_minute: Option<usize>,
     /// Events refused with 429 for being over that limit.
     throttled: u64,
+    /// Those events: routing key, dedup key, when.
+    refused_at: Vec<(String, String, tokio::time::Instant)>,
     /// Incident lists answered (`GET /incidents`), and their bytes.
     lists: u64,
     list_bytes: u64,
@@ -248,6 +250,7 @@ async fn enqueue(State(state): State<Arc<Mutex<Inner>>>, body: axum::body::Bytes
             s.events.iter().filter(|e| e.routing_key == routing_key && minute_ago.is_none_or(|m| e.at > m)).count();
         if recent >= limit {
             s.throttled += 1;
+            s.refused_at.push((routing_key.clone(), dedup_key.clone(), tokio::time::Instant::now()));
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 axum::Json(
@@ -570,6 +573,12 @@ impl FakePagerDuty {
     /// Incident lists answered (`GET /incidents`, each page one) and their body bytes.
     pub fn incident_lists(&self) -> (u64, u64) {
         self.with(|s| (s.lists, s.list_bytes))
+    }
+
+    /// The events refused for being over [`Self::set_rate_limit`]: routing key, dedup key,
+    /// when.
+    pub fn refused(&self) -> Vec<(String, String, tokio::time::Instant)> {
+        self.with(|s| s.refused_at.clone())
     }
 
     /// Events refused for being over [`Self::set_rate_limit`].
