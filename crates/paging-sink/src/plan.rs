@@ -49,7 +49,8 @@ pub enum OnFollowUp {
     /// Never paged (below the threshold, or its `IncidentCreated` is still to come):
     /// record it as cancelled, so a later `IncidentCreated` pages nobody for it.
     NotPaged,
-    /// A deferred page, or one below the threshold: cancel it, it will never page.
+    /// A deferred page, one below the threshold, or one whose trigger was handed back
+    /// before it left (the credential's limit): cancel it, it will never page.
     Cancel,
     /// The trigger is in flight or died mid-call: finish it (the vendor deduplicates),
     /// then ask again. Waiting for the `IncidentCreated` to come back could use up this
@@ -76,6 +77,7 @@ pub fn on_follow_up(action: FollowUp, reopen_count: u32, record: Option<&PageRec
     match (record.map(|r| r.state), action) {
         (None, _) => OnFollowUp::NotPaged,
         (Some(PageState::Deferred | PageState::Below), _) => OnFollowUp::Cancel,
+        (Some(PageState::Claimed), _) if record.is_some_and(|r| r.handed_back) => OnFollowUp::Cancel,
         (Some(PageState::Claimed), _) => OnFollowUp::FinishTrigger,
         (Some(PageState::Paged), _) | (Some(PageState::Acknowledged), FollowUp::Resolve) => OnFollowUp::Send,
         (Some(PageState::Acknowledged | PageState::Resolved | PageState::Cancelled | PageState::Failed), _) => {
@@ -434,6 +436,13 @@ mod tests {
         assert_eq!(on_follow_up(FollowUp::Acknowledge, 0, None), NotPaged);
         assert_eq!(on_follow_up(FollowUp::Resolve, 0, None), NotPaged);
         assert_eq!(on_follow_up(FollowUp::Resolve, 1, None), Wait, "reopened before it was created");
+        // A claim whose trigger was handed back before it left (the rate limit): nobody
+        // has been paged, so a follow-up cancels it rather than page and then resolve.
+        let mut back = record(PageState::Claimed, Severity::Critical, night());
+        back.handed_back = true;
+        assert_eq!(on_follow_up(FollowUp::Acknowledge, 0, Some(&back)), Cancel);
+        assert_eq!(on_follow_up(FollowUp::Resolve, 0, Some(&back)), Cancel);
+        assert!(!back.moved(PageState::Paged, night()).handed_back, "a move ends the hand-back");
     }
 
     #[test]

@@ -160,6 +160,24 @@ impl Sink {
                 (Ok(p), Ok(d)) => (p, d),
                 (Err(e), _) | (_, Err(e)) => return self.fail(&read, e).await,
             };
+            if read.record.handed_back {
+                // Claimed again before the trigger leaves: an acknowledge or resolve that
+                // cancelled it meanwhile wins, and then nobody is paged.
+                let mut again = read.record.clone();
+                again.handed_back = false;
+                again.updated_at = Timestamp::now();
+                // The record as it is (its `due.` marker too): a first claim stays out of
+                // the scan's index, which would otherwise take it for a stale claim.
+                match self.pages.records().update(&again, read.revision).await {
+                    Ok(revision) => read = Read { record: again, revision },
+                    // Another delivery or the scan claimed it first, or a follow-up cancelled
+                    // it: look again once that claim is finished or stale.
+                    Err(e) => {
+                        let reason = format!("handed-back page claimed again: {e}");
+                        return Triggered::Retry(claim::STALE_CLAIM, reason, read.revision);
+                    }
+                }
+            }
             let call =
                 self.vendors.call(target.provider, Self::credential(target), || pager.trigger(&destination, &incident));
             let (result, renewed) = claim::renewing(self.pages.records(), read, call).await;
@@ -167,6 +185,16 @@ impl Sink {
             match result {
                 Ok(accepted) => accepted.reference,
                 Err(CallError::Permanent(e)) => return self.fail(&read, e.to_string()).await,
+                Err(CallError::Deferred { retry_in, why }) => {
+                    // Nothing left: say so in the record, so a follow-up meanwhile cancels it.
+                    let mut back = read.record.clone();
+                    back.handed_back = true;
+                    let revision = match self.pages.records().update(&back, read.revision).await {
+                        Ok(revision) => revision,
+                        Err(_) => read.revision,
+                    };
+                    return Triggered::Retry(retry_in, format!("handed back: {why}"), revision);
+                }
                 Err(e) => return Triggered::Retry(e.retry_in().unwrap_or(RETRY), e.to_string(), read.revision),
             }
         };
@@ -331,10 +359,12 @@ impl Sink {
                 },
                 OnFollowUp::Cancel => {
                     let mut cancelled = read.record.moved(PageState::Cancelled, Timestamp::now());
-                    cancelled.note = Some(if read.record.state == PageState::Below {
-                        format!("{label:?} below the paging threshold: never paged")
-                    } else {
-                        format!("{label:?} before business hours: never paged")
+                    cancelled.note = Some(match read.record.state {
+                        PageState::Below => format!("{label:?} below the paging threshold: never paged"),
+                        PageState::Claimed => {
+                            format!("{label:?} while waiting for its turn within the vendor's rate limit: never paged")
+                        }
+                        _ => format!("{label:?} before business hours: never paged"),
                     });
                     (cancelled, FollowUpOutcome::Cancelled)
                 }

@@ -103,6 +103,12 @@ pub struct PageRecord {
     /// dead-lettered): the reconciler sends it again until the vendor holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsent: Option<FollowUp>,
+    /// A claim whose trigger never left: its turn with the credential's limit was further
+    /// than the sink waits, and the fact was handed back to the bus until then. An
+    /// acknowledge or resolve meanwhile cancels the page (nobody is paged for an incident
+    /// already handled); the delivery that comes back claims it again before sending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_back: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -147,6 +153,7 @@ impl PageRecord {
             severity_at: None,
             notes: Vec::new(),
             unsent: None,
+            handed_back: false,
         }
     }
 
@@ -176,7 +183,13 @@ impl PageRecord {
     /// The record moved to `state` at `now`. The incident is kept whatever the state: a
     /// reopen or a raised severity can page it again.
     pub fn moved(&self, state: PageState, now: Timestamp) -> Self {
-        Self { state, updated_at: now, due: if state == PageState::Deferred { self.due } else { None }, ..self.clone() }
+        Self {
+            state,
+            updated_at: now,
+            due: if state == PageState::Deferred { self.due } else { None },
+            handed_back: false,
+            ..self.clone()
+        }
     }
 }
 
