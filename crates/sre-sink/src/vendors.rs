@@ -47,6 +47,12 @@ use tokio_util::sync::CancellationToken;
 /// to the bus until then. Nearer ones (a near-limit pause, the next grant of a busy
 /// window) are waited for: each hand-back costs the fact a delivery of its `max_deliver`.
 pub const HAND_BACK_OVER: Duration = Duration::from_secs(5);
+/// A grant held for a handed-back fact that comes back later than this after its turn is
+/// given up (it stays counted where it was) and a new one taken: used late, its request
+/// would reach the vendor later than the window counts it, and the grants given out after
+/// it could then make one too many in the vendor's minute. Within this, the window's margin
+/// (2%) covers it.
+pub const LATE_GRANT: Duration = Duration::from_secs(1);
 /// How old a replica's knowledge of a credential's shared pause may be.
 pub const PAUSE_FRESH: Duration = Duration::from_secs(2);
 /// Grants reserved for facts that never came back (another replica took them) are
@@ -364,6 +370,7 @@ impl<P: Vendor> Vendors<P> {
         let id = (vendor, credential.to_owned(), fact);
         let now = Instant::now();
         let held = self.grants.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let held = held.filter(|at| now.saturating_duration_since(*at) <= LATE_GRANT);
         let Some(at) = held.or_else(|| upstream.reserve()) else { return Ok(false) };
         if at > now + HAND_BACK_OVER {
             let mut grants = self.grants.lock().unwrap_or_else(PoisonError::into_inner);
@@ -505,6 +512,25 @@ mod tests {
         assert_eq!(vendors.ready(Tool::Tracker), Err("credentials refused: 401".into()));
         vendors.credentials_checked(Tool::Tracker, Ok(()));
         assert_eq!(vendors.ready(Tool::Tracker), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handed_back_fact_uses_its_grant_on_time_and_takes_a_new_one_when_late() {
+        let vendors = Vendors::new([(Tool::Pager, 1), (Tool::Tracker, 0)]);
+        let send = |fact| for_fact(fact, vendors.call(Tool::Pager, "pd", || async { Ok::<_, Down>(()) }));
+        assert!(send(1).await.is_ok());
+        let Err(CallError::Deferred { retry_in, .. }) = send(2).await else { panic!("the second in the minute waits") };
+        let Err(CallError::Deferred { retry_in: third, .. }) = send(3).await else { panic!("and the third") };
+        // Back on time: its held grant is used.
+        tokio::time::advance(retry_in).await;
+        assert!(send(2).await.is_ok());
+        // Back 5 s late: its grant is given up and the next free one (after fact 2's
+        // minute) reserved instead; sent now, it would be one too many in the vendor's minute.
+        tokio::time::advance(third - retry_in + Duration::from_secs(5)).await;
+        match send(3).await {
+            Err(CallError::Deferred { retry_in, .. }) => assert!(retry_in > Duration::from_secs(50), "{retry_in:?}"),
+            other => panic!("a late grant is not used: {other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
