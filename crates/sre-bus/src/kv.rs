@@ -95,6 +95,8 @@ pub struct KvEntry {
 #[derive(Debug, Clone)]
 pub struct Kv {
     store: kv::Store,
+    /// For the inbox a listing's consumer delivers to.
+    client: async_nats::Client,
     reach: crate::Reachability,
 }
 
@@ -120,7 +122,7 @@ impl Kv {
                 reach.failed(e.to_string());
             }
         }
-        opened.map(|store| Self { store, reach })
+        opened.map(|store| Self { store, client: bus.jetstream().client(), reach })
     }
 
     async fn open_inner(bus: &Bus, config: KvConfig) -> Result<kv::Store, KvError> {
@@ -231,7 +233,11 @@ impl Kv {
     /// replica keeps beside its records (a lease, a shared pause), whose reads a single
     /// surviving node can answer and must not make the bucket look writable to readiness.
     pub fn unwatched(&self) -> Self {
-        Self { store: self.store.clone(), reach: crate::Reachability::new(format!("{} (unwatched)", self.store.name)) }
+        Self {
+            store: self.store.clone(),
+            client: self.client.clone(),
+            reach: crate::Reachability::new(format!("{} (unwatched)", self.store.name)),
+        }
     }
 
     /// Reads a key; deleted and purged keys read as absent.
@@ -281,6 +287,58 @@ impl Kv {
             }
         }
         Ok(out)
+    }
+
+    /// The latest value of every key under `prefix` (a key prefix ending in `.`; deleted
+    /// keys excluded), read in one pass of an ordered consumer (the last message of each
+    /// key) rather than a read per key: what a pass over thousands of records costs the
+    /// bus. The permissions it needs are those of [`Kv::keys`].
+    pub async fn entries(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, KvError> {
+        let entries = self.entries_inner(prefix).await;
+        self.seen(entries)
+    }
+
+    async fn entries_inner(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, KvError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
+        use futures::StreamExt;
+        let unavailable = |e: &dyn std::fmt::Display| KvError::Unavailable(e.to_string());
+        // `a.b.` lists `a.b.>`; anything else is filtered here from the whole bucket.
+        let filter = if prefix.ends_with('.') { format!("{prefix}>") } else { ">".to_owned() };
+        let consumer = self
+            .store
+            .stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                description: Some("sre-bus kv listing".to_owned()),
+                filter_subject: format!("{}{filter}", self.store.prefix),
+                replay_policy: ReplayPolicy::Instant,
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable(&e))?;
+            let info = message.info().map_err(|e| unavailable(&e))?;
+            let (revision, last) = (info.stream_sequence, info.pending == 0);
+            let deleted = message.headers.as_ref().is_some_and(|h| {
+                h.get("KV-Operation").is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+                    || h.get("Nats-Marker-Reason").is_some()
+            });
+            let key = message.subject.strip_prefix(self.store.prefix.as_str()).unwrap_or_default();
+            if !deleted && key.starts_with(prefix) && key != PROBE_KEY {
+                out.push((key.to_owned(), KvEntry { value: message.payload.clone(), revision }));
+            }
+            if last {
+                return Ok(out);
+            }
+        }
+        Err(KvError::Unavailable("the listing ended before the bucket's last key".to_owned()))
     }
 
     /// Deletes a key.

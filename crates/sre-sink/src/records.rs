@@ -189,14 +189,15 @@ impl<R: Record> Records<R> {
     /// Every record of this kind (`<prefix>.*`), in no particular order; one that does not
     /// decode is skipped with a warning (the facts about it are dead-lettered naming it).
     pub async fn list(&self) -> Result<Vec<Read<R>>, RecordError> {
-        let keys = self.kv.keys(&format!("{}.", R::PREFIX)).await?;
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.get_key(&key).await {
-                Ok(Some(read)) => records.push(read),
-                Ok(None) => {}
-                Err(e @ RecordError::Corrupt { .. }) => tracing::warn!(error = %e, "record skipped"),
-                Err(e) => return Err(e),
+        let entries = self.kv.entries(&format!("{}.", R::PREFIX)).await?;
+        let mut records = Vec::with_capacity(entries.len());
+        for (key, entry) in entries {
+            match serde_json::from_slice(&entry.value) {
+                Ok(record) => records.push(Read { record, revision: entry.revision }),
+                Err(e) => {
+                    let e = RecordError::Corrupt { key, reason: e.to_string() };
+                    tracing::warn!(error = %e, "record skipped");
+                }
             }
         }
         Ok(records)

@@ -453,6 +453,34 @@ async fn kv_compare_and_set() {
 }
 
 #[tokio::test]
+async fn kv_lists_the_latest_value_of_each_key_under_a_prefix_in_one_pass() {
+    let server = NatsServer::start().expect("nats-server");
+    let bus = bus(&server).await;
+    let config = KvConfig {
+        bucket: "test_listing".into(),
+        description: "records and an index".into(),
+        max_age: Duration::ZERO,
+        history: 5,
+        replicas: sre_bus::Replicas::Auto,
+    };
+    let kv = Kv::open(&bus, config).await.expect("bucket");
+    assert_eq!(kv.entries("page.").await.expect("an empty listing answers"), vec![]);
+    for i in 0..300 {
+        kv.put(&format!("page.inc-{i}"), format!("v1-{i}").into()).await.expect("put");
+    }
+    let latest = kv.put("page.inc-7", "v2-7".into()).await.expect("a second revision");
+    kv.delete("page.inc-8").await.expect("delete");
+    kv.put("due.inc-9", "".into()).await.expect("another prefix");
+    kv.put("pagex.inc-1", "".into()).await.expect("a key that only starts alike");
+    let listed = kv.entries("page.").await.expect("listing");
+    assert_eq!(listed.len(), 299, "each key once, the deleted one left out, no other prefix");
+    let seven = listed.iter().find(|(k, _)| k == "page.inc-7").expect("page.inc-7");
+    assert_eq!((seven.1.value.as_ref(), seven.1.revision), (&b"v2-7"[..], latest), "its latest value and revision");
+    assert!(listed.iter().all(|(k, _)| k.starts_with("page.") && k != "page.inc-8"));
+    assert_eq!(kv.entries("due.").await.expect("listing").len(), 1);
+}
+
+#[tokio::test]
 async fn publishes_keep_many_acks_in_flight() {
     let server = NatsServer::start().expect("nats-server");
     let bus = bus(&server).await;
