@@ -134,6 +134,10 @@ pub struct Vendors<P: Vendor> {
     shared: OnceLock<sre_bus::Kv>,
     /// Told of every grant, so [`Vendors::keep_windows`] writes the windows again.
     granted: tokio::sync::Notify,
+    /// The vendors whose credentials take one request at a time ([`Vendors::one_at_a_time`]),
+    /// and each such credential's turn.
+    serial: std::collections::BTreeSet<P>,
+    turns: Mutex<HashMap<(P, String), std::sync::Arc<tokio::sync::Semaphore>>>,
     verdicts: Mutex<BTreeMap<P, Result<(), String>>>,
     seconds: Family<VendorLabels, Histogram>,
 }
@@ -164,9 +168,32 @@ impl<P: Vendor> Vendors<P> {
             pauses: Mutex::new(HashMap::new()),
             shared: OnceLock::new(),
             granted: tokio::sync::Notify::new(),
+            serial: std::collections::BTreeSet::new(),
+            turns: Mutex::new(HashMap::new()),
             verdicts: Mutex::new(BTreeMap::new()),
             seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 12))),
         }
+    }
+
+    /// Makes `vendor`'s calls one at a time per credential, in this replica (the sender):
+    /// GitHub asks for a token's requests to be made serially, not concurrently, to stay
+    /// clear of its secondary limits. The rest go on meanwhile.
+    #[must_use]
+    pub fn one_at_a_time(mut self, vendor: P) -> Self {
+        self.serial.insert(vendor);
+        self
+    }
+
+    /// The turn of a serial vendor's credential (`None` for the others).
+    fn serial_turn(&self, vendor: P, credential: &str) -> Option<std::sync::Arc<tokio::sync::Semaphore>> {
+        if !self.serial.contains(&vendor) {
+            return None;
+        }
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        let turn = turns
+            .entry((vendor, credential.to_owned()))
+            .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
+        Some(turn.clone())
     }
 
     /// Registers `<prefix>_vendor_seconds{provider}`, each configured vendor's series at 0.
@@ -400,6 +427,13 @@ impl<P: Vendor> Vendors<P> {
             }
             tokio::time::sleep(left).await;
         }
+        // A serial credential's request waits for the one before it to be answered, taken
+        // before the rate turn so the request leaves when its grant is counted.
+        let serial = self.serial_turn(vendor, credential);
+        let _one = match &serial {
+            Some(turn) => turn.acquire().await.ok(),
+            None => None,
+        };
         let granted = match self.turn(vendor, credential, &upstream).await {
             Ok(granted) => granted,
             Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
@@ -512,6 +546,36 @@ mod tests {
         assert_eq!(vendors.ready(Tool::Tracker), Err("credentials refused: 401".into()));
         vendors.credentials_checked(Tool::Tracker, Ok(()));
         assert_eq!(vendors.ready(Tool::Tracker), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_serial_credential_takes_one_request_at_a_time_and_the_others_go_on() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let vendors = Vendors::new([(Tool::Pager, 0), (Tool::Tracker, 0)]).one_at_a_time(Tool::Tracker);
+        let (now, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let request = || async {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Down>(())
+        };
+        let started = Instant::now();
+        let token = futures::future::join_all((0..5).map(|_| vendors.call(Tool::Tracker, "gh-token", request))).await;
+        assert!(token.iter().all(Result::is_ok));
+        assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once on one token");
+        assert_eq!(started.elapsed(), Duration::from_millis(500), "one after the other");
+        // Two tokens, and a vendor without the rule: concurrent.
+        most.store(0, Ordering::SeqCst);
+        let started = Instant::now();
+        let _ = futures::future::join(
+            vendors.call(Tool::Tracker, "gh-token", request),
+            vendors.call(Tool::Tracker, "gh-other-token", request),
+        )
+        .await;
+        let _ = futures::future::join_all((0..3).map(|_| vendors.call(Tool::Pager, "pd", request))).await;
+        assert_eq!(most.load(Ordering::SeqCst), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]

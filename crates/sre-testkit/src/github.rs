@@ -15,6 +15,7 @@
 //! until [`FakeGithub::release_webhooks`] delivers them late.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -130,6 +131,8 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct FakeGithub {
     state: Shared,
     latency: crate::vendor::Latency,
+    /// Requests in service now, and the most at once.
+    at_once: Arc<(AtomicUsize, AtomicUsize)>,
     url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -566,10 +569,36 @@ impl FakeGithub {
             .with_state(state.clone());
         let latency = crate::vendor::Latency::default();
         let app = latency.wrap(app);
+        // Requests being served at once (their latency included), and the most seen.
+        let at_once = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let app = app.layer(axum::middleware::from_fn({
+            let at_once = at_once.clone();
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let at_once = at_once.clone();
+                async move {
+                    let now = at_once.0.fetch_add(1, Ordering::SeqCst) + 1;
+                    at_once.1.fetch_max(now, Ordering::SeqCst);
+                    let answer = next.run(req).await;
+                    at_once.0.fetch_sub(1, Ordering::SeqCst);
+                    answer
+                }
+            }
+        }));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { state, latency, url, task })
+        Ok(Self { state, latency, at_once, url, task })
+    }
+
+    /// Every request from now on waits `delay` before it is handled.
+    pub fn set_latency(&self, delay: std::time::Duration) {
+        self.latency.set(delay);
+    }
+
+    /// The most requests served at once so far (GitHub asks for a token's requests one
+    /// at a time; it does not refuse a second, so neither does this server).
+    pub fn most_at_once(&self) -> usize {
+        self.at_once.1.load(Ordering::SeqCst)
     }
 
     /// Holds every answer back for `delay` after the request was carried out (the issue

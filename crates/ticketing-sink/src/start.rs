@@ -27,7 +27,9 @@ pub async fn start(ctx: ServiceContext<Valid>) -> anyhow::Result<Router> {
         tracing::warn!("dry_run is on: tickets are logged, not sent");
     }
     let trackers = trackers(integration, &ctx.secrets)?;
-    let vendors = Vendors::new(trackers.keys().map(|p| (*p, requests_per_minute(integration, *p))));
+    // GitHub asks for one request at a time per token (its secondary limits).
+    let vendors = Vendors::new(trackers.keys().map(|p| (*p, requests_per_minute(integration, *p))))
+        .one_at_a_time(Provider::Github);
     let metrics = metrics::TicketMetrics::default();
     ctx.metrics.register(|r| metrics.register(r));
     metrics.prime(trackers.keys().copied());

@@ -292,6 +292,8 @@ async fn github_issues_with_two_replicas_and_a_rate_limit() {
     let b = s.sink("ticketing-b");
 
     gh.fail_next(&[Fault::PrimaryRateLimit(1), Fault::SecondaryRateLimit(1)]);
+    // Slow enough that requests made concurrently would overlap at GitHub.
+    gh.set_latency(Duration::from_millis(150));
     for i in 0..10 {
         s.created(&format!("inc-{i}"), "checkout-api", &format!("f-{i}")).await;
         s.created(&format!("inc-{i}"), "checkout-api", &format!("f-{i}-again")).await;
@@ -303,6 +305,7 @@ async fn github_issues_with_two_replicas_and_a_rate_limit() {
     })
     .await;
     assert_eq!(gh.issues().len(), 10, "one issue per incident across two replicas");
+    assert_eq!(gh.most_at_once(), 1, "the token's requests one at a time, as GitHub asks");
     let first = gh.issues().into_iter().find(|i| i.body.contains("sre-incident-inc-0")).expect("marker in the body");
     assert_eq!(first.labels, ["sre-incident"]);
 
