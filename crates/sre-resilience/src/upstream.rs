@@ -173,8 +173,10 @@ impl Upstream {
 
     /// [`Upstream::call`] for work that can wait elsewhere (a fact, handed back to its bus):
     /// the first attempt uses the caller's grant when `granted`, and no wait longer than
-    /// `hand_back_over` is slept through: a retry whose grant or backoff is further away
-    /// ends the call ([`CallError::Deferred`], or [`CallError::Exhausted`] with the wait).
+    /// `hand_back_over` is slept through: a wait further away ends the call with that
+    /// wait: [`CallError::Deferred`] when nothing went out (the first attempt's turn), else
+    /// [`CallError::Exhausted`] with the last attempt's error (the vendor may have acted
+    /// on it, so the caller must not take it as never sent).
     pub async fn call_handing_back<T, E, F, Fut>(
         &self,
         op: F,
@@ -203,6 +205,9 @@ impl Upstream {
         let started = Instant::now();
         let policy = &self.config.backoff;
         let mut attempt = 0u32;
+        // The last attempt's error: once one went out, a retry handed back is not "nothing
+        // sent" (the vendor may have acted on it), and says so.
+        let mut last: Option<E> = None;
         loop {
             attempt += 1;
             let permit =
@@ -215,9 +220,9 @@ impl Upstream {
                         let now = Instant::now();
                         let at = limiter.reserve();
                         if at > now + most {
-                            return Err(CallError::Deferred {
-                                retry_in: at - now,
-                                why: "rate limit of the credential",
+                            return Err(match last.take() {
+                                Some(last) => CallError::Exhausted { last, attempts: attempt - 1, retry_in: at - now },
+                                None => CallError::Deferred { retry_in: at - now, why: "rate limit of the credential" },
                             });
                         }
                         tokio::time::sleep_until(at).await;
@@ -255,6 +260,7 @@ impl Upstream {
                 wait_ms = wait.as_millis() as u64,
                 "retrying"
             );
+            last = Some(err);
             tokio::time::sleep(wait).await;
         }
     }
@@ -414,5 +420,34 @@ mod tests {
         let (out, times) = script(&up, vec![]).await;
         assert!(matches!(out, Err(CallError::CircuitOpen { .. })));
         assert!(times.is_empty(), "nothing was sent");
+    }
+
+    /// Handing back: nothing sent is `Deferred`; a retry handed back after an attempt went
+    /// out is `Exhausted` with that attempt's error (the vendor may have acted on it).
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_handed_back_says_an_attempt_went_out() {
+        let up = Upstream::with_jitter(
+            UpstreamConfig {
+                rate_limit: std::num::NonZeroU32::new(2).map(RateLimit::per_minute),
+                ..upstream(5).config.clone()
+            },
+            Arc::new(|| 1.0),
+        );
+        let tries = AtomicU32::new(0);
+        let failing = || {
+            tries.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(E(ErrorClass::Transient, None)) }
+        };
+        let most = Duration::from_secs(5);
+        match up.call_handing_back(failing, false, most).await {
+            Err(CallError::Exhausted { attempts: 2, retry_in, .. }) => assert!(retry_in > Duration::from_secs(50)),
+            other => panic!("two attempts went out, the third's turn is a minute away: {other:?}"),
+        }
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
+        match up.call_handing_back(failing, false, most).await {
+            Err(CallError::Deferred { retry_in, .. }) => assert!(retry_in > Duration::from_secs(50)),
+            other => panic!("nothing went out: {other:?}"),
+        }
+        assert_eq!(tries.load(Ordering::SeqCst), 2);
     }
 }
