@@ -77,7 +77,7 @@ pub fn on_follow_up(action: FollowUp, reopen_count: u32, record: Option<&PageRec
     match (record.map(|r| r.state), action) {
         (None, _) => OnFollowUp::NotPaged,
         (Some(PageState::Deferred | PageState::Below), _) => OnFollowUp::Cancel,
-        (Some(PageState::Claimed), _) if record.is_some_and(|r| r.handed_back) => OnFollowUp::Cancel,
+        (Some(PageState::Claimed), _) if record.is_some_and(|r| r.handed_back.is_some()) => OnFollowUp::Cancel,
         (Some(PageState::Claimed), _) => OnFollowUp::FinishTrigger,
         (Some(PageState::Paged), _) | (Some(PageState::Acknowledged), FollowUp::Resolve) => OnFollowUp::Send,
         (Some(PageState::Acknowledged | PageState::Resolved | PageState::Cancelled | PageState::Failed), _) => {
@@ -439,10 +439,14 @@ mod tests {
         // A claim whose trigger was handed back before it left (the rate limit): nobody
         // has been paged, so a follow-up cancels it rather than page and then resolve.
         let mut back = record(PageState::Claimed, Severity::Critical, night());
-        back.handed_back = true;
+        back.handed_back = Some(night() + SignedDuration::from_secs(60));
         assert_eq!(on_follow_up(FollowUp::Acknowledge, 0, Some(&back)), Cancel);
         assert_eq!(on_follow_up(FollowUp::Resolve, 0, Some(&back)), Cancel);
-        assert!(!back.moved(PageState::Paged, night()).handed_back, "a move ends the hand-back");
+        assert_eq!(back.moved(PageState::Paged, night()).handed_back, None, "a move ends the hand-back");
+        // Alive until its fact comes back: the scan does not take it for a stale claim.
+        let policy = policy();
+        assert_eq!(on_due(&back, &policy, night() + SignedDuration::from_secs(65)), OnDue::Skip);
+        assert_eq!(on_due(&back, &policy, night() + SignedDuration::from_secs(75)), OnDue::FireAgain);
     }
 
     #[test]

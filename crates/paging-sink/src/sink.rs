@@ -143,8 +143,10 @@ impl Sink {
     }
 
     /// Sends the trigger of a claimed record, renewing the claim meanwhile, and records
-    /// the outcome.
-    async fn trigger(&self, read: &Read) -> Triggered {
+    /// the outcome. `own`: the claim is this delivery's (it made it, or it is its fact's
+    /// own claim come back), so a turn handed back is written on it; a follow-up finishing
+    /// another delivery's claim leaves the claim as it is.
+    async fn trigger(&self, read: &Read, own: bool) -> Triggered {
         let record = &read.record;
         let target = &record.target;
         let Some(incident) = record.incident() else {
@@ -160,11 +162,11 @@ impl Sink {
                 (Ok(p), Ok(d)) => (p, d),
                 (Err(e), _) | (_, Err(e)) => return self.fail(&read, e).await,
             };
-            if read.record.handed_back {
+            if read.record.handed_back.is_some() {
                 // Claimed again before the trigger leaves: an acknowledge or resolve that
                 // cancelled it meanwhile wins, and then nobody is paged.
                 let mut again = read.record.clone();
-                again.handed_back = false;
+                again.handed_back = None;
                 again.updated_at = Timestamp::now();
                 // The record as it is (its `due.` marker too): a first claim stays out of
                 // the scan's index, which would otherwise take it for a stale claim.
@@ -185,10 +187,12 @@ impl Sink {
             match result {
                 Ok(accepted) => accepted.reference,
                 Err(CallError::Permanent(e)) => return self.fail(&read, e.to_string()).await,
-                Err(CallError::Deferred { retry_in, why }) => {
-                    // Nothing left: say so in the record, so a follow-up meanwhile cancels it.
+                Err(CallError::Deferred { retry_in, why }) if own => {
+                    // Nothing left: say so in the record, with when the fact comes back, so a
+                    // follow-up meanwhile cancels it and the scan leaves it until then.
                     let mut back = read.record.clone();
-                    back.handed_back = true;
+                    let returns = jiff::SignedDuration::try_from(retry_in).unwrap_or_default();
+                    back.handed_back = Some(Timestamp::now() + returns);
                     let revision = match self.pages.records().update(&back, read.revision).await {
                         Ok(revision) => revision,
                         Err(_) => read.revision,
@@ -198,18 +202,31 @@ impl Sink {
                 Err(e) => return Triggered::Retry(e.retry_in().unwrap_or(RETRY), e.to_string(), read.revision),
             }
         };
-        let mut paged = read.record.moved(PageState::Paged, Timestamp::now());
-        paged.reference = Some(reference);
-        match self.pages.update(&paged, read.revision).await {
-            // A changed revision means another delivery or replica recorded it first.
-            Ok(_) | Err(RecordError::WrongRevision) => {
-                tracing::info!(incident_id = %paged.incident_id, provider = target.provider.name(), route = %target.route, "paged");
-                Triggered::Paged
+        let mut current = read;
+        for _ in 0..MAX_STEPS {
+            let mut paged = current.record.moved(PageState::Paged, Timestamp::now());
+            paged.reference = Some(reference.clone());
+            match self.pages.update(&paged, current.revision).await {
+                Ok(_) => break,
+                // Changed meanwhile: recorded by another delivery or replica (done), or still
+                // a claim (another delivery's write on it): record the page on it as it is.
+                Err(RecordError::WrongRevision) => match self.pages.get(&current.record.incident_id).await {
+                    Ok(Some(now)) if now.record.state == PageState::Claimed => current = now,
+                    _ => break,
+                },
+                // Paged but not recorded: a retry sends the trigger again, which the vendor
+                // merges into the open alert (same dedup key).
+                Err(e) => {
+                    return Triggered::Retry(
+                        RETRY,
+                        format!("paged, but the record was not saved: {e}"),
+                        current.revision,
+                    );
+                }
             }
-            // Paged but not recorded: a retry sends the trigger again, which the vendor
-            // merges into the open alert (same dedup key).
-            Err(e) => Triggered::Retry(RETRY, format!("paged, but the record was not saved: {e}"), read.revision),
         }
+        tracing::info!(incident_id = %current.record.incident_id, provider = target.provider.name(), route = %target.route, "paged");
+        Triggered::Paged
     }
 
     async fn fail(&self, read: &Read, reason: String) -> Triggered {
@@ -223,7 +240,12 @@ impl Sink {
     }
 
     async fn settle_trigger(&self, provider: Provider, read: &Read, success: PageOutcome) -> Disposition {
-        match self.trigger(read).await {
+        self.settle_trigger_as(provider, read, success, true).await
+    }
+
+    /// [`Self::settle_trigger`]; `own` as for [`Self::trigger`].
+    async fn settle_trigger_as(&self, provider: Provider, read: &Read, success: PageOutcome, own: bool) -> Disposition {
+        match self.trigger(read, own).await {
             Triggered::Paged => {
                 self.metrics.page(provider, if self.dry_run() { PageOutcome::DryRun } else { success });
                 Disposition::Ack
@@ -350,13 +372,15 @@ impl Sink {
                     self.metrics.follow_up(provider, label, FollowUpOutcome::Duplicate);
                     return Disposition::Ack;
                 }
-                OnFollowUp::FinishTrigger => match self.settle_trigger(provider, &read, PageOutcome::Paged).await {
-                    Disposition::Ack => continue,
-                    other => {
-                        self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
-                        return other;
+                OnFollowUp::FinishTrigger => {
+                    match self.settle_trigger_as(provider, &read, PageOutcome::Paged, false).await {
+                        Disposition::Ack => continue,
+                        other => {
+                            self.metrics.follow_up(provider, label, FollowUpOutcome::Retried);
+                            return other;
+                        }
                     }
-                },
+                }
                 OnFollowUp::Cancel => {
                     let mut cancelled = read.record.moved(PageState::Cancelled, Timestamp::now());
                     cancelled.note = Some(match read.record.state {
@@ -973,7 +997,7 @@ impl Sink {
                 }
             };
             let provider = claimed.record.target.provider;
-            match self.trigger(&claimed).await {
+            match self.trigger(&claimed, true).await {
                 Triggered::Paged => {
                     fired += 1;
                     self.metrics.page(provider, if self.dry_run() { PageOutcome::DryRun } else { PageOutcome::Fired });

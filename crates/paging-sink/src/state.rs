@@ -103,12 +103,13 @@ pub struct PageRecord {
     /// dead-lettered): the reconciler sends it again until the vendor holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsent: Option<FollowUp>,
-    /// A claim whose trigger never left: its turn with the credential's limit was further
-    /// than the sink waits, and the fact was handed back to the bus until then. An
-    /// acknowledge or resolve meanwhile cancels the page (nobody is paged for an incident
-    /// already handled); the delivery that comes back claims it again before sending.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub handed_back: bool,
+    /// A claim whose trigger never left, with when its fact comes back: its turn with the
+    /// credential's limit was further than the sink waits, and the fact was handed back to
+    /// the bus until then. An acknowledge or resolve meanwhile cancels the page (nobody is
+    /// paged for an incident already handled); the delivery that comes back claims it
+    /// again before sending. The claim counts as alive until then (the scan leaves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_back: Option<Timestamp>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -153,7 +154,7 @@ impl PageRecord {
             severity_at: None,
             notes: Vec::new(),
             unsent: None,
-            handed_back: false,
+            handed_back: None,
         }
     }
 
@@ -187,7 +188,7 @@ impl PageRecord {
             state,
             updated_at: now,
             due: if state == PageState::Deferred { self.due } else { None },
-            handed_back: false,
+            handed_back: None,
             ..self.clone()
         }
     }
@@ -204,7 +205,7 @@ impl Record for PageRecord {
 /// trigger is in flight: the sign of life the claim rule reads.
 impl Claim for PageRecord {
     fn last_alive(&self) -> Option<Timestamp> {
-        (self.state == PageState::Claimed).then_some(self.updated_at)
+        (self.state == PageState::Claimed).then_some(self.updated_at.max(self.handed_back.unwrap_or(self.updated_at)))
     }
 
     fn renew(&mut self, now: Timestamp) {
