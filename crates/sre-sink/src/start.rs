@@ -316,6 +316,7 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "fact consumer stopped");
                 }
+                vendors.stand_by();
                 if !cancel.is_cancelled() {
                     tracing::info!("no longer the sender: facts handed back, standing by");
                 }

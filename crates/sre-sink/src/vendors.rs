@@ -134,6 +134,9 @@ pub struct Vendors<P: Vendor> {
     shared: OnceLock<sre_bus::Kv>,
     /// Told of every grant, so [`Vendors::keep_windows`] writes the windows again.
     granted: tokio::sync::Notify,
+    /// This sender has taken on its predecessor's windows ([`Vendors::adopt_windows`]):
+    /// only then are its own written over them.
+    adopted: std::sync::atomic::AtomicBool,
     /// The vendors whose credentials take one request at a time ([`Vendors::one_at_a_time`]),
     /// and each such credential's turn.
     serial: std::collections::BTreeSet<P>,
@@ -168,6 +171,7 @@ impl<P: Vendor> Vendors<P> {
             pauses: Mutex::new(HashMap::new()),
             shared: OnceLock::new(),
             granted: tokio::sync::Notify::new(),
+            adopted: std::sync::atomic::AtomicBool::new(false),
             serial: std::collections::BTreeSet::new(),
             turns: Mutex::new(HashMap::new()),
             verdicts: Mutex::new(BTreeMap::new()),
@@ -287,7 +291,9 @@ impl<P: Vendor> Vendors<P> {
                 () = cancel.cancelled() => break,
                 () = self.granted.notified() => {}
             }
-            if lead.leading() {
+            // Not before the predecessor's windows are taken on: a job's first call right
+            // after the lease was taken would otherwise write over them unread.
+            if lead.leading() && self.adopted.load(std::sync::atomic::Ordering::SeqCst) {
                 write(serde_json::to_vec(&self.windows(&holder)).unwrap_or_default(), None).await;
             }
         }
@@ -302,6 +308,18 @@ impl<P: Vendor> Vendors<P> {
     /// lease, so every credential's limit holds across the handover; returns how many
     /// credentials. Its own windows (the lease taken again) are not counted twice.
     pub async fn adopt_windows(&self, holder: &str) -> usize {
+        let adopted = self.adopt_windows_inner(holder).await;
+        self.adopted.store(true, std::sync::atomic::Ordering::SeqCst);
+        adopted
+    }
+
+    /// This replica no longer sends: its windows are not written again until it has taken
+    /// on the next predecessor's.
+    pub fn stand_by(&self) {
+        self.adopted.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    async fn adopt_windows_inner(&self, holder: &str) -> usize {
         let Some(kv) = self.shared.get() else { return 0 };
         let entry = match tokio::time::timeout(WINDOWS_WITHIN, kv.get(WINDOWS_KEY)).await {
             Ok(Ok(entry)) => entry,
@@ -421,19 +439,30 @@ impl<P: Vendor> Vendors<P> {
         Fut: Future<Output = Result<T, E>>,
     {
         let upstream = self.upstream(vendor, credential);
+        let in_fact = FACT.try_with(|_| ()).is_ok();
+        // A serial credential's request waits for the one before it to be answered (within
+        // a fact, no longer than a turn is waited for), then for a pause that answer asked
+        // for, then for its rate turn, so it leaves when its grant is counted.
+        let serial = self.serial_turn(vendor, credential);
+        let _one = match &serial {
+            Some(turn) if in_fact => match tokio::time::timeout(HAND_BACK_OVER, turn.acquire()).await {
+                Ok(permit) => permit.ok(),
+                Err(_) => {
+                    return Err(CallError::Deferred {
+                        retry_in: HAND_BACK_OVER,
+                        why: "the credential's previous request still running",
+                    });
+                }
+            },
+            Some(turn) => turn.acquire().await.ok(),
+            None => None,
+        };
         if let Some(left) = self.paused_for(vendor, credential).await {
-            if left > HAND_BACK_OVER && FACT.try_with(|_| ()).is_ok() {
+            if left > HAND_BACK_OVER && in_fact {
                 return Err(CallError::Deferred { retry_in: left, why: "the vendor asked to slow down" });
             }
             tokio::time::sleep(left).await;
         }
-        // A serial credential's request waits for the one before it to be answered, taken
-        // before the rate turn so the request leaves when its grant is counted.
-        let serial = self.serial_turn(vendor, credential);
-        let _one = match &serial {
-            Some(turn) => turn.acquire().await.ok(),
-            None => None,
-        };
         let granted = match self.turn(vendor, credential, &upstream).await {
             Ok(granted) => granted,
             Err(retry_in) => return Err(CallError::Deferred { retry_in, why: "rate limit of the credential" }),
@@ -441,7 +470,6 @@ impl<P: Vendor> Vendors<P> {
         // The window changed (this grant), or will within the call (a grant taken by it).
         self.granted.notify_one();
         let started = tokio::time::Instant::now();
-        let in_fact = FACT.try_with(|_| ()).is_ok();
         let call = async {
             if in_fact {
                 upstream.call_handing_back(op, granted, HAND_BACK_OVER).await
