@@ -91,6 +91,9 @@ pub struct KvEntry {
     pub revision: u64,
 }
 
+/// The longest a listing ([`Kv::entries`]) may take before it is given up.
+const LISTING_WITHIN: Duration = Duration::from_secs(60);
+
 /// A key-value bucket; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Kv {
@@ -294,7 +297,9 @@ impl Kv {
     /// key) rather than a read per key: what a pass over thousands of records costs the
     /// bus. The permissions it needs are those of [`Kv::keys`].
     pub async fn entries(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, KvError> {
-        let entries = self.entries_inner(prefix).await;
+        let entries = tokio::time::timeout(LISTING_WITHIN, self.entries_inner(prefix))
+            .await
+            .unwrap_or_else(|_| Err(KvError::Unavailable(format!("the listing took longer than {LISTING_WITHIN:?}"))));
         self.seen(entries)
     }
 
@@ -317,9 +322,12 @@ impl Kv {
             })
             .await
             .map_err(|e| unavailable(&e))?;
-        let mut out = Vec::new();
+        // By key, the latest revision winning: writes made during the listing are delivered
+        // too, and an ordered consumer that resets starts again from a sequence, not from
+        // each key's last message.
+        let mut out: std::collections::HashMap<String, (u64, Option<KvEntry>)> = std::collections::HashMap::new();
         if consumer.cached_info().num_pending == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         while let Some(message) = messages.next().await {
@@ -331,11 +339,13 @@ impl Kv {
                     || h.get("Nats-Marker-Reason").is_some()
             });
             let key = message.subject.strip_prefix(self.store.prefix.as_str()).unwrap_or_default();
-            if !deleted && key.starts_with(prefix) && key != PROBE_KEY {
-                out.push((key.to_owned(), KvEntry { value: message.payload.clone(), revision }));
+            if key.starts_with(prefix) && key != PROBE_KEY && out.get(key).is_none_or(|(at, _)| *at < revision) {
+                // A deletion is kept as such, so an older write met afterwards stays gone.
+                let entry = (!deleted).then(|| KvEntry { value: message.payload.clone(), revision });
+                out.insert(key.to_owned(), (revision, entry));
             }
             if last {
-                return Ok(out);
+                return Ok(out.into_iter().filter_map(|(key, (_, entry))| entry.map(|e| (key, e))).collect());
             }
         }
         Err(KvError::Unavailable("the listing ended before the bucket's last key".to_owned()))
