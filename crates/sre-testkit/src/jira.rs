@@ -47,6 +47,8 @@ pub enum Flavor {
 /// One issue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
+    /// Jira's id (`10001`), as create answers it.
+    pub id: String,
     /// `OPS-1`.
     pub key: String,
     /// Project key.
@@ -116,6 +118,8 @@ struct Inner {
     issues: Vec<Issue>,
     faults: VecDeque<(u16, Option<u64>)>,
     search_lag: Duration,
+    /// Searches that named issues in `reconcileIssues`.
+    reconciled_reads: u64,
     calls: u64,
     /// When each call arrived.
     call_times: Vec<tokio::time::Instant>,
@@ -206,7 +210,7 @@ fn send_webhook(s: &Inner, issue: &Issue, by: Option<&str>, change: Option<(&str
         "webhookEvent": "jira:issue_updated",
         "issue_event_type_name": if comment.is_some() { "issue_commented" } else { "issue_generic" },
         "user": user,
-        "issue": {"id": format!("1{:04}", n), "key": issue.key, "fields": {
+        "issue": {"id": issue.id, "key": issue.key, "fields": {
             "summary": issue.summary, "labels": issue.labels,
             "status": {"name": issue.status, "statusCategory": {"key": category(&issue.status)}}}},
     });
@@ -484,7 +488,9 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
     let n = s.issues.iter().filter(|i| i.project == project).count() + 1;
     let key = format!("{project}-{n}");
     let priority = fields.pointer("/priority/name").and_then(Value::as_str).map(str::to_owned);
+    let id = 10_001 + s.issues.len();
     s.issues.push(Issue {
+        id: id.to_string(),
         key: key.clone(),
         project,
         summary,
@@ -501,7 +507,6 @@ async fn create(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
         writes: Vec::new(),
         indexed: None,
     });
-    let id = 10_000 + s.issues.len();
     (
         StatusCode::CREATED,
         axum::Json(json!({"id": id.to_string(), "key": key, "self": format!("/rest/api/issue/{id}")})),
@@ -529,19 +534,36 @@ async fn search(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let jql = body.get("jql").and_then(Value::as_str).unwrap_or_default();
+    // `reconcileIssues` (Cloud): ids read with read-after-write consistency, at most 50.
+    let reconciled: Vec<String> = body
+        .get("reconcileIssues")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|id| id.to_string())
+        .collect();
+    if reconciled.len() > 50 {
+        return errors(StatusCode::BAD_REQUEST, &["reconcileIssues accepts max 50 ids."], json!({}));
+    }
+    s.reconciled_reads += u64::from(!reconciled.is_empty());
+    let fresh = |i: &Issue| reconciled.contains(&i.id);
     if let Some(keys) = key_list(jql) {
-        // By key: the issues as the index has them (a change within the lag not yet seen).
+        // By key: the issues as the index has them (a change within the lag not yet seen),
+        // those named in `reconcileIssues` as they are.
         let lag = s.search_lag;
         let found: Vec<Value> = s
             .issues
             .iter()
-            .filter(|i| keys.contains(&i.key.as_str()) && i.created.elapsed() >= lag)
+            .filter(|i| keys.contains(&i.key.as_str()) && (fresh(i) || i.created.elapsed() >= lag))
             .map(|i| {
                 let (status, resolution) = match &i.indexed {
-                    Some((status, resolution, at)) if at.elapsed() < lag => (status.clone(), resolution.clone()),
+                    Some((status, resolution, at)) if at.elapsed() < lag && !fresh(i) => {
+                        (status.clone(), resolution.clone())
+                    }
                     _ => (i.status.clone(), i.resolution.clone()),
                 };
-                json!({"id": "1", "key": i.key, "fields": {
+                json!({"id": i.id, "key": i.key, "fields": {
                     "status": {"name": status, "statusCategory": {"key": category(&status)}},
                     "resolution": resolution.map(|r| json!({"name": r}))}})
             })
@@ -566,8 +588,10 @@ async fn search(State(state): State<Shared>, headers: HeaderMap, body: axum::bod
     let found: Vec<Value> = s
         .issues
         .iter()
-        .filter(|i| i.project == project && i.labels.iter().any(|l| l == label) && i.created.elapsed() >= lag)
-        .map(|i| json!({"id": "1", "key": i.key, "fields": {}}))
+        .filter(|i| {
+            i.project == project && i.labels.iter().any(|l| l == label) && (fresh(i) || i.created.elapsed() >= lag)
+        })
+        .map(|i| json!({"id": i.id, "key": i.key, "fields": {}}))
         .collect();
     match s.flavor.unwrap_or(Flavor::Cloud) {
         Flavor::Cloud => axum::Json(json!({"issues": found, "isLast": true})).into_response(),
@@ -994,7 +1018,9 @@ impl FakeJira {
         self.with(|s| {
             let n = s.issues.iter().filter(|i| i.project == project).count() + 1;
             let key = format!("{project}-{n}");
+            let id = (10_001 + s.issues.len()).to_string();
             s.issues.push(Issue {
+                id,
                 key: key.clone(),
                 project: project.to_owned(),
                 summary: summary.to_owned(),
@@ -1120,6 +1146,11 @@ impl FakeJira {
     /// only).
     pub fn read_bytes(&self) -> u64 {
         self.with(|s| s.read_bytes)
+    }
+
+    /// Searches that named issues in `reconcileIssues` (read-after-write consistent).
+    pub fn reconciled_searches(&self) -> u64 {
+        self.with(|s| s.reconciled_reads)
     }
 
     /// Issue reads answered so far (searches by key and issue reads).

@@ -217,7 +217,7 @@ pub(crate) mod tests {
         r.state = state;
         if state != TicketState::Claimed {
             r.claimed_at = None;
-            r.ticket = Some(TicketRef { key: "OPS-1".into(), url: String::new() });
+            r.ticket = Some(TicketRef { key: "OPS-1".into(), ..TicketRef::default() });
         }
         r
     }
@@ -362,7 +362,7 @@ pub(crate) mod tests {
                     OnCreated::Claim => {
                         created += 1;
                         let mut r = self::tests::record(TicketState::Created);
-                        r.ticket = Some(TicketRef { key: "OPS-1".into(), url: String::new() });
+                        r.ticket = Some(TicketRef { key: "OPS-1".into(), ..TicketRef::default() });
                         record = Some(r);
                     }
                     OnCreated::Done => {}

@@ -82,7 +82,7 @@ mod tests {
         let target = Target { provider: Provider::Jira, route: "default".into(), project: "OPS".into() };
         let mut r = TicketRecord::claim("inc-1", target, "2026-12-07T10:00:00Z".parse().expect("ts"));
         r.state = state;
-        r.ticket = Some(TicketRef { key: "OPS-1".into(), url: String::new() });
+        r.ticket = Some(TicketRef { key: "OPS-1".into(), ..TicketRef::default() });
         r.unsent = unsent;
         r
     }

@@ -281,7 +281,7 @@ impl Sink {
         if self.dry_run() {
             tracing::info!(incident_id = %incident_id, provider = provider.name(), project = %target.project,
                 title = %ticket.title, "dry run: would create a ticket");
-            let dry = TicketRef { key: "dry-run".to_owned(), url: String::new() };
+            let dry = TicketRef { key: "dry-run".to_owned(), ..TicketRef::default() };
             return self.record_created(&read, dry, Outcome::DryRun).await;
         }
         if let Err(disposition) = self.tracker(provider) {
@@ -518,13 +518,12 @@ impl Sink {
                     .map(Mapping::Github),
             }
             .unwrap_or(Mapping::Off);
-            let keys: Vec<String> =
-                reads.iter().filter_map(|r| r.record.ticket.as_ref().map(|t| t.key.clone())).collect();
-            pass.compared += keys.len() as u64;
+            let held: Vec<TicketRef> = reads.iter().filter_map(|r| r.record.ticket.clone()).collect();
+            pass.compared += held.len() as u64;
             let listed = self
                 .vendor(provider, |t| {
-                    let (project, keys) = (project.clone(), keys.clone());
-                    async move { t.tickets(&project, &keys, since).await }
+                    let (project, held) = (project.clone(), held.clone());
+                    async move { t.tickets(&project, &held, since).await }
                 })
                 .await;
             let tickets: BTreeMap<String, crate::provider::VendorTicket> = match listed {

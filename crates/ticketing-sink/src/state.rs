@@ -212,7 +212,7 @@ mod tests {
         let at = Timestamp::from_second(1_700_000_000).expect("ts");
         let mut record = TicketRecord::claim("inc-1", target, at);
         record.state = TicketState::Created;
-        record.ticket = Some(TicketRef { key: "OPS-1".into(), url: "https://jira/browse/OPS-1".into() });
+        record.ticket = Some(TicketRef { key: "OPS-1".into(), url: "https://jira/browse/OPS-1".into(), id: None });
         record.claimed_at = None;
         let json = serde_json::to_value(&record).expect("json");
         assert_eq!(

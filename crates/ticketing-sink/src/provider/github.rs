@@ -212,6 +212,7 @@ impl Github {
     fn issue_ref(v: &Value) -> Option<TicketRef> {
         let number = v.get("number").and_then(Value::as_u64)?;
         Some(TicketRef {
+            id: None,
             key: number.to_string(),
             url: v.get("html_url").and_then(Value::as_str).unwrap_or_default().to_owned(),
         })
@@ -320,7 +321,7 @@ impl Tracker for Github {
     fn tickets<'a>(
         &'a self,
         project: &'a str,
-        keys: &'a [String],
+        tickets: &'a [TicketRef],
         since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>> {
         Box::pin(async move {
@@ -328,7 +329,7 @@ impl Tracker for Github {
             for page in 1..=RECONCILE_PAGES {
                 let listed = self.updated_since(project, since, page).await?;
                 let last = listed.len() < 100;
-                found.extend(listed.into_iter().filter(|t| keys.contains(&t.key)));
+                found.extend(listed.into_iter().filter(|t| tickets.iter().any(|k| k.key == t.key)));
                 if last {
                     return Ok(found);
                 }

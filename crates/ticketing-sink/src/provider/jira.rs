@@ -386,7 +386,8 @@ impl Tracker for Jira {
             if key.is_empty() {
                 return Err(VendorError::Invalid("jira created an issue but returned no key".to_owned()));
             }
-            Ok(TicketRef { url: self.link(&key), key })
+            let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+            Ok(TicketRef { url: self.link(&key), key, id })
         })
     }
 
@@ -413,9 +414,9 @@ impl Tracker for Jira {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|i| i.get("key").and_then(Value::as_str))
-                .find(|key| !exclude.iter().any(|e| e == key))
-                .map(|key| TicketRef { url: self.link(key), key: key.to_owned() }))
+                .filter_map(|i| Some((i.get("key").and_then(Value::as_str)?, i.get("id").and_then(Value::as_str))))
+                .find(|(key, _)| !exclude.iter().any(|e| e == key))
+                .map(|(key, id)| TicketRef { url: self.link(key), key: key.to_owned(), id: id.map(str::to_owned) }))
         })
     }
 
@@ -473,19 +474,28 @@ impl Tracker for Jira {
     fn tickets<'a>(
         &'a self,
         project: &'a str,
-        keys: &'a [String],
+        tickets: &'a [TicketRef],
         _since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>> {
         Box::pin(async move {
-            let mut found = Vec::with_capacity(keys.len());
+            let mut found = Vec::with_capacity(tickets.len());
             // By key, a bounded JQL per request (Jira caps a query's length and results).
-            for chunk in keys.chunks(KEYS_PER_SEARCH) {
-                let quoted: Vec<String> = chunk.iter().map(|k| format!("\"{}\"", k.replace('"', ""))).collect();
+            for chunk in tickets.chunks(KEYS_PER_SEARCH) {
+                let quoted: Vec<String> = chunk.iter().map(|t| format!("\"{}\"", t.key.replace('"', ""))).collect();
                 let jql = format!("key in ({})", quoted.join(", "));
                 let fields = json!(["status", "resolution"]);
                 let (path, body) = match self.deployment {
+                    // Cloud's search lags behind writes: the issues are named by id in
+                    // `reconcileIssues` (at most 50, as a chunk), read with read-after-write
+                    // consistency. Tickets recorded without their id are searched as indexed.
                     Deployment::Cloud => {
-                        ("/search/jql", json!({"jql": jql, "fields": fields, "maxResults": KEYS_PER_SEARCH}))
+                        let ids: Vec<u64> =
+                            chunk.iter().filter_map(|t| t.id.as_deref().and_then(|id| id.parse().ok())).collect();
+                        let mut body = json!({"jql": jql, "fields": fields, "maxResults": KEYS_PER_SEARCH});
+                        if !ids.is_empty() {
+                            body["reconcileIssues"] = json!(ids);
+                        }
+                        ("/search/jql", body)
                     }
                     Deployment::DataCenter => {
                         ("/search", json!({"jql": jql, "fields": fields, "maxResults": KEYS_PER_SEARCH, "startAt": 0}))
@@ -496,8 +506,8 @@ impl Tracker for Jira {
                     // Jira refuses a whole `key in` query naming one key it does not know
                     // (deleted, moved, not visible): this chunk is read key by key.
                     Err(VendorError::Status { status: 400, .. }) => {
-                        for key in chunk {
-                            found.extend(self.ticket(project, key).await?);
+                        for ticket in chunk {
+                            found.extend(self.ticket(project, &ticket.key).await?);
                         }
                         continue;
                     }
@@ -731,7 +741,8 @@ mod tests {
 
     #[test]
     fn a_ticket_for_a_reopen_is_linked_to_the_earlier_one_and_adf_reads_back_as_text() {
-        let follows = NewTicket { follows: Some(TicketRef { key: "OPS-1".into(), url: String::new() }), ..ticket() };
+        let follows =
+            NewTicket { follows: Some(TicketRef { key: "OPS-1".into(), ..TicketRef::default() }), ..ticket() };
         let body = client(Deployment::Cloud).create_body(&follows);
         assert_eq!(body["update"]["issuelinks"][0]["add"]["outwardIssue"]["key"], "OPS-1");
         assert_eq!(body["update"]["issuelinks"][0]["add"]["type"]["name"], "Relates");

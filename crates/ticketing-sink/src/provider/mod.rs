@@ -71,12 +71,17 @@ pub struct TicketFields {
 }
 
 /// A ticket as the vendor knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketRef {
     /// Jira key (`OPS-12`) or GitHub issue number.
     pub key: String,
     /// Link for people.
     pub url: String,
+    /// Jira's issue id (`10042`), learnt when the ticket was created or found: what Jira
+    /// Cloud's search takes to read an issue with read-after-write consistency
+    /// (`reconcileIssues`). Absent for GitHub, and for tickets recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A ticket to open.
@@ -157,13 +162,13 @@ pub trait Tracker: Send + Sync {
         project: &'a str,
         ticket: &'a TicketRef,
     ) -> BoxFuture<'a, Result<TicketStatus, VendorError>>;
-    /// The tickets among `keys` in `project` as the tracker has them now, for the
+    /// The tickets among `tickets` in `project` as the tracker has them now, for the
     /// reconciler; a key not answered is not known (not yet searchable, or gone). `since`:
     /// the oldest change that matters (GitHub lists the issues updated since).
     fn tickets<'a>(
         &'a self,
         project: &'a str,
-        keys: &'a [String],
+        tickets: &'a [TicketRef],
         since: Timestamp,
     ) -> BoxFuture<'a, Result<Vec<VendorTicket>, VendorError>>;
     /// One ticket as the tracker has it now, read with read-after-write consistency (the

@@ -1,6 +1,7 @@
-//! The reconciler, for Jira (Cloud, its search lagging behind writes) and GitHub, with
-//! their webhooks held back (a receiver outage): a person resolving in Jira or closing in
-//! GitHub reaches the domain within an interval (and the search lag) as one intent; the
+//! The reconciler, for Jira (Cloud, its search lagging behind writes by a minute) and
+//! GitHub, with their webhooks held back (a receiver outage): a person resolving in Jira or
+//! closing in GitHub reaches the domain within a few intervals as one intent (Jira's issues
+//! are named in `reconcileIssues`, read after the write, not after the lag); the
 //! webhooks delivered late add nothing; a resolve Jira's workflow refused (dead-lettered)
 //! is sent again once.
 
@@ -22,7 +23,8 @@ use crate::tickets::{GITHUB_TOKEN, JIRA_EMAIL, JIRA_TOKEN, basic};
 
 const WAIT: Duration = Duration::from_secs(40);
 const INTERVAL: Duration = Duration::from_secs(2);
-const LAG: Duration = Duration::from_secs(3);
+/// Longer than the test waits for a repair: only a read-after-write search sees it in time.
+const LAG: Duration = Duration::from_secs(60);
 const SECRET: &str = "hook-secret";
 
 async fn intents(nats: &NatsServer, subject: &str) -> Vec<String> {
@@ -113,7 +115,8 @@ async fn jira_and_github_changes_whose_webhooks_were_lost_are_repaired_once_and_
             .expect("ticket")
     };
 
-    // People act; their webhooks are lost. Jira's search shows the change only after its lag.
+    // People act; their webhooks are lost. Jira's search shows the change only after its lag,
+    // but for the issues a search names in `reconcileIssues`.
     assert!(jira.transition_as(&key("inc-jira"), "Resolved", "Grace Hopper"));
     assert!(gh.close_as("acme/incidents", gh.issues()[0].number, "octocat"));
     let acted = tokio::time::Instant::now();
@@ -122,7 +125,12 @@ async fn jira_and_github_changes_whose_webhooks_were_lost_are_repaired_once_and_
             && intents(&nats, CloseIncidentRequested::SUBJECT).await == ["inc-gh"]
     })
     .await;
-    assert!(acted.elapsed() < LAG + INTERVAL * 3, "within the lag and an interval: {:?}", acted.elapsed());
+    assert!(
+        acted.elapsed() < Duration::from_secs(20),
+        "within a few intervals, long before the search's lag ran out: {:?}",
+        acted.elapsed()
+    );
+    assert!(jira.reconciled_searches() >= 1, "the issues named by id in reconcileIssues");
     assert_eq!(repairs(&sink, "jira", "Resolved"), 1.0);
     assert_eq!(repairs(&sink, "github", "Closed"), 1.0);
     // The domain decided: the sink follows up on each ticket (its comment says so), and a
