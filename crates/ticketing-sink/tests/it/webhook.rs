@@ -390,3 +390,45 @@ async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_
     assert_eq!(intents::<AnnotateIncidentRequested>(&nats).await.len(), 0, "the sink's comment is not a note");
     assert!(sink.logs().contains(sre_testkit::jira::SERVICE_ACCOUNT), "the learnt account is logged once");
 }
+
+/// A person closes the ticket in the moments between Jira creating it and the sink
+/// recording its key: the receiver answers 503 (not "unknown issue", which would lose the
+/// close), Jira sends it again, and once the record names the ticket it is one intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_closing_a_ticket_before_the_sink_recorded_it_is_one_intent_by_jiras_retry() {
+    let nats = NatsServer::start().expect("nats");
+    let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
+    let yaml = format!(
+        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
+         project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
+         secret_refs: [platform/jira-webhook]\n",
+        jira.url()
+    );
+    let (_dir, sink) = start_sink(
+        &nats,
+        &yaml,
+        &[("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET)],
+    );
+    jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", sink.port()), JIRA_SECRET);
+    // Jira creates the issue at once and answers 3 s later: the sink's record is a claim
+    // without the key meanwhile.
+    jira.set_answer_delay(Duration::from_secs(3));
+    let fact =
+        IncidentCreated { incident_id: "inc-jira-early".into(), title: "checkout down".into(), ..Default::default() };
+    publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-jira-early", fact.encode_to_vec()).await;
+    eventually("the issue at Jira", WAIT, || async { !jira.issues().is_empty() }).await;
+    jira.set_answer_delay(Duration::ZERO);
+    let key = jira.issues()[0].key.clone();
+    assert!(jira.transition_as(&key, "Closed", "Grace Hopper"));
+    eventually("a 503 while the ticket is being recorded", WAIT, || async {
+        sink.metric("ticketing_sink_webhook_refused_total{", &["provider=\"jira\""]) >= 1.0
+    })
+    .await;
+    eventually("Jira's retry delivered", WAIT, || async {
+        jira.webhooks().iter().any(|d| d.by == "Grace Hopper" && d.status == 200)
+    })
+    .await;
+    let delivery = jira.webhooks().into_iter().find(|d| d.by == "Grace Hopper").expect("the person's webhook");
+    assert!(delivery.attempts > 1, "stored on a retry, once the record named the ticket: {delivery:?}");
+    assert_eq!(intents::<CloseIncidentRequested>(&nats).await.len(), 1, "one intent");
+}
