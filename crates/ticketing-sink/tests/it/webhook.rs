@@ -328,6 +328,24 @@ async fn the_loop_closes_once_a_person_closes_in_github_and_nothing_loops() {
     assert_eq!(gh.issues()[0].state, "closed", "left as the person left it");
 }
 
+/// The ticketing-sink binary ticketing in `jira`'s project OPS (Data Center), its Jira
+/// receiver on and subscribed to `jira`'s webhooks.
+fn jira_sink(nats: &NatsServer, jira: &FakeJira) -> (tempfile::TempDir, ServiceProcess) {
+    let yaml = format!(
+        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
+         project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
+         secret_refs: [platform/jira-webhook]\n",
+        jira.url()
+    );
+    let (dir, sink) = start_sink(
+        nats,
+        &yaml,
+        &[("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET)],
+    );
+    jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", sink.port()), JIRA_SECRET);
+    (dir, sink)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_retry() {
     use sre_contracts::domain::v1::IncidentClosed;
@@ -336,18 +354,7 @@ async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_
     sre_testkit::domain::provision(&js).await.expect("streams");
     let _domain = sre_testkit::domain::Domain::start(js, false, std::sync::Arc::new(|_: &str| {}));
     let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
-    let yaml = format!(
-        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
-         project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
-         secret_refs: [platform/jira-webhook]\n",
-        jira.url()
-    );
-    let (_dir, sink) = start_sink(
-        &nats,
-        &yaml,
-        &[("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET)],
-    );
-    jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", sink.port()), JIRA_SECRET);
+    let (_dir, sink) = jira_sink(&nats, &jira);
     let fact =
         IncidentCreated { incident_id: "inc-jira-away".into(), title: "checkout down".into(), ..Default::default() };
     publish(&nats.url(), IncidentCreated::SUBJECT, "created-inc-jira-away", fact.encode_to_vec()).await;
@@ -398,18 +405,7 @@ async fn a_person_closing_in_jira_while_the_bus_is_away_is_stored_once_by_jiras_
 async fn a_person_closing_a_ticket_before_the_sink_recorded_it_is_one_intent_by_jiras_retry() {
     let nats = NatsServer::start().expect("nats");
     let jira = FakeJira::start(Flavor::DataCenter, &format!("Bearer {JIRA_TOKEN}"), &["OPS"]).await.expect("jira");
-    let yaml = format!(
-        "ticketing_integration:\n  default_provider: jira\n  jira:\n    base_url: {}\n    deployment: data_center\n    \
-         project_key: OPS\n    secret_ref: platform/jira\n    webhook:\n      enabled: true\n      \
-         secret_refs: [platform/jira-webhook]\n",
-        jira.url()
-    );
-    let (_dir, sink) = start_sink(
-        &nats,
-        &yaml,
-        &[("SECRET_PLATFORM_JIRA_TOKEN", JIRA_TOKEN), ("SECRET_PLATFORM_JIRA_WEBHOOK_SECRET", JIRA_SECRET)],
-    );
-    jira.subscribe(&format!("http://127.0.0.1:{}/webhooks/jira", sink.port()), JIRA_SECRET);
+    let (_dir, sink) = jira_sink(&nats, &jira);
     // Jira creates the issue at once and answers 3 s later: the sink's record is a claim
     // without the key meanwhile.
     jira.set_answer_delay(Duration::from_secs(3));
