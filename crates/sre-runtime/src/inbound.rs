@@ -50,11 +50,14 @@ pub enum Reason {
     BusUnavailable,
     /// The request took longer than the deadline (503).
     Timeout,
+    /// What the delivery names is still being recorded by this service, e.g. a ticket whose
+    /// key is not written yet (503): the sender retries. Not a fault of the bus.
+    NotYetRecorded,
 }
 
 impl Reason {
     /// Every reason, e.g. to create each series at 0.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::InvalidPayload,
         Reason::Unauthorized,
         Reason::BadSignature,
@@ -63,6 +66,7 @@ impl Reason {
         Reason::Overloaded,
         Reason::BusUnavailable,
         Reason::Timeout,
+        Reason::NotYetRecorded,
     ];
 }
 
@@ -93,6 +97,11 @@ impl Refusal {
     /// 503: the bus (or a record on it) is away; the sender retries.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, Reason::BusUnavailable, message)
+    }
+
+    /// 503: what the delivery names is still being recorded here; the sender retries.
+    pub fn not_yet_recorded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Reason::NotYetRecorded, message)
     }
 
     /// 400 for the payload field `field`.

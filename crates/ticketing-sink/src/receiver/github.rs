@@ -162,33 +162,25 @@ impl Webhook for GithubReceiver {
         };
         let read = self.tickets.read(token).await?;
         let repo = payload.repository.map(|r| r.full_name).unwrap_or_default();
-        // The incident's issue is being created and its number is not recorded yet: 503
-        // (GitHub does not send it again by itself, but shows the delivery failed, to be
-        // redelivered; the reconciler repairs it meanwhile). An earlier life's is not that one.
-        let creating = read.as_ref().is_some_and(|r| {
-            r.record.target.provider == Provider::Github
-                && r.record.state == TicketState::Claimed
-                && r.record.ticket.is_none()
-                && !r.record.earlier.iter().any(|t| t.key == issue.number.to_string())
-        });
-        let record = read.map(|r| r.record).filter(|r| {
-            r.target.provider == Provider::Github
-                && r.target.project.eq_ignore_ascii_case(&repo)
-                && r.ticket.as_ref().is_some_and(|t| t.key == issue.number.to_string())
-        });
-        let Some(record) = record else {
-            if creating {
-                return Err(Refusal::unavailable(format!(
-                    "issue {} is being recorded as the incident's ticket: send it again",
-                    issue.number
+        let number = issue.number.to_string();
+        let record = read.map(|r| r.record);
+        let record = match (super::named(record.as_ref(), Provider::Github, Some(&repo), &number), record) {
+            (super::Named::Ticket, Some(record)) => record,
+            // GitHub does not send it again by itself, but shows the delivery failed, to be
+            // redelivered; the reconciler repairs it meanwhile.
+            (super::Named::Creating, _) => {
+                return Err(Refusal::not_yet_recorded(format!(
+                    "issue {number} is being recorded as the incident's ticket: send it again"
                 )));
             }
-            return Ok(self.metrics.ignored(
-                Provider::Github.name(),
-                Outcome::Unknown,
-                "no ticket record names this issue",
-                &what,
-            ));
+            _ => {
+                return Ok(self.metrics.ignored(
+                    Provider::Github.name(),
+                    Outcome::Unknown,
+                    "no ticket record names this issue",
+                    &what,
+                ));
+            }
         };
         let held = match action {
             Action::Close => record.state == TicketState::Closed,

@@ -217,27 +217,23 @@ impl Webhook for JiraReceiver {
             return Ok(self.metrics.ignored(provider, Outcome::Unknown, "not a ticket this sink opened", &what));
         };
         let read = self.tickets.read(token).await?;
-        // The incident's ticket is being created and its key is not recorded yet (a person
-        // acting on it within moments of its creation): answered 503, so Jira sends it again
-        // once the record names it. An earlier life's ticket is not that one.
-        let creating = read.as_ref().is_some_and(|r| {
-            r.record.target.provider == Provider::Jira
-                && r.record.state == TicketState::Claimed
-                && r.record.ticket.is_none()
-                && !r.record.earlier.iter().any(|t| t.key.eq_ignore_ascii_case(&issue.key))
-        });
-        let record = read.map(|r| r.record).filter(|r| {
-            r.target.provider == Provider::Jira
-                && r.ticket.as_ref().is_some_and(|t| t.key.eq_ignore_ascii_case(&issue.key))
-        });
-        let Some(record) = record else {
-            if creating {
-                return Err(Refusal::unavailable(format!(
+        let record = read.map(|r| r.record);
+        let record = match (super::named(record.as_ref(), Provider::Jira, None, &issue.key), record) {
+            (super::Named::Ticket, Some(record)) => record,
+            (super::Named::Creating, _) => {
+                return Err(Refusal::not_yet_recorded(format!(
                     "{} is being recorded as the incident's ticket: send it again",
                     issue.key
                 )));
             }
-            return Ok(self.metrics.ignored(provider, Outcome::Unknown, "no ticket record names this issue", &what));
+            _ => {
+                return Ok(self.metrics.ignored(
+                    provider,
+                    Outcome::Unknown,
+                    "no ticket record names this issue",
+                    &what,
+                ));
+            }
         };
         let action = if status_changed {
             let Some(status) = issue.fields.status.as_ref() else {

@@ -37,6 +37,45 @@ impl OwnAccounts {
     }
 }
 
+/// What a webhook about issue `key` of `provider` is to the incident's ticket record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Named {
+    /// The record's ticket: the change is acted on.
+    Ticket,
+    /// The record is still a claim whose ticket is being created (a person acted on it
+    /// within moments of its creation, before its key was recorded): answered 503, so the
+    /// tracker sends it again once the record names it, and the reconciler repairs it if it
+    /// does not.
+    Creating,
+    /// Not the record's ticket (another provider, project or life, or no record): ignored.
+    Unknown,
+}
+
+/// Which of [`Named`] a webhook about issue `key` in `project` (Jira: `None`, the key names
+/// its project) is, given the incident's `record`.
+pub(crate) fn named(
+    record: Option<&crate::state::TicketRecord>,
+    provider: crate::provider::Provider,
+    project: Option<&str>,
+    key: &str,
+) -> Named {
+    let Some(record) = record else { return Named::Unknown };
+    let ours =
+        record.target.provider == provider && project.is_none_or(|p| record.target.project.eq_ignore_ascii_case(p));
+    if !ours {
+        Named::Unknown
+    } else if record.ticket.as_ref().is_some_and(|t| t.key.eq_ignore_ascii_case(key)) {
+        Named::Ticket
+    } else if record.state == crate::state::TicketState::Claimed
+        && record.ticket.is_none()
+        && !record.earlier.iter().any(|t| t.key.eq_ignore_ascii_case(key))
+    {
+        Named::Creating
+    } else {
+        Named::Unknown
+    }
+}
+
 /// What a person's action in a tracker asks of the domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Asked {
@@ -81,5 +120,129 @@ pub(crate) fn encode(
         Asked::Close => encode(&CloseIncidentRequested { meta, incident_id, origin, resolution: text }),
         Asked::Reopen => encode(&ReopenIncidentRequested { meta, incident_id, origin, reason: text }),
         Asked::Annotate => encode(&AnnotateIncidentRequested { meta, incident_id, origin, note: text }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Named, named};
+    use crate::provider::{Provider, TicketRef};
+    use crate::routing::Target;
+    use crate::state::{TicketRecord, TicketState};
+
+    fn record(
+        provider: Provider,
+        project: &str,
+        state: TicketState,
+        ticket: Option<&str>,
+        earlier: &[&str],
+    ) -> TicketRecord {
+        let target = Target { provider, route: "default".into(), project: project.into() };
+        let key = |k: &str| TicketRef { key: k.into(), url: String::new(), id: None };
+        let mut record = TicketRecord::claim("inc-1", target, jiff::Timestamp::UNIX_EPOCH);
+        record.state = state;
+        record.ticket = ticket.map(key);
+        record.earlier = earlier.iter().map(|k| key(k)).collect();
+        record
+    }
+
+    #[test]
+    fn which_ticket_a_webhook_names() {
+        use Provider::{Github, Jira};
+        use TicketState::{Claimed, Closed, Created};
+        let cases: &[(&str, Option<TicketRecord>, Provider, Option<&str>, &str, Named)] = &[
+            (
+                "the record's ticket",
+                Some(record(Jira, "OPS", Created, Some("OPS-7"), &[])),
+                Jira,
+                None,
+                "OPS-7",
+                Named::Ticket,
+            ),
+            (
+                "keys compare as Jira does",
+                Some(record(Jira, "OPS", Created, Some("OPS-7"), &[])),
+                Jira,
+                None,
+                "ops-7",
+                Named::Ticket,
+            ),
+            (
+                "a claim still creating it",
+                Some(record(Jira, "OPS", Claimed, None, &[])),
+                Jira,
+                None,
+                "OPS-7",
+                Named::Creating,
+            ),
+            (
+                "an earlier life's ticket, the new one being created",
+                Some(record(Jira, "OPS", Claimed, None, &["OPS-3"])),
+                Jira,
+                None,
+                "OPS-3",
+                Named::Unknown,
+            ),
+            (
+                "a claim of a new life whose ticket is recorded",
+                Some(record(Jira, "OPS", Claimed, Some("OPS-8"), &["OPS-3"])),
+                Jira,
+                None,
+                "OPS-3",
+                Named::Unknown,
+            ),
+            (
+                "another issue of a ticketed incident",
+                Some(record(Jira, "OPS", Closed, Some("OPS-7"), &[])),
+                Jira,
+                None,
+                "OPS-9",
+                Named::Unknown,
+            ),
+            (
+                "another provider's record",
+                Some(record(Github, "acme/incidents", Claimed, None, &[])),
+                Jira,
+                None,
+                "OPS-7",
+                Named::Unknown,
+            ),
+            ("no record", None, Jira, None, "OPS-7", Named::Unknown),
+            (
+                "GitHub: the record's issue",
+                Some(record(Github, "acme/incidents", Created, Some("12"), &[])),
+                Github,
+                Some("acme/incidents"),
+                "12",
+                Named::Ticket,
+            ),
+            (
+                "GitHub: being created",
+                Some(record(Github, "acme/incidents", Claimed, None, &[])),
+                Github,
+                Some("Acme/Incidents"),
+                "12",
+                Named::Creating,
+            ),
+            (
+                "GitHub: another repository's issue",
+                Some(record(Github, "acme/incidents", Claimed, None, &[])),
+                Github,
+                Some("acme/other"),
+                "12",
+                Named::Unknown,
+            ),
+            (
+                "GitHub: another repository, same number",
+                Some(record(Github, "acme/incidents", Created, Some("12"), &[])),
+                Github,
+                Some("acme/other"),
+                "12",
+                Named::Unknown,
+            ),
+        ];
+        for (why, record, provider, project, key, want) in cases {
+            assert_eq!(named(record.as_ref(), *provider, *project, key), *want, "{why}");
+        }
     }
 }
