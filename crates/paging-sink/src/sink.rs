@@ -195,7 +195,15 @@ impl Sink {
                     back.handed_back = Some(Timestamp::now() + returns);
                     let revision = match self.pages.records().update(&back, read.revision).await {
                         Ok(revision) => revision,
-                        Err(_) => read.revision,
+                        // Unsaid, a follow-up meanwhile would finish the page before ending it.
+                        Err(e) => {
+                            tracing::warn!(
+                                incident_id = %read.record.incident_id,
+                                error = %e,
+                                "a page handed back for its turn could not be marked so"
+                            );
+                            read.revision
+                        }
                     };
                     return Triggered::Retry(retry_in, format!("handed back: {why}"), revision);
                 }

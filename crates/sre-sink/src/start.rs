@@ -139,9 +139,11 @@ impl Job {
         if self.jittered { self.every.mul_f64(0.9 + rand::random::<f64>() * 0.2) } else { self.every }
     }
 
-    async fn run(mut self, cancel: CancellationToken, lead: Leadership) {
+    /// Runs until `cancel`; a leader-only job's runs after the first only while `sending`
+    /// (the lease held and the predecessor's rate windows taken on).
+    async fn run(mut self, cancel: CancellationToken, sending: impl Fn() -> bool + Send) {
         tracing::debug!(job = self.what, every = ?self.every, "job started");
-        let mine = |job: &Self| !job.leader_only || lead.leading();
+        let mine = |job: &Self| !job.leader_only || sending();
         // The run at start is every replica's, leader-only or not: a pod checks what it
         // was given as it starts, so a rollout stops on a bad credential.
         if self.at_start {
@@ -271,7 +273,8 @@ impl<'a, C, P: Vendor> SinkStart<'a, C, P> {
                 health.register(vendor.name(), Arc::new(move || vendors.ready(vendor)));
             }
             for job in jobs {
-                tasks.spawn(job.run(cancel.clone(), lead.clone()));
+                let (lead, vendors) = (lead.clone(), vendors.clone());
+                tasks.spawn(job.run(cancel.clone(), move || lead.leading() && vendors.windows_taken_on()));
             }
             // Every replica binds (the consumer is checked and readiness follows it); only
             // the lease holder pulls.

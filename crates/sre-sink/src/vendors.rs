@@ -313,6 +313,12 @@ impl<P: Vendor> Vendors<P> {
         adopted
     }
 
+    /// Whether this replica sends with its predecessor's windows taken on: what a leader-only
+    /// job waits for, so its calls are counted in the windows the vendor sees.
+    pub fn windows_taken_on(&self) -> bool {
+        self.adopted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// This replica no longer sends: its windows are not written again until it has taken
     /// on the next predecessor's.
     pub fn stand_by(&self) {
