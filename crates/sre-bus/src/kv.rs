@@ -93,6 +93,14 @@ pub struct KvEntry {
 
 /// The longest a listing ([`Kv::entries`]) may take before it is given up.
 const LISTING_WITHIN: Duration = Duration::from_secs(60);
+/// A listing that received nothing for this long asks the server whether it has all: the
+/// pending count it ends on can go stale when entries expire (`max_age`) or are purged
+/// before their delivery.
+const LISTING_IDLE: Duration = Duration::from_secs(2);
+/// The header of a KV write that says what it did, and the values that remove a key
+/// (as JetStream's KV writes them); `Nats-Marker-Reason` marks a key removed by a TTL.
+const KV_OPERATION: &str = "KV-Operation";
+const KV_REMOVALS: [&str; 2] = ["DEL", "PURGE"];
 
 /// A key-value bucket; cheap to clone.
 #[derive(Debug, Clone)]
@@ -329,14 +337,33 @@ impl Kv {
         if consumer.cached_info().num_pending == 0 {
             return Ok(Vec::new());
         }
+        let probe = consumer.clone();
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-        while let Some(message) = messages.next().await {
+        let listed = |out: std::collections::HashMap<String, (u64, Option<KvEntry>)>| {
+            out.into_iter().filter_map(|(key, (_, entry))| entry.map(|e| (key, e))).collect()
+        };
+        let mut last_seen = 0;
+        loop {
+            let Ok(next) = tokio::time::timeout(LISTING_IDLE, messages.next()).await else {
+                // Idle: done if the server delivered nothing past what came here. (A consumer
+                // the ordered stream re-created has another name: the check then fails and the
+                // listing goes on, within LISTING_WITHIN.)
+                if let Ok(info) = probe.get_info().await
+                    && info.num_pending == 0
+                    && info.delivered.stream_sequence <= last_seen
+                {
+                    return Ok(listed(out));
+                }
+                continue;
+            };
+            let Some(message) = next else { break };
             let message = message.map_err(|e| unavailable(&e))?;
             let info = message.info().map_err(|e| unavailable(&e))?;
             let (revision, last) = (info.stream_sequence, info.pending == 0);
+            last_seen = last_seen.max(revision);
             let deleted = message.headers.as_ref().is_some_and(|h| {
-                h.get("KV-Operation").is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
-                    || h.get("Nats-Marker-Reason").is_some()
+                h.get(KV_OPERATION).is_some_and(|op| KV_REMOVALS.contains(&op.as_str()))
+                    || h.get(async_nats::header::NATS_MARKER_REASON).is_some()
             });
             let key = message.subject.strip_prefix(self.store.prefix.as_str()).unwrap_or_default();
             if key.starts_with(prefix) && key != PROBE_KEY && out.get(key).is_none_or(|(at, _)| *at < revision) {
@@ -345,7 +372,7 @@ impl Kv {
                 out.insert(key.to_owned(), (revision, entry));
             }
             if last {
-                return Ok(out.into_iter().filter_map(|(key, (_, entry))| entry.map(|e| (key, e))).collect());
+                return Ok(listed(out));
             }
         }
         Err(KvError::Unavailable("the listing ended before the bucket's last key".to_owned()))
