@@ -150,7 +150,9 @@ mod tests {
     fn which_ticket_a_webhook_names() {
         use Provider::{Github, Jira};
         use TicketState::{Claimed, Closed, Created};
-        let cases: &[(&str, Option<TicketRecord>, Provider, Option<&str>, &str, Named)] = &[
+        // Why, the record, the webhook's provider, repository and issue, the answer.
+        type Case<'a> = (&'a str, Option<TicketRecord>, Provider, Option<&'a str>, &'a str, Named);
+        let cases: &[Case] = &[
             (
                 "the record's ticket",
                 Some(record(Jira, "OPS", Created, Some("OPS-7"), &[])),
