@@ -68,9 +68,51 @@ pub fn workspace_root() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|source| Error::Io { what: "binding a probe port", source })?;
-    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Io { what: "reading the probe port", source })
+    Ok(free_ports::<1>()?[0])
+}
+
+/// `N` different free TCP ports on 127.0.0.1, chosen while every probe socket is held.
+///
+/// A port is free when chosen, not when used: another process may bind it in between, so
+/// whoever starts a server on it starts again on fresh ports when the server cannot bind.
+pub fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|source| Error::Io { what: "binding a probe port", source })?;
+        *port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|source| Error::Io { what: "reading the probe port", source })?;
+        held.push(listener);
+    }
+    Ok(ports)
+}
+
+/// How many times a server whose chosen port was taken meanwhile is started again on fresh ports.
+const START_ATTEMPTS: usize = 3;
+
+/// Runs `start` up to [`START_ATTEMPTS`] times while it fails because a port it chose was
+/// taken between choosing and binding it; other failures end at once.
+fn start_on_fresh_ports<T>(mut start: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(Error::Io { source, .. })
+                if attempt < START_ATTEMPTS && source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The last lines of a log, for an error that says why a server did not start.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
 }
 
 fn find_binary(
@@ -139,7 +181,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-fn wait_ready(what: &'static str, child: &mut Child, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
+/// Polls `ready` until it holds. A process that exits first is an error carrying the end of
+/// its log (`log`), of kind `AddrInUse` when it could not bind its port.
+fn wait_ready(
+    what: &'static str,
+    child: &mut Child,
+    log: impl Fn() -> String,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), Error> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
     while start.elapsed() < READY_DEADLINE {
@@ -147,7 +196,14 @@ fn wait_ready(what: &'static str, child: &mut Child, mut ready: impl FnMut() -> 
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::Io { what, source: std::io::Error::other(format!("exited early with {status}")) });
+            let log = log();
+            let kind = if log.contains("address already in use") {
+                std::io::ErrorKind::AddrInUse
+            } else {
+                std::io::ErrorKind::Other
+            };
+            let source = std::io::Error::new(kind, format!("exited early with {status}: {}", tail(&log)));
+            return Err(Error::Io { what, source });
         }
         // Polling a health endpoint with a short backoff, bounded by the deadline.
         std::thread::sleep(pause);
@@ -174,43 +230,44 @@ pub struct NatsServer {
     monitor_port: u16,
     store: tempfile::TempDir,
     config: Option<PathBuf>,
+    /// Holds a configuration file written for this server.
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 impl NatsServer {
     /// Starts a server with JetStream on a free port.
     pub fn start() -> Result<Self, Error> {
-        let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
-        let mut server = Self { child: None, port: free_port()?, monitor_port: free_port()?, store, config: None };
-        server.spawn()?;
-        Ok(server)
+        Self::start_from(None)
+    }
+
+    /// Starts a server with `config` (if any) on free ports, again on fresh ports when one
+    /// was taken before the server bound it.
+    fn start_from(config: Option<PathBuf>) -> Result<Self, Error> {
+        start_on_fresh_ports(|| {
+            let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
+            let [port, monitor_port] = free_ports()?;
+            let mut server = Self { child: None, port, monitor_port, store, config: config.clone(), _config_dir: None };
+            server.spawn()?;
+            Ok(server)
+        })
     }
 
     /// Starts a server that takes messages of up to `bytes` (`max_payload`; 1 MB by
     /// default), as a platform that raised it for large incidents runs it.
     pub fn start_with_max_payload(bytes: usize) -> Result<Self, Error> {
-        let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
-        let config = store.path().join("limits.conf");
+        let dir = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
+        let config = dir.path().join("limits.conf");
         std::fs::write(&config, format!("max_payload: {bytes}\n"))
             .map_err(|source| Error::Io { what: "writing the configuration", source })?;
-        let mut server =
-            Self { child: None, port: free_port()?, monitor_port: free_port()?, store, config: Some(config) };
-        server.spawn()?;
+        let mut server = Self::start_from(Some(config))?;
+        server._config_dir = Some(dir);
         Ok(server)
     }
 
     /// Starts a server from a configuration file (e.g. accounts and permissions from
     /// `deploy/`); the port, monitor port, store and JetStream are set on the command line.
     pub fn start_with_config(config: &Path) -> Result<Self, Error> {
-        let store = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
-        let mut server = Self {
-            child: None,
-            port: free_port()?,
-            monitor_port: free_port()?,
-            store,
-            config: Some(config.to_owned()),
-        };
-        server.spawn()?;
-        Ok(server)
+        Self::start_from(Some(config.to_owned()))
     }
 
     fn spawn(&mut self) -> Result<(), Error> {
@@ -229,9 +286,13 @@ impl NatsServer {
             .stderr(Stdio::null());
         let mut child = cmd.spawn().map_err(|source| Error::Io { what: "spawning nats-server", source })?;
         let monitor = self.monitor_port;
-        wait_ready("nats-server", &mut child, || {
-            http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200)
-        })?;
+        let log = self.store.path().join("nats-server.log");
+        wait_ready(
+            "nats-server",
+            &mut child,
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+            || http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200),
+        )?;
         self.child = Some(child);
         Ok(())
     }
@@ -301,18 +362,29 @@ impl Alertmanager {
         let dir = tempfile::tempdir().map_err(|source| Error::Io { what: "creating the store", source })?;
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(&config, config_yaml).map_err(|source| Error::Io { what: "writing the config", source })?;
-        let port = free_port()?;
-        let mut child = Command::new(alertmanager_binary()?)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .arg(format!("--web.external-url=http://127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| Error::Io { what: "spawning alertmanager", source })?;
-        wait_ready("alertmanager", &mut child, || http_get_status(port, "/-/ready") == Some(200))?;
+        let log = dir.path().join("alertmanager.log");
+        let (child, port) = start_on_fresh_ports(|| {
+            let port = free_port()?;
+            let stderr =
+                std::fs::File::create(&log).map_err(|source| Error::Io { what: "creating the log", source })?;
+            let mut child = Command::new(alertmanager_binary()?)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .arg(format!("--web.external-url=http://127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .map_err(|source| Error::Io { what: "spawning alertmanager", source })?;
+            wait_ready(
+                "alertmanager",
+                &mut child,
+                || std::fs::read_to_string(&log).unwrap_or_default(),
+                || http_get_status(port, "/-/ready") == Some(200),
+            )?;
+            Ok((child, port))
+        })?;
         Ok(Self { child: Some(child), port, _dir: dir })
     }
 
@@ -371,5 +443,55 @@ mod tests {
         assert_eq!(http_get_status(server.monitor_port(), "/healthz"), None);
         server.restart().expect("restarts on the same port");
         assert_eq!(http_get_status(server.monitor_port(), "/healthz"), Some(200));
+    }
+
+    #[test]
+    fn a_server_whose_port_is_taken_says_so_with_its_log() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let [monitor_port] = free_ports().expect("port");
+        let mut server = NatsServer {
+            child: None,
+            port: taken.local_addr().expect("addr").port(),
+            monitor_port,
+            store: tempfile::tempdir().expect("tempdir"),
+            config: None,
+            _config_dir: None,
+        };
+        match server.spawn() {
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+                assert!(source.to_string().contains("address already in use"), "{source}");
+            }
+            other => panic!("expected the bind failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_taken_port_is_tried_again_and_only_a_few_times() {
+        let io = |kind| Error::Io { what: "a server", source: std::io::Error::new(kind, "exited early") };
+        let cases: [(&[std::io::ErrorKind], Result<(), ()>, usize); 4] = [
+            (&[], Ok(()), 1),
+            (&[std::io::ErrorKind::AddrInUse], Ok(()), 2),
+            (&[std::io::ErrorKind::AddrInUse; 3], Err(()), START_ATTEMPTS),
+            (&[std::io::ErrorKind::Other], Err(()), 1),
+        ];
+        for (failures, want, calls_wanted) in cases {
+            let mut calls = 0;
+            let got = start_on_fresh_ports(|| {
+                calls += 1;
+                failures.get(calls - 1).map_or(Ok(()), |kind| Err(io(*kind)))
+            });
+            assert_eq!(got.is_ok(), want.is_ok(), "{failures:?}");
+            assert_eq!(calls, calls_wanted, "{failures:?}");
+        }
+    }
+
+    #[test]
+    fn ports_chosen_together_differ() {
+        let ports = free_ports::<16>().expect("ports");
+        let mut sorted = ports.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ports.len());
     }
 }
