@@ -65,13 +65,36 @@ pub struct ServiceProcess {
     child: Option<Child>,
     port: u16,
     log: tempfile::NamedTempFile,
+    /// How to start it again on a fresh port, when it was given a free one ([`Self::spawn`]).
+    again: Option<Again>,
 }
+
+/// What [`ServiceProcess::spawn`] was given, and how often it has started.
+#[derive(Debug)]
+struct Again {
+    bin: std::path::PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    starts: usize,
+}
+
+/// How many times a service whose free port was taken before it bound it is started.
+const STARTS: usize = 3;
 
 impl ServiceProcess {
     /// Starts `bin` with `args` and `envs`; `HTTP_ADDR` is set to a free loopback port.
     /// Standard output (the JSON log) and standard error go to a file read by [`Self::logs`].
+    /// Another process may take that port before the service binds it: [`Self::wait_for_status`]
+    /// then starts it again on a fresh port (read [`Self::port`] after waiting).
     pub fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<Self, Error> {
-        Self::spawn_on(free_port()?, bin, args, envs)
+        let mut process = Self::spawn_on(free_port()?, bin, args, envs)?;
+        process.again = Some(Again {
+            bin: bin.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            envs: envs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            starts: 1,
+        });
+        Ok(process)
     }
 
     /// As [`Self::spawn`], on `127.0.0.1:<port>` (e.g. the port a killed instance had).
@@ -89,7 +112,26 @@ impl ServiceProcess {
             .stderr(err)
             .spawn()
             .map_err(|source| Error::Io { what: "spawning the service", source })?;
-        Ok(Self { child: Some(child), port, log })
+        Ok(Self { child: Some(child), port, log, again: None })
+    }
+
+    /// Starts the service again on a fresh port if it exited because its free port was taken
+    /// before it bound it (at most [`STARTS`] starts in all); whether it did.
+    fn start_again_if_port_taken(&mut self) -> Result<bool, Error> {
+        let taken = self.logs().contains("Address already in use");
+        let Some(mut again) = self.again.take() else { return Ok(false) };
+        if again.starts >= STARTS || !taken {
+            self.again = Some(again);
+            return Ok(false);
+        }
+        again.starts += 1;
+        let args: Vec<&str> = again.args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = again.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut fresh = Self::spawn_on(free_port()?, &again.bin, &args, &envs)?;
+        fresh.again = Some(again);
+        // The exited process is replaced; dropping it kills nothing that still runs.
+        std::mem::swap(self, &mut fresh);
+        Ok(true)
     }
 
     /// The process id, while it runs.
@@ -137,6 +179,9 @@ impl ServiceProcess {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(exit)) = child.try_wait()
             {
+                if self.start_again_if_port_taken()? {
+                    continue;
+                }
                 return Err(Error::Io {
                     what: "waiting for the service",
                     source: std::io::Error::other(format!("exited with {exit}: {}", self.logs())),
@@ -318,4 +363,31 @@ pub fn assert_starts_on_block(bin: &Path, block: &str, envs: &[(&str, &str)]) ->
     let exit = service.terminate(Duration::from_secs(30)).expect("stops");
     assert!(exit.success(), "exit 0 after SIGTERM: {exit}\n{}", service.logs());
     BlockRun { check_config: check, logs: service.logs() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in service that records each start in `$STARTS` and exits with `$SAYS` on
+    /// standard error.
+    const SCRIPT: &str = r#"echo start >> "$STARTS"; echo "$SAYS" >&2; exit 1"#;
+
+    #[test]
+    fn only_a_service_whose_port_was_taken_is_started_again_on_a_fresh_port() {
+        let cases = [
+            ("binding 127.0.0.1:4000: Address already in use (os error 98)", STARTS),
+            ("configuration: ticketing_integration.provider: unknown", 1),
+        ];
+        for (says, starts_wanted) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let starts = dir.path().join("starts");
+            let envs = [("STARTS", starts.to_str().expect("utf-8")), ("SAYS", says)];
+            let mut service = ServiceProcess::spawn(Path::new("/bin/sh"), &["-c", SCRIPT], &envs).expect("spawns");
+            let err = service.wait_for_status("/readyz", 200, Duration::from_secs(20)).expect_err("never ready");
+            assert!(err.to_string().contains(says), "{err}");
+            let started = std::fs::read_to_string(&starts).expect("starts").lines().count();
+            assert_eq!(started, starts_wanted, "{says}");
+        }
+    }
 }
