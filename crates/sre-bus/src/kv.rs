@@ -303,7 +303,8 @@ impl Kv {
     /// The latest value of every key under `prefix` (a key prefix ending in `.`; deleted
     /// keys excluded), read in one pass of an ordered consumer (the last message of each
     /// key) rather than a read per key: what a pass over thousands of records costs the
-    /// bus. The permissions it needs are those of [`Kv::keys`].
+    /// bus. It needs the permissions of [`Kv::keys`] and, when the listing goes quiet,
+    /// its consumer's info (`$JS.API.CONSUMER.INFO.KV_<bucket>.>`).
     pub async fn entries(&self, prefix: &str) -> Result<Vec<(String, KvEntry)>, KvError> {
         let entries = tokio::time::timeout(LISTING_WITHIN, self.entries_inner(prefix))
             .await

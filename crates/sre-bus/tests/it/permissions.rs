@@ -259,3 +259,55 @@ async fn an_adapter_cannot_read_another_adapters_replies() {
         server.log()
     );
 }
+
+/// A sink lists its own bucket (the reconciler's pass, the deferred-page scan) with an
+/// ordered consumer, and asks for that consumer's info when the listing goes quiet: both
+/// are allowed to the sink's user by the deploy file, on its own bucket only.
+#[tokio::test]
+async fn a_sink_lists_its_own_bucket_and_asks_how_far_its_listing_got() {
+    use async_nats::jetstream::consumer::{DeliverPolicy, push};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path());
+    let sinks = [("ticketing-sink", "sre_ticketing_sink_tickets"), ("paging-sink", "sre_paging_sink_pages")];
+    let mut buckets = Vec::new();
+    for (user, bucket) in sinks {
+        let bus = bus(url(&server, user), user).await;
+        let config = sre_bus::KvConfig {
+            bucket: bucket.into(),
+            description: "the sink's records".into(),
+            max_age: Duration::ZERO,
+            history: 1,
+            replicas: sre_bus::Replicas::Auto,
+        };
+        let kv = sre_bus::Kv::open(&bus, config).await.expect("its bucket");
+        kv.put("inc-1", "recorded".into()).await.expect("put");
+        buckets.push(kv);
+    }
+    for ((user, bucket), kv) in sinks.into_iter().zip(&buckets) {
+        let listed = step("the listing", kv.entries("")).await.expect("lists");
+        assert_eq!(listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["inc-1"], "{user}");
+
+        // What the listing does underneath, step by step, as the sink's user.
+        let client = client(&url(&server, user)).await.expect("client");
+        let js = async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
+        let listing = |bucket: &'static str| {
+            let js = js.clone();
+            async move {
+                let stream = js.get_stream(format!("KV_{bucket}")).await.map_err(|e| e.to_string())?;
+                let consumer = stream
+                    .create_consumer(push::OrderedConfig {
+                        deliver_subject: format!("{}.listing", sre_bus::default_inbox_prefix(user)),
+                        deliver_policy: DeliverPolicy::LastPerSubject,
+                        filter_subject: format!("$KV.{bucket}.>"),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                consumer.get_info().await.map(|i| i.num_pending).map_err(|e| e.to_string())
+            }
+        };
+        assert_eq!(step("its own listing's info", listing(bucket)).await, Ok(1), "{user}");
+        let other = sinks.iter().map(|(_, b)| *b).find(|b| *b != bucket).expect("the other sink");
+        assert!(step("another sink's bucket", listing(other)).await.is_err(), "{user} may not list {other}");
+    }
+}
