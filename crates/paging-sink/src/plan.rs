@@ -25,7 +25,13 @@ pub enum OnCreated {
     NotPaged,
     /// A claim a delivery left mid-call: send the trigger again (the vendor deduplicates
     /// on the incident id), then record it.
-    Resend,
+    Resend {
+        /// The claim is this fact's own: handed back for its turn (the fact come back) or
+        /// left stale by a crash. Only then may a turn handed back again be written on it;
+        /// a live claim is another delivery's, whose trigger may be leaving, and a follow-up
+        /// must finish that page, not cancel it.
+        own: bool,
+    },
     /// Already paged, deferred, cancelled or refused: nothing to send.
     Duplicate,
 }
@@ -38,7 +44,9 @@ pub fn on_created(severity: Severity, policy: &Policy, record: Option<&PageRecor
             Decision::DeferUntil(due) => OnCreated::Defer(due),
             Decision::Never => OnCreated::NotPaged,
         },
-        Some(PageState::Claimed) => OnCreated::Resend,
+        Some(PageState::Claimed) => OnCreated::Resend {
+            own: record.is_some_and(|r| r.handed_back.is_some() || liveness(r.last_alive(), now) == Liveness::Stale),
+        },
         Some(_) => OnCreated::Duplicate,
     }
 }
@@ -400,9 +408,29 @@ mod tests {
         assert_eq!(on_created(Severity::High, &p, None, day()), OnCreated::Page);
         assert_eq!(on_created(Severity::Medium, &p, None, day()), OnCreated::NotPaged);
         for state in STATES {
-            let expected = if state == PageState::Claimed { OnCreated::Resend } else { OnCreated::Duplicate };
+            let expected =
+                if state == PageState::Claimed { OnCreated::Resend { own: false } } else { OnCreated::Duplicate };
             let r = record(state, Severity::Critical, night());
             assert_eq!(on_created(Severity::Critical, &p, Some(&r), night()), expected, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_claim_found_by_a_created_fact_is_its_own_only_when_handed_back_or_stale() {
+        let p = policy();
+        let claimed = record(PageState::Claimed, Severity::Critical, night());
+        let mut handed_back = claimed.clone();
+        handed_back.handed_back = Some(night() + SignedDuration::from_secs(30));
+        let later = |secs| night() + SignedDuration::from_secs(secs);
+        let cases = [
+            ("another delivery's live claim", &claimed, night(), false),
+            ("live a few seconds on", &claimed, later(5), false),
+            ("left by a crash (stale)", &claimed, later(11), true),
+            ("handed back for its turn, come back early", &handed_back, night(), true),
+            ("handed back, come back at its turn", &handed_back, later(30), true),
+        ];
+        for (what, r, now, own) in cases {
+            assert_eq!(on_created(Severity::Critical, &p, Some(r), now), OnCreated::Resend { own }, "{what}");
         }
     }
 
@@ -639,7 +667,7 @@ mod tests {
             };
             match event {
                 Event::Created => match on_created(severity, &p, record.as_ref(), now) {
-                    OnCreated::Page | OnCreated::Resend => {
+                    OnCreated::Page | OnCreated::Resend { .. } => {
                         seen.triggers.push(life);
                         record = Some(PageRecord::new(&incident, PageState::Paged, target(), now));
                     }

@@ -302,9 +302,9 @@ impl Sink {
                     self.metrics.page(provider, PageOutcome::Duplicate);
                     return Disposition::Ack;
                 }
-                OnCreated::Resend => {
+                OnCreated::Resend { own } => {
                     let Some(read) = &read else { return retry("page record vanished") };
-                    return self.settle_trigger(read.record.target.provider, read, PageOutcome::Paged).await;
+                    return self.settle_trigger_as(read.record.target.provider, read, PageOutcome::Paged, own).await;
                 }
                 OnCreated::Page => PageRecord::new(&incident, PageState::Claimed, target.clone(), now),
                 OnCreated::Defer(due) => {
