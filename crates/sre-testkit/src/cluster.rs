@@ -54,10 +54,11 @@ impl NatsCluster {
     /// Starts `n` nodes, each including `accounts` (configuration text such as
     /// `deploy/nats/sre.conf` with its users and allow-lists, and the variables it reads).
     pub fn start_with_accounts(n: usize, accounts: Option<&str>) -> Result<Self, Error> {
-        // Another process may take a port between choosing it and the node binding it:
-        // start again on fresh ports (bounded).
+        // Another process may take a port between choosing it and the node binding it, and a
+        // meta group formed under a loaded machine may not settle: start again on fresh
+        // ports, as many times as a single server would (any failure, not only a taken port).
         let mut last = None;
-        for _ in 0..3 {
+        for _ in 0..crate::START_ATTEMPTS {
             match Self::try_start(n, accounts) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last = Some(e),
@@ -68,13 +69,7 @@ impl NatsCluster {
 
     fn try_start(n: usize, accounts: Option<&str>) -> Result<Self, Error> {
         let accounts = accounts.map(str::to_owned);
-        // All ports chosen while every probe socket is held, so no two are the same.
-        let held: Vec<std::net::TcpListener> = (0..n * 3)
-            .map(|_| std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)))
-            .collect::<Result<_, _>>()
-            .map_err(|source| Error::Io { what: "binding probe ports", source })?;
-        let ports: Vec<u16> = held.iter().filter_map(|l| l.local_addr().ok().map(|a| a.port())).collect();
-        drop(held);
+        let ports = crate::free_port_list(n * 3)?;
         let mut nodes = Vec::with_capacity(n);
         for (i, p) in ports.chunks(3).enumerate() {
             nodes.push(Node {
@@ -189,9 +184,11 @@ impl NatsCluster {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 let log = self.log(i);
+                let kind =
+                    if crate::port_taken(&log) { std::io::ErrorKind::AddrInUse } else { std::io::ErrorKind::Other };
                 return Err(Error::Io {
                     what: "nats-server cluster node",
-                    source: std::io::Error::other(format!("exited early with {status}: {log}")),
+                    source: std::io::Error::new(kind, format!("exited early with {status}: {log}")),
                 });
             }
             // Polling the health endpoint with a short backoff, bounded by the deadline.

@@ -71,27 +71,35 @@ pub fn free_port() -> Result<u16, Error> {
     Ok(free_ports::<1>()?[0])
 }
 
-/// `N` different free TCP ports on 127.0.0.1, chosen while every probe socket is held.
-///
-/// A port is free when chosen, not when used: another process may bind it in between, so
-/// whoever starts a server on it starts again on fresh ports when the server cannot bind.
+/// `N` different free TCP ports on 127.0.0.1 (see [`free_port_list`]).
 pub fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
-    let mut held = Vec::with_capacity(N);
-    let mut ports = [0u16; N];
-    for port in &mut ports {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|source| Error::Io { what: "binding a probe port", source })?;
-        *port = listener
-            .local_addr()
-            .map(|a| a.port())
-            .map_err(|source| Error::Io { what: "reading the probe port", source })?;
-        held.push(listener);
-    }
-    Ok(ports)
+    let list = free_port_list(N)?;
+    Ok(std::array::from_fn(|i| list[i]))
 }
 
-/// How many times a server whose chosen port was taken meanwhile is started again on fresh ports.
-const START_ATTEMPTS: usize = 3;
+/// `n` different free TCP ports on 127.0.0.1, chosen while every probe socket is held.
+///
+/// A port is free when chosen, not when used: another process may bind it in between, so
+/// whoever starts a server on it starts again on fresh ports when the server cannot bind
+/// ([`start_on_fresh_ports`], [`port_taken`]).
+pub fn free_port_list(n: usize) -> Result<Vec<u16>, Error> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::Io { what: "binding a probe port", source })?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::Io { what: "reading the probe port", source })
+}
+
+/// Whether a server's log says it could not bind its port (Go's and Rust's wording alike).
+pub(crate) fn port_taken(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
+}
+
+/// How many times a server whose chosen port was taken meanwhile is started in all.
+pub(crate) const START_ATTEMPTS: usize = 3;
 
 /// Runs `start` up to [`START_ATTEMPTS`] times while it fails because a port it chose was
 /// taken between choosing and binding it; other failures end at once.
@@ -182,13 +190,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Polls `ready` until it holds. A process that exits first is an error carrying the end of
-/// its log (`log`), of kind `AddrInUse` when it could not bind its port.
-fn wait_ready(
-    what: &'static str,
-    child: &mut Child,
-    log: impl Fn() -> String,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), Error> {
+/// its log (the file `log`), of kind `AddrInUse` when it could not bind its port.
+fn wait_ready(what: &'static str, child: &mut Child, log: &Path, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(2);
     while start.elapsed() < READY_DEADLINE {
@@ -196,12 +199,8 @@ fn wait_ready(
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let log = log();
-            let kind = if log.contains("address already in use") {
-                std::io::ErrorKind::AddrInUse
-            } else {
-                std::io::ErrorKind::Other
-            };
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let kind = if port_taken(&log) { std::io::ErrorKind::AddrInUse } else { std::io::ErrorKind::Other };
             let source = std::io::Error::new(kind, format!("exited early with {status}: {}", tail(&log)));
             return Err(Error::Io { what, source });
         }
@@ -287,12 +286,9 @@ impl NatsServer {
         let mut child = cmd.spawn().map_err(|source| Error::Io { what: "spawning nats-server", source })?;
         let monitor = self.monitor_port;
         let log = self.store.path().join("nats-server.log");
-        wait_ready(
-            "nats-server",
-            &mut child,
-            || std::fs::read_to_string(&log).unwrap_or_default(),
-            || http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200),
-        )?;
+        wait_ready("nats-server", &mut child, &log, || {
+            http_get_status(monitor, "/healthz?js-enabled-only=true") == Some(200)
+        })?;
         self.child = Some(child);
         Ok(())
     }
@@ -377,12 +373,7 @@ impl Alertmanager {
                 .stderr(stderr)
                 .spawn()
                 .map_err(|source| Error::Io { what: "spawning alertmanager", source })?;
-            wait_ready(
-                "alertmanager",
-                &mut child,
-                || std::fs::read_to_string(&log).unwrap_or_default(),
-                || http_get_status(port, "/-/ready") == Some(200),
-            )?;
+            wait_ready("alertmanager", &mut child, &log, || http_get_status(port, "/-/ready") == Some(200))?;
             Ok((child, port))
         })?;
         Ok(Self { child: Some(child), port, _dir: dir })

@@ -78,9 +78,6 @@ struct Again {
     starts: usize,
 }
 
-/// How many times a service whose free port was taken before it bound it is started.
-const STARTS: usize = 3;
-
 impl ServiceProcess {
     /// Starts `bin` with `args` and `envs`; `HTTP_ADDR` is set to a free loopback port.
     /// Standard output (the JSON log) and standard error go to a file read by [`Self::logs`].
@@ -116,11 +113,11 @@ impl ServiceProcess {
     }
 
     /// Starts the service again on a fresh port if it exited because its free port was taken
-    /// before it bound it (at most [`STARTS`] starts in all); whether it did.
+    /// before it bound it (at most [`crate::START_ATTEMPTS`] starts in all); whether it did.
     fn start_again_if_port_taken(&mut self) -> Result<bool, Error> {
-        let taken = self.logs().contains("Address already in use");
+        let taken = crate::port_taken(&self.logs());
         let Some(mut again) = self.again.take() else { return Ok(false) };
-        if again.starts >= STARTS || !taken {
+        if again.starts >= crate::START_ATTEMPTS || !taken {
             self.again = Some(again);
             return Ok(false);
         }
@@ -376,7 +373,7 @@ mod tests {
     #[test]
     fn only_a_service_whose_port_was_taken_is_started_again_on_a_fresh_port() {
         let cases = [
-            ("binding 127.0.0.1:4000: Address already in use (os error 98)", STARTS),
+            ("binding 127.0.0.1:4000: Address already in use (os error 98)", crate::START_ATTEMPTS),
             ("configuration: ticketing_integration.provider: unknown", 1),
         ];
         for (says, starts_wanted) in cases {
